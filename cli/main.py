@@ -1,0 +1,51 @@
+"""Entry point of the `reka-ingest` console script.
+
+Logging is configured here, once, before any command runs. Each command lives
+in its own module and is registered below; the stand-in server is imported
+only by `cli.fake_api`, and only when that command runs.
+"""
+
+from __future__ import annotations
+
+import json
+
+import typer
+
+from worker.errors import IngestError
+from worker.logs import configure_logging
+from worker.settings import effective, load_settings
+
+app = typer.Typer(
+    name="reka-ingest",
+    help="Bulk image ingestion for Reka's Vision API.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.command("config")
+def config_command(
+    as_json: bool = typer.Option(False, "--json", help="One JSON object instead of a table."),
+) -> None:
+    """Print the effective settings, secrets masked."""
+    settings = load_settings()
+    rows = effective(settings)
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2, default=str))
+        return
+    for group, values in rows.items():
+        typer.echo(f"[{group}]")
+        width = max(len(k) for k in values)
+        for key, value in values.items():
+            typer.echo(f"  {key.ljust(width)}  {'' if value is None else value}")
+
+
+def main() -> None:
+    try:
+        settings = load_settings()
+    except IngestError as err:
+        typer.echo(f"reka-ingest: {err}", err=True)
+        raise SystemExit(2) from None
+    configure_logging(settings.ingest.log_level, settings.ingest.log_format)
+    app()

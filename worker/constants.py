@@ -1,0 +1,85 @@
+"""Every default, header name and protocol constant, named once.
+
+Other modules import from here instead of repeating a literal; a change of a
+default is a change of one line.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import Final
+
+# --- The Reka Vision API ----------------------------------------------------
+
+DEFAULT_API_BASE_URL: Final = "https://vision-agent.api.reka.ai"
+DEFAULT_API_PATH_PREFIX: Final = "/v1"
+
+API_KEY_HEADER: Final = "X-Api-Key"
+REQUEST_ID_HEADER: Final = "X-Request-ID"
+OVERWRITE_METERING_HEADER: Final = "X-Enable-Overwrite-Metering"
+
+RATELIMIT_LIMIT_HEADER: Final = "x-ratelimit-requests-limit"
+RATELIMIT_REMAINING_HEADER: Final = "x-ratelimit-requests-remaining"
+RATELIMIT_RESET_HEADER: Final = "x-ratelimit-requests-reset"
+RETRY_AFTER_HEADER: Final = "retry-after"
+
+# Documented per-key limit on the standard tier, requests per rolling 24 hours.
+STANDARD_TIER_UPLOADS_PER_DAY: Final = 100
+RATE_LIMIT_WINDOW_SECONDS: Final = 24 * 60 * 60
+
+# Not documented by Reka; the stand-in's assumed limits (see shared/reka-api.md).
+MAX_IMAGES_PER_REQUEST: Final = 100
+MAX_IMAGE_BYTES: Final = 20 * 1024 * 1024
+MAX_REQUEST_BYTES: Final = 512 * 1024 * 1024
+
+LIST_LIMIT_DEFAULT: Final = 20
+LIST_LIMIT_MAX: Final = 100
+SEARCH_MAX_RESULTS_DEFAULT: Final = 10
+
+
+class IndexingStatus(IntEnum):
+    """`indexing_status` values. Reka documents 1 and 2; 0 and 3 are the
+    stand-in's assumption (shared/reka-api.md), kept here and nowhere else."""
+
+    NOT_INDEXED = 0  # uploaded with index: false (assumed)
+    IN_PROGRESS = 1  # documented
+    INDEXED = 2  # documented
+    FAILED = 3  # assumed
+
+
+# Error envelope `type` values, from Reka's errors page.
+class ErrorType:
+    VALIDATION: Final = "validation_error"
+    AUTHENTICATION: Final = "authentication_error"
+    NOT_FOUND: Final = "not_found_error"
+    RATE_LIMIT: Final = "rate_limit_error"
+    SERVER: Final = "server_error"
+
+
+RATE_LIMIT_CODE: Final = "rate_limit_exceeded"
+
+# Image content types the API takes, by the format Pillow (or our sniffer) names.
+CONTENT_TYPES: Final[dict[str, str]] = {
+    "JPEG": "image/jpeg",
+    "PNG": "image/png",
+    "GIF": "image/gif",
+    "WEBP": "image/webp",
+    "BMP": "image/bmp",
+    "TIFF": "image/tiff",
+}
+
+# --- HTTP client defaults ------------------------------------------------------
+
+DEFAULT_CONNECT_TIMEOUT: Final = 5.0
+DEFAULT_READ_TIMEOUT: Final = 120.0  # a batch of 100 large images takes a while to index-ack
+DEFAULT_WRITE_TIMEOUT: Final = 120.0
+DEFAULT_POOL_TIMEOUT: Final = 10.0
+DEFAULT_MAX_CONNECTIONS: Final = 20
+DEFAULT_MAX_KEEPALIVE: Final = 10
+UPLOAD_CHUNK_BYTES: Final = 256 * 1024
+
+# --- The stand-in server ------------------------------------------------------
+
+STANDIN_DEV_API_KEY: Final = "dev-key"
+STANDIN_DEFAULT_HOST: Final = "127.0.0.1"
+STANDIN_DEFAULT_PORT: Final = 8700

@@ -1,0 +1,245 @@
+"""Typed settings, parsed once at start.
+
+Two groups, two prefixes: `REKA_*` describes the API (base URL, key, timeouts)
+and `INGEST_*` the service itself. `load_settings()` turns any bad value into a
+`SettingsError` whose message names the environment variable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from worker import constants as c
+from worker.errors import SettingsError
+
+
+class RekaSettings(BaseSettings):
+    """How to reach the Reka Vision API. Environment prefix `REKA_`."""
+
+    model_config = SettingsConfigDict(env_prefix="REKA_", extra="ignore", frozen=True)
+
+    api_key: SecretStr | None = Field(
+        default=None,
+        description="API key. Unset: `reka-ingest run` starts the stand-in server instead.",
+    )
+    api_base_url: str = Field(
+        default=c.DEFAULT_API_BASE_URL, description="Base URL of the Vision API."
+    )
+    api_path_prefix: str = Field(
+        default=c.DEFAULT_API_PATH_PREFIX,
+        description="Path prefix of the image endpoints (`/v1`; empty for older deployments).",
+    )
+    connect_timeout: float = Field(default=c.DEFAULT_CONNECT_TIMEOUT, gt=0, description="Seconds.")
+    read_timeout: float = Field(default=c.DEFAULT_READ_TIMEOUT, gt=0, description="Seconds.")
+    write_timeout: float = Field(default=c.DEFAULT_WRITE_TIMEOUT, gt=0, description="Seconds.")
+    pool_timeout: float = Field(default=c.DEFAULT_POOL_TIMEOUT, gt=0, description="Seconds.")
+    max_connections: int = Field(default=c.DEFAULT_MAX_CONNECTIONS, ge=1)
+    max_keepalive: int = Field(default=c.DEFAULT_MAX_KEEPALIVE, ge=0)
+
+    @field_validator("api_base_url")
+    @classmethod
+    def _check_base_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be an http:// or https:// URL with a host")
+        return value.rstrip("/")
+
+    @field_validator("api_path_prefix")
+    @classmethod
+    def _check_prefix(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        if value and not value.startswith("/"):
+            raise ValueError("must be empty or start with '/'")
+        return value
+
+    @field_validator("api_key")
+    @classmethod
+    def _check_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().strip():
+            return None
+        return value
+
+    def timeout(self) -> httpx.Timeout:
+        return httpx.Timeout(
+            connect=self.connect_timeout,
+            read=self.read_timeout,
+            write=self.write_timeout,
+            pool=self.pool_timeout,
+        )
+
+    def limits(self) -> httpx.Limits:
+        return httpx.Limits(
+            max_connections=self.max_connections,
+            max_keepalive_connections=self.max_keepalive,
+        )
+
+
+class ObserverKind(StrEnum):
+    NATIVE = "native"  # inotify / FSEvents / ReadDirectoryChangesW
+    POLLING = "polling"  # for network shares, where native events do not arrive
+
+
+class AfterUpload(StrEnum):
+    MOVE = "move"  # into done/
+    KEEP = "keep"  # leave in the work area
+    DELETE = "delete"
+
+
+class LogFormat(StrEnum):
+    AUTO = "auto"  # readable on a terminal, JSON otherwise
+    JSON = "json"
+    CONSOLE = "console"
+
+
+class IngestSettings(BaseSettings):
+    """The service's own settings. Environment prefix `INGEST_`."""
+
+    model_config = SettingsConfigDict(env_prefix="INGEST_", extra="ignore", frozen=True)
+
+    data_dir: Path = Field(default=Path("./var"), description="Ledger, Redis data, work area.")
+    inbox: Path = Field(default=Path("./inbox"), description="The watched folder.")
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the ledger. Unset: SQLite at DATA_DIR/ledger.db.",
+    )
+    redis_url: SecretStr | None = Field(
+        default=None,
+        description="Broker URL (a password may be in it). Unset: the bundled redis-server.",
+    )
+    log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR.")
+    log_format: LogFormat = Field(default=LogFormat.AUTO)
+
+    # Batching (scheduler).
+    batch_max_files: int = Field(default=50, ge=1, le=c.MAX_IMAGES_PER_REQUEST)
+    batch_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1)
+    batch_max_wait: float = Field(default=2.0, ge=0, description="Seconds to wait to fill a batch.")
+
+    # Taking files (scheduler).
+    observer: ObserverKind = Field(default=ObserverKind.NATIVE)
+    polling_interval: float = Field(default=1.0, gt=0, description="Polling observer, seconds.")
+    stable_interval: float = Field(default=0.5, gt=0, description="Seconds between size checks.")
+    min_file_age: float = Field(default=1.0, ge=0, description="Seconds since last change.")
+    scan_interval: float = Field(default=60.0, gt=0, description="Seconds between full scans.")
+    max_image_bytes: int = Field(default=c.MAX_IMAGE_BYTES, ge=1)
+
+    # Uploading (worker).
+    after_upload: AfterUpload = Field(default=AfterUpload.MOVE)
+    allow_reupload: bool = Field(
+        default=False, description="Upload bytes already uploaded once instead of `duplicate`."
+    )
+    upload_max_retries: int = Field(default=8, ge=0)
+    retry_backoff_base: float = Field(default=1.0, gt=0, description="Seconds.")
+    retry_backoff_max: float = Field(default=60.0, gt=0, description="Seconds.")
+    worker_concurrency: int = Field(default=2, ge=1)
+    visibility_timeout: int = Field(
+        default=3600, ge=60, description="Seconds before Redis redelivers an unacked task."
+    )
+
+    # Indexing poller (beat + worker).
+    poll_sweep_interval: float = Field(default=3.0, gt=0, description="Seconds between sweeps.")
+    poll_initial_delay: float = Field(default=2.0, gt=0, description="Seconds.")
+    poll_max_delay: float = Field(default=60.0, gt=0, description="Seconds.")
+    poll_concurrency: int = Field(default=8, ge=1)
+    index_deadline: float = Field(default=3600.0, gt=0, description="Seconds after upload.")
+
+    # Flower.
+    flower_host: str = Field(default="127.0.0.1")
+    flower_port: int = Field(default=5555, ge=1, le=65535)
+    flower_basic_auth: SecretStr | None = Field(default=None, description="user:password")
+
+    @field_validator("log_level")
+    @classmethod
+    def _check_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError("must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
+        return level
+
+    @property
+    def ledger_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'ledger.db').resolve()}"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    reka: RekaSettings
+    ingest: IngestSettings
+
+
+_PREFIXES: dict[type[BaseSettings], str] = {RekaSettings: "REKA_", IngestSettings: "INGEST_"}
+_SECRET_FIELDS = {"api_key", "redis_url", "flower_basic_auth"}
+
+
+def _explain(cls: type[BaseSettings], err: ValidationError) -> str:
+    lines = []
+    for item in err.errors():
+        field = str(item["loc"][0]) if item["loc"] else "?"
+        var = f"{_PREFIXES[cls]}{field.upper()}"
+        shown = "" if field in _SECRET_FIELDS else f" (got {item.get('input')!r})"
+        lines.append(f"{var}: {item['msg']}{shown}")
+    return "invalid settings:\n  " + "\n  ".join(lines)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read and validate every setting from the environment.
+
+    `overrides` (field names of either group) win over the environment; tests
+    and commands use them. A bad value raises `SettingsError` naming the variable.
+    """
+    reka_over = {k: v for k, v in overrides.items() if k in RekaSettings.model_fields}
+    ingest_over = {k: v for k, v in overrides.items() if k in IngestSettings.model_fields}
+    unknown = set(overrides) - set(reka_over) - set(ingest_over)
+    if unknown:
+        raise SettingsError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+    try:
+        reka = RekaSettings(**reka_over)
+    except ValidationError as err:
+        raise SettingsError(_explain(RekaSettings, err)) from None
+    try:
+        ingest = IngestSettings(**ingest_over)
+    except ValidationError as err:
+        raise SettingsError(_explain(IngestSettings, err)) from None
+    return Settings(reka=reka, ingest=ingest)
+
+
+def mask_url(url: str) -> str:
+    """`redis://:secret@host/0` -> `redis://:***@host/0`."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
+
+
+def effective(settings: Settings) -> dict[str, dict[str, object]]:
+    """Every setting by environment variable, secrets masked, for `reka-ingest config`."""
+    out: dict[str, dict[str, object]] = {}
+    for group in (settings.reka, settings.ingest):
+        prefix = _PREFIXES[type(group)]
+        rows: dict[str, object] = {}
+        for name in type(group).model_fields:
+            value = getattr(group, name)
+            if isinstance(value, SecretStr):
+                secret = value.get_secret_value()
+                shown: object = mask_url(secret) if "://" in secret else "***"
+            elif isinstance(value, Path):
+                shown = str(value)
+            elif isinstance(value, StrEnum):
+                shown = value.value
+            else:
+                shown = value
+            rows[f"{prefix}{name.upper()}"] = shown
+        out[prefix.rstrip("_")] = rows
+    return out
