@@ -24,6 +24,11 @@ app = typer.Typer(
 )
 
 
+@app.callback()
+def _root() -> None:
+    """Bulk image ingestion for Reka's Vision API."""
+
+
 @app.command("config")
 def config_command(
     as_json: bool = typer.Option(False, "--json", help="One JSON object instead of a table."),
