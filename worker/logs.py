@@ -54,7 +54,7 @@ def configure_logging(level: str = "INFO", fmt: LogFormat = LogFormat.AUTO) -> N
         foreign_pre_chain=shared,
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-            structlog.processors.format_exc_info if as_json else _identity,
+            *([structlog.processors.format_exc_info] if as_json else []),
             renderer,
         ],
     )
@@ -66,10 +66,6 @@ def configure_logging(level: str = "INFO", fmt: LogFormat = LogFormat.AUTO) -> N
     # httpx logs every request at INFO; that is our canonical line's job.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("httpcore").setLevel(logging.WARNING)
-
-
-def _identity(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
-    return event
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:

@@ -106,6 +106,13 @@ class IngestSettings(BaseSettings):
 
     data_dir: Path = Field(default=Path("./var"), description="Ledger, Redis data, work area.")
     inbox: Path = Field(default=Path("./inbox"), description="The watched folder.")
+    done_dir: Path | None = Field(
+        default=None, description="Where uploaded files go. Unset: DATA_DIR/done."
+    )
+    failed_dir: Path | None = Field(
+        default=None,
+        description="Where failed files and their NAME.error.json go. Unset: DATA_DIR/failed.",
+    )
     database_url: str | None = Field(
         default=None,
         description="SQLAlchemy URL of the ledger. Unset: SQLite at DATA_DIR/ledger.db.",
@@ -162,6 +169,19 @@ class IngestSettings(BaseSettings):
         if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
             raise ValueError("must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
         return level
+
+    @property
+    def work_dir(self) -> Path:
+        """Claimed files wait here; must share a filesystem with the inbox (atomic rename)."""
+        return self.data_dir / "work"
+
+    @property
+    def done_path(self) -> Path:
+        return self.done_dir if self.done_dir is not None else self.data_dir / "done"
+
+    @property
+    def failed_path(self) -> Path:
+        return self.failed_dir if self.failed_dir is not None else self.data_dir / "failed"
 
     @property
     def ledger_url(self) -> str:

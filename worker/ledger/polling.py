@@ -1,0 +1,91 @@
+"""What the indexing poller writes: taking the rows whose poll time has come
+(pushing that time out as a lease, so two sweeps never poll one row at once)
+and recording what Get Image said."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import select, update
+
+from worker.ledger.db import Ledger
+from worker.ledger.schema import File
+from worker.states import FileState, Reason
+
+
+@dataclass(frozen=True, slots=True)
+class DuePoll:
+    file_id: int
+    image_id: str
+    index_flag: bool
+    uploaded_at: float
+    poll_delay: float
+
+
+@dataclass(frozen=True, slots=True)
+class PollOutcome:
+    file_id: int
+    state: FileState
+    indexing_status: int | None
+    image_url: str | None
+    request_id: str | None
+    reason: Reason | None = None
+    message: str | None = None
+    next_poll_at: float | None = None
+    poll_delay: float | None = None
+
+
+def claim_due_polls(ledger: Ledger, *, now: float, limit: int, lease: float) -> list[DuePoll]:
+    with ledger.write() as s:
+        rows = s.execute(
+            select(File.id, File.image_id, File.index_flag, File.uploaded_at, File.poll_delay)
+            .where(File.state == FileState.INDEXING, File.next_poll_at <= now)
+            .order_by(File.next_poll_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        ).all()
+        if not rows:
+            return []
+        s.execute(
+            update(File).where(File.id.in_([r.id for r in rows])).values(next_poll_at=now + lease)
+        )
+        return [
+            DuePoll(
+                file_id=r.id,
+                image_id=r.image_id or "",
+                index_flag=r.index_flag,
+                uploaded_at=r.uploaded_at or now,
+                poll_delay=r.poll_delay or 0.0,
+            )
+            for r in rows
+        ]
+
+
+def record_polls(ledger: Ledger, outcomes: list[PollOutcome], *, now: float) -> None:
+    with ledger.write() as s:
+        for o in outcomes:
+            final = o.state != FileState.INDEXING
+            values: dict[str, object] = {
+                "state": o.state,
+                "polls": File.polls + 1,
+                "poll_request_id": o.request_id,
+                "next_poll_at": o.next_poll_at,
+                "poll_delay": o.poll_delay,
+                "updated_at": now,
+            }
+            if o.indexing_status is not None:
+                values["indexing_status"] = o.indexing_status
+            if o.image_url:
+                values["image_url"] = o.image_url
+            if o.reason is not None:
+                values["reason"] = o.reason
+                values["message"] = o.message
+            if o.state == FileState.INDEXED:
+                values["indexed_at"] = now
+            if final:
+                values["finished_at"] = now
+            s.execute(
+                update(File)
+                .where(File.id == o.file_id, File.state == FileState.INDEXING)
+                .values(**values)
+            )

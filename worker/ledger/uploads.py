@@ -1,0 +1,268 @@
+"""What the upload task writes: claiming a batch under a lease, the outcome of
+each file, releasing a batch to try again, and splitting one after a 413.
+
+Every function here is one short write transaction and safe to call twice:
+a claim checks the batch's state and lease in the same statement that takes it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import select, update
+
+from worker.ledger.db import Ledger
+from worker.ledger.schema import Batch, File
+from worker.states import BATCH_TERMINAL, BatchState, FileState, Reason
+
+
+@dataclass(frozen=True, slots=True)
+class BatchFile:
+    id: int
+    path: str
+    work_path: str
+    size: int
+    sha256: str | None
+    sidecar: dict[str, object] | None
+    index_flag: bool
+    possible_duplicate: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedBatch:
+    batch_id: int
+    attempt: int
+    files: list[BatchFile]
+    # The previous holder's lease ran out while its request may have been sent.
+    outcome_unknown: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Uploaded:
+    """One result of an upload, in the file's terms."""
+
+    file_id: int
+    image_id: str
+    image_url: str
+    indexing_status: int
+    upload_timestamp: float
+    state: FileState
+    reason: Reason | None = None
+    next_poll_at: float | None = None
+    poll_delay: float | None = None
+
+
+def claim_batch(ledger: Ledger, batch_id: int, *, now: float, lease: float) -> ClaimedBatch | None:
+    """Take a batch for upload, or None when it is finished or another worker holds it."""
+    with ledger.write() as s:
+        batch = s.execute(
+            select(Batch).where(Batch.id == batch_id).with_for_update()
+        ).scalar_one_or_none()
+        if batch is None or batch.state in BATCH_TERMINAL:
+            return None
+        if batch.state == BatchState.UPLOADING and (batch.lease_until or 0.0) > now:
+            return None
+        if batch.state == BatchState.DEFERRED and (batch.next_attempt_at or 0.0) > now:
+            return None
+        outcome_unknown = batch.state == BatchState.UPLOADING
+        if outcome_unknown:
+            s.execute(
+                update(File)
+                .where(File.batch_id == batch_id, File.state == FileState.UPLOADING)
+                .values(possible_duplicate=True, updated_at=now)
+            )
+        batch.state = BatchState.UPLOADING
+        batch.attempts += 1
+        batch.lease_until = now + lease
+        batch.started_at = now
+        batch.next_attempt_at = None
+        rows = s.execute(
+            select(File)
+            .where(
+                File.batch_id == batch_id,
+                File.state.in_([FileState.QUEUED, FileState.UPLOADING]),
+            )
+            .order_by(File.id)
+        ).scalars()
+        files = [
+            BatchFile(
+                id=r.id,
+                path=r.path,
+                work_path=r.work_path,
+                size=r.size,
+                sha256=r.sha256,
+                sidecar=r.sidecar,
+                index_flag=r.index_flag,
+                possible_duplicate=r.possible_duplicate,
+            )
+            for r in rows
+        ]
+        if not files:
+            batch.state = BatchState.DONE
+            batch.finished_at = now
+            batch.lease_until = None
+        return ClaimedBatch(batch.id, batch.attempts, files, outcome_unknown)
+
+
+def mark_uploading(ledger: Ledger, file_ids: Sequence[int], *, now: float) -> None:
+    """Just before the request: from here on, its outcome may be unknown."""
+    with ledger.write() as s:
+        s.execute(
+            update(File)
+            .where(File.id.in_(list(file_ids)))
+            .values(state=FileState.UPLOADING, attempts=File.attempts + 1, updated_at=now)
+        )
+
+
+def record_uploaded(
+    ledger: Ledger, results: Sequence[Uploaded], *, request_id: str | None, now: float
+) -> None:
+    """Write each file's upload result, and hand its image id to its duplicates."""
+    with ledger.write() as s:
+        for r in results:
+            final = r.state in (FileState.INDEXED, FileState.STORED, FileState.FAILED)
+            s.execute(
+                update(File)
+                .where(File.id == r.file_id)
+                .values(
+                    state=r.state,
+                    reason=r.reason,
+                    image_id=r.image_id,
+                    image_url=r.image_url,
+                    indexing_status=r.indexing_status,
+                    upload_timestamp=r.upload_timestamp,
+                    upload_request_id=request_id,
+                    uploaded_at=now,
+                    indexed_at=now if r.state == FileState.INDEXED else None,
+                    finished_at=now if final else None,
+                    next_poll_at=r.next_poll_at,
+                    poll_delay=r.poll_delay,
+                    updated_at=now,
+                )
+            )
+            s.execute(
+                update(File)
+                .where(File.duplicate_of == r.file_id)
+                .values(image_id=r.image_id, image_url=r.image_url, updated_at=now)
+            )
+
+
+def fail_files(
+    ledger: Ledger, file_ids: Sequence[int], reason: Reason, message: str, *, now: float
+) -> None:
+    """Give files their final `failed` outcome; their duplicates share it (same bytes)."""
+    ids = list(file_ids)
+    if not ids:
+        return
+    with ledger.write() as s:
+        s.execute(
+            update(File)
+            .where(File.id.in_(ids))
+            .values(
+                state=FileState.FAILED,
+                reason=reason,
+                message=message,
+                finished_at=now,
+                next_poll_at=None,
+                updated_at=now,
+            )
+        )
+        s.execute(
+            update(File)
+            .where(File.duplicate_of.in_(ids), File.state == FileState.DUPLICATE)
+            .values(
+                state=FileState.FAILED,
+                reason=reason,
+                message=f"same bytes as a file that failed: {message}",
+                updated_at=now,
+            )
+        )
+
+
+def release_batch(
+    ledger: Ledger,
+    batch_id: int,
+    *,
+    now: float,
+    error: str,
+    next_attempt_at: float | None = None,
+) -> None:
+    """Give a batch back after a passing failure: its files wait again, nothing is lost."""
+    with ledger.write() as s:
+        s.execute(
+            update(File)
+            .where(File.batch_id == batch_id, File.state == FileState.UPLOADING)
+            .values(state=FileState.QUEUED, updated_at=now)
+        )
+        s.execute(
+            update(Batch)
+            .where(Batch.id == batch_id)
+            .values(
+                state=BatchState.DEFERRED if next_attempt_at else BatchState.QUEUED,
+                next_attempt_at=next_attempt_at,
+                lease_until=None,
+                last_error=error[:2000],
+            )
+        )
+
+
+def finish_batch(ledger: Ledger, batch_id: int, *, now: float, request_id: str | None) -> None:
+    with ledger.write() as s:
+        s.execute(
+            update(Batch)
+            .where(Batch.id == batch_id)
+            .values(state=BatchState.DONE, finished_at=now, lease_until=None, request_id=request_id)
+        )
+
+
+def split_batch(ledger: Ledger, batch_id: int, *, now: float, error: str) -> list[int]:
+    """Replace a batch by two halves (after a 413); returns the new batch ids."""
+    with ledger.write() as s:
+        rows = s.execute(
+            select(File.id, File.size)
+            .where(
+                File.batch_id == batch_id,
+                File.state.in_([FileState.QUEUED, FileState.UPLOADING]),
+            )
+            .order_by(File.id)
+        ).all()
+        half = (len(rows) + 1) // 2
+        new_ids: list[int] = []
+        for part in (rows[:half], rows[half:]):
+            if not part:
+                continue
+            child = Batch(
+                state=BatchState.QUEUED,
+                parent_id=batch_id,
+                created_at=now,
+                queued_at=now,
+                attempts=0,
+                file_count=len(part),
+                total_bytes=sum(r.size for r in part),
+            )
+            s.add(child)
+            s.flush()
+            s.execute(
+                update(File)
+                .where(File.id.in_([r.id for r in part]))
+                .values(batch_id=child.id, state=FileState.QUEUED, updated_at=now)
+            )
+            new_ids.append(child.id)
+        s.execute(
+            update(Batch)
+            .where(Batch.id == batch_id)
+            .values(state=BatchState.SPLIT, finished_at=now, lease_until=None, last_error=error)
+        )
+        return new_ids
+
+
+def set_final_path(ledger: Ledger, moves: Sequence[tuple[int, str]], *, now: float) -> None:
+    """Record where each file's bytes went after its outcome (done/, failed/)."""
+    if not moves:
+        return
+    with ledger.write() as s:
+        for file_id, path in moves:
+            s.execute(
+                update(File).where(File.id == file_id).values(final_path=path, updated_at=now)
+            )

@@ -1,0 +1,116 @@
+"""Where a file's bytes go once it has an outcome.
+
+Uploaded files move to `done/` (or stay, or are deleted: INGEST_AFTER_UPLOAD);
+failed files move to `failed/` beside a `NAME.error.json` that says why, so a
+person can read the reason without the ledger. Both keep the path the user
+dropped the file under. Nothing here raises for a missing source: a file that
+vanished still gets its reason file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from worker.logs import get_logger
+from worker.settings import AfterUpload, IngestSettings
+
+log = get_logger(__name__)
+
+ERROR_SUFFIX = ".error.json"
+
+
+def _free_name(target: Path, file_id: int) -> Path:
+    """`a/b.jpg`, or `a/b.<file_id>.jpg` when something is already there."""
+    if not target.exists() and not target.is_symlink():
+        return target
+    return target.with_name(f"{target.stem}.{file_id}{target.suffix}")
+
+
+def _safe_relative(rel_path: str) -> Path:
+    """A relative path that cannot climb out of its folder."""
+    parts = [p for p in Path(rel_path).parts if p not in ("", ".", "..", "/")]
+    return Path(*parts) if parts else Path("unnamed")
+
+
+def _move(src: Path, target: Path) -> bool:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.replace(src, target)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        # Another filesystem (done/ elsewhere): copy then remove.
+        try:
+            shutil.move(str(src), str(target))
+        except FileNotFoundError:
+            return False
+    return True
+
+
+def file_done(
+    settings: IngestSettings, *, work_path: str, rel_path: str, file_id: int
+) -> str | None:
+    """Put an uploaded file where INGEST_AFTER_UPLOAD says; returns its new path, if any."""
+    src = Path(work_path)
+    if settings.after_upload is AfterUpload.KEEP:
+        return str(src)
+    if settings.after_upload is AfterUpload.DELETE:
+        with contextlib.suppress(FileNotFoundError):
+            src.unlink()
+        _prune_work_dir(settings, src)
+        return None
+    target = _free_name(settings.done_path / _safe_relative(rel_path), file_id)
+    moved = _move(src, target)
+    _prune_work_dir(settings, src)
+    return str(target) if moved else None
+
+
+def file_failed(
+    settings: IngestSettings,
+    *,
+    work_path: str,
+    rel_path: str,
+    file_id: int,
+    reason: str,
+    message: str,
+    extra: dict[str, Any] | None = None,
+) -> str:
+    """Move a failed file to failed/, write NAME.error.json beside it; return that path."""
+    src = Path(work_path)
+    target = _free_name(settings.failed_path / _safe_relative(rel_path), file_id)
+    moved = False
+    if src.is_file() and not src.is_symlink():
+        moved = _move(src, target)
+    _prune_work_dir(settings, src)
+    record = {
+        "path": rel_path,
+        "file_id": file_id,
+        "reason": reason,
+        "message": message,
+        "failed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "moved_to": str(target) if moved else None,
+        **(extra or {}),
+    }
+    error_path = target.with_name(target.name + ERROR_SUFFIX)
+    error_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = error_path.with_name(error_path.name + ".tmp")
+    tmp.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, error_path)
+    log.info("file_failed", file_id=file_id, path=rel_path, reason=reason, detail=message)
+    return str(error_path)
+
+
+def _prune_work_dir(settings: IngestSettings, src: Path) -> None:
+    """Remove the now-empty claim folders under work/, never the work root itself."""
+    root = settings.work_dir.resolve()
+    parent = src.parent
+    with contextlib.suppress(OSError):
+        while parent.resolve() != root and root in parent.resolve().parents:
+            parent.rmdir()  # fails (and stops) when not empty
+            parent = parent.parent

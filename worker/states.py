@@ -1,0 +1,61 @@
+"""The states a file and a batch move through, and the reason codes of failures.
+
+States are `str` enums so they store as readable text in the ledger and print
+as themselves; the named sets below are the only place that says which states
+are final.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Final
+
+
+class FileState(StrEnum):
+    QUEUED = "queued"  # recorded, waiting for (or in) a batch that has not been sent
+    UPLOADING = "uploading"  # its batch's request is in flight
+    INDEXING = "indexing"  # uploaded; Reka is indexing it; polled until done
+    INDEXED = "indexed"  # indexing_status 2: searchable
+    STORED = "stored"  # uploaded with index: false (indexing_status 0)
+    DUPLICATE = "duplicate"  # the same bytes were uploaded before; points at that image_id
+    FAILED = "failed"  # with a reason code and a message a person can read
+
+
+TERMINAL: Final = frozenset(
+    {FileState.INDEXED, FileState.STORED, FileState.DUPLICATE, FileState.FAILED}
+)
+ACTIVE: Final = frozenset(set(FileState) - TERMINAL)
+UPLOADED: Final = frozenset({FileState.INDEXING, FileState.INDEXED, FileState.STORED})
+
+
+class BatchState(StrEnum):
+    QUEUED = "queued"  # enqueued as upload_batch(batch_id)
+    UPLOADING = "uploading"  # a worker holds it, under a lease
+    DEFERRED = "deferred"  # waits for a time in `next_attempt_at` (quota, backoff)
+    DONE = "done"  # every file got an outcome from this batch
+    SPLIT = "split"  # replaced by two smaller batches after a 413
+
+
+BATCH_TERMINAL: Final = frozenset({BatchState.DONE, BatchState.SPLIT})
+
+
+class Reason(StrEnum):
+    """Why a file failed (or was flagged); stored in the ledger and in NAME.error.json."""
+
+    EMPTY_FILE = "empty_file"
+    NOT_AN_IMAGE = "not_an_image"
+    TRUNCATED_IMAGE = "truncated_image"
+    UNSUPPORTED_FORMAT = "unsupported_format"
+    TOO_LARGE = "too_large"
+    BAD_SIDECAR = "bad_sidecar"
+    ORPHAN_SIDECAR = "orphan_sidecar"
+    FILE_MISSING = "file_missing"
+    UNREADABLE = "unreadable"
+    NEVER_STABLE = "never_stable"
+    REFUSED_PATH = "refused_path"
+    API_REJECTED = "api_rejected"
+    AUTH_FAILED = "auth_failed"
+    UPLOAD_FAILED = "upload_failed"
+    INDEXING_FAILED = "indexing_failed"
+    INDEXING_TIMEOUT = "indexing_timeout"
+    DUPLICATE_CONTENT = "duplicate_content"
