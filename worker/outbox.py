@@ -5,6 +5,11 @@ failed files move to `failed/` beside a `NAME.error.json` that says why, so a
 person can read the reason without the ledger. Both keep the path the user
 dropped the file under. Nothing here raises for a missing source: a file that
 vanished still gets its reason file.
+
+A claimed file sits alone in its own claim folder, `work/<token>/NAME`, with
+its sidecar (if any) beside it; whatever shares the claim folder travels with
+it. Files recorded in place (a backfill of the user's own tree) never move:
+`in_place=True` leaves them where they are and only writes the reason file.
 """
 
 from __future__ import annotations
@@ -53,21 +58,46 @@ def _move(src: Path, target: Path) -> bool:
     return True
 
 
+def _companions(settings: IngestSettings, src: Path) -> list[Path]:
+    """Other files in src's claim folder (its sidecar), if src sits in one."""
+    folder = src.parent
+    try:
+        if folder.resolve().parent != settings.work_dir.resolve():
+            return []
+        return [p for p in folder.iterdir() if p.name != src.name and p.is_file()]
+    except OSError:
+        return []
+
+
+def _move_with_companions(settings: IngestSettings, src: Path, target: Path, file_id: int) -> bool:
+    companions = _companions(settings, src)
+    moved = _move(src, target)
+    for extra in companions:
+        _move(extra, _free_name(target.parent / extra.name, file_id))
+    _prune_work_dir(settings, src)
+    return moved
+
+
 def file_done(
-    settings: IngestSettings, *, work_path: str, rel_path: str, file_id: int
+    settings: IngestSettings,
+    *,
+    work_path: str,
+    rel_path: str,
+    file_id: int,
+    in_place: bool = False,
 ) -> str | None:
     """Put an uploaded file where INGEST_AFTER_UPLOAD says; returns its new path, if any."""
     src = Path(work_path)
-    if settings.after_upload is AfterUpload.KEEP:
+    if in_place or settings.after_upload is AfterUpload.KEEP:
         return str(src)
     if settings.after_upload is AfterUpload.DELETE:
-        with contextlib.suppress(FileNotFoundError):
-            src.unlink()
+        for path in [src, *_companions(settings, src)]:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
         _prune_work_dir(settings, src)
         return None
     target = _free_name(settings.done_path / _safe_relative(rel_path), file_id)
-    moved = _move(src, target)
-    _prune_work_dir(settings, src)
+    moved = _move_with_companions(settings, src, target, file_id)
     return str(target) if moved else None
 
 
@@ -80,14 +110,16 @@ def file_failed(
     reason: str,
     message: str,
     extra: dict[str, Any] | None = None,
+    in_place: bool = False,
 ) -> str:
     """Move a failed file to failed/, write NAME.error.json beside it; return that path."""
     src = Path(work_path)
     target = _free_name(settings.failed_path / _safe_relative(rel_path), file_id)
     moved = False
-    if src.is_file() and not src.is_symlink():
-        moved = _move(src, target)
-    _prune_work_dir(settings, src)
+    if not in_place and src.is_file() and not src.is_symlink():
+        moved = _move_with_companions(settings, src, target, file_id)
+    elif not in_place:
+        _prune_work_dir(settings, src)
     record = {
         "path": rel_path,
         "file_id": file_id,
