@@ -9,6 +9,7 @@
     |   +-- ApiRateLimited              429, with retry-after and the rate-limit headers
     +-- PermanentError                  the same call will fail the same way
         +-- SettingsError               a setting is missing or wrong; names the variable
+        +-- FileRejected                a file cannot be uploaded; carries a reason code
         +-- ApiClientError              4xx other than 429
         |   +-- ApiAuthError            401
         |   +-- ApiValidationError      400, with `param`
@@ -48,6 +49,21 @@ class PermanentError(IngestError):
 
 class SettingsError(PermanentError):
     """A setting is missing or has a wrong value; the message names the variable."""
+
+
+class FileRejected(PermanentError):
+    """A file that will never upload as it is (empty, not an image, too large, ...).
+
+    `reason` is a `worker.states.Reason` value; the message is for a person.
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.reason, self.message))
 
 
 @dataclass(frozen=True, slots=True)

@@ -146,6 +146,18 @@ class IngestSettings(BaseSettings):
     retry_backoff_base: float = Field(default=1.0, gt=0, description="Seconds.")
     retry_backoff_max: float = Field(default=60.0, gt=0, description="Seconds.")
     worker_concurrency: int = Field(default=2, ge=1)
+    bundled_redis_port: int = Field(
+        default=6390, ge=1, le=65535, description="Port of the bundled redis-server on 127.0.0.1."
+    )
+    batch_lease: float = Field(
+        default=600.0, gt=0, description="Seconds a worker may hold a batch before it is retaken."
+    )
+    sweep_interval: float = Field(
+        default=5.0, gt=0, description="Seconds between beat sweeps for due and stuck batches."
+    )
+    requeue_after: float = Field(
+        default=600.0, gt=0, description="Seconds a queued batch may wait before it is sent again."
+    )
     visibility_timeout: int = Field(
         default=3600, ge=60, description="Seconds before Redis redelivers an unacked task."
     )
@@ -182,6 +194,13 @@ class IngestSettings(BaseSettings):
     @property
     def failed_path(self) -> Path:
         return self.failed_dir if self.failed_dir is not None else self.data_dir / "failed"
+
+    @property
+    def broker_url(self) -> str:
+        """INGEST_REDIS_URL, or the bundled redis-server that `reka-ingest run` starts."""
+        if self.redis_url is not None:
+            return self.redis_url.get_secret_value()
+        return f"redis://127.0.0.1:{self.bundled_redis_port}/0"
 
     @property
     def ledger_url(self) -> str:

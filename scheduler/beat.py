@@ -1,0 +1,24 @@
+"""The beat schedule: short, frequent sweeps. Each entry expires after one
+interval, so a backlog of sweeps never piles up behind busy workers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from worker.celery_app import CONTROL_QUEUE, TASK_POLL_DUE, TASK_SWEEP_BATCHES
+from worker.settings import IngestSettings
+
+
+def beat_schedule(settings: IngestSettings) -> dict[str, dict[str, Any]]:
+    return {
+        "poll-indexing": {
+            "task": TASK_POLL_DUE,
+            "schedule": settings.poll_sweep_interval,
+            "options": {"queue": CONTROL_QUEUE, "expires": settings.poll_sweep_interval},
+        },
+        "sweep-batches": {
+            "task": TASK_SWEEP_BATCHES,
+            "schedule": settings.sweep_interval,
+            "options": {"queue": CONTROL_QUEUE, "expires": settings.sweep_interval},
+        },
+    }

@@ -1,0 +1,60 @@
+"""The resources one worker process shares between tasks: settings, the
+ledger, and one HTTP client. Built lazily, once per process id, so a Celery
+prefork child never reuses its parent's connections."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from worker.ledger import Ledger, open_ledger
+from worker.reka_client import RekaClient
+from worker.settings import Settings, load_settings
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    ledger: Ledger
+    clock: Callable[[], float] = time.time
+    client_factory: Callable[[Settings], RekaClient] | None = None
+    _client: RekaClient | None = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def client(self) -> RekaClient:
+        with self._lock:
+            if self._client is None:
+                factory = self.client_factory or (lambda s: RekaClient.from_settings(s.reka))
+                self._client = factory(self.settings)
+            return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+        self.ledger.dispose()
+
+
+_current: tuple[int, Runtime] | None = None
+_current_lock = threading.Lock()
+
+
+def get_runtime() -> Runtime:
+    """This process's runtime, built from the environment on first use."""
+    global _current  # noqa: PLW0603 - one runtime per process is the point
+    with _current_lock:
+        if _current is None or _current[0] != os.getpid():
+            settings = load_settings()
+            _current = (os.getpid(), Runtime(settings, open_ledger(settings.ingest.ledger_url)))
+        return _current[1]
+
+
+def set_runtime(runtime: Runtime | None) -> None:
+    """Install a runtime for this process (tests, or a process that built its own)."""
+    global _current  # noqa: PLW0603 - see get_runtime
+    with _current_lock:
+        _current = (os.getpid(), runtime) if runtime is not None else None

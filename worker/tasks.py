@@ -1,0 +1,66 @@
+"""The Celery tasks: thin. Each takes ids (or nothing), calls a plain function
+with this process's runtime, and logs one canonical line."""
+
+from __future__ import annotations
+
+import time
+
+from celery import Celery
+
+from worker.celery_app import (
+    CONTROL_QUEUE,
+    TASK_POLL_DUE,
+    TASK_SWEEP_BATCHES,
+    TASK_UPLOAD_BATCH,
+    send_upload,
+)
+from worker.ledger.reconcile import batches_to_send
+from worker.logs import get_logger
+from worker.poller import poll_due
+from worker.runtime import get_runtime
+from worker.uploader import upload_batch
+
+log = get_logger(__name__)
+
+SWEEP_LIMIT = 1000
+
+
+def register(app: Celery) -> None:
+    @app.task(name=TASK_UPLOAD_BATCH, ignore_result=True)
+    def upload_batch_task(batch_id: int) -> None:
+        started = time.monotonic()
+        report = upload_batch(get_runtime(), int(batch_id))
+        for child in report.enqueue:
+            send_upload(app, child)
+        log.info(
+            "batch",
+            batch_id=report.batch_id,
+            outcome=report.outcome,
+            files=report.files,
+            bytes=report.bytes,
+            uploaded=report.uploaded,
+            failed=report.failed,
+            request_id=report.request_id,
+            error=report.error,
+            retry_at=report.retry_at,
+            split_into=report.enqueue or None,
+            duration=round(time.monotonic() - started, 3),
+        )
+
+    @app.task(name=TASK_POLL_DUE, ignore_result=True, queue=CONTROL_QUEUE)
+    def poll_due_task() -> None:
+        poll_due(get_runtime())
+
+    @app.task(name=TASK_SWEEP_BATCHES, ignore_result=True, queue=CONTROL_QUEUE)
+    def sweep_batches_task() -> None:
+        rt = get_runtime()
+        ids = batches_to_send(
+            rt.ledger,
+            now=rt.clock(),
+            requeue_after=rt.settings.ingest.requeue_after,
+            limit=SWEEP_LIMIT,
+        )
+        for batch_id in ids:
+            send_upload(app, batch_id)
+        if ids:
+            log.info("sweep_batches", sent=len(ids), first=ids[0], last=ids[-1])

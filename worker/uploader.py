@@ -1,0 +1,251 @@
+"""upload_batch: the work behind the Celery task of the same name, without Celery.
+
+One batch, one multipart request:
+    claim (lease) -> check each file -> mark uploading -> POST -> record each
+    result in input order -> move files to done/ (failures to failed/).
+
+Outcomes by error:
+    passing (timeout, connection, 5xx, 429)  -> the batch waits in the ledger for
+        a time (backoff, or the server's retry-after) and the beat sweep sends it
+        again; after the last attempt its files fail with `upload_failed`.
+    413, or 400 in a batch of several       -> split in two and try the halves,
+        until the file at fault is alone; then it fails with the API's message.
+    401                                      -> files fail with `auth_failed`, and
+        `reka-ingest retry --reason auth_failed` sends them again once the key is fixed.
+Running it twice for one batch is safe: the claim lets one run in, and a run
+after a worker died flags the files whose request may have gone out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from worker.backoff import RetryPolicy, backoff
+from worker.errors import (
+    ApiAuthError,
+    ApiError,
+    ApiPayloadTooLarge,
+    ApiRateLimited,
+    ApiValidationError,
+    FileRejected,
+    PermanentError,
+    RetryableError,
+)
+from worker.indexing import decide
+from worker.ledger import uploads as ops
+from worker.logs import get_logger
+from worker.outbox import file_done, file_failed
+from worker.reka_models import Image, UploadItem
+from worker.runtime import Runtime
+from worker.states import FileState, Reason
+from worker.validate import check_image
+
+log = get_logger(__name__)
+
+
+@dataclass
+class BatchReport:
+    """What one run did; the task logs it as the batch's one canonical line."""
+
+    batch_id: int
+    outcome: str = "skipped"  # skipped | done | split | deferred | failed
+    files: int = 0
+    bytes: int = 0
+    uploaded: int = 0
+    failed: int = 0
+    request_id: str | None = None
+    error: str | None = None
+    retry_at: float | None = None
+    enqueue: list[int] = field(default_factory=list)  # new batches to send (after a split)
+
+
+def upload_batch(rt: Runtime, batch_id: int) -> BatchReport:
+    settings = rt.settings.ingest
+    report = BatchReport(batch_id)
+    claimed = ops.claim_batch(rt.ledger, batch_id, now=rt.clock(), lease=settings.batch_lease)
+    if claimed is None:
+        return report
+    if claimed.outcome_unknown:
+        log.warning("batch_outcome_unknown", batch_id=batch_id, attempt=claimed.attempt)
+    report.files = len(claimed.files)
+    report.bytes = sum(f.size for f in claimed.files)
+    if not claimed.files:
+        report.outcome = "done"
+        return report
+
+    ready: list[tuple[ops.BatchFile, str]] = []
+    for f in claimed.files:
+        try:
+            ready.append((f, check_image(Path(f.work_path), max_bytes=settings.max_image_bytes)))
+        except FileRejected as rejected:
+            _fail(rt, [f], Reason(rejected.reason), rejected.message)
+            report.failed += 1
+    if not ready:
+        ops.finish_batch(rt.ledger, batch_id, now=rt.clock(), request_id=None)
+        report.outcome = "failed"
+        return report
+
+    files = [f for f, _ in ready]
+    items = [
+        UploadItem(
+            path=Path(f.work_path),
+            filename=Path(f.path).name,
+            content_type=content_type,
+            metadata=dict(f.sidecar or {}),
+            index=f.index_flag,
+        )
+        for f, content_type in ready
+    ]
+    ops.mark_uploading(rt.ledger, [f.id for f in files], now=rt.clock())
+    try:
+        result = rt.client.upload(items)
+    except RetryableError as err:
+        return _retry_later(rt, report, claimed.attempt, err, files)
+    except ApiAuthError as err:
+        _fail(rt, files, Reason.AUTH_FAILED, _api_message(err, "the API key was refused (401)"))
+        report.failed += len(files)
+        report.outcome, report.error = "failed", str(err)
+    except (ApiPayloadTooLarge, ApiValidationError) as err:
+        if len(files) > 1:
+            report.enqueue = ops.split_batch(rt.ledger, batch_id, now=rt.clock(), error=str(err))
+            report.outcome, report.error = "split", str(err)
+            return report
+        reason = Reason.TOO_LARGE if isinstance(err, ApiPayloadTooLarge) else Reason.API_REJECTED
+        _fail(rt, files, reason, _api_message(err, "the API rejected the image"))
+        report.failed += 1
+        report.outcome, report.error = "failed", str(err)
+    except PermanentError as err:
+        _fail(rt, files, Reason.UPLOAD_FAILED, _api_message(err, "the upload failed"))
+        report.failed += len(files)
+        report.outcome, report.error = "failed", str(err)
+    else:
+        report.request_id = result.request_id
+        _record_results(rt, files, result.images, result.request_id)
+        report.uploaded = len(files)
+        report.outcome = "done"
+    ops.finish_batch(rt.ledger, batch_id, now=rt.clock(), request_id=report.request_id)
+    return report
+
+
+def _retry_later(
+    rt: Runtime,
+    report: BatchReport,
+    attempt: int,
+    err: RetryableError,
+    files: list[ops.BatchFile],
+) -> BatchReport:
+    settings = rt.settings.ingest
+    policy = RetryPolicy(
+        max_attempts=settings.upload_max_retries + 1,
+        base=settings.retry_backoff_base,
+        cap=settings.retry_backoff_max,
+    )
+    report.error = str(err)
+    if isinstance(err, ApiError):
+        report.request_id = err.request_id
+    if policy.exhausted(attempt):
+        _fail(
+            rt,
+            files,
+            Reason.UPLOAD_FAILED,
+            f"gave up after {attempt} attempts; last error: {err}",
+        )
+        ops.finish_batch(rt.ledger, report.batch_id, now=rt.clock(), request_id=report.request_id)
+        report.failed += len(files)
+        report.outcome = "failed"
+        return report
+    wait = backoff(attempt, base=policy.base, cap=policy.cap)
+    if isinstance(err, ApiRateLimited) and err.retry_after:
+        wait = max(wait, err.retry_after)
+    report.retry_at = rt.clock() + wait
+    ops.release_batch(
+        rt.ledger, report.batch_id, now=rt.clock(), error=str(err), next_attempt_at=report.retry_at
+    )
+    report.outcome = "deferred"
+    return report
+
+
+def _record_results(
+    rt: Runtime, files: list[ops.BatchFile], images: list[Image], request_id: str | None
+) -> None:
+    settings = rt.settings.ingest
+    now = rt.clock()
+    results: list[ops.Uploaded] = []
+    for f, image in zip(files, images, strict=True):
+        d = decide(
+            image.indexing_status,
+            index_flag=f.index_flag,
+            uploaded_at=now,
+            now=now,
+            previous_delay=None,
+            initial_delay=settings.poll_initial_delay,
+            max_delay=settings.poll_max_delay,
+            deadline=settings.index_deadline,
+        )
+        results.append(
+            ops.Uploaded(
+                file_id=f.id,
+                image_id=image.image_id,
+                image_url=image.image_url,
+                indexing_status=image.indexing_status,
+                upload_timestamp=image.upload_timestamp,
+                state=d.state,
+                reason=d.reason,
+                next_poll_at=d.next_poll_at,
+                poll_delay=d.poll_delay,
+            )
+        )
+    ops.record_uploaded(rt.ledger, results, request_id=request_id, now=now)
+    moves: list[tuple[int, str]] = []
+    for f, r in zip(files, results, strict=True):
+        if r.state == FileState.FAILED:
+            _move_failed(rt, f, r.reason or Reason.INDEXING_FAILED, "indexing failed at upload")
+            continue
+        final = file_done(
+            settings,
+            work_path=f.work_path,
+            rel_path=f.path,
+            file_id=f.id,
+            in_place=_in_place(rt, f),
+        )
+        if final is not None:
+            moves.append((f.id, final))
+    ops.set_final_path(rt.ledger, moves, now=rt.clock())
+
+
+def _fail(rt: Runtime, files: list[ops.BatchFile], reason: Reason, message: str) -> None:
+    ops.fail_files(rt.ledger, [f.id for f in files], reason, message, now=rt.clock())
+    for f in files:
+        _move_failed(rt, f, reason, message)
+
+
+def _move_failed(rt: Runtime, f: ops.BatchFile, reason: Reason, message: str) -> None:
+    error_file = file_failed(
+        rt.settings.ingest,
+        work_path=f.work_path,
+        rel_path=f.path,
+        file_id=f.id,
+        reason=reason,
+        message=message,
+        extra={"sha256": f.sha256},
+        in_place=_in_place(rt, f),
+    )
+    ops.set_final_path(rt.ledger, [(f.id, error_file)], now=rt.clock())
+
+
+def _in_place(rt: Runtime, f: ops.BatchFile) -> bool:
+    work_root = rt.settings.ingest.work_dir.resolve()
+    return work_root not in Path(f.work_path).resolve().parents
+
+
+def _api_message(err: Exception, fallback: str) -> str:
+    if isinstance(err, ApiError):
+        detail = err.message or fallback
+        parts = [detail]
+        if err.param:
+            parts.append(f"(param {err.param})")
+        if err.request_id:
+            parts.append(f"[request {err.request_id}]")
+        return " ".join(parts)
+    return str(err) or fallback
