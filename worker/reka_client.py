@@ -92,7 +92,12 @@ def _check_key(api_key: str | SecretStr) -> SecretStr:
     secret = api_key if isinstance(api_key, SecretStr) else SecretStr(api_key)
     value = secret.get_secret_value()
     # A header value must be visible ASCII; httpx would fail later with the key in its error.
-    if not value or not value.isascii() or not value.isprintable() or value != value.strip():
+    if (
+        not value
+        or not value.isascii()
+        or not value.isprintable()
+        or any(ch.isspace() for ch in value)
+    ):
         raise ApiUsageError("the API key must be non-empty printable ASCII without spaces")
     return secret
 

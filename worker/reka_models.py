@@ -23,7 +23,7 @@ from worker.errors import RateLimitInfo
 _CONTENT_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*$")
 
 
-class ApiModel(BaseModel):
+class ApiModel(BaseModel):  # noqa: PLW1641 - pydantic gives frozen models a field-based __hash__
     """Base of every response model: documented keys required, unknown keys kept.
 
     `request_id` is the `X-Request-ID` of the response the object came from
@@ -38,6 +38,17 @@ class ApiModel(BaseModel):
     @property
     def request_id(self) -> str | None:
         return self._request_id
+
+    def __eq__(self, other: object) -> bool:
+        # Same data is the same value, whichever response carried it: pydantic's
+        # own __eq__ would also compare the private request id.
+        if not isinstance(other, ApiModel):
+            return NotImplemented
+        return (
+            type(self) is type(other)
+            and self.__dict__ == other.__dict__
+            and self.__pydantic_extra__ == other.__pydantic_extra__
+        )
 
 
 class Image(ApiModel):
