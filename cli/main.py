@@ -11,6 +11,7 @@ import json
 
 import typer
 
+from cli import run, services, status
 from worker.errors import IngestError
 from worker.logs import configure_logging
 from worker.settings import effective, load_settings
@@ -46,6 +47,14 @@ def config_command(
             typer.echo(f"  {key.ljust(width)}  {'' if value is None else value}")
 
 
+app.command("run")(run.command)
+app.command("worker", context_settings=services.PASS_THROUGH)(services.worker)
+app.command("beat", context_settings=services.PASS_THROUGH)(services.beat)
+app.command("flower", context_settings=services.PASS_THROUGH)(services.flower)
+app.command("status")(status.status)
+app.command("files")(status.files)
+
+
 def main() -> None:
     try:
         settings = load_settings()
@@ -53,4 +62,8 @@ def main() -> None:
         typer.echo(f"reka-ingest: {err}", err=True)
         raise SystemExit(2) from None
     configure_logging(settings.ingest.log_level, settings.ingest.log_format)
-    app()
+    try:
+        app()
+    except IngestError as err:
+        typer.echo(f"reka-ingest: {err}", err=True)
+        raise SystemExit(2) from None

@@ -1,0 +1,150 @@
+"""`reka-ingest run`: the whole service in one command, on embedded defaults.
+
+The bundled redis-server when INGEST_REDIS_URL is unset, the stand-in Reka
+server when REKA_API_KEY is unset, then a worker, beat, Flower and the
+watcher, each its own process. Ctrl-C (or SIGTERM) stops them all, in order.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import time
+from types import FrameType
+
+import typer
+
+from cli.processes import (
+    Supervisor,
+    beat_argv,
+    cli_argv,
+    flower_argv,
+    flower_env,
+    worker_argv,
+)
+from worker.bundled_redis import BundledRedis, free_port
+from worker.ledger import open_ledger
+from worker.ledger.queries import summary
+from worker.logs import get_logger
+from worker.settings import load_settings, mask_url
+
+log = get_logger(__name__)
+
+STATUS_EVERY = 10.0  # seconds between the one-line progress reports
+STANDIN_START_TIMEOUT = 20.0
+
+
+class _Stop(Exception):
+    """Raised by the SIGTERM handler to leave the supervision loop."""
+
+
+def _on_sigterm(_signum: int, _frame: FrameType | None) -> None:
+    raise _Stop
+
+
+def _wait_for_port(port: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.settimeout(0.2)
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return True
+        time.sleep(0.1)
+    return False
+
+
+def command() -> None:
+    """Run everything: Redis, the stand-in API (without a key), worker, beat, Flower, watcher."""
+    settings = load_settings()
+    ingest = settings.ingest
+    data_dir = ingest.data_dir.resolve()
+    inbox = ingest.inbox.resolve()
+    for folder in (data_dir, inbox, ingest.work_dir):
+        folder.mkdir(parents=True, exist_ok=True)
+    open_ledger(ingest.ledger_url).dispose()  # migrate once, before any child starts
+
+    env = dict(os.environ)
+    env["INGEST_DATA_DIR"] = str(data_dir)
+    env["INGEST_INBOX"] = str(inbox)
+    supervisor = Supervisor(data_dir / "logs")
+    lines: list[tuple[str, str]] = []
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        if ingest.redis_url is None:
+            redis = BundledRedis(data_dir / "redis", ingest.bundled_redis_port).start()
+            assert redis.process is not None
+            supervisor.adopt("redis", redis.process)
+            lines.append(
+                ("Redis", f"{redis.url} (bundled, pid {redis.pid}, data in {data_dir / 'redis'})")
+            )
+        else:
+            lines.append(("Redis", mask_url(ingest.broker_url)))
+
+        if settings.reka.api_key is None:
+            key = f"local-{secrets.token_hex(12)}"
+            port = free_port()
+            child = supervisor.start(
+                "stand-in",
+                cli_argv("fake-api", "--host", "127.0.0.1", "--port", str(port)),
+                env | {"STANDIN_API_KEYS": key},
+            )
+            if not _wait_for_port(port, STANDIN_START_TIMEOUT):
+                raise typer.Exit(_fail(f"the stand-in server did not start; see {child.log_path}"))
+            env["REKA_API_KEY"] = key
+            env["REKA_API_BASE_URL"] = f"http://127.0.0.1:{port}"
+            lines.append(
+                ("Reka API", f"stand-in server at http://127.0.0.1:{port} (no REKA_API_KEY set)")
+            )
+        else:
+            lines.append(("Reka API", settings.reka.api_base_url))
+
+        supervisor.start("worker", worker_argv(ingest), env)
+        supervisor.start("beat", beat_argv(ingest), env)
+        supervisor.start("flower", flower_argv(ingest), env | flower_env(ingest))
+        supervisor.start("watcher", cli_argv("watch"), env)
+        lines += [
+            ("Drop files into", str(inbox)),
+            ("Flower", f"http://{ingest.flower_host}:{ingest.flower_port}"),
+            ("Status", "reka-ingest status   (or: reka-ingest files --state failed)"),
+            ("Done / failed", f"{ingest.done_path.resolve()}  /  {ingest.failed_path.resolve()}"),
+            ("Logs", str(data_dir / "logs")),
+        ]
+        width = max(len(k) for k, _ in lines)
+        typer.echo("reka-ingest is running. Ctrl-C stops everything.")
+        for key_name, value in lines:
+            typer.echo(f"  {key_name.ljust(width)}  {value}")
+        _supervise(supervisor, ingest.ledger_url)
+    except (KeyboardInterrupt, _Stop):
+        typer.echo("\nstopping ...")
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        supervisor.stop_all()
+        typer.echo("stopped.")
+
+
+def _supervise(supervisor: Supervisor, ledger_url: str) -> None:
+    ledger = open_ledger(ledger_url, migrate=False)
+    last_line, next_report = "", time.monotonic() + STATUS_EVERY
+    try:
+        while True:
+            dead = supervisor.dead()
+            if dead:
+                names = ", ".join(f"{c.name} (exit {c.process.returncode})" for c in dead)
+                raise typer.Exit(_fail(f"stopped because a process ended: {names}; see the logs"))
+            if time.monotonic() >= next_report:
+                next_report = time.monotonic() + STATUS_EVERY
+                s = summary(ledger, now=time.time())
+                line = "  ".join(f"{k} {v}" for k, v in s.files.items() if v)
+                if line and line != last_line:
+                    typer.echo(f"[{time.strftime('%H:%M:%S')}] {line}")
+                    last_line = line
+            time.sleep(0.5)
+    finally:
+        ledger.dispose()
+
+
+def _fail(message: str) -> int:
+    typer.echo(f"reka-ingest: {message}", err=True)
+    return 1

@@ -1,0 +1,121 @@
+"""`reka-ingest status` and `reka-ingest files`: what the ledger says."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+import time
+from typing import Any
+
+import typer
+
+from worker.ledger import open_ledger
+from worker.ledger.queries import Summary, list_files, summary
+from worker.ledger.schema import File
+from worker.settings import load_settings
+from worker.states import FileState
+
+FILE_FIELDS = (
+    "id",
+    "path",
+    "sha256",
+    "state",
+    "reason",
+    "message",
+    "image_id",
+    "image_url",
+    "indexing_status",
+    "upload_timestamp",
+    "possible_duplicate",
+    "duplicate_of",
+    "batch_id",
+    "upload_request_id",
+    "size",
+    "seen_at",
+    "uploaded_at",
+    "indexed_at",
+    "seconds_to_indexed",
+    "final_path",
+)
+
+
+def status_json(s: Summary, now: float) -> dict[str, Any]:
+    elapsed = (
+        (s.last_finished_at - s.first_seen_at)
+        if s.first_seen_at is not None and s.last_finished_at is not None
+        else None
+    )
+    done = s.total - sum(s.files[state] for state in ("queued", "uploading", "indexing"))
+    return {
+        "files": s.files,
+        "total": s.total,
+        "oldest_waiting": None
+        if s.oldest_waiting_path is None
+        else {
+            "path": s.oldest_waiting_path,
+            "seen_at": s.oldest_waiting_seen_at,
+            "age_seconds": round(now - (s.oldest_waiting_seen_at or now), 1),
+        },
+        "finished_last_minute": s.finished_last_minute,
+        "throughput_per_second": round(done / elapsed, 2) if elapsed else None,
+    }
+
+
+def status(as_json: bool = typer.Option(False, "--json", help="One JSON object.")) -> None:
+    """Files per state, the oldest waiting file, and throughput."""
+    settings = load_settings()
+    ledger = open_ledger(settings.ingest.ledger_url)
+    now = time.time()
+    data = status_json(summary(ledger, now=now), now)
+    ledger.dispose()
+    if as_json:
+        typer.echo(json.dumps(data))
+        return
+    typer.echo(f"files: {data['total']}")
+    for state, count in data["files"].items():
+        typer.echo(f"  {state:<10} {count}")
+    oldest = data["oldest_waiting"]
+    typer.echo(
+        "oldest waiting: none"
+        if oldest is None
+        else f"oldest waiting: {oldest['path']} ({oldest['age_seconds']} s)"
+    )
+    rate = data["throughput_per_second"]
+    typer.echo(
+        f"finished in the last minute: {data['finished_last_minute']}"
+        + (f"; overall {rate} files/s" if rate is not None else "")
+    )
+
+
+def _row(f: File) -> dict[str, Any]:
+    row = {name: getattr(f, name, None) for name in FILE_FIELDS if name != "seconds_to_indexed"}
+    row["seconds_to_indexed"] = (
+        round(f.indexed_at - f.seen_at, 3) if f.indexed_at is not None else None
+    )
+    return {name: row[name] for name in FILE_FIELDS}
+
+
+def files(
+    state: FileState | None = typer.Option(None, "--state", help="Only files in this state."),
+    as_json: bool = typer.Option(False, "--json", help="A JSON array of objects."),
+    as_csv: bool = typer.Option(False, "--csv", help="CSV with a header row."),
+    limit: int | None = typer.Option(None, "--limit", min=1),
+) -> None:
+    """The per-file results: path, hash, state, reason, image id, indexing status."""
+    if as_json and as_csv:
+        raise typer.BadParameter("choose one of --json and --csv")
+    settings = load_settings()
+    ledger = open_ledger(settings.ingest.ledger_url)
+    rows = [_row(f) for f in list_files(ledger, state=state, limit=limit)]
+    ledger.dispose()
+    if as_json:
+        typer.echo(json.dumps(rows, ensure_ascii=False))
+    elif as_csv:
+        writer = csv.DictWriter(sys.stdout, fieldnames=FILE_FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+    else:
+        for r in rows:
+            detail = r["image_id"] or r["reason"] or ""
+            typer.echo(f"{r['state']:<10} {detail:<40} {r['path']}")

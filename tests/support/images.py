@@ -1,0 +1,33 @@
+"""Real, deterministic image files for tests (JPEG and PNG with noise, so they
+neither compress to nothing nor repeat each other's bytes)."""
+
+from __future__ import annotations
+
+import io
+import random
+from pathlib import Path
+
+from PIL import Image
+
+
+def image_bytes(seed: int, *, fmt: str = "JPEG", size: tuple[int, int] = (64, 48)) -> bytes:
+    rng = random.Random(seed)
+    img = Image.new("RGB", size)
+    img.putdata(
+        [
+            (rng.randrange(256), rng.randrange(256), rng.randrange(256))
+            for _ in range(size[0] * size[1])
+        ]
+    )
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **({"quality": 85} if fmt == "JPEG" else {}))
+    return buf.getvalue()
+
+
+def write_image(
+    path: Path, seed: int, *, fmt: str | None = None, size: tuple[int, int] = (64, 48)
+) -> Path:
+    fmt = fmt or ("PNG" if path.suffix.lower() == ".png" else "JPEG")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(image_bytes(seed, fmt=fmt, size=size))
+    return path
