@@ -8,7 +8,7 @@ import pytest
 
 from worker.backoff import RetryPolicy, backoff, next_poll_delay
 from worker.constants import IndexingStatus
-from worker.indexing import decide
+from worker.indexing import Decision, decide
 from worker.states import ACTIVE, TERMINAL, FileState, Reason
 
 
@@ -44,12 +44,14 @@ def test_poll_delay_starts_at_initial_and_doubles_to_max() -> None:
 
 
 def test_states_partition() -> None:
-    assert TERMINAL | ACTIVE == set(FileState)
+    assert set(FileState) == TERMINAL | ACTIVE
     assert not TERMINAL & ACTIVE
     assert FileState.INDEXING in ACTIVE and FileState.DUPLICATE in TERMINAL
 
 
-def _decide(status: int, *, index_flag: bool = True, age: float = 0.0, prev: float | None = None):
+def _decide(
+    status: int, *, index_flag: bool = True, age: float = 0.0, prev: float | None = None
+) -> Decision:
     return decide(
         status,
         index_flag=index_flag,

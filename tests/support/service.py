@@ -1,0 +1,195 @@
+"""The whole service as real processes, for end-to-end and fault tests.
+
+`Service` starts the stand-in server, a Celery worker, beat and the watcher
+(each a child process we own, ended by pid), against a bundled redis-server
+the caller provides, with settings given as environment variables exactly as
+an operator would. It reads outcomes from the ledger and from the stand-in's
+admin endpoints.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from cli.processes import Supervisor, beat_argv, cli_argv, worker_argv
+from worker.bundled_redis import free_port
+from worker.ledger import Ledger, open_ledger
+from worker.ledger.queries import list_files, summary
+from worker.ledger.schema import File
+from worker.settings import load_settings
+
+API_KEY = "e2e-secret-key-7c41d0"
+
+# Fast enough for tests, same code paths as production.
+FAST_ENV = {
+    "INGEST_MIN_FILE_AGE": "0.5",
+    "INGEST_STABLE_INTERVAL": "0.2",
+    "INGEST_BATCH_MAX_WAIT": "1.0",
+    "INGEST_POLL_SWEEP_INTERVAL": "1.0",
+    "INGEST_POLL_INITIAL_DELAY": "0.5",
+    "INGEST_POLL_MAX_DELAY": "2.0",
+    "INGEST_SWEEP_INTERVAL": "1.0",
+    "INGEST_RETRY_BACKOFF_BASE": "0.5",
+    "INGEST_RETRY_BACKOFF_MAX": "2.0",
+    "INGEST_SCAN_INTERVAL": "5.0",
+    "INGEST_LOG_FORMAT": "json",
+    "INGEST_LOG_LEVEL": "INFO",
+}
+
+
+class Service:
+    def __init__(
+        self,
+        root: Path,
+        redis_url: str,
+        *,
+        env: dict[str, str] | None = None,
+        standin_env: dict[str, str] | None = None,
+    ) -> None:
+        self.root = root
+        self.inbox = root / "inbox"
+        self.data_dir = root / "var"
+        self.standin_port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.standin_port}"
+        self.env = {
+            **os.environ,
+            **FAST_ENV,
+            "INGEST_INBOX": str(self.inbox),
+            "INGEST_DATA_DIR": str(self.data_dir),
+            "INGEST_REDIS_URL": redis_url,
+            "REKA_API_KEY": API_KEY,
+            "REKA_API_BASE_URL": self.base_url,
+            **(env or {}),
+        }
+        self.standin_env = {"STANDIN_API_KEYS": API_KEY, "STANDIN_SEED": "7", **(standin_env or {})}
+        self.supervisor = Supervisor(self.data_dir / "logs")
+        self._ledger: Ledger | None = None
+
+    # --- processes --------------------------------------------------------
+
+    def settings(self) -> Any:
+        keys = {k: v for k, v in self.env.items() if k.startswith(("INGEST_", "REKA_"))}
+        saved = {k: os.environ.get(k) for k in keys}
+        os.environ.update(keys)
+        try:
+            return load_settings()
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+    def start_standin(self) -> None:
+        self.supervisor.start(
+            "stand-in",
+            cli_argv("fake-api", "--host", "127.0.0.1", "--port", str(self.standin_port)),
+            self.env | self.standin_env,
+        )
+        wait_for(lambda: _listening(self.standin_port), 20, "the stand-in server to listen")
+
+    def start_worker(self, name: str = "worker") -> None:
+        self.supervisor.start(name, worker_argv(self.settings().ingest), self.env)
+
+    def start_beat(self) -> None:
+        self.supervisor.start("beat", beat_argv(self.settings().ingest), self.env)
+
+    def start_watcher(self) -> None:
+        self.supervisor.start("watcher", cli_argv("watch"), self.env)
+
+    def start(self) -> Service:
+        self.inbox.mkdir(parents=True, exist_ok=True)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        open_ledger(self.settings().ingest.ledger_url).dispose()
+        self.start_standin()
+        self.start_worker()
+        self.start_beat()
+        self.start_watcher()
+        return self
+
+    def stop(self) -> None:
+        if self._ledger is not None:
+            self._ledger.dispose()
+        self.supervisor.stop_all()
+
+    def child(self, name: str) -> Any:
+        return next(c for c in self.supervisor.children if c.name == name)
+
+    def logs(self) -> str:
+        folder = self.data_dir / "logs"
+        return "\n".join(
+            f"--- {p.name}\n{p.read_text(errors='replace')[-6000:]}"
+            for p in sorted(folder.glob("*.log"))
+        )
+
+    # --- outcomes ---------------------------------------------------------
+
+    @property
+    def ledger(self) -> Ledger:
+        if self._ledger is None:
+            self._ledger = open_ledger(self.settings().ingest.ledger_url, migrate=False)
+        return self._ledger
+
+    def counts(self) -> dict[str, int]:
+        return summary(self.ledger, now=time.time()).files
+
+    def files(self) -> list[File]:
+        return list_files(self.ledger)
+
+    def wait_terminal(self, expected: int, timeout: float) -> dict[str, int]:
+        """Wait until `expected` files are recorded and none is still active."""
+
+        def done() -> bool:
+            c = self.counts()
+            active = c["queued"] + c["uploading"] + c["indexing"]
+            return sum(c.values()) >= expected and active == 0
+
+        wait_for(
+            done, timeout, f"{expected} files to reach a final state", on_timeout=self.diagnose
+        )
+        return self.counts()
+
+    def diagnose(self) -> str:
+        return f"counts={self.counts()}\n{self.logs()}"
+
+    def standin(self, path: str) -> Any:
+        r = httpx.get(f"{self.base_url}{path}", headers={"X-Api-Key": API_KEY}, timeout=10)
+        r.raise_for_status()
+        return r.json()
+
+    def standin_post(self, path: str, body: dict[str, Any]) -> Any:
+        r = httpx.post(
+            f"{self.base_url}{path}", json=body, headers={"X-Api-Key": API_KEY}, timeout=10
+        )
+        r.raise_for_status()
+        return r.json()
+
+
+def wait_for(
+    predicate: Callable[[], bool],
+    timeout: float,
+    what: str,
+    *,
+    interval: float = 0.25,
+    on_timeout: Callable[[], str] | None = None,
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    detail = on_timeout() if on_timeout else ""
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}\n{detail}")
+
+
+def _listening(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
