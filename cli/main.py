@@ -11,7 +11,7 @@ import json
 
 import typer
 
-from cli import run, services, status
+from cli import fake_api, run, services, status
 from worker.errors import IngestError
 from worker.logs import configure_logging
 from worker.settings import effective, load_settings
@@ -53,6 +53,7 @@ app.command("beat", context_settings=services.PASS_THROUGH)(services.beat)
 app.command("flower", context_settings=services.PASS_THROUGH)(services.flower)
 app.command("status")(status.status)
 app.command("files")(status.files)
+app.command("fake-api")(fake_api.command)
 
 
 def main() -> None:
