@@ -37,12 +37,36 @@ class RekaSettings(BaseSettings):
         default=c.DEFAULT_API_PATH_PREFIX,
         description="Path prefix of the image endpoints (`/v1`; empty for older deployments).",
     )
-    connect_timeout: float = Field(default=c.DEFAULT_CONNECT_TIMEOUT, gt=0, description="Seconds.")
-    read_timeout: float = Field(default=c.DEFAULT_READ_TIMEOUT, gt=0, description="Seconds.")
-    write_timeout: float = Field(default=c.DEFAULT_WRITE_TIMEOUT, gt=0, description="Seconds.")
-    pool_timeout: float = Field(default=c.DEFAULT_POOL_TIMEOUT, gt=0, description="Seconds.")
-    max_connections: int = Field(default=c.DEFAULT_MAX_CONNECTIONS, ge=1)
-    max_keepalive: int = Field(default=c.DEFAULT_MAX_KEEPALIVE, ge=0)
+    connect_timeout: float = Field(
+        default=c.DEFAULT_CONNECT_TIMEOUT,
+        gt=0,
+        description="Seconds to open a connection to the API.",
+    )
+    read_timeout: float = Field(
+        default=c.DEFAULT_READ_TIMEOUT,
+        gt=0,
+        description="Seconds to wait for the API's answer (an upload of a full batch included).",
+    )
+    write_timeout: float = Field(
+        default=c.DEFAULT_WRITE_TIMEOUT,
+        gt=0,
+        description="Seconds to send one chunk of a request body.",
+    )
+    pool_timeout: float = Field(
+        default=c.DEFAULT_POOL_TIMEOUT,
+        gt=0,
+        description="Seconds to wait for a free pooled connection.",
+    )
+    max_connections: int = Field(
+        default=c.DEFAULT_MAX_CONNECTIONS,
+        ge=1,
+        description="Most open connections per worker process.",
+    )
+    max_keepalive: int = Field(
+        default=c.DEFAULT_MAX_KEEPALIVE,
+        ge=0,
+        description="Idle connections kept open per worker process.",
+    )
 
     @field_validator("api_base_url")
     @classmethod
@@ -122,30 +146,70 @@ class IngestSettings(BaseSettings):
         description="Broker URL (a password may be in it). Unset: the bundled redis-server.",
     )
     log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR.")
-    log_format: LogFormat = Field(default=LogFormat.AUTO)
+    log_format: LogFormat = Field(
+        default=LogFormat.AUTO,
+        description="auto (readable on a terminal, JSON otherwise), json or console.",
+    )
 
     # Batching (scheduler).
-    batch_max_files: int = Field(default=50, ge=1, le=c.MAX_IMAGES_PER_REQUEST)
-    batch_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1)
+    batch_max_files: int = Field(
+        default=50,
+        ge=1,
+        le=c.MAX_IMAGES_PER_REQUEST,
+        description="Most images in one upload request (the API takes at most 100).",
+    )
+    batch_max_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=1, description="Most bytes of images in one upload request."
+    )
     batch_max_wait: float = Field(default=2.0, ge=0, description="Seconds to wait to fill a batch.")
 
     # Taking files (scheduler).
-    observer: ObserverKind = Field(default=ObserverKind.NATIVE)
-    polling_interval: float = Field(default=1.0, gt=0, description="Polling observer, seconds.")
-    stable_interval: float = Field(default=0.5, gt=0, description="Seconds between size checks.")
-    min_file_age: float = Field(default=1.0, ge=0, description="Seconds since last change.")
-    scan_interval: float = Field(default=60.0, gt=0, description="Seconds between full scans.")
-    max_image_bytes: int = Field(default=c.MAX_IMAGE_BYTES, ge=1)
+    observer: ObserverKind = Field(
+        default=ObserverKind.NATIVE,
+        description="native (inotify and friends) or polling (network shares).",
+    )
+    polling_interval: float = Field(
+        default=1.0, gt=0, description="Seconds between directory polls (polling observer)."
+    )
+    stable_interval: float = Field(
+        default=0.5,
+        gt=0,
+        description="Seconds between size and mtime checks of a file being written.",
+    )
+    min_file_age: float = Field(
+        default=1.0, ge=0, description="Seconds a file must be unchanged before it is taken."
+    )
+    scan_interval: float = Field(
+        default=60.0,
+        gt=0,
+        description="Seconds between full scans of the inbox (events can be missed).",
+    )
+    max_image_bytes: int = Field(
+        default=c.MAX_IMAGE_BYTES,
+        ge=1,
+        description="Largest image uploaded; larger files fail with `too_large`.",
+    )
 
     # Uploading (worker).
-    after_upload: AfterUpload = Field(default=AfterUpload.MOVE)
+    after_upload: AfterUpload = Field(
+        default=AfterUpload.MOVE,
+        description="What happens to an uploaded file: move (to DONE_DIR), keep, or delete.",
+    )
     allow_reupload: bool = Field(
         default=False, description="Upload bytes already uploaded once instead of `duplicate`."
     )
-    upload_max_retries: int = Field(default=8, ge=0)
-    retry_backoff_base: float = Field(default=1.0, gt=0, description="Seconds.")
-    retry_backoff_max: float = Field(default=60.0, gt=0, description="Seconds.")
-    worker_concurrency: int = Field(default=2, ge=1)
+    upload_max_retries: int = Field(
+        default=8,
+        ge=0,
+        description="Retries of a batch after passing errors, before its files fail.",
+    )
+    retry_backoff_base: float = Field(
+        default=1.0, gt=0, description="Seconds before the first retry; doubles each time."
+    )
+    retry_backoff_max: float = Field(
+        default=60.0, gt=0, description="Longest wait between retries, seconds."
+    )
+    worker_concurrency: int = Field(default=2, ge=1, description="Upload processes per worker.")
     bundled_redis_port: int = Field(
         default=6390, ge=1, le=65535, description="Port of the bundled redis-server on 127.0.0.1."
     )
@@ -163,16 +227,35 @@ class IngestSettings(BaseSettings):
     )
 
     # Indexing poller (beat + worker).
-    poll_sweep_interval: float = Field(default=3.0, gt=0, description="Seconds between sweeps.")
-    poll_initial_delay: float = Field(default=2.0, gt=0, description="Seconds.")
-    poll_max_delay: float = Field(default=60.0, gt=0, description="Seconds.")
-    poll_concurrency: int = Field(default=8, ge=1)
-    index_deadline: float = Field(default=3600.0, gt=0, description="Seconds after upload.")
+    poll_sweep_interval: float = Field(
+        default=3.0, gt=0, description="Seconds between beat's indexing poll sweeps."
+    )
+    poll_initial_delay: float = Field(
+        default=2.0,
+        gt=0,
+        description="Seconds from upload to the first indexing poll; doubles each time.",
+    )
+    poll_max_delay: float = Field(
+        default=60.0, gt=0, description="Longest wait between indexing polls, seconds."
+    )
+    poll_concurrency: int = Field(
+        default=8, ge=1, description="Get Image calls in flight at once in one sweep."
+    )
+    index_deadline: float = Field(
+        default=3600.0,
+        gt=0,
+        description="Seconds after upload until a file still indexing fails (`indexing_timeout`).",
+    )
 
     # Flower.
-    flower_host: str = Field(default="127.0.0.1")
-    flower_port: int = Field(default=5555, ge=1, le=65535)
-    flower_basic_auth: SecretStr | None = Field(default=None, description="user:password")
+    flower_host: str = Field(
+        default="127.0.0.1",
+        description="Flower's address; anything but loopback needs FLOWER_BASIC_AUTH.",
+    )
+    flower_port: int = Field(default=5555, ge=1, le=65535, description="Flower's port.")
+    flower_basic_auth: SecretStr | None = Field(
+        default=None, description="user:password for Flower."
+    )
 
     @field_validator("log_level")
     @classmethod
