@@ -66,6 +66,8 @@ def configure_logging(level: str = "INFO", fmt: LogFormat = LogFormat.AUTO) -> N
     # httpx logs every request at INFO; that is our canonical line's job.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("httpcore").setLevel(logging.WARNING)
+    # Alembic narrates every migration check at INFO; only its problems matter here.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:
