@@ -175,10 +175,18 @@ def class_for_status(status: int) -> type[ApiError]:
     return ApiProtocolError
 
 
-def _envelope(response: httpx.Response) -> dict[str, Any] | None:
+def _body(response: httpx.Response) -> bytes:
+    """The body, or nothing when it was never read (a streamed response in an HTTPStatusError)."""
+    try:
+        return response.content
+    except httpx.ResponseNotRead:
+        return b""
+
+
+def _envelope(content: bytes) -> dict[str, Any] | None:
     """The `error` object of Reka's envelope, or a FastAPI `detail` shaped like one."""
     try:
-        body = json.loads(response.content)
+        body = json.loads(content)
     except (ValueError, UnicodeDecodeError):
         return None
     if not isinstance(body, dict):
@@ -199,7 +207,7 @@ def _str_or_none(value: Any) -> str | None:
 
 
 def error_from_response(response: httpx.Response, *, secrets: Iterable[str] = ()) -> ApiError:
-    """The ApiError for a non-2xx response; the response must have been read.
+    """The ApiError for a non-2xx response (an unread body counts as empty).
 
     The error's kind is the envelope's `type`, else its `code` (Reka's rate-limit
     page), else none; the message is the envelope's `message`, else the raw body
@@ -208,11 +216,12 @@ def error_from_response(response: httpx.Response, *, secrets: Iterable[str] = ()
     secrets = tuple(secrets)
     status = response.status_code
     cls = class_for_status(status)
-    envelope = _envelope(response) or {}
+    content = _body(response)
+    envelope = _envelope(content) or {}
     kind = _str_or_none(envelope.get("type")) or _str_or_none(envelope.get("code"))
     text = _str_or_none(envelope.get("message"))
     if text is None and not envelope:
-        text = _truncate(response.text) or None
+        text = _truncate(content.decode(response.encoding or "utf-8", errors="replace")) or None
     parts = [p for p in (kind, text) if p]
     message = ": ".join(parts) if parts else f"HTTP {status} {response.reason_phrase}".strip()
     details = envelope.get("details")

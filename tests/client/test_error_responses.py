@@ -231,3 +231,21 @@ def test_error_from_response_directly() -> None:
     assert error.param == "images[3]"
     assert error.request_id == "r-9"
     assert error.rate_limit.retry_after_seconds == 0.0
+
+
+def test_unread_streamed_response_does_not_raise() -> None:
+    """A streamed response inside an HTTPStatusError has no body to read: status decides."""
+    response = httpx.Response(
+        503, stream=httpx.ByteStream(b"never read"), headers={"X-Request-ID": "r-1"}
+    )
+    error = error_from_response(response)
+    assert isinstance(error, ApiServerError)
+    assert error.message == "HTTP 503 Service Unavailable"
+    assert error.request_id == "r-1"
+
+
+def test_non_utf8_error_body() -> None:
+    response = httpx.Response(
+        500, content=b"caf\xe9 down", headers={"content-type": "text/plain; charset=latin-1"}
+    )
+    assert error_from_response(response).message == "café down"
