@@ -72,7 +72,7 @@ _STATUS_CLASSES: dict[int, type[ApiError]] = {
     429: ApiRateLimited,
 }
 
-# Most specific first: the first httpx class in an exception's MRO found here wins.
+# Looked up along an exception's MRO: its nearest mapped ancestor decides.
 _TRANSPORT_CLASSES: dict[type[Exception], type[ApiError]] = {
     httpx.TimeoutException: ApiTimeout,
     # The server closed the connection without (a whole) answer: a dropped connection.

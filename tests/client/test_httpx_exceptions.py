@@ -27,7 +27,7 @@ from worker.errors import (
     PermanentError,
     RetryableError,
 )
-from worker.reka_errors import call_translated, translate_transport_error
+from worker.reka_errors import call_translated, translate_transport_error, translating
 
 ROOTS: tuple[type[Exception], ...] = (
     httpx.HTTPError,
@@ -206,3 +206,20 @@ def test_status_error_goes_through_the_response() -> None:
     assert error.status == 404
     assert error.error_type == "not_found_error"
     assert not error.retryable
+
+
+def test_translating_block() -> None:
+    """The context-manager door: same mapping, the foreign exception kept out of tracebacks."""
+    with pytest.raises(ApiTimeout) as caught, translating(request_id="req-7", secrets=[API_KEY]):
+        raise httpx.PoolTimeout(f"no connection for {API_KEY}", request=leaky_request())
+    assert caught.value.request_id == "req-7"
+    assert caught.value.__suppress_context__
+    assert caught.value.__cause__ is None
+    assert API_KEY not in str(caught.value)
+
+
+def test_translating_leaves_our_own_errors_alone() -> None:
+    original = ApiUsageError("ours")
+    with pytest.raises(ApiUsageError) as caught, translating():
+        raise original
+    assert caught.value is original
