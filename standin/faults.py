@@ -51,10 +51,14 @@ class FaultInjector:
         self._burst_left = 0
 
     def update(self, changes: dict[str, object]) -> FaultKnobs:
-        """Apply a partial change of knobs (validated); a new burst length ends the current one."""
+        """Apply a partial change of knobs (validated).
+
+        A burst under way runs its course (capped at a new, shorter length):
+        turning the share off stops new bursts, as a drill expects.
+        """
         merged = self.knobs.model_dump() | changes
         self.knobs = FaultKnobs.model_validate(merged)
-        self._burst_left = 0
+        self._burst_left = min(self._burst_left, self.knobs.burst_429_length - 1)
         return self.knobs
 
     def _chance(self, share: float) -> bool:

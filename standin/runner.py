@@ -12,12 +12,14 @@ accepts connections, and stops the server (and joins the thread) on exit. Pass
 
 from __future__ import annotations
 
+import signal
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from types import FrameType
 from typing import Any, Final
 
 import uvicorn
@@ -31,6 +33,7 @@ LOOPBACK: Final = "127.0.0.1"
 STARTUP_TIMEOUT_SECONDS: Final = 10.0
 SHUTDOWN_TIMEOUT_SECONDS: Final = 10.0
 _STARTUP_POLL_SECONDS: Final = 0.005
+_STOP_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM)
 
 log = get_logger(__name__)
 
@@ -50,8 +53,29 @@ def _uvicorn_config(app: StandinApp, config: StandinConfig, host: str, port: int
     )
 
 
+def _stopped_by(signum: int, _frame: FrameType | None) -> None:
+    log.info("standin_stop", signal=signal.Signals(signum).name)
+
+
+@contextmanager
+def _stop_signals_end_cleanly() -> Iterator[None]:
+    """Make Ctrl-C and SIGTERM a normal, exit-0 stop.
+
+    uvicorn shuts down gracefully on either, then re-raises the signal to the
+    handler that was installed before it ran (normally: KeyboardInterrupt, or
+    death by SIGTERM). Installing `_stopped_by` first makes that re-raise a
+    log line, so a supervisor sees a clean exit.
+    """
+    previous = {sig: signal.signal(sig, _stopped_by) for sig in _STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def serve(config: StandinConfig) -> None:
-    """Run the server in this process until interrupted (Ctrl-C, SIGTERM)."""
+    """Run the server in this process until Ctrl-C or SIGTERM (main thread only)."""
     app = create_app(config)
     log.info(
         "standin_start",
@@ -59,7 +83,8 @@ def serve(config: StandinConfig) -> None:
         port=config.port,
         storage=str(config.storage_dir) if config.storage_dir else "memory",
     )
-    uvicorn.Server(_uvicorn_config(app, config, config.host, config.port)).run()
+    with _stop_signals_end_cleanly():
+        uvicorn.Server(_uvicorn_config(app, config, config.host, config.port)).run()
 
 
 @dataclass(frozen=True, slots=True)
