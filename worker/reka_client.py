@@ -105,8 +105,12 @@ def _check_key(api_key: str | SecretStr) -> SecretStr:
 class RekaClient:
     """The Reka Vision image API: upload, get, list, delete, search.
 
-    Thread-safe (httpx.Client is); not fork-safe: use `shared_client()` in code
-    that may run in a forked worker.
+    Thread-safe (httpx.Client is); not fork-safe: code that may run in a
+    forked worker gets its client from a per-process accessor
+    (`shared_client()` here, or `worker.runtime`). `timeout` and `limits`
+    default to the named defaults in `worker.constants`; `transport` (tests)
+    replaces httpx's own, and `limits` with it, since they only shape the
+    default transport's pool.
     """
 
     def __init__(
