@@ -205,6 +205,24 @@ def test_too_many_images_is_413(client: RekaClient, tmp_path: Path) -> None:
     assert caught.value.param == "images"
 
 
+def test_request_body_too_large_is_413_before_the_upload_ends(tmp_path: Path) -> None:
+    """The server refuses by Content-Length and answers while the client still writes:
+    the client must read that answer, not fail on the half-sent body."""
+    big = tmp_path / "big.png"
+    with big.open("wb") as out:
+        out.write(image_bytes(1, fmt="PNG"))
+        out.write(bytes(5 * 1024 * 1024))
+    item = UploadItem(path=big, filename="big.png", content_type="image/png")
+    with (
+        running_standin(max_request_bytes=100_000) as server,
+        client_for(server) as client,
+        pytest.raises(ApiPayloadTooLarge) as caught,
+    ):
+        client.upload([item])
+    assert caught.value.status == 413
+    assert_request_id(caught.value)
+
+
 def test_server_fault_is_500(client: RekaClient, server: RunningStandin) -> None:
     set_faults(server, fail_share=1.0)
     with pytest.raises(ApiServerError) as caught:
