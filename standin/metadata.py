@@ -3,6 +3,8 @@
 Shapes taken (shared/reka-api.md): Reka's worked example
 `{"requests": [{"indexing_config": {"index": true}, "metadata": {...}}, ...]}`,
 or a bare list of such entries (assumed). One entry per image, same order.
+An entry without `indexing_config` (or without its `index`) is indexed, and
+one without `metadata` has none (assumed).
 
 The keys Reka returns from search (SecurityMetadata) are type-checked: a
 string `recorded_timestamp_utc` is a 400, as the real API's pydantic model

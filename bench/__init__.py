@@ -1,0 +1,1 @@
+"""Benchmarks: `make bench`, or one module with `python -m bench.NAME`."""
