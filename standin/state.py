@@ -2,6 +2,10 @@
 
 Nothing here is module-global: two servers in one process (tests do this)
 share nothing. Everything runs on the server's event loop, so no locks.
+
+Handlers read `config` on every request, so an in-process test may swap it
+(`state.config = state.config.model_copy(update=...)`) to change the size
+limits. Keys, quotas and storage are built once, at start.
 """
 
 from __future__ import annotations

@@ -22,6 +22,8 @@ from typing import Any, Final, Protocol
 
 _BLOB_SUFFIX: Final = ".bin"
 _RECORD_SUFFIX: Final = ".json"
+_SEQUENCE: Final = "sequence"
+_RECORD: Final = "record"
 
 
 @dataclass(slots=True)
@@ -108,16 +110,21 @@ class FolderStore(MemoryStore):
         super().__init__()
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
-        self._load()
+        # Upload order survives a restart through a sequence number in each sidecar
+        # (images of one request share a timestamp). next() on a count is atomic.
+        self._sequence = itertools.count(self._load())
 
-    def _load(self) -> None:
-        found = []
+    def _load(self) -> int:
+        """Read back every record whose bytes are present; the next sequence number."""
+        found: list[tuple[int, ImageRecord]] = []
         for path in self.root.glob(f"*{_RECORD_SUFFIX}"):
-            record = ImageRecord(**json.loads(path.read_text(encoding="utf-8")))
+            doc = json.loads(path.read_text(encoding="utf-8"))
             if path.with_suffix(_BLOB_SUFFIX).exists():
-                found.append(record)
-        for record in sorted(found, key=lambda r: (r.upload_timestamp, r.image_id)):
+                found.append((doc[_SEQUENCE], ImageRecord(**doc[_RECORD])))
+        found.sort(key=lambda pair: pair[0])
+        for _, record in found:
             self._records[record.image_id] = record
+        return found[-1][0] + 1 if found else 0
 
     def _blob(self, image_id: str) -> Path:
         return self.root / f"{image_id}{_BLOB_SUFFIX}"
@@ -125,7 +132,8 @@ class FolderStore(MemoryStore):
     def write(self, record: ImageRecord, data: bytes) -> None:
         self._blob(record.image_id).write_bytes(data)
         sidecar = self.root / f"{record.image_id}{_RECORD_SUFFIX}"
-        sidecar.write_text(json.dumps(asdict(record)), encoding="utf-8")
+        doc = {_SEQUENCE: next(self._sequence), _RECORD: asdict(record)}
+        sidecar.write_text(json.dumps(doc), encoding="utf-8")
 
     def data(self, image_id: str) -> bytes | None:
         if image_id not in self._records:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import httpx
@@ -42,3 +43,25 @@ def test_folder_storage_survives_a_restart(tmp_path: Path, clock: Clock) -> None
         assert deleted.status_code == 200
     assert not (tmp_path / "images" / f"{ids[0]}.bin").exists()
     assert (tmp_path / "images" / f"{ids[1]}.bin").exists()
+
+
+def test_folder_storage_keeps_input_order_within_one_request(tmp_path: Path, clock: Clock) -> None:
+    """Images of one request share a timestamp; the order must still survive a restart."""
+    data = [image_bytes(seed) for seed in range(30)]
+    config = StandinConfig(api_keys=(KEY,), port=0, storage_dir=tmp_path)
+    headers = {"X-Api-Key": KEY}
+    with serve_in_thread(config, clock=clock) as server:
+        files = [("images", (f"{i}.jpg", d, "image/jpeg")) for i, d in enumerate(data)]
+        meta = json.dumps([{"metadata": {}}] * len(data))
+        response = httpx.post(
+            f"{server.base_url}/v1/images/upload",
+            headers=headers,
+            files=files,
+            data={"metadata": meta},
+        )
+        ids = [r["image_id"] for r in response.json()["results"]]
+    with serve_in_thread(config, clock=clock) as server:
+        listed = httpx.get(
+            f"{server.base_url}/v1/images", params={"limit": 100}, headers=headers
+        ).json()["results"]
+    assert [r["image_id"] for r in listed] == ids
