@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from worker.ledger import Ledger, open_ledger
-from worker.reka_client import RekaClient
+from worker.reka_client import RekaClient, reset_shared_client, shared_client
 from worker.settings import Settings, load_settings
 
 
@@ -26,16 +26,20 @@ class Runtime:
 
     @property
     def client(self) -> RekaClient:
+        """The process's one client (`shared_client`), unless a test supplied a factory."""
+        if self.client_factory is None:
+            return shared_client(self.settings.reka)
         with self._lock:
             if self._client is None:
-                factory = self.client_factory or (lambda s: RekaClient.from_settings(s.reka))
-                self._client = factory(self.settings)
+                self._client = self.client_factory(self.settings)
             return self._client
 
     def close(self) -> None:
         if self._client is not None:
             self._client.close()
             self._client = None
+        else:
+            reset_shared_client()
         self.ledger.dispose()
 
 

@@ -21,6 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from worker.backoff import RetryPolicy, backoff
 from worker.errors import (
     ApiAuthError,
@@ -44,6 +46,10 @@ from worker.validate import check_image
 log = get_logger(__name__)
 
 
+class FileChanged(RetryableError):
+    """A file changed between its check and the request; nothing was sent."""
+
+
 @dataclass
 class BatchReport:
     """What one run did; the task logs it as the batch's one canonical line."""
@@ -61,71 +67,101 @@ class BatchReport:
 
 
 def upload_batch(rt: Runtime, batch_id: int) -> BatchReport:
-    settings = rt.settings.ingest
     report = BatchReport(batch_id)
-    claimed = ops.claim_batch(rt.ledger, batch_id, now=rt.clock(), lease=settings.batch_lease)
+    claimed = ops.claim_batch(
+        rt.ledger, batch_id, now=rt.clock(), lease=rt.settings.ingest.batch_lease
+    )
     if claimed is None:
         return report
     if claimed.outcome_unknown:
         log.warning("batch_outcome_unknown", batch_id=batch_id, attempt=claimed.attempt)
     report.files = len(claimed.files)
     report.bytes = sum(f.size for f in claimed.files)
-    if not claimed.files:
-        report.outcome = "done"
-        return report
+    files, items = _prepare(rt, claimed.files, report)
+    if files:
+        ops.mark_uploading(rt.ledger, [f.id for f in files], now=rt.clock())
+        _send(rt, report, claimed.attempt, files, items)
+    else:
+        report.outcome = "failed" if claimed.files else "done"
+    if report.outcome not in ("deferred", "split"):
+        ops.finish_batch(rt.ledger, batch_id, now=rt.clock(), request_id=report.request_id)
+    return report
 
-    ready: list[tuple[ops.BatchFile, str]] = []
-    for f in claimed.files:
+
+def _prepare(
+    rt: Runtime, claimed: list[ops.BatchFile], report: BatchReport
+) -> tuple[list[ops.BatchFile], list[UploadItem]]:
+    """Check each file and build its upload item; a file that fails here fails alone."""
+    files: list[ops.BatchFile] = []
+    items: list[UploadItem] = []
+    for f in claimed:
         try:
-            ready.append((f, check_image(Path(f.work_path), max_bytes=settings.max_image_bytes)))
+            content_type = check_image(
+                Path(f.work_path), max_bytes=rt.settings.ingest.max_image_bytes
+            )
+            item = UploadItem(
+                path=Path(f.work_path),
+                filename=Path(f.path).name,
+                content_type=content_type,
+                metadata=dict(f.sidecar or {}),
+                index=f.index_flag,
+            )
         except FileRejected as rejected:
             _fail(rt, [f], Reason(rejected.reason), rejected.message)
             report.failed += 1
-    if not ready:
-        ops.finish_batch(rt.ledger, batch_id, now=rt.clock(), request_id=None)
-        report.outcome = "failed"
-        return report
+            continue
+        except ValidationError as err:
+            message = f"metadata cannot be sent: {err.errors()[0]['msg']}"
+            _fail(rt, [f], Reason.BAD_SIDECAR, message)
+            report.failed += 1
+            continue
+        files.append(f)
+        items.append(item)
+    return files, items
 
-    files = [f for f, _ in ready]
-    items = [
-        UploadItem(
-            path=Path(f.work_path),
-            filename=Path(f.path).name,
-            content_type=content_type,
-            metadata=dict(f.sidecar or {}),
-            index=f.index_flag,
-        )
-        for f, content_type in ready
-    ]
-    ops.mark_uploading(rt.ledger, [f.id for f in files], now=rt.clock())
+
+def _send(
+    rt: Runtime,
+    report: BatchReport,
+    attempt: int,
+    files: list[ops.BatchFile],
+    items: list[UploadItem],
+) -> None:
+    """One request for the batch, and what each kind of answer means for its files."""
     try:
         result = rt.client.upload(items)
     except RetryableError as err:
-        return _retry_later(rt, report, claimed.attempt, err, files)
-    except ApiAuthError as err:
-        _fail(rt, files, Reason.AUTH_FAILED, _api_message(err, "the API key was refused (401)"))
-        report.failed += len(files)
-        report.outcome, report.error = "failed", str(err)
+        _retry_later(rt, report, attempt, err, files)
+        return
+    except OSError as err:
+        # A file vanished or became unreadable after its check, before any byte was
+        # sent: try again soon; the next run's checks fail that file alone.
+        _retry_later(rt, report, attempt, FileChanged(str(err)), files)
+        return
     except (ApiPayloadTooLarge, ApiValidationError) as err:
+        report.error = str(err)
         if len(files) > 1:
-            report.enqueue = ops.split_batch(rt.ledger, batch_id, now=rt.clock(), error=str(err))
-            report.outcome, report.error = "split", str(err)
-            return report
+            report.enqueue = ops.split_batch(
+                rt.ledger, report.batch_id, now=rt.clock(), error=str(err)
+            )
+            report.outcome = "split"
+            return
         reason = Reason.TOO_LARGE if isinstance(err, ApiPayloadTooLarge) else Reason.API_REJECTED
         _fail(rt, files, reason, _api_message(err, "the API rejected the image"))
-        report.failed += 1
-        report.outcome, report.error = "failed", str(err)
+    except ApiAuthError as err:
+        report.error = str(err)
+        _fail(rt, files, Reason.AUTH_FAILED, _api_message(err, "the API key was refused (401)"))
     except PermanentError as err:
+        report.error = str(err)
         _fail(rt, files, Reason.UPLOAD_FAILED, _api_message(err, "the upload failed"))
-        report.failed += len(files)
-        report.outcome, report.error = "failed", str(err)
     else:
         report.request_id = result.request_id
         _record_results(rt, files, result.images, result.request_id)
         report.uploaded = len(files)
         report.outcome = "done"
-    ops.finish_batch(rt.ledger, batch_id, now=rt.clock(), request_id=report.request_id)
-    return report
+        return
+    report.failed += len(files)
+    report.outcome = "failed"
 
 
 def _retry_later(
@@ -134,7 +170,7 @@ def _retry_later(
     attempt: int,
     err: RetryableError,
     files: list[ops.BatchFile],
-) -> BatchReport:
+) -> None:
     settings = rt.settings.ingest
     policy = RetryPolicy(
         max_attempts=settings.upload_max_retries + 1,
@@ -151,10 +187,9 @@ def _retry_later(
             Reason.UPLOAD_FAILED,
             f"gave up after {attempt} attempts; last error: {err}",
         )
-        ops.finish_batch(rt.ledger, report.batch_id, now=rt.clock(), request_id=report.request_id)
         report.failed += len(files)
         report.outcome = "failed"
-        return report
+        return
     wait = backoff(attempt, base=policy.base, cap=policy.cap)
     if isinstance(err, ApiRateLimited) and err.retry_after:
         wait = max(wait, err.retry_after)
@@ -163,7 +198,6 @@ def _retry_later(
         rt.ledger, report.batch_id, now=rt.clock(), error=str(err), next_attempt_at=report.retry_at
     )
     report.outcome = "deferred"
-    return report
 
 
 def _record_results(
