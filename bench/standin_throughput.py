@@ -25,8 +25,10 @@ import random
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Final
 
 import httpx
@@ -144,15 +146,16 @@ def free_port() -> int:
         return port
 
 
-def wait_until_up(base_url: str) -> None:
+def wait_until_up(base_url: str, server: subprocess.Popen[bytes], log: Path) -> None:
     deadline = time.monotonic() + START_TIMEOUT
     while True:
         try:
             httpx.get(f"{base_url}/_standin/stats", headers={API_KEY_HEADER: KEY})
             return
         except httpx.TransportError:
-            if time.monotonic() > deadline:
-                raise
+            if server.poll() is not None or time.monotonic() > deadline:
+                tail = log.read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"the stand-in did not start; its output:\n{tail}") from None
             time.sleep(0.1)
 
 
@@ -184,15 +187,17 @@ def main() -> None:
     mean_kb = sum(len(i) for i in images) / len(images) / 1024
     port = free_port()
     base_url = f"http://{HOST}:{port}"
-    server = subprocess.Popen(
-        [sys.executable, "-m", "cli", "fake-api", "--port", str(port), "--api-key", KEY],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=os.environ | {"INGEST_LOG_LEVEL": "WARNING"},
-    )
+    log = Path(tempfile.mkstemp(prefix="standin-bench-", suffix=".log")[1])
+    with log.open("wb") as out:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "cli", "fake-api", "--port", str(port), "--api-key", KEY],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=os.environ | {"INGEST_LOG_LEVEL": "WARNING"},
+        )
     rows = []
     try:
-        wait_until_up(base_url)
+        wait_until_up(base_url, server, log)
         for size in sizes:
             batch = images[:size]
             check_once(base_url, batch)
@@ -205,6 +210,7 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait(timeout=10)
+        log.unlink()
 
     print(
         f"stand-in upload throughput: {args.connections} connections, {args.seconds:g} s per "
