@@ -11,7 +11,9 @@ import json
 
 import typer
 
-from cli import fake_api, run, services, status
+from cli import fake_api, run, scan, services, status, watch
+from cli import metrics as metrics_cmd
+from cli import migrate as migrate_cmd
 from worker.errors import IngestError
 from worker.logs import configure_logging
 from worker.settings import effective, load_settings
@@ -54,6 +56,10 @@ app.command("flower", context_settings=services.PASS_THROUGH)(services.flower)
 app.command("status")(status.status)
 app.command("files")(status.files)
 app.command("fake-api")(fake_api.command)
+app.command("metrics")(metrics_cmd.command)
+app.command("migrate")(migrate_cmd.command)
+app.command("watch")(watch.command)
+app.command("scan")(scan.command)
 
 
 def main() -> None:

@@ -27,6 +27,7 @@ import httpx
 from pydantic import SecretStr, ValidationError
 
 from worker import constants as c
+from worker import metrics_counters
 from worker.errors import ApiProtocolError, ApiUsageError, SettingsError
 from worker.logs import get_logger
 from worker.reka_errors import call_translated, error_from_response, parse_rate_limit, safe_url
@@ -306,6 +307,7 @@ class RekaClient:
             ),
             secrets=self._secrets,
         )
+        metrics_counters.api_response(method, url, response.status_code)
         if not response.is_success:
             error = error_from_response(response, secrets=self._secrets)
             log.debug(

@@ -8,6 +8,7 @@ from typing import Any
 import structlog
 from celery import signals
 
+from worker import metrics_counters
 from worker.logs import configure_logging
 from worker.runtime import set_runtime
 from worker.settings import Settings
@@ -22,6 +23,7 @@ def connect(settings: Settings) -> None:
         return
     _connected = True
     level, fmt = settings.ingest.log_level, settings.ingest.log_format
+    metrics_counters.connect(settings)
 
     @signals.setup_logging.connect(weak=False)
     def _setup_logging(**_: Any) -> None:

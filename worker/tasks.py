@@ -7,6 +7,7 @@ import time
 
 from celery import Celery
 
+from worker import metrics_counters
 from worker.celery_app import (
     CONTROL_QUEUE,
     TASK_POLL_DUE,
@@ -62,5 +63,6 @@ def register(app: Celery) -> None:
         )
         for batch_id in ids:
             send_upload(app, batch_id)
+        metrics_counters.reconciled(rt.ledger, ids)
         if ids:
             log.info("sweep_batches", sent=len(ids), first=ids[0], last=ids[-1])
