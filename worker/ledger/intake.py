@@ -43,6 +43,7 @@ class Recorded:
     file_id: int
     state: FileState
     size: int
+    work_path: str  # which NewFile this is (skipped files leave gaps)
     duplicate_of: int | None = None
     extra: dict[str, object] = field(default_factory=dict)
 
@@ -111,6 +112,7 @@ def record_files(
                     file_id=row.id,
                     state=FileState(row.state),
                     size=row.size,
+                    work_path=row.work_path,
                     duplicate_of=row.duplicate_of,
                 )
             )
