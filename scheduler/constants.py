@@ -1,0 +1,44 @@
+"""The scheduler's own named defaults: names it ignores, bounds it keeps, sizes
+it works in. Settings a user tunes live in `worker.settings`; these are the
+limits a user should never need to touch."""
+
+from __future__ import annotations
+
+from typing import Final
+
+# --- Names --------------------------------------------------------------------
+
+SIDECAR_SUFFIX: Final = ".json"
+DEFAULTS_NAME: Final = "_defaults.json"
+# Partial downloads, editor backups and temp files: never taken while so named.
+TEMP_SUFFIXES: Final = (".tmp", ".part", ".crdownload", "~")
+
+# --- Taking files ---------------------------------------------------------------
+
+# A file still changing this long after it was first seen is given up on and
+# recorded as failed (`never_stable`): a writer that never finishes must not
+# hold the watcher's memory, nor hide behind a path that is "almost" ready.
+NEVER_STABLE_SECONDS: Final = 3600.0
+# Streamed hashing: bytes read per call.
+HASH_CHUNK_BYTES: Final = 1024 * 1024
+# A sidecar or `_defaults.json` larger than this is refused, not read.
+MAX_SIDECAR_BYTES: Final = 1024 * 1024
+# Claim folders are `work/<inbox tag>-<random>[.<encoded relative folder>]`;
+# the folder part is left out when it would make the name longer than this.
+MAX_CLAIM_NAME: Final = 240
+INBOX_TAG_CHARS: Final = 10
+
+# --- The processing loop ----------------------------------------------------------
+
+# Files recorded per ledger transaction (one `record_files` call).
+RECORD_GROUP_SIZE: Final = 500
+# The longest the processing thread sleeps waiting for events between ticks.
+MAX_TICK_SECONDS: Final = 0.25
+# Events drained from the handler's queue per tick before other work gets a turn.
+MAX_EVENTS_PER_TICK: Final = 50_000
+# Stability checks done per tick before events and batches get a turn.
+MAX_CHECKS_PER_TICK: Final = 5_000
+# How long `stop()` waits for the processing thread to finish its group.
+STOP_TIMEOUT_SECONDS: Final = 30.0
+# Unbatched rows read per query at recovery.
+RECOVERY_QUERY_LIMIT: Final = 10_000

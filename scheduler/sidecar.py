@@ -1,0 +1,223 @@
+"""Sidecar metadata: a JSON object beside the image, merged over folder defaults.
+
+For `photo.jpg` the sidecar is `photo.jpg.json`, else `photo.json`. Every
+`_defaults.json` from the watched root down to the image's folder is merged
+under it (the deeper file wins, the sidecar wins over all), key by key at the
+top level. The merged object is validated strictly: the documented Reka fields
+must have their documented types (`recorded_timestamp_utc` is an integer; a
+string is an error, not a conversion), other keys pass through untouched.
+`index` (default true) is ours: whether Reka should index the image; it is
+not sent as metadata.
+
+Nothing here follows a symbolic link, reads more than `MAX_SIDECAR_BYTES`, or
+treats a value as a path: a sidecar cannot make the service read or write
+anywhere else. Any problem is a `FileRejected(Reason.BAD_SIDECAR, ...)` whose
+message names the file and the field.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import stat
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from scheduler.constants import DEFAULTS_NAME, MAX_SIDECAR_BYTES, SIDECAR_SUFFIX
+from worker.errors import FileRejected
+from worker.states import Reason
+
+INDEX_KEY = "index"
+_SHOWN_INPUT_CHARS = 60
+
+
+class Detection(BaseModel):
+    model_config = ConfigDict(strict=True, extra="allow")
+
+    class_name: str
+    bounding_box: list[int]
+    confidence: float | None = None
+    is_license_plate: bool = False
+    license_plate_number: str | None = None
+    ncic_category: str | None = None
+
+
+class SidecarFields(BaseModel):
+    """The keys we check; any other key is passed through as it is."""
+
+    model_config = ConfigDict(strict=True, extra="allow")
+
+    camera_id: str | None = None
+    recorded_timestamp_utc: int | None = None
+    video_clip_id: str | None = None
+    org_id: str | None = None
+    site_id: str | None = None
+    event_id: str | None = None
+    caption: str | None = None
+    detection_metadata: list[Detection] | None = None
+    index: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Sidecar:
+    """What an image carries to Reka: its metadata (None when empty) and its index flag."""
+
+    metadata: dict[str, object] | None
+    index: bool = True
+
+
+NO_SIDECAR = Sidecar(metadata=None, index=True)
+
+Layer = tuple[str, dict[str, object]]  # (file name shown in messages, its object)
+
+
+def candidates(image_path: str) -> tuple[str, str]:
+    """`photo.jpg` -> (`photo.jpg.json`, `photo.json`)."""
+    stem, _ = os.path.splitext(image_path)
+    return image_path + SIDECAR_SUFFIX, stem + SIDECAR_SUFFIX
+
+
+def find_sidecar(image_path: str) -> str | None:
+    """The sidecar beside `image_path`, if there is one (a symlink counts: it is refused later)."""
+    for path in candidates(image_path):
+        if path == image_path:
+            continue
+        try:
+            st = os.lstat(path)
+        except OSError:
+            continue
+        if stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode):
+            return path
+    return None
+
+
+def _bad(name: str, detail: str) -> FileRejected:
+    return FileRejected(Reason.BAD_SIDECAR, f"{name}: {detail}")
+
+
+def read_object(path: str, *, shown_as: str | None = None) -> dict[str, object]:
+    """Read one JSON object from `path`, never through a symlink, never more than the cap."""
+    name = shown_as or os.path.basename(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NONBLOCK", 0))
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise _bad(name, "symbolic links are never followed") from None
+        raise _bad(name, f"cannot read: {err.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise _bad(name, "not a regular file")
+        if st.st_size > MAX_SIDECAR_BYTES:
+            raise _bad(name, f"{st.st_size} bytes is over the limit of {MAX_SIDECAR_BYTES}")
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            raw = fh.read(MAX_SIDECAR_BYTES + 1)
+    finally:
+        os.close(fd)
+    try:
+        data = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+    except UnicodeDecodeError:
+        raise _bad(name, "not UTF-8 text") from None
+    except ValueError as err:
+        raise _bad(name, f"invalid JSON: {err}") from None
+    if not isinstance(data, dict):
+        raise _bad(name, f"must be a JSON object, not {type(data).__name__}")
+    return data
+
+
+def _reject_constant(token: str) -> object:
+    raise ValueError(f"{token} is not valid JSON")
+
+
+def _where(loc: Sequence[int | str]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(object)"
+
+
+def merge(layers: Sequence[Layer]) -> Sidecar:
+    """Merge layers (outermost defaults first, the sidecar last) and validate the result."""
+    merged: dict[str, object] = {}
+    owner: dict[str, str] = {}
+    for name, obj in layers:
+        merged.update(obj)
+        owner.update(dict.fromkeys(obj, name))
+    if not merged:
+        return NO_SIDECAR
+    try:
+        fields = SidecarFields.model_validate(merged)
+    except ValidationError as err:
+        problems = []
+        for item in err.errors():
+            loc = item["loc"]
+            top = str(loc[0]) if loc else ""
+            shown = repr(item.get("input"))
+            if len(shown) > _SHOWN_INPUT_CHARS:
+                shown = shown[:_SHOWN_INPUT_CHARS] + "..."
+            problems.append(f"{owner.get(top, '?')}: {_where(loc)}: {item['msg']} (got {shown})")
+        raise FileRejected(Reason.BAD_SIDECAR, "; ".join(problems)) from None
+    metadata = {k: v for k, v in merged.items() if k != INDEX_KEY}
+    return Sidecar(metadata=metadata or None, index=fields.index)
+
+
+class DefaultsReader:
+    """The `_defaults.json` layers for a folder below `root`, read once and kept
+    until the file's size or mtime changes (one `stat` per folder level per look)."""
+
+    def __init__(self, root: str) -> None:
+        self.root = os.path.abspath(root)
+        # path -> ((size, mtime_ns), the object or the message of why it is bad)
+        self._cache: dict[str, tuple[tuple[int, int], dict[str, object] | str]] = {}
+
+    def layers(self, rel_dir: str) -> list[Layer]:
+        """Defaults from `root` down to `root/rel_dir`; raises `FileRejected` for a bad one."""
+        parts = [p for p in rel_dir.split(os.sep) if p and p != "."] if rel_dir else []
+        out: list[Layer] = []
+        folder = self.root
+        rel = ""
+        for depth in range(len(parts) + 1):
+            if depth:
+                folder = os.path.join(folder, parts[depth - 1])
+                rel = os.path.join(rel, parts[depth - 1])
+            obj = self._read(os.path.join(folder, DEFAULTS_NAME), os.path.join(rel, DEFAULTS_NAME))
+            if obj:
+                out.append((os.path.join(rel, DEFAULTS_NAME), obj))
+        return out
+
+    def _read(self, path: str, shown_as: str) -> dict[str, object] | None:
+        try:
+            st = os.lstat(path)
+        except OSError:
+            self._cache.pop(path, None)
+            return None
+        key = (st.st_size, st.st_mtime_ns)
+        cached = self._cache.get(path)
+        if cached is None or cached[0] != key:
+            try:
+                value: dict[str, object] | str = read_object(path, shown_as=shown_as)
+            except FileRejected as err:
+                value = err.message
+            cached = (key, value)
+            self._cache[path] = cached
+        if isinstance(cached[1], str):
+            raise FileRejected(Reason.BAD_SIDECAR, cached[1])
+        return cached[1]
+
+
+def load(
+    sidecar_path: str | None, defaults: Sequence[Layer], *, shown_as: str | None = None
+) -> Sidecar:
+    """An image's sidecar: its own file (if any) merged over the defaults layers."""
+    layers = list(defaults)
+    if sidecar_path is not None:
+        layers.append(
+            (
+                shown_as or os.path.basename(sidecar_path),
+                read_object(sidecar_path, shown_as=shown_as),
+            )
+        )
+    return merge(layers)
