@@ -1,0 +1,160 @@
+"""Claiming by one atomic rename; hashing after the claim; symlinks never taken."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from scheduler.claim import (
+    check_same_filesystem,
+    claim,
+    claim_folder_name,
+    inbox_tag,
+    rel_dir_of_claim,
+    sha256_of,
+)
+from scheduler.describe import describe
+from worker.errors import SettingsError
+from worker.settings import Settings
+from worker.states import Reason
+
+
+def test_a_claim_moves_the_file_and_its_sidecar_into_one_claim_folder(tmp_path: Path) -> None:
+    inbox, work = tmp_path / "inbox", tmp_path / "work"
+    (inbox / "sub").mkdir(parents=True)
+    work.mkdir()
+    src = inbox / "sub" / "p.jpg"
+    src.write_bytes(b"bytes")
+    side = inbox / "sub" / "p.jpg.json"
+    side.write_text("{}")
+    got = claim(str(src), rel_path="sub/p.jpg", work_dir=str(work), tag="t", sidecar=str(side))
+    assert got is not None
+    assert not src.exists() and not side.exists()
+    folder = Path(got.work_path).parent
+    assert folder.parent == work
+    assert sorted(p.name for p in folder.iterdir()) == ["p.jpg", "p.jpg.json"]
+    assert got.sidecar_path == str(folder / "p.jpg.json")
+    assert rel_dir_of_claim(folder.name) == "sub"  # recovery can restore the folder
+
+
+def test_only_one_of_many_claimers_wins(tmp_path: Path) -> None:
+    inbox, work = tmp_path / "inbox", tmp_path / "work"
+    inbox.mkdir()
+    work.mkdir()
+    src = inbox / "p.jpg"
+    src.write_bytes(b"bytes")
+    results: list[object] = []
+    barrier = threading.Barrier(8)
+
+    def take() -> None:
+        barrier.wait()
+        results.append(claim(str(src), rel_path="p.jpg", work_dir=str(work), tag="t"))
+
+    threads = [threading.Thread(target=take) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    winners = [r for r in results if r is not None]
+    assert len(results) == 8
+    assert len(winners) == 1
+    assert list(work.iterdir()) == [Path(winners[0].work_path).parent]  # type: ignore[attr-defined]
+    # the losers left no empty claim folder behind
+
+
+def test_claiming_a_file_that_is_gone_is_a_quiet_none(tmp_path: Path) -> None:
+    (tmp_path / "work").mkdir()
+    got = claim(
+        str(tmp_path / "nope.jpg"), rel_path="nope.jpg", work_dir=str(tmp_path / "work"), tag="t"
+    )
+    assert got is None
+    assert list((tmp_path / "work").iterdir()) == []
+
+
+def test_hash_is_streamed_over_the_whole_file(tmp_path: Path) -> None:
+    data = os.urandom(3 * 1024 * 1024 + 17)  # more than one chunk, not a multiple of it
+    path = tmp_path / "big.bin"
+    path.write_bytes(data)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        assert sha256_of(fd) == hashlib.sha256(data).hexdigest()
+    finally:
+        os.close(fd)
+
+
+def test_describe_refuses_a_symlink_in_the_work_area(tmp_path: Path) -> None:
+    target = tmp_path / "elsewhere.jpg"
+    target.write_bytes(b"secret")
+    link = tmp_path / "link.jpg"
+    link.symlink_to(target)
+    new = describe(
+        str(link),
+        rel_path="link.jpg",
+        source_root=str(tmp_path),
+        origin="event",
+        seen_at=0.0,
+        sidecar_path=None,
+        defaults=None,
+        max_image_bytes=1000,
+    )
+    assert new.reason == Reason.REFUSED_PATH
+    assert new.sha256 is None
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [(b"", Reason.EMPTY_FILE), (b"x" * 11, Reason.TOO_LARGE)],
+)
+def test_describe_fails_files_that_can_never_upload(
+    tmp_path: Path, content: bytes, reason: Reason
+) -> None:
+    path = tmp_path / "p.jpg"
+    path.write_bytes(content)
+    new = describe(
+        str(path),
+        rel_path="p.jpg",
+        source_root=str(tmp_path),
+        origin="event",
+        seen_at=0.0,
+        sidecar_path=None,
+        defaults=None,
+        max_image_bytes=10,
+    )
+    assert new.reason == reason
+
+
+def test_same_filesystem_check_passes_for_tmp_and_names_both_settings(
+    make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = make_settings().ingest
+    check_same_filesystem(settings)
+    real_stat = os.stat
+
+    def fake_stat(path: object, *args: object, **kwargs: object) -> os.stat_result:
+        st = real_stat(path, *args, **kwargs)  # type: ignore[arg-type]
+        if Path(str(path)) == settings.work_dir:
+            fields = list(st)
+            fields[2] = st.st_dev + 1  # st_dev
+            return os.stat_result(fields)
+        return st
+
+    monkeypatch.setattr(os, "stat", fake_stat)
+    with pytest.raises(SettingsError) as info:
+        check_same_filesystem(settings)
+    assert "INGEST_INBOX" in str(info.value)
+    assert "INGEST_DATA_DIR" in str(info.value)
+
+
+def test_claim_folder_names_carry_the_tag_and_a_safe_folder() -> None:
+    tag = inbox_tag("/srv/inbox")
+    assert tag == inbox_tag("/srv/inbox") != inbox_tag("/srv/other")
+    name = claim_folder_name(tag, "cam 1/2024-01-01")
+    assert name.startswith(f"{tag}-")
+    assert rel_dir_of_claim(name) == "cam 1/2024-01-01"
+    assert "." not in claim_folder_name(tag, "x" * 400)  # too long: left out
+    assert rel_dir_of_claim(f"{tag}-abc.Li4vLi4vZXRj") == "etc"  # '../../etc' cannot climb
