@@ -1,0 +1,78 @@
+"""The watchdog handler: filter, log, hand off. Nothing else.
+
+It runs on the observer's thread, so it never stats, hashes or touches the
+ledger: it drops names the watcher ignores and puts `(kind, path)` on a queue
+that the processing thread drains. An exception here is logged and survived;
+the periodic scan finds whatever an event lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+from enum import IntEnum
+from typing import Final
+
+from watchdog.events import (
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
+
+from scheduler.names import is_candidate_path
+from worker.logs import get_logger
+
+log = get_logger(__name__)
+_stdlib_log = logging.getLogger(__name__)  # a cheap level check before a per-event line
+
+
+class Kind(IntEnum):
+    CHANGED = 1  # created, written to, or moved into place
+    CLOSED = 2  # closed after writing (inotify only)
+
+
+Item = tuple[Kind, str]
+
+# Only these reach the handler (watchdog filters the rest before calling us).
+EVENT_TYPES: Final[list[type[FileSystemEvent]]] = [
+    FileCreatedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileClosedEvent,
+]
+
+
+def _text(path: bytes | str) -> str:
+    return os.fsdecode(path)
+
+
+class InboxHandler(FileSystemEventHandler):
+    def __init__(self, root: str, out: queue.SimpleQueue[Item]) -> None:
+        self.root = root
+        self.out = out
+        self.errors = 0
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        try:
+            if event.is_directory:
+                return
+            if isinstance(event, FileMovedEvent):
+                path, kind = _text(event.dest_path), Kind.CHANGED
+            elif isinstance(event, FileClosedEvent):
+                path, kind = _text(event.src_path), Kind.CLOSED
+            elif isinstance(event, FileCreatedEvent | FileModifiedEvent):
+                path, kind = _text(event.src_path), Kind.CHANGED
+            else:
+                return
+            if not is_candidate_path(self.root, path):
+                return
+            if _stdlib_log.isEnabledFor(logging.DEBUG):
+                log.debug("watcher.event", kind=kind.name.lower(), path=path)
+            self.out.put((kind, path))
+        except Exception:  # the observer thread must survive; scans catch up
+            self.errors += 1
+            log.exception("watcher.handler_failed", fs_event=repr(event))

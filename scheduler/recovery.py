@@ -1,0 +1,136 @@
+"""Picking up after a crash, once, when the watcher starts.
+
+Two gaps can open when the watcher dies mid-way:
+- a file was claimed (moved into `work/`) but its row was never written:
+  it is recorded now, with origin `recovery`, under the path its claim
+  folder's name remembers;
+- a row was written but never put in a batch: it is batched now.
+
+Only this inbox's claim folders are taken back (their names start with its
+tag), so watchers of other inboxes sharing the work area are left alone.
+Empty claim folders (a crash between `mkdir` and `rename`) are removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from scheduler.batcher import Batcher
+from scheduler.claim import rel_dir_of_claim
+from scheduler.constants import RECOVERY_QUERY_LIMIT
+from scheduler.describe import describe
+from scheduler.names import is_sidecar
+from scheduler.recorder import Recorder
+from scheduler.sidecar import DefaultsReader
+from worker.ledger import Ledger
+from worker.ledger.intake import known_work_paths, unbatched_files
+from worker.logs import get_logger
+
+log = get_logger(__name__)
+
+RECOVERY_ORIGIN = "recovery"
+
+
+@dataclass(frozen=True, slots=True)
+class _Orphan:
+    work_path: str
+    rel_path: str
+    sidecar_path: str | None
+
+
+def _claims(work_dir: str, tag: str) -> list[_Orphan]:
+    """Every image sitting in one of this inbox's claim folders."""
+    found: list[_Orphan] = []
+    prefix = f"{tag}-"
+    try:
+        folders = [e for e in os.scandir(work_dir) if e.name.startswith(prefix)]
+    except FileNotFoundError:
+        return found
+    for folder in folders:
+        if not folder.is_dir(follow_symlinks=False):
+            continue
+        try:
+            names = [e.name for e in os.scandir(folder.path) if e.is_file(follow_symlinks=False)]
+        except OSError:
+            continue
+        if not names:
+            with contextlib.suppress(OSError):
+                os.rmdir(folder.path)
+            continue
+        sidecars = [n for n in names if is_sidecar(n)]
+        rel_dir = rel_dir_of_claim(folder.name)
+        for name in names:
+            if is_sidecar(name):
+                continue
+            own = [
+                s for s in sidecars if s in (f"{name}.json", f"{os.path.splitext(name)[0]}.json")
+            ]
+            found.append(
+                _Orphan(
+                    work_path=os.path.join(folder.path, name),
+                    rel_path=os.path.join(rel_dir, name),
+                    sidecar_path=os.path.join(folder.path, own[0]) if own else None,
+                )
+            )
+    return found
+
+
+def recover_claims(
+    recorder: Recorder,
+    *,
+    ledger: Ledger,
+    work_dir: str,
+    tag: str,
+    source_root: str,
+    defaults: DefaultsReader,
+    max_image_bytes: int,
+    clock: Callable[[], float] = time.time,
+) -> int:
+    """Record claimed files that have no row; returns how many were recorded."""
+    orphans = _claims(work_dir, tag)
+    if not orphans:
+        return 0
+    known = known_work_paths(ledger, [o.work_path for o in orphans])
+    count = 0
+    for orphan in orphans:
+        if orphan.work_path in known:
+            continue
+        recorder.add(
+            describe(
+                orphan.work_path,
+                rel_path=orphan.rel_path,
+                source_root=source_root,
+                origin=RECOVERY_ORIGIN,
+                seen_at=clock(),
+                sidecar_path=orphan.sidecar_path,
+                defaults=defaults,
+                max_image_bytes=max_image_bytes,
+            )
+        )
+        count += 1
+    recorder.flush()
+    log.info("recovery.claims", recorded=count, already_known=len(known))
+    return count
+
+
+def adopt_unbatched(ledger: Ledger, batcher: Batcher) -> int:
+    """Put rows recorded but never batched into batches; returns how many."""
+    count = 0
+    last_seen = -1
+    while True:
+        rows = [r for r in unbatched_files(ledger, limit=RECOVERY_QUERY_LIMIT) if r[0] > last_seen]
+        rows = [r for r in rows if not batcher.holds(r[0])]
+        if not rows:
+            break
+        for file_id, size in rows:
+            batcher.add(file_id, size)
+            last_seen = max(last_seen, file_id)
+        count += len(rows)
+    batcher.flush()
+    if count:
+        log.info("recovery.unbatched", batched=count)
+    return count

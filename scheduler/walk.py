@@ -1,0 +1,40 @@
+"""Walking a tree for candidate files: iterative `os.scandir`, no recursion
+limit, no symbolic link followed, hidden folders skipped.
+
+Yields the `os.DirEntry` of every non-folder entry with a candidate name
+(symbolic links and other odd entries included: the caller refuses them, so
+they end up on record instead of silently ignored). A folder that cannot be
+read is logged and skipped; the walk carries on.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+from scheduler.names import is_candidate_name, is_hidden
+from worker.logs import get_logger
+
+log = get_logger(__name__)
+
+
+def walk(root: str) -> Iterator[os.DirEntry[str]]:
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        try:
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    name = entry.name
+                    if is_hidden(name):
+                        continue
+                    try:
+                        is_dir = entry.is_dir(follow_symlinks=False)
+                    except OSError:
+                        continue
+                    if is_dir:
+                        stack.append(entry.path)
+                    elif is_candidate_name(name):
+                        yield entry
+        except OSError as err:
+            log.warning("walk.unreadable_folder", folder=folder, error=err.strerror)

@@ -1,0 +1,395 @@
+"""The folder watcher: events for speed, scans for truth, one processing thread.
+
+    observer thread(s)          processing thread
+    ------------------          ------------------------------------------------
+    InboxHandler  --queue-->    drain -> StabilityTracker -> look (lstat) when due
+    (filter, hand off)          whole -> claim (rename) -> describe (hash, sidecar)
+                                -> Recorder (record_files per group) -> outbox | Batcher
+                                scan at start and every `scan_interval`
+
+At `start()`, before any event is taken, it recovers from an earlier crash
+(claimed files with no row, rows with no batch). At `stop()`, the group in
+hand is recorded and the open batch is closed and enqueued.
+
+Paths are plain strings below the inbox's resolved path; what the ledger
+records as `path` is the part below the inbox, and `source_root` is the inbox.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import stat
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
+from watchdog.observers.polling import PollingObserver
+
+from scheduler.batcher import Batcher, BatchLimits, Enqueue, ledger_batches
+from scheduler.claim import check_same_filesystem, claim, inbox_tag
+from scheduler.constants import (
+    MAX_CHECKS_PER_TICK,
+    MAX_EVENTS_PER_TICK,
+    MAX_TICK_SECONDS,
+    NEVER_STABLE_SECONDS,
+    STOP_TIMEOUT_SECONDS,
+)
+from scheduler.describe import describe
+from scheduler.events import EVENT_TYPES, InboxHandler, Item, Kind
+from scheduler.recorder import Recorder
+from scheduler.recovery import adopt_unbatched, recover_claims
+from scheduler.sidecar import DefaultsReader, find_sidecar
+from scheduler.stability import StabilityTracker, Verdict
+from scheduler.walk import walk
+from worker.ledger import Ledger
+from worker.ledger.intake import NewFile
+from worker.logs import get_logger
+from worker.settings import IngestSettings, ObserverKind
+from worker.states import Reason
+
+log = get_logger(__name__)
+
+ORIGIN_EVENT = "event"
+ORIGIN_SCAN = "scan"
+
+
+@dataclass(slots=True)
+class WatcherStats:
+    events: int = 0  # items taken off the handler's queue
+    scans: int = 0
+    scan_found_missed: int = 0  # files a scan found that no event had reported
+    claimed: int = 0
+    lost_races: int = 0  # gone by the time we renamed it: someone else took it
+    refused: int = 0  # symbolic links and other non-files, recorded failed in place
+    never_stable: int = 0
+    deferred: int = 0  # whole, but its sidecar was still being written
+    recovered: int = 0
+    adopted: int = 0
+
+
+class Watcher:
+    """Watches `settings.inbox` and turns whole files into recorded, batched rows.
+
+    `enqueue(batch_id)` is called once per closed batch (Celery's `send_task`
+    in production, a list's `append` in tests).
+    """
+
+    def __init__(
+        self,
+        settings: IngestSettings,
+        ledger: Ledger,
+        enqueue: Enqueue,
+        clock: Callable[[], float] = time.time,
+        *,
+        give_up_after: float = NEVER_STABLE_SECONDS,
+    ) -> None:
+        self.settings = settings
+        self.ledger = ledger
+        self.clock = clock
+        self.root = os.path.realpath(settings.inbox)
+        self.work_dir = os.path.realpath(settings.work_dir)
+        self.tag = inbox_tag(self.root)
+        self.stats = WatcherStats()
+        self.tracker = StabilityTracker(
+            stable_interval=settings.stable_interval,
+            min_age=settings.min_file_age,
+            give_up_after=give_up_after,
+            clock=clock,
+        )
+        self.batcher = Batcher(
+            BatchLimits.from_settings(settings),
+            create=ledger_batches(ledger, clock),
+            enqueue=enqueue,
+            clock=clock,
+        )
+        self.recorder = Recorder(settings, ledger, self.batcher, clock=clock)
+        self.defaults = DefaultsReader(self.root)
+        self._queue: queue.SimpleQueue[Item] = queue.SimpleQueue()
+        self._handler = InboxHandler(self.root, self._queue)
+        self._refused: set[str] = set()  # in-place refusals, kept out of later scans
+        self._folders_ok: dict[str, bool] = {}
+        self._next_scan = 0.0
+        self._halt = threading.Event()
+        self._stop_requested = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._observer: BaseObserver | None = None
+
+    # --- lifecycle ------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Check the folders, recover from a crash, then start observing and processing."""
+        check_same_filesystem(self.settings)
+        self.root = os.path.realpath(self.settings.inbox)
+        self.work_dir = os.path.realpath(self.settings.work_dir)
+        self.settings.failed_path.mkdir(parents=True, exist_ok=True)
+        self.stats.recovered = recover_claims(
+            self.recorder,
+            ledger=self.ledger,
+            work_dir=self.work_dir,
+            tag=self.tag,
+            source_root=self.root,
+            defaults=self.defaults,
+            max_image_bytes=self.settings.max_image_bytes,
+            clock=self.clock,
+        )
+        self.stats.adopted = adopt_unbatched(self.ledger, self.batcher)
+        observer: BaseObserver = (
+            PollingObserver(timeout=self.settings.polling_interval)
+            if self.settings.observer is ObserverKind.POLLING
+            else Observer()
+        )
+        observer.schedule(self._handler, self.root, recursive=True, event_filter=EVENT_TYPES)
+        observer.start()
+        self._observer = observer
+        self._next_scan = self.clock()  # the start scan runs on the first tick
+        self._thread = threading.Thread(target=self._run, name="reka-ingest-watcher", daemon=True)
+        self._thread.start()
+        log.info(
+            "watcher.started",
+            inbox=self.root,
+            observer=self.settings.observer.value,
+            recovered=self.stats.recovered,
+            adopted=self.stats.adopted,
+        )
+
+    def request_stop(self) -> None:
+        """Ask `run_forever` to return (safe to call from a signal handler)."""
+        self._stop_requested.set()
+
+    def stop(self, timeout: float = STOP_TIMEOUT_SECONDS) -> None:
+        """Stop observing, record what is in hand, close the open batch, join the thread."""
+        self._stop_requested.set()
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer.join(timeout)
+            self._observer = None
+        self._halt.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                log.warning("watcher.stop_timeout", seconds=timeout)
+            self._thread = None
+        log.info(
+            "watcher.stopped",
+            claimed=self.stats.claimed,
+            recorded=self.recorder.totals.recorded,
+            batches=self.batcher.batches_created,
+        )
+
+    def run_forever(self) -> None:
+        """Start, run until `request_stop()` (or the processing thread dies), stop."""
+        self.start()
+        try:
+            while not self._stop_requested.wait(MAX_TICK_SECONDS):
+                if self._thread is None or not self._thread.is_alive():
+                    log.error("watcher.thread_died")
+                    break
+        finally:
+            self.stop()
+
+    # --- the processing thread ----------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._halt.is_set():
+            try:
+                self._tick()
+            except Exception:  # log, pause, carry on: scans and recovery catch up
+                log.exception("watcher.tick_failed")
+                self._halt.wait(MAX_TICK_SECONDS)
+        try:
+            self.recorder.flush()
+            self.batcher.flush()
+        except Exception:  # at stop: recovery at the next start finishes the job
+            log.exception("watcher.final_flush_failed")
+
+    def _tick(self) -> None:
+        self._drain(self._wait_time())
+        self._folders_ok.clear()
+        if self.clock() >= self._next_scan:
+            self._scan()
+            self._next_scan = self.clock() + self.settings.scan_interval
+        for path in self.tracker.due(MAX_CHECKS_PER_TICK):
+            self._look(path)
+        self.recorder.flush()
+        self.batcher.poll()
+
+    def _wait_time(self) -> float:
+        now = self.clock()
+        wake = [now + MAX_TICK_SECONDS, self._next_scan]
+        for moment in (self.tracker.next_due(), self.batcher.deadline()):
+            if moment is not None:
+                wake.append(moment)
+        return max(0.0, min(wake) - now)
+
+    def _drain(self, timeout: float) -> None:
+        """Take events off the queue: wait up to `timeout` for the first, then the rest."""
+        try:
+            item = self._queue.get(timeout=timeout) if timeout > 0 else self._queue.get_nowait()
+        except queue.Empty:
+            return
+        taken = 0
+        while True:
+            kind, path = item
+            taken += 1
+            if path not in self._refused:
+                if kind is Kind.CLOSED:
+                    self.tracker.closed(path, ORIGIN_EVENT)
+                else:
+                    self.tracker.seen(path, ORIGIN_EVENT)
+            if taken >= MAX_EVENTS_PER_TICK:
+                break
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+        self.stats.events += taken
+
+    def _scan(self) -> None:
+        """Walk the inbox; track every file no event reported (and count those)."""
+        self._drain(0)
+        first = self.stats.scans == 0
+        missed = 0
+        for entry in walk(self.root):
+            path = entry.path
+            if path in self.tracker or path in self._refused:
+                continue
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            self.tracker.seen(path, ORIGIN_SCAN, (st.st_size, st.st_mtime_ns))
+            missed += 1
+        self.stats.scans += 1
+        self.stats.scan_found_missed += missed
+        log.info(
+            "watcher.scan_found_missed", count=missed, start_scan=first, tracked=len(self.tracker)
+        )
+
+    def _look(self, path: str) -> None:
+        """Stat one due path and act on the tracker's verdict."""
+        origin, seen_at = self.tracker.origin(path), self.tracker.first_seen(path)
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            self.tracker.check(path, None)
+            return
+        except OSError as err:
+            self.tracker.forget(path)
+            log.warning("watcher.stat_failed", path=path, error=err.strerror)
+            return
+        if stat.S_ISDIR(st.st_mode):
+            self.tracker.forget(path)  # a folder named like an image: its files come on their own
+            return
+        if not stat.S_ISREG(st.st_mode):
+            self.tracker.forget(path)
+            what = "symbolic links are never followed" if stat.S_ISLNK(st.st_mode) else None
+            self._refuse(path, origin, seen_at, what or "not a regular file")
+            return
+        verdict = self.tracker.check(path, (st.st_size, st.st_mtime_ns))
+        if verdict is Verdict.WHOLE:
+            self._take(path, origin, seen_at, never_stable=False)
+        elif verdict is Verdict.NEVER_STABLE:
+            self._take(path, origin, seen_at, never_stable=True)
+
+    def _rel(self, path: str) -> str:
+        return path[len(self.root) + 1 :]
+
+    def _folder_ok(self, folder: str) -> bool:
+        """No symbolic link between the inbox and this folder (cached for one tick)."""
+        ok = self._folders_ok.get(folder)
+        if ok is None:
+            ok = folder == self.root or os.path.realpath(folder) == folder
+            self._folders_ok[folder] = ok
+        return ok
+
+    def _refuse(self, path: str, origin: str, seen_at: float, message: str) -> None:
+        """Record a path we will not take, in place (it is never moved or followed)."""
+        self._refused.add(path)
+        self.stats.refused += 1
+        self.recorder.add(
+            self._failed(
+                path,
+                work_path=path,
+                origin=origin,
+                seen_at=seen_at,
+                reason=Reason.REFUSED_PATH,
+                message=message,
+            )
+        )
+
+    def _failed(
+        self,
+        path: str,
+        *,
+        work_path: str,
+        origin: str,
+        seen_at: float,
+        reason: Reason,
+        message: str,
+    ) -> NewFile:
+        return NewFile(
+            path=self._rel(path),
+            source_root=self.root,
+            work_path=work_path,
+            origin=origin,
+            size=0,
+            mtime=0.0,
+            sha256=None,
+            seen_at=seen_at,
+            reason=reason,
+            message=message,
+        )
+
+    def _take(self, path: str, origin: str, seen_at: float, *, never_stable: bool) -> None:
+        """Claim a whole (or given-up) file and hand it to the recorder."""
+        if not self._folder_ok(os.path.dirname(path)):
+            self._refuse(path, origin, seen_at, "a folder on its path is a symbolic link")
+            return
+        side = find_sidecar(path)
+        if side is not None and not never_stable and self._young(side):
+            self.stats.deferred += 1
+            self.tracker.seen(path, origin)  # its sidecar is still being written
+            return
+        try:
+            claimed = claim(
+                path, rel_path=self._rel(path), work_dir=self.work_dir, tag=self.tag, sidecar=side
+            )
+        except OSError as err:
+            log.warning("watcher.claim_failed", path=path, error=err.strerror)
+            return
+        if claimed is None:
+            self.stats.lost_races += 1
+            return
+        self.stats.claimed += 1
+        if never_stable:
+            self.stats.never_stable += 1
+            new = self._failed(
+                path,
+                work_path=claimed.work_path,
+                origin=origin,
+                seen_at=seen_at,
+                reason=Reason.NEVER_STABLE,
+                message=f"still changing {self.tracker.give_up_after:.0f} s after first seen",
+            )
+        else:
+            new = describe(
+                claimed.work_path,
+                rel_path=claimed.rel_path,
+                source_root=self.root,
+                origin=origin,
+                seen_at=seen_at,
+                sidecar_path=claimed.sidecar_path,
+                defaults=self.defaults,
+                max_image_bytes=self.settings.max_image_bytes,
+            )
+        self.recorder.add(new)
+
+    def _young(self, path: str) -> bool:
+        try:
+            return self.clock() - os.lstat(path).st_mtime < self.settings.min_file_age
+        except OSError:
+            return False
