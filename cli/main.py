@@ -12,6 +12,7 @@ import json
 import typer
 
 from cli import fake_api, run, services, status
+from cli import health as health_cmd
 from cli import metrics as metrics_cmd
 from cli import migrate as migrate_cmd
 from worker.errors import IngestError
@@ -58,6 +59,7 @@ app.command("files")(status.files)
 app.command("fake-api")(fake_api.command)
 app.command("metrics")(metrics_cmd.command)
 app.command("migrate")(migrate_cmd.command)
+app.command("health")(health_cmd.command)
 
 
 def main() -> None:
