@@ -10,6 +10,7 @@ from typing import Any
 
 import typer
 
+from cli import watch_status
 from worker.ledger import open_ledger
 from worker.ledger.queries import Summary, list_files, summary
 from worker.ledger.schema import File
@@ -62,9 +63,15 @@ def status_json(s: Summary, now: float) -> dict[str, Any]:
     }
 
 
-def status(as_json: bool = typer.Option(False, "--json", help="One JSON object.")) -> None:
+def status(
+    as_json: bool = typer.Option(False, "--json", help="One JSON object."),
+    watch: bool = typer.Option(False, "--watch", help="A live view, every second; Ctrl-C exits."),
+) -> None:
     """Files per state, the oldest waiting file, and throughput."""
     settings = load_settings()
+    if watch:
+        watch_status.watch(settings)
+        return
     ledger = open_ledger(settings.ingest.ledger_url)
     now = time.time()
     data = status_json(summary(ledger, now=now), now)
