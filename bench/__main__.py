@@ -1,0 +1,150 @@
+"""`make bench`: the pipeline side by side with the raw limit, in one run.
+
+Scenarios (each bounded; every process started is ended by its pid):
+  1. limit     plain httpx -> stand-in, same files, batch size and concurrency
+  2. pipeline  the real service on default settings, N files dropped at once,
+               then a trickle of one file a second into the same service
+  3. memory    the worker's peak RSS at two sizes (fresh service each)
+  4. burst     the watcher alone (with Redis) under a burst of small files
+
+Environment (defaults make the whole run take about 4-6 minutes on 2 cores):
+  BENCH_N=5000            images in the limit and pipeline runs
+  BENCH_TRICKLE=20        trickle files (0: skip), BENCH_TRICKLE_INTERVAL=1.0 s
+  BENCH_MEMORY_NS=1000,10000   worker memory runs ("" : skip)
+  BENCH_BURST_N=100000    burst files (0: skip)
+  BENCH_TIMEOUT=600       seconds any one scenario may take before it fails
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import sys
+import time
+from typing import Any
+
+from bench import report
+from bench.scenarios import run_burst, run_limit, run_pipeline, run_worker_memory
+from bench.service import StandIn
+from bench.workload import CACHE, jpegs
+from worker.settings import IngestSettings
+
+
+def _int(name: str, default: int) -> int:
+    return int(os.environ.get(name, default))
+
+
+def _targets(r: dict[str, Any], cfg: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    t: dict[str, dict[str, Any]] = {}
+    pipe, burst = r.get("pipeline"), r.get("burst")
+    if r.get("ratio") is not None:
+        t["ratio"] = {"value": r["ratio"], "target": ">= 0.8", "ok": r["ratio"] >= 0.8}
+    if pipe:
+        want = 1 / cfg["batch_max_files"]
+        got = pipe["upload_requests_per_image"]
+        t["upload requests per image"] = {
+            "value": got,
+            "target": f"{want:.4f} +- 5%",
+            "ok": abs(got - want) <= 0.05 * want,
+        }
+        p50 = (pipe.get("trickle") or {}).get("drop_to_uploaded", {}).get("p50")
+        if p50 is not None:
+            limit = cfg["batch_max_wait"] + 1.0
+            t["trickle drop->uploaded p50 s"] = {
+                "value": p50,
+                "target": f"<= {limit:g}",
+                "ok": p50 <= limit,
+            }
+    if burst:
+        t["burst files/s"] = {
+            "value": burst["files_per_s"],
+            "target": ">= 2000",
+            "ok": (burst["files_per_s"] or 0) >= 2000 and burst["missed"] == 0,
+        }
+        t["burst missed"] = {"value": burst["missed"], "target": "== 0", "ok": burst["missed"] == 0}
+        peak = burst["watcher_peak_rss_mb"] or 0.0
+        t["burst watcher peak RSS MB"] = {"value": peak, "target": "< 300", "ok": peak < 300}
+    mem = r.get("worker_memory") or {}
+    if len(mem) >= 2:
+        peaks = [max(v for k, v in p.items() if k.startswith("worker")) for p in mem.values()]
+        t["worker peak RSS flat in N (MB)"] = {
+            "value": peaks,
+            "target": "largest within 10% of smallest",
+            "ok": max(peaks) <= 1.1 * min(peaks),
+        }
+    return t
+
+
+def main() -> int:
+    started = time.monotonic()
+    n = _int("BENCH_N", 5000)
+    trickle_n = _int("BENCH_TRICKLE", 20)
+    trickle_interval = float(os.environ.get("BENCH_TRICKLE_INTERVAL", "1.0"))
+    memory_ns = [int(x) for x in os.environ.get("BENCH_MEMORY_NS", "1000,10000").split(",") if x]
+    burst_n = _int("BENCH_BURST_N", 100_000)
+    timeout = float(os.environ.get("BENCH_TIMEOUT", "600"))
+    defaults = IngestSettings()
+    files = jpegs(max([n + trickle_n, *memory_ns]))
+    main_files, trickle = files[:n], files[n : n + trickle_n]
+    cfg = {
+        "n": n,
+        "mean_kb": sum(p.stat().st_size for p in main_files) / len(main_files) / 1024,
+        "batch_max_files": defaults.batch_max_files,
+        "batch_max_wait": defaults.batch_max_wait,
+        "concurrency": defaults.worker_concurrency,
+        "cpus": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "trickle": trickle_n,
+        "memory_ns": memory_ns,
+        "burst_n": burst_n,
+    }
+    r: dict[str, Any] = {"config": cfg}
+    runs = CACHE / "runs"
+    standin = StandIn(runs / "standin-logs")
+    standin.start()
+    try:
+        for what in ("warm-up (not counted)", "measured"):
+            # The first pass warms the stand-in (allocator, page cache) for both sides alike.
+            print(f"limit: {n} images, {what}")
+            r["limit"] = run_limit(
+                standin,
+                main_files,
+                batch=defaults.batch_max_files,
+                concurrency=defaults.worker_concurrency,
+                work=runs,
+                timeout=timeout,
+            )
+        print(f"pipeline: {n} images, then a trickle of {trickle_n}")
+        r["pipeline"] = run_pipeline(
+            standin,
+            main_files,
+            trickle,
+            root=runs / "pipeline",
+            trickle_interval=trickle_interval,
+            timeout=timeout,
+        )
+        r["ratio"] = round(r["pipeline"]["images_per_s"] / r["limit"]["images_per_s"], 3)
+        r["worker_memory"] = {}
+        for m in memory_ns:
+            print(f"worker memory: {m} images")
+            r["worker_memory"][str(m)] = run_worker_memory(
+                standin, files[:m], root=runs / f"memory-{m}", timeout=timeout
+            )
+        if burst_n:
+            print(f"burst: {burst_n} small files, watcher alone")
+            r["burst"] = run_burst(standin, burst_n, root=runs / "burst", timeout=timeout)
+    finally:
+        standin.stop()
+        shutil.rmtree(runs, ignore_errors=True)
+    r["targets"] = _targets(r, cfg)
+    r["runtime_s"] = round(time.monotonic() - started, 1)
+    json_path, png_path = report.write(r)
+    print("\n".join(report.lines(r)))
+    print(f"wrote {json_path} and {png_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

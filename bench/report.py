@@ -1,0 +1,124 @@
+"""The report: a table on stdout, `results/latest.json`, and `results/latest.png`
+(files done over time, the limit and the pipeline on one plot)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Final
+
+RESULTS: Final = Path(__file__).resolve().parent / "results"
+
+
+def _ms(p: dict[str, Any] | None, key: str) -> str:
+    value = (p or {}).get(key)
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _pct(title: str, p: dict[str, Any] | None) -> str:
+    return f"  {title:<38} p50 {_ms(p, 'p50')}  p95 {_ms(p, 'p95')}  p99 {_ms(p, 'p99')}"
+
+
+def lines(r: dict[str, Any]) -> list[str]:
+    cfg, limit, pipe = r["config"], r.get("limit"), r.get("pipeline")
+    out = [
+        f"reka-ingest bench: N={cfg['n']} JPEGs of {cfg['mean_kb']:.0f} KB, batch "
+        f"{cfg['batch_max_files']}, concurrency {cfg['concurrency']}, batch max wait "
+        f"{cfg['batch_max_wait']} s, {cfg['cpus']} CPUs, default settings",
+        "",
+        f"{'':<26}{'images':>8}{'seconds':>9}{'images/s':>10}{'MB/s':>8}{'req/image':>11}"
+        f"{'CPU s/1000':>11}",
+    ]
+    for name, row in (("limit (httpx, no ledger)", limit), ("pipeline (drop->indexed)", pipe)):
+        if row:
+            out.append(
+                f"{name:<26}{row['images']:>8}{row['seconds']:>9.2f}{row['images_per_s']:>10.1f}"
+                f"{row['mb_per_s']:>8.1f}{row['upload_requests_per_image']:>11.4f}"
+                f"{row['cpu_s_per_1000_images']:>11.2f}"
+            )
+    if r.get("ratio") is not None:
+        out.append(f"ratio pipeline/limit (images/s): {r['ratio']:.3f}")
+    if pipe:
+        out += [
+            "",
+            "latency, seconds (from seen_at: when the watcher first saw the file)",
+            _pct(f"drop->uploaded, N={pipe['images']} at once", pipe["drop_to_uploaded"]),
+            _pct(f"drop->indexed,  N={pipe['images']} at once", pipe["drop_to_indexed"]),
+            _pct("rename->seen_at (the watcher's lag)", pipe["drop_to_seen"]),
+        ]
+        t = pipe.get("trickle") or {}
+        if t:
+            what = f"{t['files']} files, 1 per {t['interval_s']:g} s"
+            out += [
+                _pct(f"drop->uploaded, trickle {what}", t["drop_to_uploaded"]),
+                _pct(f"drop->indexed,  trickle {what}", t["drop_to_indexed"]),
+            ]
+        out += ["", "pipeline processes: peak RSS MB (VmHWM), CPU s per 1000 images"]
+        per_1000 = pipe["cpu_s_per_1000_images_by_process"]
+        for label, mb in pipe["peak_rss_mb"].items():
+            cpu = per_1000.get(label)
+            cpu_text = "(the API)" if cpu is None else f"{cpu:.3f}"
+            out.append(f"  {label:<22}{mb:>8.1f} MB   {cpu_text}")
+    if limit:
+        out.append(
+            "limit processes: peak RSS MB "
+            + ", ".join(f"{k} {v:.1f}" for k, v in limit["peak_rss_mb"].items())
+        )
+    mem = r.get("worker_memory") or {}
+    if mem:
+        out += ["", "worker peak RSS MB by N (should not grow with N)"]
+        for n, peaks in mem.items():
+            out.append(f"  N={n:<8}" + ", ".join(f"{k} {v:.1f}" for k, v in peaks.items()))
+    b = r.get("burst")
+    if b:
+        out += [
+            "",
+            f"watcher alone, burst of {b['files']} small files (renamed in over "
+            f"{b['drop_seconds']:.1f} s):",
+            f"  recorded {b['recorded']} in {b['seconds_to_record_all']} s = "
+            f"{b['files_per_s']} files/s; missed {b['missed']}; by origin {b['by_origin']}; "
+            f"watcher peak RSS {b['watcher_peak_rss_mb']} MB",
+        ]
+    out += ["", "targets:"]
+    for name, t in r["targets"].items():
+        out.append(f"  {'PASS' if t['ok'] else 'FAIL'}  {name}: {t['value']} ({t['target']})")
+    out.append(f"\nbench runtime {r['runtime_s']:.0f} s")
+    return out
+
+
+def write(r: dict[str, Any]) -> tuple[Path, Path]:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    json_path, png_path = RESULTS / "latest.json", RESULTS / "latest.png"
+    json_path.write_text(json.dumps(r, indent=2) + "\n")
+    plot(r, png_path)
+    return json_path, png_path
+
+
+def plot(r: dict[str, Any], path: Path) -> None:
+    import matplotlib  # noqa: PLC0415 - heavy, and only needed here
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
+    for key, label in (("limit", "limit: httpx straight to the stand-in"), ("pipeline", None)):
+        row = r.get(key)
+        if not row:
+            continue
+        xs = [0.0] + [p[0] for p in row["curve"]]
+        ys = [0] + [p[1] for p in row["curve"]]
+        text = label or "pipeline: drop -> indexed (watcher, Redis, workers, beat)"
+        ax.plot(xs, ys, label=f"{text} ({row['images_per_s']:.0f} images/s)")
+    ax.set_xlabel("seconds since start (limit) / first drop (pipeline)")
+    ax.set_ylabel("files done")
+    ratio = r.get("ratio")
+    ax.set_title(
+        f"reka-ingest: N={r['config']['n']}, ratio {ratio:.2f}"
+        if ratio is not None
+        else "reka-ingest"
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

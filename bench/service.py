@@ -1,0 +1,185 @@
+"""The processes a bench scenario runs, each a child we own and end by pid.
+
+`StandIn`: the stand-in Reka server (`python -m cli fake-api`), loopback only,
+indexing delay 0, no quota, no access log. `Service`: the real pipeline
+(bundled redis-server, watcher, Celery worker, beat) on default settings,
+in a run folder of its own, against a stand-in, configured through the
+environment exactly as an operator would. The approach is the one of
+`tests/support/service.py`, trimmed to what a benchmark needs.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Final
+
+import httpx
+
+from cli.processes import Supervisor, beat_argv, cli_argv, worker_argv
+from worker.bundled_redis import BundledRedis, free_port
+from worker.constants import API_KEY_HEADER
+from worker.ledger import open_ledger
+from worker.settings import load_settings
+
+HOST: Final = "127.0.0.1"
+API_KEY: Final = "bench-key-5e1a"
+START_TIMEOUT: Final = 30.0
+TERMINAL: Final = ("indexed", "stored", "failed", "duplicate")
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def listening(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex((HOST, port)) == 0
+
+
+class StandIn:
+    """The stand-in server as its own process (client and server must not share a GIL)."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.port = free_port()
+        self.base_url = f"http://{HOST}:{self.port}"
+        self.supervisor = Supervisor(log_dir)
+        self.pid = 0
+
+    def start(self) -> StandIn:
+        argv = cli_argv(
+            "fake-api",
+            "--host",
+            HOST,
+            "--port",
+            str(self.port),
+            "--api-key",
+            API_KEY,
+            "--index-delay",
+            "0",
+            "--upload-quota",
+            "0",
+            "--no-access-log",
+        )
+        env = os.environ | {"INGEST_LOG_LEVEL": "WARNING", "INGEST_LOG_FORMAT": "json"}
+        self.pid = self.supervisor.start("stand-in", argv, env).pid
+        wait_for(lambda: listening(self.port), START_TIMEOUT, "the stand-in to listen")
+        return self
+
+    def stats(self) -> dict[str, Any]:
+        r = httpx.get(f"{self.base_url}/_standin/stats", headers={API_KEY_HEADER: API_KEY})
+        r.raise_for_status()
+        stats: dict[str, Any] = r.json()
+        return stats
+
+    def upload_requests(self) -> int:
+        return sum(self.stats()["requests"].get("upload", {}).values())
+
+    def reset(self) -> None:
+        r = httpx.post(f"{self.base_url}/_standin/reset", headers={API_KEY_HEADER: API_KEY})
+        r.raise_for_status()
+
+    def stop(self) -> None:
+        self.supervisor.stop_all()
+
+
+class Service:
+    """Redis, then the pipeline's processes; `start(watcher_only=True)` for the burst."""
+
+    def __init__(self, root: Path, standin_url: str, env: dict[str, str] | None = None) -> None:
+        shutil.rmtree(root, ignore_errors=True)
+        self.root = root
+        self.inbox = root / "inbox"
+        self.data_dir = root / "var"
+        self.redis = BundledRedis(root / "redis", free_port(), persist=False)
+        self.env = {
+            **os.environ,
+            "INGEST_INBOX": str(self.inbox),
+            "INGEST_DATA_DIR": str(self.data_dir),
+            "INGEST_REDIS_URL": self.redis.url,
+            "INGEST_LOG_FORMAT": "json",
+            "REKA_API_KEY": API_KEY,
+            "REKA_API_BASE_URL": standin_url,
+            **(env or {}),
+        }
+        self.supervisor = Supervisor(self.data_dir / "logs")
+        self.pids: dict[str, int] = {}
+
+    def _settings(self) -> Any:
+        saved = dict(os.environ)
+        os.environ.update({k: v for k, v in self.env.items() if k.startswith(("INGEST_", "REKA_"))})
+        try:
+            return load_settings()
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+
+    @property
+    def ledger_path(self) -> Path:
+        return self.data_dir / "ledger.db"
+
+    def start(self, *, watcher_only: bool = False) -> Service:
+        settings = self._settings()
+        self.inbox.mkdir(parents=True)
+        self.data_dir.mkdir(parents=True)
+        self.redis.start()
+        assert self.redis.pid is not None
+        self.pids["redis"] = self.redis.pid
+        open_ledger(settings.ingest.ledger_url).dispose()  # migrated once, before anyone starts
+        if not watcher_only:
+            self.pids["worker"] = self.supervisor.start(
+                "worker", worker_argv(settings.ingest), self.env
+            ).pid
+            self.pids["beat"] = self.supervisor.start(
+                "beat", beat_argv(settings.ingest), self.env
+            ).pid
+        self.pids["watcher"] = self.supervisor.start("watcher", cli_argv("watch"), self.env).pid
+        wait_for(self._ready, START_TIMEOUT, "the service to start")
+        return self
+
+    def _ready(self) -> bool:
+        logs = self.data_dir / "logs"
+        if dead := self.supervisor.dead():
+            raise RuntimeError(f"{dead[0].name} exited at start; see {logs}")
+        text = (logs / "watcher.log").read_text(errors="replace")
+        if "watcher.started" not in text:
+            return False
+        if "worker" in self.pids:
+            return "ready" in (logs / "worker.log").read_text(errors="replace")
+        return True
+
+    def stop(self) -> None:
+        self.supervisor.stop_all()
+        self.redis.stop()
+
+    def remove(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    # --- the ledger, read directly (cheap, and never in the way of a writer) ---
+
+    def query(self, sql: str, *args: object) -> list[tuple[Any, ...]]:
+        with sqlite3.connect(f"file:{self.ledger_path}?mode=ro", uri=True, timeout=30) as db:
+            return db.execute(sql, args).fetchall()
+
+    def count(self, states: tuple[str, ...] | None = None) -> int:
+        if states is None:
+            return int(self.query("SELECT count(*) FROM files")[0][0])
+        marks = ",".join("?" * len(states))
+        sql = f"SELECT count(*) FROM files WHERE state IN ({marks})"  # noqa: S608 - placeholders
+        return int(self.query(sql, *states)[0][0])
+
+    def log_tail(self, chars: int = 3000) -> str:
+        return "\n".join(
+            f"--- {p.name}\n{p.read_text(errors='replace')[-chars:]}"
+            for p in sorted((self.data_dir / "logs").glob("*.log"))
+        )
