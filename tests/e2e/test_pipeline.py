@@ -18,7 +18,7 @@ import pytest
 from tests.support.images import image_bytes
 from tests.support.service import Service, wait_for
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
 
 
 @pytest.fixture
