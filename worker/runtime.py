@@ -1,6 +1,7 @@
 """The resources one worker process shares between tasks: settings, the
-ledger, and one HTTP client. Built lazily, once per process id, so a Celery
-prefork child never reuses its parent's connections."""
+ledger, one HTTP client and the shared API budget (a Redis connection). Built
+lazily, once per process id, so a Celery prefork child never reuses its
+parent's connections."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from worker.budget import Budget
 from worker.ledger import Ledger, open_ledger
 from worker.reka_client import RekaClient, reset_shared_client, shared_client
 from worker.settings import Settings, load_settings
@@ -22,6 +24,7 @@ class Runtime:
     clock: Callable[[], float] = time.time
     client_factory: Callable[[Settings], RekaClient] | None = None
     _client: RekaClient | None = field(default=None, repr=False)
+    _budget: Budget | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -34,7 +37,18 @@ class Runtime:
                 self._client = self.client_factory(self.settings)
             return self._client
 
+    @property
+    def budget(self) -> Budget:
+        """The shared upload budget (Redis at the broker URL), read with this runtime's clock."""
+        with self._lock:
+            if self._budget is None:
+                self._budget = Budget.from_settings(self.settings, clock=self.clock)
+            return self._budget
+
     def close(self) -> None:
+        if self._budget is not None:
+            self._budget.close()
+            self._budget = None
         if self._client is not None:
             self._client.close()
             self._client = None

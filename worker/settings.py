@@ -210,6 +210,19 @@ class IngestSettings(BaseSettings):
         default=60.0, gt=0, description="Longest wait between retries, seconds."
     )
     worker_concurrency: int = Field(default=2, ge=1, description="Upload processes per worker.")
+    uploads_per_day: int = Field(
+        default=c.STANDARD_TIER_UPLOADS_PER_DAY,
+        ge=0,
+        description=(
+            "Upload requests per rolling 24 hours, shared by every worker (the standard"
+            " tier's 100); 0 = unlimited."
+        ),
+    )
+    uploads_per_second: int = Field(
+        default=0,
+        ge=0,
+        description="Upload requests per second, shared by every worker; 0 = no such limit.",
+    )
     bundled_redis_port: int = Field(
         default=6390, ge=1, le=65535, description="Port of the bundled redis-server on 127.0.0.1."
     )

@@ -1,13 +1,17 @@
 """upload_batch: the work behind the Celery task of the same name, without Celery.
 
 One batch, one multipart request:
-    claim (lease) -> check each file -> mark uploading -> POST -> record each
-    result in input order -> move files to done/ (failures to failed/).
+    claim (lease) -> check each file -> take a slot of the shared API budget
+    -> mark uploading -> POST -> feed the rate-limit headers back to the budget
+    -> record each result in input order -> move files to done/ (failures to failed/).
 
 Outcomes by error:
-    passing (timeout, connection, 5xx, 429)  -> the batch waits in the ledger for
-        a time (backoff, or the server's retry-after) and the beat sweep sends it
-        again; after the last attempt its files fail with `upload_failed`.
+    no budget left, or 429                   -> the batch waits in the ledger until
+        the budget refills (or the server's retry-after) and the beat sweep sends
+        it again; the attempt is given back, so the quota never fails a file.
+    passing (timeout, connection, 5xx)       -> the batch waits in the ledger for
+        a time (backoff) and the beat sweep sends it again; after the last
+        attempt its files fail with `upload_failed`.
     413, or 400 in a batch of several       -> split in two and try the halves,
         until the file at fault is alone; then it fails with the API's message.
     401                                      -> files fail with `auth_failed`, and
@@ -24,6 +28,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from worker.backoff import RetryPolicy, backoff
+from worker.budget import Wait, pause_for
 from worker.errors import (
     ApiAuthError,
     ApiError,
@@ -38,7 +43,7 @@ from worker.indexing import decide
 from worker.ledger import uploads as ops
 from worker.logs import get_logger
 from worker.outbox import file_done, file_failed
-from worker.reka_models import Image, UploadItem
+from worker.reka_models import Image, UploadItem, UploadResult
 from worker.runtime import Runtime
 from worker.states import FileState, Reason
 from worker.validate import check_image
@@ -78,6 +83,8 @@ def upload_batch(rt: Runtime, batch_id: int) -> BatchReport:
     report.files = len(claimed.files)
     report.bytes = sum(f.size for f in claimed.files)
     files, items = _prepare(rt, claimed.files, report)
+    if files and not _take_budget(rt, report):
+        return report  # deferred in the ledger until the shared budget has room
     if files:
         ops.mark_uploading(rt.ledger, [f.id for f in files], now=rt.clock())
         _send(rt, report, claimed.attempt, files, items)
@@ -129,7 +136,12 @@ def _send(
 ) -> None:
     """One request for the batch, and what each kind of answer means for its files."""
     try:
-        result = rt.client.upload(items)
+        result = _upload(rt, items)
+    except ApiRateLimited as err:
+        report.request_id = err.request_id
+        until = rt.clock() + (pause_for(err.rate_limit, rate_limited=True) or 0.0)
+        _defer(rt, report, until, str(err))
+        return
     except RetryableError as err:
         _retry_later(rt, report, attempt, err, files)
         return
@@ -162,6 +174,42 @@ def _send(
         return
     report.failed += len(files)
     report.outcome = "failed"
+
+
+def _take_budget(rt: Runtime, report: BatchReport) -> bool:
+    """One slot of the shared budget, or the batch deferred until there is one."""
+    answer = rt.budget.try_acquire()
+    if isinstance(answer, Wait):
+        _defer(rt, report, answer.until, f"waiting for the API budget ({answer.why})")
+        return False
+    return True
+
+
+def _upload(rt: Runtime, items: list[UploadItem]) -> UploadResult:
+    """The request, its rate-limit headers fed back to the shared budget (answer or error)."""
+    try:
+        result = rt.client.upload(items)
+    except ApiError as err:
+        if err.status is not None:
+            rt.budget.follow(err.rate_limit, rate_limited=isinstance(err, ApiRateLimited))
+        raise
+    rt.budget.follow(result.rate_limit)
+    return result
+
+
+def _defer(rt: Runtime, report: BatchReport, until: float, error: str) -> None:
+    """Wait in the ledger until `until`, giving the attempt back (quota, not a fault)."""
+    report.error = error
+    report.retry_at = until
+    ops.release_batch(
+        rt.ledger,
+        report.batch_id,
+        now=rt.clock(),
+        error=error,
+        next_attempt_at=until,
+        refund_attempt=True,
+    )
+    report.outcome = "deferred"
 
 
 def _retry_later(

@@ -49,9 +49,11 @@ def standin(clock: Clock) -> Iterator[RunningStandin]:
 
 @pytest.fixture
 def rt(
-    make_settings: Callable[..., Settings], standin: RunningStandin, clock: Clock
+    make_settings: Callable[..., Settings], standin: RunningStandin, clock: Clock, redis_url: str
 ) -> Iterator[Runtime]:
-    settings = make_settings(api_key=KEY, api_base_url=standin.base_url, retry_backoff_base=1.0)
+    settings = make_settings(
+        api_key=KEY, api_base_url=standin.base_url, retry_backoff_base=1.0, redis_url=redis_url
+    )
     led = open_ledger(settings.ingest.ledger_url)
     runtime = Runtime(settings, led, clock=clock)
     yield runtime
@@ -162,9 +164,11 @@ def test_server_errors_defer_then_fail_after_the_last_attempt(
 
 
 def test_a_refused_key_fails_files_with_auth_failed(
-    make_settings: Callable[..., Settings], standin: RunningStandin
+    make_settings: Callable[..., Settings], standin: RunningStandin, redis_url: str
 ) -> None:
-    settings = make_settings(api_key="wrong-key", api_base_url=standin.base_url)
+    settings = make_settings(
+        api_key="wrong-key", api_base_url=standin.base_url, redis_url=redis_url
+    )
     rt = Runtime(settings, open_ledger(settings.ingest.ledger_url), clock=Clock())
     batch = stage(rt, [("a.jpg", image_bytes(30))])
     assert upload_batch(rt, batch).outcome == "failed"

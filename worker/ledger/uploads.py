@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 
 from worker.ledger.db import Ledger
 from worker.ledger.schema import Batch, File
@@ -118,32 +118,65 @@ def mark_uploading(ledger: Ledger, file_ids: Sequence[int], *, now: float) -> No
 def record_uploaded(
     ledger: Ledger, results: Sequence[Uploaded], *, request_id: str | None, now: float
 ) -> None:
-    """Write each file's upload result, and hand its image id to its duplicates."""
+    """Write each file's upload result, and hand its image id to its duplicates.
+
+    One executemany UPDATE for the batch's rows, and one look for their
+    duplicates (`duplicate_of` has no index: a statement per file scanned the
+    whole table once per file, which grew with the ledger).
+    """
+    if not results:
+        return
+    files = File.__table__
+    rows = [
+        {
+            "b_id": r.file_id,
+            "b_state": r.state,
+            "b_reason": r.reason,
+            "b_image_id": r.image_id,
+            "b_image_url": r.image_url,
+            "b_indexing_status": r.indexing_status,
+            "b_upload_timestamp": r.upload_timestamp,
+            "b_indexed_at": now if r.state == FileState.INDEXED else None,
+            "b_finished_at": (
+                now if r.state in (FileState.INDEXED, FileState.STORED, FileState.FAILED) else None
+            ),
+            "b_next_poll_at": r.next_poll_at,
+            "b_poll_delay": r.poll_delay,
+        }
+        for r in results
+    ]
+    by_id = {r.file_id: r for r in results}
     with ledger.write() as s:
-        for r in results:
-            final = r.state in (FileState.INDEXED, FileState.STORED, FileState.FAILED)
+        s.connection().execute(
+            update(files)
+            .where(files.c.id == bindparam("b_id"))
+            .values(
+                state=bindparam("b_state"),
+                reason=bindparam("b_reason"),
+                image_id=bindparam("b_image_id"),
+                image_url=bindparam("b_image_url"),
+                indexing_status=bindparam("b_indexing_status"),
+                upload_timestamp=bindparam("b_upload_timestamp"),
+                upload_request_id=request_id,
+                uploaded_at=now,
+                indexed_at=bindparam("b_indexed_at"),
+                finished_at=bindparam("b_finished_at"),
+                next_poll_at=bindparam("b_next_poll_at"),
+                poll_delay=bindparam("b_poll_delay"),
+                updated_at=now,
+            ),
+            rows,
+        )
+        originals = s.scalars(
+            select(File.duplicate_of).where(File.duplicate_of.in_(list(by_id))).distinct()
+        ).all()
+        for original in originals:
+            if original is None:
+                continue
+            r = by_id[original]
             s.execute(
                 update(File)
-                .where(File.id == r.file_id)
-                .values(
-                    state=r.state,
-                    reason=r.reason,
-                    image_id=r.image_id,
-                    image_url=r.image_url,
-                    indexing_status=r.indexing_status,
-                    upload_timestamp=r.upload_timestamp,
-                    upload_request_id=request_id,
-                    uploaded_at=now,
-                    indexed_at=now if r.state == FileState.INDEXED else None,
-                    finished_at=now if final else None,
-                    next_poll_at=r.next_poll_at,
-                    poll_delay=r.poll_delay,
-                    updated_at=now,
-                )
-            )
-            s.execute(
-                update(File)
-                .where(File.duplicate_of == r.file_id)
+                .where(File.duplicate_of == original)
                 .values(image_id=r.image_id, image_url=r.image_url, updated_at=now)
             )
 
@@ -187,8 +220,15 @@ def release_batch(
     now: float,
     error: str,
     next_attempt_at: float | None = None,
+    refund_attempt: bool = False,
 ) -> None:
-    """Give a batch back after a passing failure: its files wait again, nothing is lost."""
+    """Give a batch back after a passing failure: its files wait again, nothing is lost.
+
+    `refund_attempt`: the claim's attempt is given back, because no request was
+    answered for it by a fault (the shared budget said wait, or the API said 429);
+    waiting for the quota never brings a batch closer to `upload_max_retries`.
+    """
+    attempts = Batch.attempts - 1 if refund_attempt else Batch.attempts
     with ledger.write() as s:
         s.execute(
             update(File)
@@ -203,6 +243,7 @@ def release_batch(
                 next_attempt_at=next_attempt_at,
                 lease_until=None,
                 last_error=error[:2000],
+                attempts=attempts,
             )
         )
 

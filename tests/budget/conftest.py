@@ -1,0 +1,125 @@
+"""Fixtures of the budget tests: the real bundled Redis, a clock the test moves,
+the real stand-in sharing that clock, and a runtime that ties them together."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator
+
+import pytest
+import redis
+
+from standin.config import StandinConfig
+from standin.runner import RunningStandin, serve_in_thread
+from tests.support.images import image_bytes
+from worker.budget import Budget, redis_client
+from worker.ledger import open_ledger
+from worker.ledger.intake import NewFile, create_batch, record_files
+from worker.runtime import Runtime
+from worker.settings import Settings
+
+KEY = "test-key-budget"
+T0 = 1_000_000.0
+
+
+class Clock:
+    """The one clock of a test: the budget, the worker and the stand-in read it."""
+
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def rclient(redis_url: str) -> Iterator[redis.Redis[bytes]]:
+    client = redis_client(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def make_budget(redis_url: str, clock: Clock) -> Iterator[Callable[..., Budget]]:
+    """Budgets on the real Redis, each with its own connection, as separate workers have."""
+    made: list[Budget] = []
+
+    def make(per_day: int = 3, per_second: int = 0, fp: str = "fp-test") -> Budget:
+        budget = Budget(
+            redis_client(redis_url), fp=fp, per_day=per_day, per_second=per_second, clock=clock
+        )
+        made.append(budget)
+        return budget
+
+    yield make
+    for budget in made:
+        budget.close()
+
+
+@pytest.fixture
+def upload_quota() -> int:
+    """The stand-in's own quota per window; a test overrides it to make the server the limit."""
+    return 0
+
+
+@pytest.fixture
+def standin(clock: Clock, upload_quota: int) -> Iterator[RunningStandin]:
+    config = StandinConfig(api_keys=(KEY,), port=0, seed=1, upload_quota=upload_quota)
+    with serve_in_thread(config, clock=clock) as server:
+        yield server
+
+
+@pytest.fixture
+def make_runtime(
+    make_settings: Callable[..., Settings],
+    standin: RunningStandin,
+    clock: Clock,
+    redis_url: str,
+) -> Iterator[Callable[..., Runtime]]:
+    """A worker's runtime against the stand-in and the real Redis; overrides by setting name."""
+    made: list[Runtime] = []
+
+    def make(**overrides: object) -> Runtime:
+        base: dict[str, object] = {
+            "api_key": KEY,
+            "api_base_url": standin.base_url,
+            "redis_url": redis_url,
+        }
+        settings = make_settings(**(base | overrides))
+        runtime = Runtime(settings, open_ledger(settings.ingest.ledger_url), clock=clock)
+        made.append(runtime)
+        return runtime
+
+    yield make
+    for runtime in made:
+        runtime.close()
+
+
+def stage_one_per_batch(rt: Runtime, count: int, *, seed: int = 0) -> list[int]:
+    """`count` distinct images placed in the work area as the watcher would, one batch each."""
+    work = rt.settings.ingest.work_dir
+    batches: list[int] = []
+    for i in range(count):
+        data = image_bytes(seed + i)
+        claim = work / f"claim{seed + i:04d}"
+        claim.mkdir(parents=True, exist_ok=True)
+        path = claim / f"img{seed + i}.jpg"
+        path.write_bytes(data)
+        new = NewFile(
+            path=f"sub/img{seed + i}.jpg",
+            source_root=str(rt.settings.ingest.inbox),
+            work_path=str(path),
+            origin="event",
+            size=len(data),
+            mtime=0.0,
+            sha256=hashlib.sha256(data).hexdigest(),
+            seen_at=rt.clock(),
+        )
+        recorded = record_files(rt.ledger, [new], now=rt.clock())
+        batches.append(create_batch(rt.ledger, [r.file_id for r in recorded], now=rt.clock()))
+    return batches

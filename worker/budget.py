@@ -1,0 +1,317 @@
+"""The shared API budget: one count of upload requests for every worker on every machine.
+
+Reka counts upload requests per API key over a rolling 24 hours (100 on the
+standard tier). A per-worker `rate_limit` cannot keep a fleet inside that, so
+the count lives in Redis, next to the broker:
+
+- `try_acquire(now)` takes one slot or says how long to wait: `Grant` or
+  `Wait(until)`. One Lua script trims the window, counts and adds the request
+  atomically, so two workers never both take the last slot.
+- `follow(info)` feeds each upload response's rate-limit headers back: a 429's
+  `retry-after`, or `x-ratelimit-requests-remaining: 0` with
+  `x-ratelimit-requests-reset`, pauses every worker until then.
+- `snapshot(now)` says what is left and when it refills (`reka-ingest status`).
+
+Times come from the injected clock (the runtime's `rt.clock`), never from
+Redis, so tests move time; machines are expected to keep their clocks in sync
+(NTP), as the ledger's times already are.
+
+Redis keys (API key by fingerprint, a short hash, never the key itself):
+
+    reka_ingest:budget                       hash: remaining, limit, reset_at (published
+                                             for `worker.metrics` and `status --watch`)
+    reka_ingest:budget:<fp>:window           sorted set: one member per request, scored
+                                             by its time; trimmed to the window
+    reka_ingest:budget:<fp>:paused_until     string: epoch seconds the server asked us
+                                             to wait until
+
+When Redis cannot be reached, `try_acquire` answers `Wait(now +
+REDIS_DOWN_WAIT)` with `why="redis_unavailable"`: never unlimited traffic,
+never an exception into the task. The uploader defers the batch in the ledger
+for that short time, without spending an attempt; Redis is the broker too, so
+little else moves while it is down. `follow` logs and drops a Redis error (the
+server will say 429 again); `snapshot` reports the error instead of numbers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+import redis
+
+from worker.constants import RATE_LIMIT_WINDOW_SECONDS
+from worker.errors import RateLimitInfo
+from worker.logs import get_logger
+from worker.settings import Settings
+
+log = get_logger(__name__)
+
+# Every key this module reads or writes starts here; the bare prefix is the
+# published summary hash that `worker.metrics_counters.BUDGET_KEY` names too.
+PREFIX: Final = "reka_ingest:budget"
+
+REDIS_TIMEOUT: Final = 2.0  # seconds; an upload must not hang on the budget
+REDIS_DOWN_WAIT: Final = 30.0  # seconds a batch waits when Redis cannot be reached
+RATE_LIMITED_PAUSE: Final = 5.0  # seconds to pause after a 429 that named no time
+KEY_TTL_MARGIN: Final = 60  # seconds a key outlives what it records (then Redis drops it)
+NO_KEY_FINGERPRINT: Final = "nokey"
+
+
+def fingerprint(api_key: str | None) -> str:
+    """A short, stable name for an API key: 12 hex digits of its SHA-256."""
+    if not api_key:
+        return NO_KEY_FINGERPRINT
+    return hashlib.sha256(api_key.encode()).hexdigest()[:12]
+
+
+def window_key(fp: str) -> str:
+    return f"{PREFIX}:{fp}:window"
+
+
+def pause_key(fp: str) -> str:
+    return f"{PREFIX}:{fp}:paused_until"
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """One request may go now. `remaining`: slots left today (None: no daily limit)."""
+
+    remaining: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Wait:
+    """No request before `until` (epoch seconds).
+
+    `why`: daily_limit | per_second | server_pause | redis_unavailable.
+    """
+
+    until: float
+    why: str
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetSnapshot:
+    """What `reka-ingest status` shows; `error` is set (and numbers None) without Redis."""
+
+    limit: int | None
+    used: int | None
+    remaining: int | None
+    refills_at: float | None  # when the next slot frees (the oldest request leaves)
+    paused_until: float | None  # set while the server's pause holds
+    error: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "limit": self.limit,
+            "used": self.used,
+            "remaining": self.remaining,
+            "refills_at": self.refills_at,
+            "paused_until": self.paused_until,
+            "error": self.error,
+        }
+
+
+# KEYS: window, pause, published.  ARGV: now, per_day, window, per_second, member.
+# Replies {"grant", remaining (-1: no daily limit)} or {"wait", until, why}.
+_ACQUIRE: Final = """
+local now = tonumber(ARGV[1])
+local per_day = tonumber(ARGV[2])
+local window = tonumber(ARGV[3])
+local per_second = tonumber(ARGV[4])
+local function num(x) return string.format('%.17g', x) end
+local function int(x) return string.format('%d', x) end
+
+local paused = tonumber(redis.call('GET', KEYS[2]) or '0')
+if paused > now then
+  return {'wait', num(paused), 'server_pause'}
+end
+if per_day == 0 and per_second == 0 then
+  return {'grant', '-1'}
+end
+local span = window
+if per_day == 0 then span = 1 end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', num(now - span))
+local used = redis.call('ZCARD', KEYS[1])
+if per_day > 0 and used >= per_day then
+  local freeing = redis.call('ZRANGE', KEYS[1], used - per_day, used - per_day, 'WITHSCORES')
+  local until_ = tonumber(freeing[2]) + window
+  redis.call('HSET', KEYS[3], 'remaining', '0', 'limit', int(per_day), 'reset_at', num(until_))
+  return {'wait', num(until_), 'daily_limit'}
+end
+if per_second > 0 then
+  local recent = redis.call('ZCOUNT', KEYS[1], '(' .. num(now - 1), '+inf')
+  if recent >= per_second then
+    local freeing = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. num(now - 1), '+inf',
+      'WITHSCORES', 'LIMIT', recent - per_second, 1)
+    return {'wait', num(tonumber(freeing[2]) + 1), 'per_second'}
+  end
+end
+redis.call('ZADD', KEYS[1], num(now), ARGV[5])
+redis.call('EXPIRE', KEYS[1], math.ceil(span) + 60)
+if per_day == 0 then
+  return {'grant', '-1'}
+end
+local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+local remaining = per_day - used - 1
+redis.call('HSET', KEYS[3], 'remaining', int(remaining), 'limit', int(per_day),
+  'reset_at', num(tonumber(oldest[2]) + window))
+return {'grant', int(remaining)}
+"""
+
+# KEYS: pause, published.  ARGV: until, ttl seconds.  Replies the pause now in force.
+_PAUSE: Final = """
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tonumber(ARGV[1]) > current then
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+  redis.call('HSET', KEYS[2], 'remaining', '0', 'reset_at', ARGV[1])
+  return ARGV[1]
+end
+return redis.call('GET', KEYS[1])
+"""
+
+
+def redis_client(url: str) -> redis.Redis[bytes]:
+    return redis.Redis.from_url(
+        url, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT
+    )
+
+
+def pause_for(info: RateLimitInfo, *, rate_limited: bool) -> float | None:
+    """Seconds every worker must wait after a response with these headers; None: no pause.
+
+    A 429 waits its `retry-after` (or the reset, or RATE_LIMITED_PAUSE when it
+    named neither); any answer with `remaining` 0 waits for its reset.
+    """
+    waits: list[float] = []
+    if info.remaining == 0 and info.reset_seconds:
+        waits.append(info.reset_seconds)
+    if rate_limited:
+        waits.append(info.retry_after_seconds or 0.0)
+        if not any(waits):
+            waits.append(RATE_LIMITED_PAUSE)
+    longest = max(waits, default=0.0)
+    return longest if longest > 0 else None
+
+
+class Budget:
+    """The upload budget of one API key, shared through Redis; see the module docstring."""
+
+    def __init__(
+        self,
+        client: redis.Redis[bytes],
+        *,
+        fp: str,
+        per_day: int,
+        per_second: int = 0,
+        window: float = RATE_LIMIT_WINDOW_SECONDS,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if per_day < 0 or per_second < 0 or window <= 0:
+            raise ValueError("limits must be >= 0 and the window > 0")
+        self._redis = client
+        self.fp = fp
+        self.per_day = per_day
+        self.per_second = per_second
+        self.window = window
+        self._clock = clock
+        self._keys = (window_key(fp), pause_key(fp), PREFIX)
+        self._acquire = client.register_script(_ACQUIRE)
+        self._pause = client.register_script(_PAUSE)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, clock: Callable[[], float] = time.time) -> Budget:
+        key = settings.reka.api_key
+        return cls(
+            redis_client(settings.ingest.broker_url),
+            fp=fingerprint(key.get_secret_value() if key is not None else None),
+            per_day=settings.ingest.uploads_per_day,
+            per_second=settings.ingest.uploads_per_second,
+            clock=clock,
+        )
+
+    @property
+    def unlimited(self) -> bool:
+        return self.per_day == 0 and self.per_second == 0
+
+    def close(self) -> None:
+        self._redis.close()
+
+    def try_acquire(self, now: float | None = None) -> Grant | Wait:
+        """Take one request slot now, or say until when none is free."""
+        now = self._clock() if now is None else now
+        member = f"{now!r}:{secrets.token_hex(6)}"
+        args = [repr(now), self.per_day, repr(float(self.window)), self.per_second, member]
+        try:
+            reply = self._acquire(keys=list(self._keys), args=args)
+        except redis.RedisError as err:
+            log.warning("budget_unavailable", fp=self.fp, error=type(err).__name__)
+            return Wait(now + REDIS_DOWN_WAIT, "redis_unavailable")
+        kind = _text(reply[0])
+        if kind == "grant":
+            remaining = int(_text(reply[1]))
+            return Grant(None if remaining < 0 else remaining)
+        return Wait(float(_text(reply[1])), _text(reply[2]))
+
+    def follow(
+        self, info: RateLimitInfo, *, rate_limited: bool = False, now: float | None = None
+    ) -> float | None:
+        """Pause every worker as the server's headers say; returns the pause in force, if any."""
+        wait = pause_for(info, rate_limited=rate_limited)
+        if wait is None:
+            return None
+        now = self._clock() if now is None else now
+        until = now + wait
+        try:
+            reply = self._pause(
+                keys=[self._keys[1], PREFIX],
+                args=[repr(until), math.ceil(wait) + KEY_TTL_MARGIN],
+            )
+        except redis.RedisError as err:
+            log.warning("budget_unavailable", fp=self.fp, error=type(err).__name__)
+            return until
+        in_force = float(_text(reply))
+        log.info("budget_paused", fp=self.fp, until=in_force, rate_limited=rate_limited)
+        return in_force
+
+    def snapshot(self, now: float | None = None) -> BudgetSnapshot:
+        """What is used and left, when the next slot frees, and any server pause."""
+        now = self._clock() if now is None else now
+        span = self.window if self.per_day or not self.per_second else 1.0
+        low = f"({now - span!r}"
+        try:
+            with self._redis.pipeline(transaction=True) as pipe:
+                pipe.zcount(self._keys[0], low, "+inf")
+                pipe.zrangebyscore(self._keys[0], low, "+inf", start=0, num=1, withscores=True)
+                pipe.get(self._keys[1])
+                used, oldest, paused = pipe.execute()
+        except redis.RedisError as err:
+            return BudgetSnapshot(
+                None, None, None, None, None, error=f"redis unreachable ({type(err).__name__})"
+            )
+        paused_until = float(paused) if paused is not None and float(paused) > now else None
+        if self.per_day == 0:
+            return BudgetSnapshot(None, int(used), None, None, paused_until)
+        refills_at = float(oldest[0][1]) + self.window if oldest else None
+        return BudgetSnapshot(
+            self.per_day, int(used), max(0, self.per_day - int(used)), refills_at, paused_until
+        )
+
+
+def budget_snapshot(settings: Settings, *, now: float | None = None) -> BudgetSnapshot:
+    """The budget of the configured key, for `reka-ingest status`; never raises for Redis."""
+    budget = Budget.from_settings(settings)
+    try:
+        return budget.snapshot(now)
+    finally:
+        budget.close()
+
+
+def _text(value: bytes | str | int) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
