@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import select, update
 
 from worker.ledger.db import Ledger
 from worker.ledger.schema import Batch, File
@@ -126,47 +126,29 @@ def record_uploaded(
     """
     if not results:
         return
-    files = File.__table__
+    final = (FileState.INDEXED, FileState.STORED, FileState.FAILED)
     rows = [
         {
-            "b_id": r.file_id,
-            "b_state": r.state,
-            "b_reason": r.reason,
-            "b_image_id": r.image_id,
-            "b_image_url": r.image_url,
-            "b_indexing_status": r.indexing_status,
-            "b_upload_timestamp": r.upload_timestamp,
-            "b_indexed_at": now if r.state == FileState.INDEXED else None,
-            "b_finished_at": (
-                now if r.state in (FileState.INDEXED, FileState.STORED, FileState.FAILED) else None
-            ),
-            "b_next_poll_at": r.next_poll_at,
-            "b_poll_delay": r.poll_delay,
+            "id": r.file_id,
+            "state": r.state,
+            "reason": r.reason,
+            "image_id": r.image_id,
+            "image_url": r.image_url,
+            "indexing_status": r.indexing_status,
+            "upload_timestamp": r.upload_timestamp,
+            "upload_request_id": request_id,
+            "uploaded_at": now,
+            "indexed_at": now if r.state == FileState.INDEXED else None,
+            "finished_at": now if r.state in final else None,
+            "next_poll_at": r.next_poll_at,
+            "poll_delay": r.poll_delay,
+            "updated_at": now,
         }
         for r in results
     ]
     by_id = {r.file_id: r for r in results}
     with ledger.write() as s:
-        s.connection().execute(
-            update(files)
-            .where(files.c.id == bindparam("b_id"))
-            .values(
-                state=bindparam("b_state"),
-                reason=bindparam("b_reason"),
-                image_id=bindparam("b_image_id"),
-                image_url=bindparam("b_image_url"),
-                indexing_status=bindparam("b_indexing_status"),
-                upload_timestamp=bindparam("b_upload_timestamp"),
-                upload_request_id=request_id,
-                uploaded_at=now,
-                indexed_at=bindparam("b_indexed_at"),
-                finished_at=bindparam("b_finished_at"),
-                next_poll_at=bindparam("b_next_poll_at"),
-                poll_delay=bindparam("b_poll_delay"),
-                updated_at=now,
-            ),
-            rows,
-        )
+        s.execute(update(File), rows)  # ORM bulk UPDATE by primary key: one executemany
         originals = s.scalars(
             select(File.duplicate_of).where(File.duplicate_of.in_(list(by_id))).distinct()
         ).all()
