@@ -23,7 +23,10 @@ from worker.states import FileState, Reason
 log = get_logger(__name__)
 
 POLL_LEASE_SECONDS = 120.0  # a sweep that dies leaves its rows to the next one after this
-POLL_BATCH_LIMIT = 500  # rows taken by one sweep; the next sweep takes the rest
+POLL_BATCH_LIMIT = 500  # rows taken per claim
+# Claims per sweep while they come back full: one claim of 500 per 3 s sweep capped
+# indexing at ~170 files/s, well under what uploads reach; the bound keeps a sweep short.
+POLL_ROUNDS_PER_SWEEP = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +38,26 @@ class PollReport:
     errors: int
 
 
-def poll_due(rt: Runtime, *, limit: int = POLL_BATCH_LIMIT) -> PollReport:
+def poll_due(
+    rt: Runtime, *, limit: int = POLL_BATCH_LIMIT, rounds: int = POLL_ROUNDS_PER_SWEEP
+) -> PollReport:
+    """Poll what is due, `limit` rows at a time, until a claim is not full or `rounds` ran."""
+    total = PollReport(0, 0, 0, 0, 0)
+    for _ in range(rounds):
+        report = _poll_round(rt, limit)
+        total = PollReport(
+            polled=total.polled + report.polled,
+            indexed=total.indexed + report.indexed,
+            failed=total.failed + report.failed,
+            waiting=total.waiting + report.waiting,
+            errors=total.errors + report.errors,
+        )
+        if report.polled < limit:
+            break
+    return total
+
+
+def _poll_round(rt: Runtime, limit: int) -> PollReport:
     due = claim_due_polls(rt.ledger, now=rt.clock(), limit=limit, lease=POLL_LEASE_SECONDS)
     if not due:
         return PollReport(0, 0, 0, 0, 0)

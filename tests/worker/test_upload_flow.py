@@ -227,3 +227,14 @@ def test_indexing_failure_is_recorded(rt: Runtime, standin: RunningStandin) -> N
     poll_due(rt)
     row = list_files(rt.ledger)[0]
     assert (row.state, row.reason) == (FileState.FAILED, Reason.INDEXING_FAILED)
+
+
+def test_one_sweep_polls_every_due_row_in_rounds_up_to_its_bound(
+    rt: Runtime, standin: RunningStandin
+) -> None:
+    batch = stage(rt, [(f"r{i}.jpg", image_bytes(80 + i)) for i in range(5)])
+    assert upload_batch(rt, batch).uploaded == 5
+    rt.clock.now += rt.settings.ingest.poll_initial_delay  # type: ignore[attr-defined]
+    assert poll_due(rt, limit=2, rounds=2).polled == 4  # two full rounds, then the bound
+    assert poll_due(rt, limit=2).indexed == 1  # a round that is not full ends the sweep
+    assert {r.state for r in list_files(rt.ledger)} == {FileState.INDEXED}
