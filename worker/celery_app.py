@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from celery import Celery
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from worker.settings import Settings, load_settings
 
@@ -24,6 +24,14 @@ TASK_SWEEP_BATCHES: Final = "reka_ingest.sweep_batches"
 
 UPLOAD_QUEUE: Final = "reka_ingest.uploads"
 CONTROL_QUEUE: Final = "reka_ingest.control"
+
+
+def _queue(name: str) -> Queue:
+    return Queue(name, Exchange(name, type="direct"), routing_key=name)
+
+
+def _route(name: str) -> dict[str, str]:
+    return {"queue": name, "exchange": name, "routing_key": name}
 
 
 def create_app(settings: Settings | None = None, *, name: str = "reka_ingest") -> Celery:
@@ -45,12 +53,16 @@ def create_app(settings: Settings | None = None, *, name: str = "reka_ingest") -
         "worker_hijack_root_logger": False,
         "worker_send_task_events": True,  # for Flower
         "task_send_sent_event": True,
-        "task_queues": (Queue(UPLOAD_QUEUE), Queue(CONTROL_QUEUE)),
+        # Each queue bound to its own direct exchange and routing key, stated, so a
+        # control task can never land on the upload queue or the other way round.
+        "task_queues": tuple(_queue(name) for name in (UPLOAD_QUEUE, CONTROL_QUEUE)),
         "task_default_queue": UPLOAD_QUEUE,
+        "task_default_exchange": UPLOAD_QUEUE,
+        "task_default_routing_key": UPLOAD_QUEUE,
         "task_routes": {
-            TASK_UPLOAD_BATCH: {"queue": UPLOAD_QUEUE},
-            TASK_POLL_DUE: {"queue": CONTROL_QUEUE},
-            TASK_SWEEP_BATCHES: {"queue": CONTROL_QUEUE},
+            TASK_UPLOAD_BATCH: _route(UPLOAD_QUEUE),
+            TASK_POLL_DUE: _route(CONTROL_QUEUE),
+            TASK_SWEEP_BATCHES: _route(CONTROL_QUEUE),
         },
         "timezone": "UTC",
     }
