@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import Table, insert, select, update
+from sqlalchemy.orm import Session
 
 from worker.ledger.db import Ledger
 from worker.ledger.schema import Batch, File
@@ -48,75 +50,149 @@ class Recorded:
     extra: dict[str, object] = field(default_factory=dict)
 
 
+_IN_CHUNK = 500  # values per `IN (...)` list: well under every backend's parameter limit
+_NOT_ORIGINALS = (FileState.FAILED, FileState.DUPLICATE)
+
+
+def _row(f: NewFile, now: float) -> dict[str, Any]:
+    """Every column of a new row, so one multi-row INSERT can carry many of them."""
+    return {
+        "path": f.path,
+        "source_root": f.source_root,
+        "work_path": f.work_path,
+        "origin": f.origin,
+        "size": f.size,
+        "mtime": f.mtime,
+        "sha256": f.sha256,
+        "sidecar": f.sidecar,
+        "index_flag": f.index_flag,
+        "seen_at": f.seen_at,
+        "updated_at": now,
+        "attempts": 0,
+        "polls": 0,
+        "possible_duplicate": False,
+        "state": FileState.QUEUED,
+        "reason": f.reason,
+        "message": f.message,
+        "duplicate_of": None,
+        "image_id": None,
+        "image_url": None,
+        "finished_at": now if f.reason is not None else None,
+    }
+
+
+def _known_paths(s: Session, paths: list[str]) -> set[str]:
+    known: set[str] = set()
+    for i in range(0, len(paths), _IN_CHUNK):
+        chunk = paths[i : i + _IN_CHUNK]
+        known.update(s.scalars(select(File.work_path).where(File.work_path.in_(chunk))))
+    return known
+
+
+def _live_originals(s: Session, hashes: set[str]) -> dict[str, tuple[int, str | None, str | None]]:
+    """For each hash, the earliest row with those bytes that is not failed or a duplicate."""
+    out: dict[str, tuple[int, str | None, str | None]] = {}
+    ordered = sorted(hashes)
+    for i in range(0, len(ordered), _IN_CHUNK):
+        for r in s.execute(
+            select(File.id, File.sha256, File.image_id, File.image_url)
+            .where(File.sha256.in_(ordered[i : i + _IN_CHUNK]))
+            .where(File.state.notin_(_NOT_ORIGINALS))
+            .order_by(File.id)
+        ):
+            out.setdefault(r.sha256, (r.id, r.image_id, r.image_url))
+    return out
+
+
+def _insert(s: Session, rows: list[dict[str, Any]]) -> dict[str, int]:
+    """One executemany INSERT, then the new ids by work path (unique).
+
+    Not `RETURNING`: to keep the ids in parameter order, SQLite falls back to one
+    statement per row; an indexed lookup afterwards is much cheaper.
+    """
+    if not rows:
+        return {}
+    s.execute(insert(cast(Table, File.__table__)), rows)
+    paths = [r["work_path"] for r in rows]
+    ids: dict[str, int] = {}
+    for i in range(0, len(paths), _IN_CHUNK):
+        chunk = paths[i : i + _IN_CHUNK]
+        query = select(File.work_path, File.id).where(File.work_path.in_(chunk))
+        ids.update((path, file_id) for path, file_id in s.execute(query).tuples())
+    return ids
+
+
 def record_files(
     ledger: Ledger, files: Sequence[NewFile], *, now: float, allow_reupload: bool = False
 ) -> list[Recorded]:
-    """Insert one row per file in one transaction; a work path already recorded is skipped."""
-    out: list[Recorded] = []
+    """Insert one row per file in one transaction; a work path already recorded is skipped.
+
+    In bulk: one query for known work paths, one for earlier live copies of the
+    same bytes, one multi-row INSERT (and a second for copies of bytes first
+    seen in this same group, which point at the first of them).
+    """
     if not files:
-        return out
+        return []
     with ledger.write() as s:
-        known = set(
-            s.scalars(
-                select(File.work_path).where(File.work_path.in_([f.work_path for f in files]))
-            )
-        )
+        known = _known_paths(s, [f.work_path for f in files])
+        fresh: list[NewFile] = []
         for f in files:
-            if f.work_path in known:
-                continue
-            known.add(f.work_path)
-            row = File(
-                path=f.path,
-                source_root=f.source_root,
-                work_path=f.work_path,
-                origin=f.origin,
-                size=f.size,
-                mtime=f.mtime,
-                sha256=f.sha256,
-                sidecar=f.sidecar,
-                index_flag=f.index_flag,
-                seen_at=f.seen_at,
-                updated_at=now,
-                attempts=0,
-                polls=0,
-                possible_duplicate=False,
-                state=FileState.QUEUED,
-            )
+            if f.work_path not in known:
+                known.add(f.work_path)
+                fresh.append(f)
+        originals = (
+            {}
+            if allow_reupload
+            else _live_originals(s, {f.sha256 for f in fresh if f.sha256 and f.reason is None})
+        )
+        first: list[tuple[NewFile, dict[str, Any]]] = []
+        later: list[tuple[NewFile, dict[str, Any]]] = []
+        firsts_here: set[str] = set()
+        for f in fresh:
+            row = _row(f, now)
             if f.reason is not None:
-                row.state = FileState.FAILED
-                row.reason = f.reason
-                row.message = f.message
-                row.finished_at = now
+                row["state"] = FileState.FAILED
             elif f.sha256 and not allow_reupload:
-                original = s.execute(
-                    select(File.id, File.image_id, File.image_url)
-                    .where(
-                        File.sha256 == f.sha256,
-                        File.state.notin_([FileState.FAILED, FileState.DUPLICATE]),
-                    )
-                    .order_by(File.id)
-                    .limit(1)
-                ).first()
-                if original is not None:
-                    row.state = FileState.DUPLICATE
-                    row.reason = Reason.DUPLICATE_CONTENT
-                    row.duplicate_of = original.id
-                    row.image_id = original.image_id
-                    row.image_url = original.image_url
-                    row.message = f"same bytes as file {original.id}"
-                    row.finished_at = now
-            s.add(row)
-            s.flush()
-            out.append(
-                Recorded(
-                    file_id=row.id,
-                    state=FileState(row.state),
-                    size=row.size,
-                    work_path=row.work_path,
-                    duplicate_of=row.duplicate_of,
-                )
+                if f.sha256 in originals:
+                    _mark_duplicate(row, originals[f.sha256], now)
+                elif f.sha256 in firsts_here:
+                    later.append((f, row))
+                    continue
+                else:
+                    firsts_here.add(f.sha256)
+            first.append((f, row))
+        ids = _insert(s, [r for _, r in first])
+        for f, row in first:
+            if f.sha256 in firsts_here and row["state"] == FileState.QUEUED:
+                originals.setdefault(f.sha256, (ids[f.work_path], None, None))
+        for f, row in later:
+            _mark_duplicate(row, originals[f.sha256 or ""], now)
+        ids.update(_insert(s, [r for _, r in later]))
+        rows = {f.work_path: row for f, row in first + later}
+        return [
+            Recorded(
+                file_id=ids[f.work_path],
+                state=FileState(rows[f.work_path]["state"]),
+                size=f.size,
+                work_path=f.work_path,
+                duplicate_of=rows[f.work_path]["duplicate_of"],
             )
-    return out
+            for f in fresh
+        ]
+
+
+def _mark_duplicate(
+    row: dict[str, Any], original: tuple[int, str | None, str | None], now: float
+) -> None:
+    row.update(
+        state=FileState.DUPLICATE,
+        reason=Reason.DUPLICATE_CONTENT,
+        duplicate_of=original[0],
+        image_id=original[1],
+        image_url=original[2],
+        message=f"same bytes as file {original[0]}",
+        finished_at=now,
+    )
 
 
 def create_batch(ledger: Ledger, file_ids: Sequence[int], *, now: float) -> int:
