@@ -21,6 +21,7 @@ import base64
 import binascii
 import contextlib
 import hashlib
+import itertools
 import os
 import uuid
 from dataclasses import dataclass
@@ -64,8 +65,21 @@ def inbox_tag(inbox: str) -> str:
     return hashlib.sha256(os.path.realpath(inbox).encode()).hexdigest()[:INBOX_TAG_CHARS]
 
 
+_PROCESS_TOKEN = uuid.uuid4().hex[:16]  # new in every process (and after fork, see below)
+_counter = itertools.count()
+
+
+def _refresh_token() -> None:
+    global _PROCESS_TOKEN  # noqa: PLW0603 - a forked child must not reuse its parent's names
+    _PROCESS_TOKEN = uuid.uuid4().hex[:16]
+
+
+os.register_at_fork(after_in_child=_refresh_token)
+
+
 def claim_folder_name(tag: str, rel_dir: str) -> str:
-    name = f"{tag}-{uuid.uuid4().hex}"
+    """Unique without a random draw per file: a per-process token and a counter."""
+    name = f"{tag}-{_PROCESS_TOKEN}{next(_counter):x}"
     if rel_dir:
         encoded = base64.urlsafe_b64encode(rel_dir.encode()).decode().rstrip("=")
         if len(name) + 1 + len(encoded) <= MAX_CLAIM_NAME:

@@ -38,6 +38,9 @@ MAX_TICK_SECONDS: Final = 0.25
 MAX_EVENTS_PER_TICK: Final = 50_000
 # Stability checks done per tick before events and batches get a turn.
 MAX_CHECKS_PER_TICK: Final = 5_000
+# After the kernel dropped events (inotify queue overflow), scan at once, but
+# not more often than this while a burst keeps overflowing it.
+OVERFLOW_SCAN_MIN_GAP: Final = 2.0
 # How long `stop()` waits for the processing thread to finish its group.
 STOP_TIMEOUT_SECONDS: Final = 30.0
 # Unbatched rows read per query at recovery.

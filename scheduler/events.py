@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
+from collections.abc import Callable
 from enum import IntEnum
 from typing import Final
 
@@ -37,10 +38,13 @@ class Kind(IntEnum):
 
 Item = tuple[Kind, str]
 
-# Only these reach the handler (watchdog filters the rest before calling us).
+# Only these reach the handler; on inotify they also form the kernel's event mask.
+# Writes (IN_MODIFY) are left out on purpose: a file is tracked from its creation
+# (or move into place) until it is whole, and the tracker looks at it on its own
+# schedule, so a write event per chunk would only add load in a burst. Files
+# whose creation no event reported are the scans' job.
 EVENT_TYPES: Final[list[type[FileSystemEvent]]] = [
     FileCreatedEvent,
-    FileModifiedEvent,
     FileMovedEvent,
     FileClosedEvent,
 ]
@@ -76,3 +80,30 @@ class InboxHandler(FileSystemEventHandler):
         except Exception:  # the observer thread must survive; scans catch up
             self.errors += 1
             log.exception("watcher.handler_failed", fs_event=repr(event))
+
+
+# watchdog tells of a kernel queue overflow (inotify's max_queued_events) only
+# in a log line; events were lost, so the watcher should scan now, not at the
+# next `scan_interval`.
+OVERFLOW_LOGGER: Final = "watchdog.observers.inotify_c"
+
+
+class OverflowAlarm(logging.Handler):
+    """Turns watchdog's "queue overflowed" warning into a call to `on_overflow`."""
+
+    def __init__(self, on_overflow: Callable[[], None]) -> None:
+        super().__init__(logging.WARNING)
+        self.on_overflow = on_overflow
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "overflow" in str(record.msg).lower():
+            self.on_overflow()
+
+    def attach(self) -> None:
+        source = logging.getLogger(OVERFLOW_LOGGER)
+        if not source.isEnabledFor(logging.WARNING):
+            source.setLevel(logging.WARNING)  # a quieter root level must not hide it from us
+        source.addHandler(self)
+
+    def detach(self) -> None:
+        logging.getLogger(OVERFLOW_LOGGER).removeHandler(self)

@@ -76,9 +76,13 @@ class Recorder:
         counts = RecordCounts()
         if not group:
             return counts
-        results = record_files(
-            self.ledger, group, now=self.clock(), allow_reupload=self.settings.allow_reupload
-        )
+        try:
+            results = record_files(
+                self.ledger, group, now=self.clock(), allow_reupload=self.settings.allow_reupload
+            )
+        except Exception:
+            self._group = group + self._group  # nothing is lost: the next flush tries again
+            raise
         counts.recorded = len(results)
         counts.skipped = len(group) - len(results)
         by_path = {f.work_path: f for f in group}

@@ -166,12 +166,22 @@ def merge(layers: Sequence[Layer]) -> Sidecar:
 
 class DefaultsReader:
     """The `_defaults.json` layers for a folder below `root`, read once and kept
-    until the file's size or mtime changes (one `stat` per folder level per look)."""
+    until the file's size or mtime changes.
+
+    Each file is stat'ed once per *look*: the caller calls `new_look()` when a
+    round of work starts (the watcher: every tick), so a burst of files in one
+    folder costs one `stat` per folder level, not one per file.
+    """
 
     def __init__(self, root: str) -> None:
         self.root = os.path.abspath(root)
         # path -> ((size, mtime_ns), the object or the message of why it is bad)
         self._cache: dict[str, tuple[tuple[int, int], dict[str, object] | str]] = {}
+        self._looked: dict[str, tuple[int, int] | None] = {}  # stat results of this look
+
+    def new_look(self) -> None:
+        """Stat every defaults file again on next use (they may have changed)."""
+        self._looked.clear()
 
     def layers(self, rel_dir: str) -> list[Layer]:
         """Defaults from `root` down to `root/rel_dir`; raises `FileRejected` for a bad one."""
@@ -188,13 +198,20 @@ class DefaultsReader:
                 out.append((os.path.join(rel, DEFAULTS_NAME), obj))
         return out
 
+    def _stat(self, path: str) -> tuple[int, int] | None:
+        if path not in self._looked:
+            try:
+                st = os.lstat(path)
+                self._looked[path] = (st.st_size, st.st_mtime_ns)
+            except OSError:
+                self._looked[path] = None
+        return self._looked[path]
+
     def _read(self, path: str, shown_as: str) -> dict[str, object] | None:
-        try:
-            st = os.lstat(path)
-        except OSError:
+        key = self._stat(path)
+        if key is None:
             self._cache.pop(path, None)
             return None
-        key = (st.st_size, st.st_mtime_ns)
         cached = self._cache.get(path)
         if cached is None or cached[0] != key:
             try:

@@ -107,15 +107,20 @@ class StabilityTracker:
         return True
 
     def closed(self, path: str, origin: str) -> None:
-        """A close-after-write was reported: look again as soon as the age rule allows."""
+        """A close-after-write was reported: look when the age rule can first pass.
+
+        The writer just wrote, so its mtime is about now and the file cannot be
+        old enough before `now + min_age`; one look then can find it whole (the
+        close standing in for the second look), where two would be needed without.
+        """
         now = self.clock()
-        if path not in self._entries:
-            self._entries[path] = _Entry(origin=origin, first_seen=now, due=now)
-            self._push(path, self._entries[path])
-        entry = self._entries[path]
+        entry = self._entries.get(path)
+        if entry is None:
+            entry = self._entries[path] = _Entry(origin=origin, first_seen=now, due=now)
         entry.closed_at = now
-        if entry.due > now:
-            entry.due = now
+        due = min(now + self.min_age, entry.first_seen + self.give_up_after)
+        if entry.sig is None or due < entry.due:
+            entry.due = due
             self._push(path, entry)
 
     def forget(self, path: str) -> None:

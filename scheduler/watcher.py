@@ -36,10 +36,11 @@ from scheduler.constants import (
     MAX_EVENTS_PER_TICK,
     MAX_TICK_SECONDS,
     NEVER_STABLE_SECONDS,
+    OVERFLOW_SCAN_MIN_GAP,
     STOP_TIMEOUT_SECONDS,
 )
 from scheduler.describe import describe
-from scheduler.events import EVENT_TYPES, InboxHandler, Item, Kind
+from scheduler.events import EVENT_TYPES, InboxHandler, Item, Kind, OverflowAlarm
 from scheduler.recorder import Recorder
 from scheduler.recovery import adopt_unbatched, recover_claims
 from scheduler.sidecar import DefaultsReader, find_sidecar
@@ -69,6 +70,7 @@ class WatcherStats:
     deferred: int = 0  # whole, but its sidecar was still being written
     recovered: int = 0
     adopted: int = 0
+    overflows: int = 0  # the kernel dropped events: scanned early
 
 
 class Watcher:
@@ -113,6 +115,9 @@ class Watcher:
         self._refused: set[str] = set()  # in-place refusals, kept out of later scans
         self._folders_ok: dict[str, bool] = {}
         self._next_scan = 0.0
+        self._last_scan = 0.0
+        self._overflowed = threading.Event()
+        self._alarm = OverflowAlarm(self._overflowed.set)
         self._halt = threading.Event()
         self._stop_requested = threading.Event()
         self._thread: threading.Thread | None = None
@@ -143,6 +148,7 @@ class Watcher:
             else Observer()
         )
         observer.schedule(self._handler, self.root, recursive=True, event_filter=EVENT_TYPES)
+        self._alarm.attach()
         observer.start()
         self._observer = observer
         self._next_scan = self.clock()  # the start scan runs on the first tick
@@ -167,6 +173,7 @@ class Watcher:
             self._observer.stop()
             self._observer.join(timeout)
             self._observer = None
+        self._alarm.detach()
         self._halt.set()
         if self._thread is not None:
             self._thread.join(timeout)
@@ -209,9 +216,17 @@ class Watcher:
     def _tick(self) -> None:
         self._drain(self._wait_time())
         self._folders_ok.clear()
-        if self.clock() >= self._next_scan:
+        self.defaults.new_look()
+        now = self.clock()
+        if self._overflowed.is_set() and now - self._last_scan >= OVERFLOW_SCAN_MIN_GAP:
+            self._overflowed.clear()
+            self.stats.overflows += 1
+            log.warning("watcher.events_lost", action="scanning now")
+            self._next_scan = now
+        if now >= self._next_scan:
             self._scan()
-            self._next_scan = self.clock() + self.settings.scan_interval
+            self._last_scan = self.clock()
+            self._next_scan = self._last_scan + self.settings.scan_interval
         for path in self.tracker.due(MAX_CHECKS_PER_TICK):
             self._look(path)
         self.recorder.flush()

@@ -104,8 +104,9 @@ def test_a_bad_defaults_file_is_named(tmp_path: Path) -> None:
     reader = DefaultsReader(str(root))
     message = rejected(lambda: load(None, reader.layers("cam1")))
     assert os.path.join("cam1", "_defaults.json") in message
-    # fixed on disk: read again (the cache follows size and mtime)
+    # fixed on disk: read again at the next look (the cache follows size and mtime)
     write(root / "cam1" / "_defaults.json", {"recorded_timestamp_utc": 12})
+    reader.new_look()
     assert load(None, reader.layers("cam1")).metadata == {"recorded_timestamp_utc": 12}
 
 

@@ -99,15 +99,25 @@ def test_min_age_holds_a_steady_but_fresh_file(clock: Clock) -> None:
 def test_a_close_shortens_the_wait_but_not_the_min_age(clock: Clock) -> None:
     t = tracker(clock, stable=10.0, min_age=1.0)
     written = clock.now
-    t.closed("a.jpg", "event")  # closed after writing: look at once
-    assert t.due(10) == ["a.jpg"]
-    assert t.check("a.jpg", sig(100, written)) is Verdict.WAIT  # too young
-    assert t.next_due() == pytest.approx(written + 1.0)
+    t.seen("a.jpg", "event")
+    t.closed("a.jpg", "event")  # closed after writing
+    assert t.next_due() == pytest.approx(written + 1.0)  # not before the age rule can pass
+    clock.now = written + 0.999
+    assert t.due(10) == []
     clock.now = written + 1.0
     assert t.due(10) == ["a.jpg"]
-    # one look at this signature, but the close stands in for the second
+    # one look at this signature: the close stands in for the second
     assert t.check("a.jpg", sig(100, written)) is Verdict.WHOLE
     assert clock.now - written < 10.0
+
+
+def test_a_close_still_waits_for_min_age_when_the_writer_was_slow(clock: Clock) -> None:
+    t = tracker(clock, stable=10.0, min_age=1.0)
+    t.closed("a.jpg", "event")
+    clock.now += 1.0
+    assert t.due(10) == ["a.jpg"]
+    # it was written again after the close was reported (mtime newer than the close)
+    assert t.check("a.jpg", sig(100, clock.now - 0.2)) is Verdict.WAIT
 
 
 def test_a_close_followed_by_more_writes_does_not_count(clock: Clock) -> None:

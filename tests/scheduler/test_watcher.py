@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import queue
 import threading
@@ -19,7 +20,8 @@ from sqlalchemy import select
 from watchdog.events import FileCreatedEvent
 
 from scheduler.claim import claim, inbox_tag
-from scheduler.events import InboxHandler
+from scheduler.constants import OVERFLOW_SCAN_MIN_GAP
+from scheduler.events import OVERFLOW_LOGGER, InboxHandler
 from scheduler.watcher import Watcher
 from tests.scheduler.conftest import files_by_path, wait_for
 from tests.support.images import image_bytes, write_image
@@ -177,6 +179,26 @@ def test_a_periodic_scan_finds_what_events_missed(
         wait_for(lambda: watcher.recorder.totals.recorded >= 1)
     assert files_by_path(ledger)["missed.jpg"].origin == "scan"
     assert watcher.stats.scan_found_missed >= 1
+
+
+def test_a_kernel_queue_overflow_triggers_a_scan_at_once(
+    fast_settings: Callable[..., IngestSettings], ledger: Ledger, running: Any
+) -> None:
+    settings = fast_settings(scan_interval=600.0)
+    watcher = Watcher(settings, ledger, no_enqueue)
+    with running(watcher):
+        watcher._observer.stop()  # type: ignore[union-attr]  # as if the kernel dropped events
+        watcher._observer.join()  # type: ignore[union-attr]
+        write_image(settings.inbox / "dropped.jpg", seed=8)
+        time.sleep(OVERFLOW_SCAN_MIN_GAP)
+        logging.getLogger(OVERFLOW_LOGGER).warning(
+            "Inotify queue overflowed; filesystem events were lost"
+        )
+        wait_for(lambda: watcher.recorder.totals.recorded >= 1)
+    assert watcher.stats.overflows == 1
+    assert watcher.stats.scans == 2
+    assert files_by_path(ledger)["dropped.jpg"].origin == "scan"
+    assert not logging.getLogger(OVERFLOW_LOGGER).handlers  # detached at stop
 
 
 def test_crash_recovery_records_claimed_files_and_batches_rows(
