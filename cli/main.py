@@ -11,7 +11,7 @@ import json
 
 import typer
 
-from cli import fake_api, run, services, status
+from cli import fake_api, run, scan, services, status, watch
 from cli import health as health_cmd
 from cli import metrics as metrics_cmd
 from cli import migrate as migrate_cmd
@@ -60,6 +60,8 @@ app.command("fake-api")(fake_api.command)
 app.command("metrics")(metrics_cmd.command)
 app.command("migrate")(migrate_cmd.command)
 app.command("health")(health_cmd.command)
+app.command("watch")(watch.command)
+app.command("scan")(scan.command)
 
 
 def main() -> None:

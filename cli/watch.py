@@ -1,0 +1,35 @@
+"""`reka-ingest watch`: watch the inbox until SIGINT or SIGTERM, then stop cleanly."""
+
+from __future__ import annotations
+
+import signal
+from types import FrameType
+
+from scheduler.enqueue import celery_enqueue
+from scheduler.watcher import Watcher
+from worker.ledger import open_ledger
+from worker.logs import get_logger
+from worker.settings import load_settings
+
+log = get_logger(__name__)
+
+
+def command() -> None:
+    """Watch the inbox: take whole files, record them, batch them, enqueue uploads."""
+    settings = load_settings()
+    ledger = open_ledger(settings.ingest.ledger_url)
+    enqueue, app = celery_enqueue(settings)
+    watcher = Watcher(settings.ingest, ledger, enqueue)
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("watch.signal", signal=signal.Signals(signum).name)
+        watcher.request_stop()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        watcher.run_forever()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        app.close()
+        ledger.dispose()

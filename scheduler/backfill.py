@@ -1,0 +1,175 @@
+"""A one-shot backfill of an existing tree: every file recorded in place.
+
+Nothing is claimed or moved: `work_path` is the file's own absolute path and
+the origin is `backfill`; the outbox leaves such files where they are and only
+writes reason files for the failed ones. `work_path` is unique in the ledger,
+so a second run over the same tree records nothing twice (known paths are
+skipped before they are hashed). Files that changed in the last
+`min_file_age` seconds are skipped as still being written; run again later.
+
+The tree must not overlap the inbox or the service's own folders: the watcher
+takes files from the one, the worker moves files in the others.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from itertools import islice
+from pathlib import Path
+
+from scheduler.batcher import Batcher, BatchLimits, Enqueue, ledger_batches
+from scheduler.constants import RECORD_GROUP_SIZE
+from scheduler.describe import describe
+from scheduler.recorder import Recorder
+from scheduler.sidecar import DefaultsReader, find_sidecar
+from scheduler.walk import walk
+from worker.ledger import Ledger
+from worker.ledger.intake import NewFile, known_work_paths
+from worker.logs import get_logger
+from worker.settings import IngestSettings
+from worker.states import Reason
+
+log = get_logger(__name__)
+
+BACKFILL_ORIGIN = "backfill"
+
+
+@dataclass(slots=True)
+class BackfillSummary:
+    found: int = 0  # candidate files under the root
+    recorded: int = 0  # new rows
+    queued: int = 0  # of which waiting for upload
+    duplicates: int = 0
+    failed: int = 0
+    already_known: int = 0  # recorded by an earlier run
+    too_new: int = 0  # changed in the last min_file_age seconds: skipped
+    batches: int = 0
+    enqueue_failures: int = 0
+
+
+def refusal(settings: IngestSettings, root: Path) -> str | None:
+    """Why `root` cannot be backfilled (None when it can)."""
+    real = Path(os.path.realpath(root))
+    if not real.is_dir():
+        return f"{root} is not a folder"
+    own = {
+        "INGEST_INBOX": settings.inbox,
+        "INGEST_DATA_DIR": settings.data_dir,
+        "the done folder": settings.done_path,
+        "the failed folder": settings.failed_path,
+    }
+    for name, folder in own.items():
+        theirs = Path(os.path.realpath(folder))
+        if real == theirs or theirs in real.parents or real in theirs.parents:
+            return f"{root} overlaps {name} ({folder}); backfill a tree the service does not own"
+    return None
+
+
+def count_files(root: Path) -> int:
+    """How many candidate files a backfill of `root` will look at (for a progress bar)."""
+    return sum(1 for _ in walk(os.path.realpath(root)))
+
+
+def _chunks(entries: Iterator[os.DirEntry[str]], size: int) -> Iterator[list[os.DirEntry[str]]]:
+    while chunk := list(islice(entries, size)):
+        yield chunk
+
+
+def backfill(
+    settings: IngestSettings,
+    ledger: Ledger,
+    root: Path,
+    enqueue: Enqueue,
+    *,
+    clock: Callable[[], float] = time.time,
+    progress: Callable[[int], None] | None = None,
+    group_size: int = RECORD_GROUP_SIZE,
+) -> BackfillSummary:
+    """Record every file under `root` in place, batch the new ones, enqueue the batches."""
+    problem = refusal(settings, root)
+    if problem is not None:
+        raise ValueError(problem)
+    top = os.path.realpath(root)
+    batcher = Batcher(
+        BatchLimits.from_settings(settings),
+        create=ledger_batches(ledger, clock),
+        enqueue=enqueue,
+        clock=clock,
+    )
+    recorder = Recorder(settings, ledger, batcher, clock=clock, group_size=group_size)
+    defaults = DefaultsReader(top)
+    summary = BackfillSummary()
+    for chunk in _chunks(walk(top), group_size):
+        summary.found += len(chunk)
+        known = known_work_paths(ledger, [e.path for e in chunk])
+        summary.already_known += len(known)
+        for entry in chunk:
+            if entry.path in known:
+                continue
+            new = _describe(entry, top, settings, defaults, clock)
+            if new is None:
+                summary.too_new += 1
+                continue
+            recorder.add(new)
+        recorder.flush()
+        batcher.poll()
+        if progress is not None:
+            progress(len(chunk))
+    batcher.flush()
+    totals = recorder.totals
+    summary.recorded, summary.queued = totals.recorded, totals.queued
+    summary.duplicates, summary.failed = totals.duplicates, totals.failed
+    summary.already_known += totals.skipped
+    summary.batches, summary.enqueue_failures = batcher.batches_created, batcher.enqueue_failures
+    log.info("backfill.done", root=top, **asdict(summary))
+    return summary
+
+
+def _describe(
+    entry: os.DirEntry[str],
+    top: str,
+    settings: IngestSettings,
+    defaults: DefaultsReader,
+    clock: Callable[[], float],
+) -> NewFile | None:
+    """The NewFile for one entry, or None when it is too new to take."""
+    rel_path = os.path.relpath(entry.path, top)
+    now = clock()
+    try:
+        st = entry.stat(follow_symlinks=False)
+    except OSError:
+        st = None
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        message = (
+            "symbolic links are never followed"
+            if stat.S_ISLNK(st.st_mode)
+            else "not a regular file"
+        )
+        return NewFile(
+            path=rel_path,
+            source_root=top,
+            work_path=entry.path,
+            origin=BACKFILL_ORIGIN,
+            size=0,
+            mtime=0.0,
+            sha256=None,
+            seen_at=now,
+            reason=Reason.REFUSED_PATH,
+            message=message,
+        )
+    if st is not None and now - st.st_mtime < settings.min_file_age:
+        return None
+    return describe(
+        entry.path,
+        rel_path=rel_path,
+        source_root=top,
+        origin=BACKFILL_ORIGIN,
+        seen_at=now,
+        sidecar_path=find_sidecar(entry.path),
+        defaults=defaults,
+        max_image_bytes=settings.max_image_bytes,
+    )
