@@ -284,8 +284,6 @@ def set_final_path(ledger: Ledger, moves: Sequence[tuple[int, str]], *, now: flo
     """Record where each file's bytes went after its outcome (done/, failed/)."""
     if not moves:
         return
+    rows = [{"id": file_id, "final_path": path, "updated_at": now} for file_id, path in moves]
     with ledger.write() as s:
-        for file_id, path in moves:
-            s.execute(
-                update(File).where(File.id == file_id).values(final_path=path, updated_at=now)
-            )
+        s.execute(update(File), rows)  # ORM bulk UPDATE by primary key: one executemany
