@@ -178,13 +178,27 @@ class DefaultsReader:
         # path -> ((size, mtime_ns), the object or the message of why it is bad)
         self._cache: dict[str, tuple[tuple[int, int], dict[str, object] | str]] = {}
         self._looked: dict[str, tuple[int, int] | None] = {}  # stat results of this look
+        self._layers: dict[str, list[Layer] | str] = {}  # per folder, for this look
 
     def new_look(self) -> None:
         """Stat every defaults file again on next use (they may have changed)."""
         self._looked.clear()
+        self._layers.clear()
 
     def layers(self, rel_dir: str) -> list[Layer]:
         """Defaults from `root` down to `root/rel_dir`; raises `FileRejected` for a bad one."""
+        found = self._layers.get(rel_dir)
+        if found is None:
+            try:
+                found = self._collect(rel_dir)
+            except FileRejected as err:
+                found = err.message
+            self._layers[rel_dir] = found
+        if isinstance(found, str):
+            raise FileRejected(Reason.BAD_SIDECAR, found)
+        return found
+
+    def _collect(self, rel_dir: str) -> list[Layer]:
         parts = [p for p in rel_dir.split(os.sep) if p and p != "."] if rel_dir else []
         out: list[Layer] = []
         folder = self.root
