@@ -15,6 +15,7 @@ it. Files recorded in place (a backfill of the user's own tree) never move:
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -58,11 +59,17 @@ def _move(src: Path, target: Path) -> bool:
     return True
 
 
+@functools.lru_cache(maxsize=16)
+def work_root(work_dir: Path) -> Path:
+    """The work area's resolved path: resolved once per process, not twice per file."""
+    return work_dir.resolve()
+
+
 def _companions(settings: IngestSettings, src: Path) -> list[Path]:
     """Other files in src's claim folder (its sidecar), if src sits in one."""
     folder = src.parent
     try:
-        if folder.resolve().parent != settings.work_dir.resolve():
+        if folder.resolve().parent != work_root(settings.work_dir):
             return []
         return [p for p in folder.iterdir() if p.name != src.name and p.is_file()]
     except OSError:
@@ -140,9 +147,9 @@ def file_failed(
 
 def _prune_work_dir(settings: IngestSettings, src: Path) -> None:
     """Remove the now-empty claim folders under work/, never the work root itself."""
-    root = settings.work_dir.resolve()
+    root = work_root(settings.work_dir)
     parent = src.parent
     with contextlib.suppress(OSError):
-        while parent.resolve() != root and root in parent.resolve().parents:
+        while (real := parent.resolve()) != root and root in real.parents:
             parent.rmdir()  # fails (and stops) when not empty
             parent = parent.parent

@@ -42,7 +42,7 @@ from worker.errors import (
 from worker.indexing import decide
 from worker.ledger import uploads as ops
 from worker.logs import get_logger
-from worker.outbox import file_done, file_failed
+from worker.outbox import file_done, file_failed, work_root
 from worker.reka_models import Image, UploadItem, UploadResult
 from worker.runtime import Runtime
 from worker.states import FileState, Reason
@@ -317,8 +317,7 @@ def _move_failed(rt: Runtime, f: ops.BatchFile, reason: Reason, message: str) ->
 
 
 def _in_place(rt: Runtime, f: ops.BatchFile) -> bool:
-    work_root = rt.settings.ingest.work_dir.resolve()
-    return work_root not in Path(f.work_path).resolve().parents
+    return work_root(rt.settings.ingest.work_dir) not in Path(f.work_path).resolve().parents
 
 
 def _api_message(err: Exception, fallback: str) -> str:

@@ -77,14 +77,23 @@ def claim_batch(ledger: Ledger, batch_id: int, *, now: float, lease: float) -> C
         batch.lease_until = now + lease
         batch.started_at = now
         batch.next_attempt_at = None
-        rows = s.execute(
-            select(File)
+        rows = s.execute(  # the columns a BatchFile needs, not whole ORM objects
+            select(
+                File.id,
+                File.path,
+                File.work_path,
+                File.size,
+                File.sha256,
+                File.sidecar,
+                File.index_flag,
+                File.possible_duplicate,
+            )
             .where(
                 File.batch_id == batch_id,
                 File.state.in_([FileState.QUEUED, FileState.UPLOADING]),
             )
             .order_by(File.id)
-        ).scalars()
+        ).all()
         files = [
             BatchFile(
                 id=r.id,
