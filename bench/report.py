@@ -36,8 +36,17 @@ def lines(r: dict[str, Any]) -> list[str]:
                 f"{row['mb_per_s']:>8.1f}{row['upload_requests_per_image']:>11.4f}"
                 f"{row['cpu_s_per_1000_images']:>11.2f}"
             )
+    if pipe:
+        out.append(
+            f"{'pipeline (drop->uploaded)':<26}{pipe['images']:>8}"
+            f"{pipe['seconds_to_last_uploaded']:>9.2f}{pipe['uploaded_images_per_s']:>10.1f}"
+        )
     if r.get("ratio") is not None:
-        out.append(f"ratio pipeline/limit (images/s): {r['ratio']:.3f}")
+        out.append(
+            f"ratio pipeline/limit (images/s): {r['ratio']:.3f} to the last indexed (key ratio), "
+            f"{r['ratio_uploaded']:.3f} to the last uploaded; limit passes "
+            f"{limit['passes_images_per_s'] if limit else '-'} images/s (median used)"
+        )
     if pipe:
         out += [
             "",
@@ -109,6 +118,10 @@ def plot(r: dict[str, Any], path: Path) -> None:
         ys = [0] + [p[1] for p in row["curve"]]
         text = label or "pipeline: drop -> indexed (watcher, Redis, workers, beat)"
         ax.plot(xs, ys, label=f"{text} ({row['images_per_s']:.0f} images/s)")
+        if key == "pipeline":
+            ux = [0.0] + [p[0] for p in row["uploaded_curve"]]
+            uy = [0] + [p[1] for p in row["uploaded_curve"]]
+            ax.plot(ux, uy, linestyle="--", label="pipeline: drop -> uploaded")
     ax.set_xlabel("seconds since start (limit) / first drop (pipeline)")
     ax.set_ylabel("files done")
     ratio = r.get("ratio")

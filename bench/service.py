@@ -163,7 +163,9 @@ class Service:
         self.redis.stop()
 
     def remove(self) -> None:
-        shutil.rmtree(self.root, ignore_errors=True)
+        """Delete the run folder, unless BENCH_KEEP is set (to read its logs and ledger)."""
+        if not os.environ.get("BENCH_KEEP"):
+            shutil.rmtree(self.root, ignore_errors=True)
 
     # --- the ledger, read directly (cheap, and never in the way of a writer) ---
 
