@@ -25,7 +25,7 @@ class Summary:
 def summary(ledger: Ledger, *, now: float) -> Summary:
     with ledger.read() as s:
         counts = dict(
-            s.execute(select(File.state, func.count()).group_by(File.state)).tuples().all()
+            s.execute(select(File.state, func.count()).group_by(File.state)).all()
         )
         oldest = s.execute(
             select(File.path, File.seen_at)
