@@ -58,7 +58,7 @@ PREFIX: Final = "reka_ingest:budget"
 
 REDIS_TIMEOUT: Final = 2.0  # seconds; an upload must not hang on the budget
 REDIS_DOWN_WAIT: Final = 30.0  # seconds a batch waits when Redis cannot be reached
-RATE_LIMITED_PAUSE: Final = 5.0  # seconds to pause after a 429 that named no time
+RATE_LIMITED_PAUSE: Final = 1.0  # seconds to pause after a 429 that named no time
 KEY_TTL_MARGIN: Final = 60  # seconds a key outlives what it records (then Redis drops it)
 NO_KEY_FINGERPRINT: Final = "nokey"
 
