@@ -15,6 +15,7 @@ from cli import fake_api, run, scan, services, status, watch
 from cli import health as health_cmd
 from cli import metrics as metrics_cmd
 from cli import migrate as migrate_cmd
+from cli import retry as retry_cmd
 from worker.errors import IngestError
 from worker.logs import configure_logging
 from worker.settings import effective, load_settings
@@ -60,6 +61,7 @@ app.command("fake-api")(fake_api.command)
 app.command("metrics")(metrics_cmd.command)
 app.command("migrate")(migrate_cmd.command)
 app.command("health")(health_cmd.command)
+app.command("retry")(retry_cmd.command)
 app.command("watch")(watch.command)
 app.command("scan")(scan.command)
 

@@ -11,6 +11,7 @@ from typing import Any
 import typer
 
 from cli import watch_status
+from worker.budget import BudgetSnapshot, budget_snapshot
 from worker.ledger import open_ledger
 from worker.ledger.queries import Summary, list_files, summary
 from worker.ledger.schema import File
@@ -67,7 +68,7 @@ def status(
     as_json: bool = typer.Option(False, "--json", help="One JSON object."),
     watch: bool = typer.Option(False, "--watch", help="A live view, every second; Ctrl-C exits."),
 ) -> None:
-    """Files per state, the oldest waiting file, and throughput."""
+    """Files per state, the oldest waiting file, throughput, and the API budget left."""
     settings = load_settings()
     if watch:
         watch_status.watch(settings)
@@ -76,6 +77,8 @@ def status(
     now = time.time()
     data = status_json(summary(ledger, now=now), now)
     ledger.dispose()
+    budget = budget_snapshot(settings, now=now)
+    data["budget"] = budget.as_json()
     if as_json:
         typer.echo(json.dumps(data))
         return
@@ -93,6 +96,22 @@ def status(
         f"finished in the last minute: {data['finished_last_minute']}"
         + (f"; overall {rate} files/s" if rate is not None else "")
     )
+    typer.echo(budget_line(budget, now))
+
+
+def budget_line(b: BudgetSnapshot, now: float) -> str:
+    """The shared upload budget in one line; says so when Redis cannot be read."""
+    if b.error is not None:
+        return f"API budget: unknown, {b.error}"
+    if b.limit is None:
+        text = "API budget: no daily limit (INGEST_UPLOADS_PER_DAY=0)"
+    else:
+        text = f"API budget: {b.remaining} of {b.limit} upload requests left"
+        if b.refills_at is not None:
+            text += f"; next slot frees in {watch_status.duration(b.refills_at - now)}"
+    if b.paused_until is not None:
+        text += f"; paused by the API for {watch_status.duration(b.paused_until - now)}"
+    return text
 
 
 def _row(f: File) -> dict[str, Any]:
