@@ -108,6 +108,7 @@ class Service:
             "INGEST_DATA_DIR": str(self.data_dir),
             "INGEST_REDIS_URL": self.redis.url,
             "INGEST_LOG_FORMAT": "json",
+            "INGEST_UPLOADS_PER_DAY": "0",  # the stand-in has no quota; the budget is not measured
             "REKA_API_KEY": API_KEY,
             "REKA_API_BASE_URL": standin_url,
             **(env or {}),
