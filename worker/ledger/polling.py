@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 
 from worker.ledger.db import Ledger
 from worker.ledger.schema import File
@@ -61,31 +61,45 @@ def claim_due_polls(ledger: Ledger, *, now: float, limit: int, lease: float) -> 
         ]
 
 
+_FILES = File.metadata.tables[File.__tablename__]
+
+
 def record_polls(ledger: Ledger, outcomes: list[PollOutcome], *, now: float) -> None:
+    """Write each poll's outcome; a row no longer `indexing` is left alone.
+
+    Outcomes are grouped by the columns they set, one executemany per group (a
+    statement built per row cost ~2.6 ms, more than the Get Image call itself).
+    """
+    groups: dict[tuple[str, ...], list[dict[str, object]]] = {}
+    for o in outcomes:
+        final = o.state != FileState.INDEXING
+        values: dict[str, object] = {
+            "state": o.state,
+            "poll_request_id": o.request_id,
+            "next_poll_at": o.next_poll_at,
+            "poll_delay": o.poll_delay,
+            "updated_at": now,
+        }
+        if o.indexing_status is not None:
+            values["indexing_status"] = o.indexing_status
+        if o.image_url:
+            values["image_url"] = o.image_url
+        if o.reason is not None:
+            values["reason"] = o.reason
+            values["message"] = o.message
+        if o.state == FileState.INDEXED:
+            values["indexed_at"] = now
+        if final:
+            values["finished_at"] = now
+        row = {f"v_{name}": value for name, value in values.items()}
+        row["b_id"] = o.file_id
+        groups.setdefault(tuple(sorted(values)), []).append(row)
     with ledger.write() as s:
-        for o in outcomes:
-            final = o.state != FileState.INDEXING
-            values: dict[str, object] = {
-                "state": o.state,
-                "polls": File.polls + 1,
-                "poll_request_id": o.request_id,
-                "next_poll_at": o.next_poll_at,
-                "poll_delay": o.poll_delay,
-                "updated_at": now,
-            }
-            if o.indexing_status is not None:
-                values["indexing_status"] = o.indexing_status
-            if o.image_url:
-                values["image_url"] = o.image_url
-            if o.reason is not None:
-                values["reason"] = o.reason
-                values["message"] = o.message
-            if o.state == FileState.INDEXED:
-                values["indexed_at"] = now
-            if final:
-                values["finished_at"] = now
-            s.execute(
-                update(File)
-                .where(File.id == o.file_id, File.state == FileState.INDEXING)
-                .values(**values)
+        conn = s.connection()
+        for columns, rows in groups.items():
+            stmt = (
+                update(_FILES)
+                .where(_FILES.c.id == bindparam("b_id"), _FILES.c.state == FileState.INDEXING)
+                .values(polls=_FILES.c.polls + 1, **{c: bindparam(f"v_{c}") for c in columns})
             )
+            conn.execute(stmt, rows)
