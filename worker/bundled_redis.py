@@ -94,6 +94,9 @@ class BundledRedis:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             cwd=self.directory,
+            # Its own session: Ctrl-C in the terminal must not stop Redis before the
+            # processes that use it; whoever started it stops it, last.
+            start_new_session=True,
         )
         assert self.process.stdin is not None
         self.process.stdin.write(self._config().encode())
