@@ -118,7 +118,7 @@ def _insert(s: Session, rows: list[dict[str, Any]]) -> dict[str, int]:
     for i in range(0, len(paths), _IN_CHUNK):
         chunk = paths[i : i + _IN_CHUNK]
         query = select(File.work_path, File.id).where(File.work_path.in_(chunk))
-        ids.update((path, file_id) for path, file_id in s.execute(query).tuples())
+        ids.update((row.work_path, row.id) for row in s.execute(query))
     return ids
 
 
