@@ -27,11 +27,11 @@ CONTROL_QUEUE: Final = "reka_ingest.control"
 
 
 def _queue(name: str) -> Queue:
-    return Queue(name, Exchange(name, type="direct"), routing_key=name)
+    return Queue(name, Exchange(""), routing_key=name)
 
 
 def _route(name: str) -> dict[str, str]:
-    return {"queue": name, "exchange": name, "routing_key": name}
+    return {"queue": name, "exchange": "", "routing_key": name}
 
 
 def create_app(settings: Settings | None = None, *, name: str = "reka_ingest") -> Celery:
@@ -53,11 +53,14 @@ def create_app(settings: Settings | None = None, *, name: str = "reka_ingest") -
         "worker_hijack_root_logger": False,
         "worker_send_task_events": True,  # for Flower
         "task_send_sent_event": True,
-        # Each queue bound to its own direct exchange and routing key, stated, so a
-        # control task can never land on the upload queue or the other way round.
+        # Every queue on the default exchange with its own name as routing key: on
+        # Redis that delivers straight into the list of that name, with no binding
+        # to look up, so a Redis restarted without its data (or wiped) loses no
+        # message from a producer that declared its queues before. A named
+        # exchange would route through bindings stored in Redis, and drop.
         "task_queues": tuple(_queue(name) for name in (UPLOAD_QUEUE, CONTROL_QUEUE)),
         "task_default_queue": UPLOAD_QUEUE,
-        "task_default_exchange": UPLOAD_QUEUE,
+        "task_default_exchange": "",
         "task_default_routing_key": UPLOAD_QUEUE,
         "task_routes": {
             TASK_UPLOAD_BATCH: _route(UPLOAD_QUEUE),
