@@ -24,9 +24,7 @@ class Summary:
 
 def summary(ledger: Ledger, *, now: float) -> Summary:
     with ledger.read() as s:
-        counts = dict(
-            s.execute(select(File.state, func.count()).group_by(File.state)).all()
-        )
+        counts = dict(s.execute(select(File.state, func.count()).group_by(File.state)).all())
         oldest = s.execute(
             select(File.path, File.seen_at)
             .where(File.state.in_(list(ACTIVE)))
