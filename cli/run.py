@@ -8,7 +8,6 @@ watcher, each its own process. Ctrl-C (or SIGTERM) stops them all, in order.
 from __future__ import annotations
 
 import os
-import secrets
 import signal
 import socket
 import time
@@ -25,6 +24,7 @@ from cli.processes import (
     worker_argv,
 )
 from worker.bundled_redis import BundledRedis, free_port
+from worker.constants import STANDIN_DEV_API_KEY
 from worker.ledger import open_ledger
 from worker.ledger.queries import summary
 from worker.logs import get_logger
@@ -83,7 +83,9 @@ def command() -> None:
             lines.append(("Redis", mask_url(ingest.broker_url)))
 
         if settings.reka.api_key is None:
-            key = f"local-{secrets.token_hex(12)}"
+            # The stand-in listens on loopback only; its documented key is no secret,
+            # and `status` in another shell (with no key set) then reads the same budget.
+            key = STANDIN_DEV_API_KEY
             port = free_port()
             child = supervisor.start(
                 "stand-in",

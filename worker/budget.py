@@ -45,7 +45,7 @@ from typing import Any, Final
 
 import redis
 
-from worker.constants import RATE_LIMIT_WINDOW_SECONDS
+from worker.constants import RATE_LIMIT_WINDOW_SECONDS, STANDIN_DEV_API_KEY
 from worker.errors import RateLimitInfo
 from worker.logs import get_logger
 from worker.settings import Settings
@@ -60,13 +60,17 @@ REDIS_TIMEOUT: Final = 2.0  # seconds; an upload must not hang on the budget
 REDIS_DOWN_WAIT: Final = 30.0  # seconds a batch waits when Redis cannot be reached
 RATE_LIMITED_PAUSE: Final = 1.0  # seconds to pause after a 429 that named no time
 KEY_TTL_MARGIN: Final = 60  # seconds a key outlives what it records (then Redis drops it)
-NO_KEY_FINGERPRINT: Final = "nokey"
 
 
 def fingerprint(api_key: str | None) -> str:
-    """A short, stable name for an API key: 12 hex digits of its SHA-256."""
+    """A short, stable name for an API key: 12 hex digits of its SHA-256.
+
+    No key configured means the local stand-in server, which `reka-ingest run`
+    starts with its documented key; `status` in another shell then reads the
+    same budget as the workers.
+    """
     if not api_key:
-        return NO_KEY_FINGERPRINT
+        api_key = STANDIN_DEV_API_KEY
     return hashlib.sha256(api_key.encode()).hexdigest()[:12]
 
 
