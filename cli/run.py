@@ -11,6 +11,7 @@ import os
 import signal
 import socket
 import time
+from pathlib import Path
 from types import FrameType
 
 import typer
@@ -28,7 +29,7 @@ from worker.constants import STANDIN_DEV_API_KEY
 from worker.ledger import open_ledger
 from worker.ledger.queries import summary
 from worker.logs import get_logger
-from worker.settings import load_settings, mask_url
+from worker.settings import Settings, load_settings, mask_url
 
 log = get_logger(__name__)
 
@@ -72,33 +73,9 @@ def command() -> None:
     lines: list[tuple[str, str]] = []
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        if ingest.redis_url is None:
-            redis = BundledRedis(data_dir / "redis", ingest.bundled_redis_port).start()
-            assert redis.process is not None
-            supervisor.adopt("redis", redis.process)
-            lines.append(
-                ("Redis", f"{redis.url} (bundled, pid {redis.pid}, data in {data_dir / 'redis'})")
-            )
-        else:
-            lines.append(("Redis", mask_url(ingest.broker_url)))
-
+        lines.append(_start_redis(supervisor, settings, data_dir))
         if settings.reka.api_key is None:
-            # The stand-in listens on loopback only; its documented key is no secret,
-            # and `status` in another shell (with no key set) then reads the same budget.
-            key = STANDIN_DEV_API_KEY
-            port = free_port()
-            child = supervisor.start(
-                "stand-in",
-                cli_argv("fake-api", "--host", "127.0.0.1", "--port", str(port)),
-                env | {"STANDIN_API_KEYS": key},
-            )
-            if not _wait_for_port(port, STANDIN_START_TIMEOUT):
-                raise typer.Exit(_fail(f"the stand-in server did not start; see {child.log_path}"))
-            env["REKA_API_KEY"] = key
-            env["REKA_API_BASE_URL"] = f"http://127.0.0.1:{port}"
-            lines.append(
-                ("Reka API", f"stand-in server at http://127.0.0.1:{port} (no REKA_API_KEY set)")
-            )
+            lines += _start_standin(supervisor, env)
         else:
             lines.append(("Reka API", settings.reka.api_base_url))
 
@@ -124,6 +101,45 @@ def command() -> None:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         supervisor.stop_all()
         typer.echo("stopped.")
+
+
+def _start_redis(supervisor: Supervisor, settings: Settings, data_dir: Path) -> tuple[str, str]:
+    """The bundled redis-server, unless INGEST_REDIS_URL names one."""
+    ingest = settings.ingest
+    if ingest.redis_url is not None:
+        return ("Redis", mask_url(ingest.broker_url))
+    redis = BundledRedis(data_dir / "redis", ingest.bundled_redis_port).start()
+    assert redis.process is not None
+    supervisor.adopt("redis", redis.process)
+    return ("Redis", f"{redis.url} (bundled, pid {redis.pid}, data in {data_dir / 'redis'})")
+
+
+def _start_standin(supervisor: Supervisor, env: dict[str, str]) -> list[tuple[str, str]]:
+    """The stand-in Reka server on loopback; points the children's env at it."""
+    # The stand-in listens on loopback only; its documented key is no secret, and
+    # `status` in another shell (with no key set) then reads the same budget.
+    port = free_port()
+    child = supervisor.start(
+        "stand-in",
+        cli_argv("fake-api", "--host", "127.0.0.1", "--port", str(port)),
+        env | {"STANDIN_API_KEYS": STANDIN_DEV_API_KEY},
+    )
+    if not _wait_for_port(port, STANDIN_START_TIMEOUT):
+        raise typer.Exit(_fail(f"the stand-in server did not start; see {child.log_path}"))
+    env["REKA_API_KEY"] = STANDIN_DEV_API_KEY
+    env["REKA_API_BASE_URL"] = f"http://127.0.0.1:{port}"
+    # The stand-in has no quota by default; the standard tier's 100 requests a day
+    # would only stall a local demo. An explicit setting still wins.
+    env.setdefault("INGEST_UPLOADS_PER_DAY", "0")
+    per_day = env["INGEST_UPLOADS_PER_DAY"]
+    return [
+        ("Reka API", f"stand-in server at http://127.0.0.1:{port} (no REKA_API_KEY set)"),
+        (
+            "API budget",
+            f"{'unlimited' if per_day == '0' else per_day} upload requests a day "
+            "(INGEST_UPLOADS_PER_DAY)",
+        ),
+    ]
 
 
 def _supervise(supervisor: Supervisor, ledger_url: str) -> None:
