@@ -9,6 +9,7 @@ until the deadline turns it into `failed` / `indexing_timeout`.
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -25,8 +26,11 @@ log = get_logger(__name__)
 POLL_LEASE_SECONDS = 120.0  # a sweep that dies leaves its rows to the next one after this
 POLL_BATCH_LIMIT = 500  # rows taken per claim
 # Claims per sweep while they come back full: one claim of 500 per 3 s sweep capped
-# indexing at ~170 files/s, well under what uploads reach; the bound keeps a sweep short.
+# indexing at ~170 files/s, well under what uploads reach. Two bounds keep a sweep
+# short: a number of rounds, and no new round after half the sweep interval, so the
+# next sweep does not start beside it and take the worker's other upload process.
 POLL_ROUNDS_PER_SWEEP = 10
+POLL_SWEEP_SHARE = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,9 +45,13 @@ class PollReport:
 def poll_due(
     rt: Runtime, *, limit: int = POLL_BATCH_LIMIT, rounds: int = POLL_ROUNDS_PER_SWEEP
 ) -> PollReport:
-    """Poll what is due, `limit` rows at a time, until a claim is not full or `rounds` ran."""
+    """Poll what is due, `limit` rows at a time, until a claim is not full, `rounds`
+    ran, or half the sweep interval has passed."""
     total = PollReport(0, 0, 0, 0, 0)
-    for _ in range(rounds):
+    stop_at = time.monotonic() + rt.settings.ingest.poll_sweep_interval * POLL_SWEEP_SHARE
+    for i in range(rounds):
+        if i and time.monotonic() >= stop_at:
+            break
         report = _poll_round(rt, limit)
         total = PollReport(
             polled=total.polled + report.polled,
