@@ -1,0 +1,84 @@
+"""Settings are read once and checked at start: a wrong value stops the command
+with a message naming the variable; `reka-ingest config` never shows a secret."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from worker.errors import SettingsError
+from worker.settings import load_settings, mask_url
+
+KEY = "sk-settings-test-93jd0a"
+PASSWORD = "redis-pw-x7q"  # noqa: S105 - a test value the output must never show
+
+
+def _cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("INGEST_", "REKA_"))}
+    return subprocess.run(
+        [sys.executable, "-m", "cli", *args],
+        env=clean | env,
+        check=False,  # the exit code is what some tests assert
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("INGEST_BATCH_MAX_FILES", "many"),
+        ("INGEST_BATCH_MAX_FILES", "101"),  # the API takes at most 100 images a request
+        ("INGEST_OBSERVER", "carrier-pigeon"),
+        ("REKA_API_BASE_URL", "ftp://example"),
+        ("REKA_READ_TIMEOUT", "-1"),
+        ("INGEST_LOG_LEVEL", "LOUD"),
+    ],
+)
+def test_a_wrong_value_names_its_variable(
+    variable: str, value: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError, match=variable):
+        load_settings()
+
+
+def test_a_wrong_value_stops_the_command_with_exit_2() -> None:
+    result = _cli("status", INGEST_SCAN_INTERVAL="soon")
+    assert result.returncode == 2
+    assert "INGEST_SCAN_INTERVAL" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_secret_in_a_wrong_value_is_not_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INGEST_FLOWER_BASIC_AUTH", "admin:" + PASSWORD)
+    monkeypatch.setenv("INGEST_FLOWER_PORT", "0")
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    assert PASSWORD not in str(info.value)
+
+
+def test_config_masks_secrets() -> None:
+    result = _cli(
+        "config",
+        "--json",
+        REKA_API_KEY=KEY,
+        INGEST_REDIS_URL=f"redis://:{PASSWORD}@127.0.0.1:6399/0",
+        INGEST_FLOWER_BASIC_AUTH=f"admin:{PASSWORD}",
+    )
+    assert result.returncode == 0, result.stderr
+    shown = json.loads(result.stdout)
+    assert shown["REKA"]["REKA_API_KEY"] == "***"
+    assert shown["INGEST"]["INGEST_REDIS_URL"] == "redis://:***@127.0.0.1:6399/0"
+    assert KEY not in result.stdout + result.stderr
+    assert PASSWORD not in result.stdout + result.stderr
+
+
+def test_mask_url_keeps_everything_but_the_password() -> None:
+    assert mask_url("redis://user:pw@host:6379/2") == "redis://user:***@host:6379/2"
+    assert mask_url("redis://host:6379/0") == "redis://host:6379/0"
