@@ -11,6 +11,7 @@ import redis
 
 from standin.config import StandinConfig
 from standin.runner import RunningStandin, serve_in_thread
+from tests.support.clock import Clock
 from tests.support.images import image_bytes
 from worker.budget import Budget, redis_client
 from worker.ledger import open_ledger
@@ -20,16 +21,6 @@ from worker.settings import Settings
 
 KEY = "test-key-budget"
 T0 = 1_000_000.0
-
-
-class Clock:
-    """The one clock of a test: the budget, the worker and the stand-in read it."""
-
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

@@ -8,7 +8,8 @@ from collections.abc import Callable
 
 import redis
 
-from tests.budget.conftest import T0, Clock
+from tests.budget.conftest import T0
+from tests.support.clock import Clock
 from worker import budget as b
 from worker import metrics_counters
 from worker.budget import Budget, Grant, Wait, fingerprint, redis_client

@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 
 from cli.main import app
 from standin.runner import RunningStandin
-from tests.budget.conftest import KEY, T0, Clock, stage_one_per_batch
+from tests.budget.conftest import KEY, T0, stage_one_per_batch
+from tests.support.clock import Clock
 from worker.bundled_redis import free_port
 from worker.celery_app import UPLOAD_QUEUE
 from worker.constants import RATE_LIMIT_WINDOW_SECONDS as DAY

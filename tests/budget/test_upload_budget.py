@@ -10,7 +10,8 @@ import httpx
 import pytest
 
 from standin.runner import RunningStandin
-from tests.budget.conftest import T0, Clock, stage_one_per_batch
+from tests.budget.conftest import T0, stage_one_per_batch
+from tests.support.clock import Clock
 from tests.support.images import image_bytes
 from worker.budget import REDIS_DOWN_WAIT
 from worker.bundled_redis import free_port

@@ -16,6 +16,7 @@ import httpx
 from standin.config import StandinConfig
 from standin.runner import RunningStandin, serve_in_thread
 from tests.client.conftest import API_KEY
+from tests.support.clock import Clock
 from tests.support.images import write_image
 from worker.reka_client import RekaClient
 from worker.reka_models import UploadItem
@@ -25,21 +26,8 @@ CLIENT_TIMEOUT = httpx.Timeout(connect=5.0, read=30.0, write=30.0, pool=5.0)
 START_TIME = 1_700_000_000.0
 
 
-class FakeClock:
-    """The stand-in's clock, moved by the test: quota windows and indexing without sleeping."""
-
-    def __init__(self, now: float = START_TIME) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
 @contextmanager
-def running_standin(clock: FakeClock | None = None, **config: Any) -> Iterator[RunningStandin]:
+def running_standin(clock: Clock | None = None, **config: Any) -> Iterator[RunningStandin]:
     """A stand-in taking only API_KEY, with a fixed fault seed and `config` on top."""
     options: dict[str, Any] = {"api_keys": (API_KEY,), "seed": 7}
     options.update(config)

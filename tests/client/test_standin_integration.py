@@ -17,7 +17,7 @@ import pytest
 from standin.runner import RunningStandin
 from tests.client.conftest import API_KEY
 from tests.client.standin_support import (
-    FakeClock,
+    START_TIME,
     admin,
     admin_client,
     client_for,
@@ -26,6 +26,7 @@ from tests.client.standin_support import (
     running_standin,
     set_faults,
 )
+from tests.support.clock import Clock
 from tests.support.images import image_bytes
 from worker.constants import REQUEST_ID_HEADER, IndexingStatus
 from worker.errors import (
@@ -46,12 +47,12 @@ MAX_IMAGE_BYTES = 64 * 1024
 
 
 @pytest.fixture(scope="module")
-def clock() -> FakeClock:
-    return FakeClock()
+def clock() -> Clock:
+    return Clock(START_TIME)
 
 
 @pytest.fixture(scope="module")
-def server(clock: FakeClock) -> Iterator[RunningStandin]:
+def server(clock: Clock) -> Iterator[RunningStandin]:
     with running_standin(clock, index_delay=INDEX_DELAY, max_image_bytes=MAX_IMAGE_BYTES) as srv:
         yield srv
 
@@ -67,7 +68,7 @@ def client(server: RunningStandin) -> Iterator[RekaClient]:
 
 
 def test_every_endpoint(
-    client: RekaClient, server: RunningStandin, clock: FakeClock, tmp_path: Path
+    client: RekaClient, server: RunningStandin, clock: Clock, tmp_path: Path
 ) -> None:
     items = jpeg_items(tmp_path, 2)
     items[0] = items[0].model_copy(
@@ -262,7 +263,7 @@ def test_injected_429_burst(client: RekaClient, server: RunningStandin) -> None:
 
 
 def test_upload_quota_is_429_with_headers(tmp_path: Path) -> None:
-    clock = FakeClock()
+    clock = Clock(START_TIME)
     with running_standin(clock, upload_quota=2, quota_window=3600) as server:
         items = jpeg_items(tmp_path, 1)
         with client_for(server) as client:

@@ -44,7 +44,7 @@ from pydantic import BaseModel, ConfigDict
 from standin.runner import RunningStandin
 from tests.client.conftest import API_KEY
 from tests.client.standin_support import (
-    FakeClock,
+    START_TIME,
     jpeg_items,
     running_standin,
     set_faults,
@@ -59,6 +59,7 @@ from tests.conformance.openapi_support import (
     load_document,
     openapi_for,
 )
+from tests.support.clock import Clock
 from worker import constants as c
 from worker.errors import (
     ApiAuthError,
@@ -195,12 +196,12 @@ def test_harness_refuses_an_image_without_status(offline_openapi: OpenAPI) -> No
 
 
 @pytest.fixture(scope="module")
-def clock() -> FakeClock:
-    return FakeClock()
+def clock() -> Clock:
+    return Clock(START_TIME)
 
 
 @pytest.fixture(scope="module")
-def server(clock: FakeClock) -> Iterator[RunningStandin]:
+def server(clock: Clock) -> Iterator[RunningStandin]:
     with running_standin(
         clock, index_delay=INDEX_DELAY, upload_quota=3, max_images_per_request=4
     ) as srv:
@@ -214,7 +215,7 @@ def openapi(server: RunningStandin) -> OpenAPI:
 
 @pytest.fixture(scope="module")
 def traffic(
-    server: RunningStandin, clock: FakeClock, tmp_path_factory: pytest.TempPathFactory
+    server: RunningStandin, clock: Clock, tmp_path_factory: pytest.TempPathFactory
 ) -> list[Exchange]:
     """Drive every endpoint, then every error the stand-in gives, through the real client."""
     folder = tmp_path_factory.mktemp("conformance")

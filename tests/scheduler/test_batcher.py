@@ -7,17 +7,10 @@ from collections.abc import Sequence
 import pytest
 
 from scheduler.batcher import Batcher, BatchLimits, ledger_batches
+from tests.support.clock import Clock
 from worker.ledger import Ledger
 from worker.ledger.intake import NewFile, record_files
 from worker.ledger.schema import File
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 500.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Recording:
@@ -36,7 +29,7 @@ def make(limits: BatchLimits, clock: Clock) -> tuple[Batcher, Recording]:
 
 
 def test_closes_by_count() -> None:
-    clock = Clock()
+    clock = Clock(500.0)
     b, rec = make(BatchLimits(max_files=3, max_bytes=10**9, max_wait=60), clock)
     for i in range(7):
         b.add(i, 10)
@@ -46,7 +39,7 @@ def test_closes_by_count() -> None:
 
 
 def test_closes_before_the_file_that_would_overflow_the_bytes() -> None:
-    clock = Clock()
+    clock = Clock(500.0)
     b, rec = make(BatchLimits(max_files=100, max_bytes=100, max_wait=60), clock)
     b.add(1, 40)
     b.add(2, 40)
@@ -60,7 +53,7 @@ def test_closes_before_the_file_that_would_overflow_the_bytes() -> None:
 
 
 def test_closes_by_wait_since_the_first_file() -> None:
-    clock = Clock()
+    clock = Clock(500.0)
     b, rec = make(BatchLimits(max_files=100, max_bytes=10**9, max_wait=2.0), clock)
     assert b.deadline() is None
     b.add(1, 1)
@@ -76,7 +69,7 @@ def test_closes_by_wait_since_the_first_file() -> None:
 
 
 def test_flush_closes_whatever_is_open_and_duplicates_are_ignored() -> None:
-    clock = Clock()
+    clock = Clock(500.0)
     b, rec = make(BatchLimits(max_files=100, max_bytes=10**9, max_wait=60), clock)
     b.add(1, 1)
     b.add(1, 1)
@@ -87,7 +80,7 @@ def test_flush_closes_whatever_is_open_and_duplicates_are_ignored() -> None:
 
 
 def test_a_failed_enqueue_is_survived_and_the_batch_stays_created() -> None:
-    clock = Clock()
+    clock = Clock(500.0)
     created: list[list[int]] = []
 
     def create(ids: Sequence[int]) -> int:
@@ -104,7 +97,7 @@ def test_a_failed_enqueue_is_survived_and_the_batch_stays_created() -> None:
 
 
 def test_a_failed_create_keeps_the_batch_open_for_the_next_poll() -> None:
-    clock = Clock()
+    clock = Clock(500.0)
     calls = 0
 
     def flaky(ids: Sequence[int]) -> int:
@@ -126,7 +119,7 @@ def test_a_failed_create_keeps_the_batch_open_for_the_next_poll() -> None:
 
 
 def test_with_the_real_ledger(ledger: Ledger) -> None:
-    clock = Clock()
+    clock = Clock(500.0)
     files = [
         NewFile(
             path=f"{i}.jpg",

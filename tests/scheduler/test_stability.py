@@ -7,14 +7,7 @@ from collections.abc import Callable
 import pytest
 
 from scheduler.stability import NS_PER_SECOND, Signature, StabilityTracker, Verdict
-
-
-class Clock:
-    def __init__(self, now: float = 10_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support.clock import Clock
 
 
 def sig(size: int, mtime: float) -> Signature:

@@ -17,24 +17,12 @@ import pytest
 
 from standin.config import StandinConfig
 from standin.runner import RunningStandin, serve_in_thread
+from tests.support.clock import Clock
 from tests.support.images import image_bytes
 
 KEY = "standin-test-key"
 OTHER_KEY = "standin-other-key"
 START = 1_700_000_000.0
-
-
-class Clock:
-    """A clock the test moves by hand."""
-
-    def __init__(self, now: float = START) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class Api:
@@ -93,7 +81,7 @@ def error_of(response: httpx.Response) -> dict[str, Any]:
 
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(START)
 
 
 @pytest.fixture

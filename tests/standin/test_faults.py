@@ -9,7 +9,8 @@ import httpx
 import pytest
 
 from standin.config import DropWhen
-from tests.standin.conftest import Api, Clock, error_of
+from tests.standin.conftest import Api, error_of
+from tests.support.clock import Clock
 from worker.constants import RETRY_AFTER_HEADER, IndexingStatus
 
 

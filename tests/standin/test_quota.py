@@ -7,7 +7,8 @@ from collections.abc import Callable
 import httpx
 
 from standin.quota import UNLIMITED_REPORTED
-from tests.standin.conftest import OTHER_KEY, Api, Clock, error_of
+from tests.standin.conftest import OTHER_KEY, Api, error_of
+from tests.support.clock import Clock
 from worker.constants import (
     RATE_LIMIT_CODE,
     RATELIMIT_LIMIT_HEADER,

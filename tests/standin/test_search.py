@@ -6,7 +6,8 @@ from collections.abc import Callable
 from typing import Any
 
 from standin.metadata import SECURITY_KEYS
-from tests.standin.conftest import Api, Clock, error_of
+from tests.standin.conftest import Api, error_of
+from tests.support.clock import Clock
 
 RESULT_KEYS = {"image_id", "image_url", "image_metadata", "upload_timestamp", "score"}
 

@@ -9,7 +9,8 @@ import httpx
 
 from standin.config import StandinConfig
 from standin.runner import serve_in_thread
-from tests.standin.conftest import KEY, Clock
+from tests.standin.conftest import KEY
+from tests.support.clock import Clock
 from tests.support.images import image_bytes
 
 

@@ -13,6 +13,7 @@ import pytest
 
 from standin.config import StandinConfig
 from standin.runner import RunningStandin, serve_in_thread
+from tests.support.clock import Clock
 from tests.support.images import image_bytes
 from worker.ledger import Ledger, open_ledger
 from worker.ledger.intake import NewFile, create_batch, record_files
@@ -25,14 +26,6 @@ from worker.states import FileState, Reason
 from worker.uploader import upload_batch
 
 KEY = "test-key-upload-flow"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
