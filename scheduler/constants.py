@@ -15,10 +15,8 @@ TEMP_SUFFIXES: Final = (".tmp", ".part", ".crdownload", "~")
 
 # --- Taking files ---------------------------------------------------------------
 
-# A file still changing this long after it was first seen is given up on and
-# recorded as failed (`never_stable`): a writer that never finishes must not
-# hold the watcher's memory, nor hide behind a path that is "almost" ready.
-NEVER_STABLE_SECONDS: Final = 3600.0
+# How long a file may keep changing (INGEST_NEVER_STABLE_AFTER) and a sidecar
+# may wait for its image (INGEST_ORPHAN_SIDECAR_AFTER) are settings.
 # Streamed hashing: bytes read per call.
 HASH_CHUNK_BYTES: Final = 1024 * 1024
 # A sidecar or `_defaults.json` larger than this is refused, not read.
@@ -45,3 +43,7 @@ OVERFLOW_SCAN_MIN_GAP: Final = 2.0
 STOP_TIMEOUT_SECONDS: Final = 30.0
 # Unbatched rows read per query at recovery.
 RECOVERY_QUERY_LIMIT: Final = 10_000
+# At start, a worker's settled row whose bytes are still in work/ is moved only
+# once it has been left alone this long (a live worker moves its files within
+# milliseconds of recording them); the watcher's own rows are moved at once.
+RECOVERY_MOVE_GRACE: Final = 60.0

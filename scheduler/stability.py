@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from scheduler.constants import NEVER_STABLE_SECONDS
+from worker.constants import DEFAULT_NEVER_STABLE_AFTER
 
 NS_PER_SECOND = 1_000_000_000
 # Float slack when comparing elapsed times with the intervals they were scheduled by.
@@ -63,7 +63,7 @@ class StabilityTracker:
         *,
         stable_interval: float,
         min_age: float,
-        give_up_after: float = NEVER_STABLE_SECONDS,
+        give_up_after: float = DEFAULT_NEVER_STABLE_AFTER,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.stable_interval = stable_interval

@@ -32,6 +32,16 @@ MAX_IMAGES_PER_REQUEST: Final = 100
 MAX_IMAGE_BYTES: Final = 20 * 1024 * 1024
 MAX_REQUEST_BYTES: Final = 512 * 1024 * 1024
 
+# --- Taking files ------------------------------------------------------------
+
+# A file still changing this long after it was first seen is recorded failed
+# (`never_stable`): a writer that never finishes must not hold the watcher's
+# memory, nor hide behind a path that is "almost" ready.
+DEFAULT_NEVER_STABLE_AFTER: Final = 3600.0
+# A sidecar whose image has not arrived this long after it was first seen is
+# recorded failed on its own (`orphan_sidecar`) and moved to failed/.
+DEFAULT_ORPHAN_SIDECAR_AFTER: Final = 300.0
+
 LIST_LIMIT_DEFAULT: Final = 20
 LIST_LIMIT_MAX: Final = 100
 SEARCH_MAX_RESULTS_DEFAULT: Final = 10

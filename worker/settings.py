@@ -184,6 +184,22 @@ class IngestSettings(BaseSettings):
         gt=0,
         description="Seconds between full scans of the inbox (events can be missed).",
     )
+    never_stable_after: float = Field(
+        default=c.DEFAULT_NEVER_STABLE_AFTER,
+        gt=0,
+        description=(
+            "Seconds a file may keep changing after it was first seen; then it fails with"
+            " `never_stable`."
+        ),
+    )
+    orphan_sidecar_after: float = Field(
+        default=c.DEFAULT_ORPHAN_SIDECAR_AFTER,
+        gt=0,
+        description=(
+            "Seconds a sidecar may wait for its image (checked at each scan); then it fails"
+            " alone with `orphan_sidecar`."
+        ),
+    )
     max_image_bytes: int = Field(
         default=c.MAX_IMAGE_BYTES,
         ge=1,
