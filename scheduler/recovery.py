@@ -1,9 +1,13 @@
 """Picking up after a crash, once, when the watcher starts.
 
-Two gaps can open when the watcher dies mid-way:
+Three gaps can open when the watcher dies mid-way:
 - a file was claimed (moved into `work/`) but its row was never written:
   it is recorded now, with origin `recovery`, under the path its claim
   folder's name remembers;
+- a row was written final (failed, duplicate) but its bytes never left
+  `work/`: they are moved now (to failed/ with the reason file, or done/), and
+  `final_path` recorded; the same for a worker's settled rows left alone for
+  `RECOVERY_MOVE_GRACE` seconds (a worker that died between the two steps);
 - a row was written but never put in a batch: it is batched now.
 
 Only this inbox's claim folders are taken back (their names start with its
@@ -21,14 +25,19 @@ from dataclasses import dataclass
 
 from scheduler.batcher import Batcher
 from scheduler.claim import rel_dir_of_claim
-from scheduler.constants import RECOVERY_QUERY_LIMIT
+from scheduler.constants import RECOVERY_MOVE_GRACE, RECOVERY_QUERY_LIMIT
 from scheduler.describe import describe
 from scheduler.names import is_sidecar
 from scheduler.recorder import Recorder
 from scheduler.sidecar import DefaultsReader
 from worker.ledger import Ledger
 from worker.ledger.intake import known_work_paths, unbatched_files
+from worker.ledger.leftovers import unmoved_files
+from worker.ledger.uploads import set_final_path
 from worker.logs import get_logger
+from worker.outbox import file_done, file_failed
+from worker.settings import IngestSettings
+from worker.states import FileState
 
 log = get_logger(__name__)
 
@@ -115,6 +124,37 @@ def recover_claims(
     recorder.flush()
     log.info("recovery.claims", recorded=count, already_known=len(known))
     return count
+
+
+def finish_moves(
+    settings: IngestSettings, ledger: Ledger, *, work_dir: str, tag: str, now: float
+) -> int:
+    """Move the bytes of settled rows a crash left in this inbox's claim folders."""
+    rows = unmoved_files(ledger, work_prefix=os.path.join(work_dir, f"{tag}-"))
+    moves: list[tuple[int, str]] = []
+    for row in rows:
+        if not row.from_intake and now - row.updated_at < RECOVERY_MOVE_GRACE:
+            continue  # a live worker may be moving it right now
+        if not os.path.lexists(row.work_path):
+            continue
+        if row.state == FileState.FAILED:
+            final: str | None = file_failed(
+                settings,
+                work_path=row.work_path,
+                rel_path=row.path,
+                file_id=row.id,
+                reason=row.reason or "unknown",
+                message=row.message or "",
+                extra={"sha256": row.sha256, "origin": row.origin},
+            )
+        else:
+            final = file_done(settings, work_path=row.work_path, rel_path=row.path, file_id=row.id)
+        if final is not None:
+            moves.append((row.id, final))
+    set_final_path(ledger, moves, now=now)
+    if moves:
+        log.info("recovery.moves_finished", moved=len(moves))
+    return len(moves)
 
 
 def adopt_unbatched(ledger: Ledger, batcher: Batcher) -> int:

@@ -4,7 +4,8 @@ limit, no symbolic link followed, hidden folders skipped.
 Yields the `os.DirEntry` of every non-folder entry with a candidate name
 (symbolic links and other odd entries included: the caller refuses them, so
 they end up on record instead of silently ignored). A folder that cannot be
-read is logged and skipped; the walk carries on.
+read is logged and skipped; the walk carries on. Sidecars are not yielded; given
+a list, the walk appends their paths to it (for the orphan-sidecar check).
 """
 
 from __future__ import annotations
@@ -12,13 +13,13 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 
-from scheduler.names import is_candidate_name, is_hidden
+from scheduler.names import is_candidate_name, is_hidden, is_sidecar
 from worker.logs import get_logger
 
 log = get_logger(__name__)
 
 
-def walk(root: str) -> Iterator[os.DirEntry[str]]:
+def walk(root: str, sidecars: list[str] | None = None) -> Iterator[os.DirEntry[str]]:
     stack = [root]
     while stack:
         folder = stack.pop()
@@ -36,5 +37,7 @@ def walk(root: str) -> Iterator[os.DirEntry[str]]:
                         stack.append(entry.path)
                     elif is_candidate_name(name):
                         yield entry
+                    elif sidecars is not None and is_sidecar(name):
+                        sidecars.append(entry.path)
         except OSError as err:
             log.warning("walk.unreadable_folder", folder=folder, error=err.strerror)

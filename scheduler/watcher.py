@@ -35,14 +35,13 @@ from scheduler.constants import (
     MAX_CHECKS_PER_TICK,
     MAX_EVENTS_PER_TICK,
     MAX_TICK_SECONDS,
-    NEVER_STABLE_SECONDS,
     OVERFLOW_SCAN_MIN_GAP,
     STOP_TIMEOUT_SECONDS,
 )
 from scheduler.describe import describe
 from scheduler.events import EVENT_TYPES, InboxHandler, Item, Kind, OverflowAlarm
 from scheduler.recorder import Recorder
-from scheduler.recovery import adopt_unbatched, recover_claims
+from scheduler.recovery import adopt_unbatched, finish_moves, recover_claims
 from scheduler.sidecar import DefaultsReader, find_sidecar
 from scheduler.stability import StabilityTracker, Verdict
 from scheduler.walk import walk
@@ -71,6 +70,8 @@ class WatcherStats:
     recovered: int = 0
     adopted: int = 0
     overflows: int = 0  # the kernel dropped events: scanned early
+    orphan_sidecars: int = 0  # sidecars whose image never came, recorded failed alone
+    moves_finished: int = 0  # final files a crash had left in work/, moved at start
 
 
 class Watcher:
@@ -87,7 +88,7 @@ class Watcher:
         enqueue: Enqueue,
         clock: Callable[[], float] = time.time,
         *,
-        give_up_after: float = NEVER_STABLE_SECONDS,
+        give_up_after: float | None = None,
     ) -> None:
         self.settings = settings
         self.ledger = ledger
@@ -99,7 +100,7 @@ class Watcher:
         self.tracker = StabilityTracker(
             stable_interval=settings.stable_interval,
             min_age=settings.min_file_age,
-            give_up_after=give_up_after,
+            give_up_after=settings.never_stable_after if give_up_after is None else give_up_after,
             clock=clock,
         )
         self.batcher = Batcher(
@@ -113,6 +114,7 @@ class Watcher:
         self._queue: queue.SimpleQueue[Item] = queue.SimpleQueue()
         self._handler = InboxHandler(self.root, self._queue)
         self._refused: set[str] = set()  # in-place refusals, kept out of later scans
+        self._sidecars: dict[str, float] = {}  # sidecars left in the inbox -> first seen
         self._folders_ok: dict[str, bool] = {}
         self._next_scan = 0.0
         self._last_scan = 0.0
@@ -140,6 +142,9 @@ class Watcher:
             defaults=self.defaults,
             max_image_bytes=self.settings.max_image_bytes,
             clock=self.clock,
+        )
+        self.stats.moves_finished = finish_moves(
+            self.settings, self.ledger, work_dir=self.work_dir, tag=self.tag, now=self.clock()
         )
         self.stats.adopted = adopt_unbatched(self.ledger, self.batcher)
         observer: BaseObserver = (
@@ -268,7 +273,8 @@ class Watcher:
         self._drain(0)
         first = self.stats.scans == 0
         missed = 0
-        for entry in walk(self.root):
+        sidecars: list[str] = []
+        for entry in walk(self.root, sidecars):
             path = entry.path
             if path in self.tracker or path in self._refused:
                 continue
@@ -282,6 +288,79 @@ class Watcher:
         self.stats.scan_found_missed += missed
         log.info(
             "watcher.scan_found_missed", count=missed, start_scan=first, tracked=len(self.tracker)
+        )
+        self._check_sidecars(sidecars)
+
+    def _check_sidecars(self, found: list[str]) -> None:
+        """Sidecars still in the inbox at this scan: one first seen `orphan_sidecar_after`
+        ago with no image beside it to take it is recorded failed on its own.
+
+        An image takes its sidecar along when it is claimed, so a sidecar that stays
+        has no image yet. Scans are the clock: the bound is kept within one
+        `scan_interval`.
+        """
+        now = self.clock()
+        before = self._sidecars
+        self._sidecars = {p: before.get(p, now) for p in found if p not in self._refused}
+        limit = self.settings.orphan_sidecar_after
+        due = [(p, t) for p, t in self._sidecars.items() if now - t >= limit]
+        for path, since in due:
+            if self._has_image(path):
+                continue
+            del self._sidecars[path]
+            self._orphan(path, since, limit)
+
+    def _has_image(self, sidecar: str) -> bool:
+        """Whether an image that would take this sidecar (see `candidates`) is beside it."""
+        folder, name = os.path.split(sidecar)
+        stem = name[: -len(".json")]
+        try:
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    other = entry.name
+                    if other == name or entry.path in self._refused:
+                        continue
+                    owns = other == stem or os.path.splitext(other)[0] == stem
+                    if owns and not other.lower().endswith(".json"):
+                        return True
+        except OSError:
+            return False
+        return False
+
+    def _orphan(self, path: str, since: float, limit: float) -> None:
+        message = (
+            f"no image arrived for this sidecar within {limit:.0f} s (INGEST_ORPHAN_SIDECAR_AFTER)"
+        )
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return
+        work_path = path
+        if stat.S_ISREG(st.st_mode):
+            try:
+                claimed = claim(
+                    path, rel_path=self._rel(path), work_dir=self.work_dir, tag=self.tag
+                )
+            except OSError as err:
+                log.warning("watcher.claim_failed", path=path, error=err.strerror)
+                return
+            if claimed is None:
+                return
+            work_path = claimed.work_path
+        else:
+            self._refused.add(path)  # a link or other odd entry: recorded in place, never followed
+        self.stats.orphan_sidecars += 1
+        waited = round(self.clock() - since)
+        log.warning("watcher.orphan_sidecar", path=self._rel(path), waited=waited)
+        self.recorder.add(
+            self._failed(
+                path,
+                work_path=work_path,
+                origin=ORIGIN_SCAN,
+                seen_at=since,
+                reason=Reason.ORPHAN_SIDECAR,
+                message=message,
+            )
         )
 
     def _look(self, path: str) -> None:
