@@ -1,0 +1,39 @@
+"""Fault scenarios: where their summary rows go (pytest's tmp dir, never the repo),
+and the table of them at the end of the run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+RESULTS_NAME = "faults-results.jsonl"
+
+
+@pytest.fixture
+def results_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.getbasetemp() / RESULTS_NAME
+
+
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, config: pytest.Config
+) -> None:
+    factory = getattr(config, "_tmp_path_factory", None)
+    if factory is None:
+        return
+    path = factory.getbasetemp() / RESULTS_NAME
+    if not path.exists():
+        return
+    terminalreporter.section("fault scenarios")
+    terminalreporter.write_line(
+        f"{'scenario':<28} {'dropped':>7} {'terminal':>8} {'lost':>4} "
+        f"{'twice':>5} {'flagged':>7} {'wall s':>6}"
+    )
+    for line in path.read_text().splitlines():
+        t = json.loads(line)
+        terminalreporter.write_line(
+            f"{t['scenario']:<28} {t['dropped']:>7} {t['terminal']:>8} {t['lost']:>4} "
+            f"{t['uploaded_twice']:>5} {t['flagged']:>7} {t['wall_s']:>6}"
+        )
+    terminalreporter.write_line(f"(rows in {path})")

@@ -1,0 +1,238 @@
+"""What every fault scenario shares: dropping files, and the audit that decides,
+from the ledger and from what the stand-in server actually received, whether a
+file was lost or uploaded twice without being flagged.
+
+The audit counts from real data only:
+- dropped: the paths the test wrote into the inbox;
+- terminal: of those, rows in a final state (indexed, stored, duplicate, failed);
+- lost: dropped paths with no row, or a row not final;
+- uploaded twice: files whose sha256 the stand-in stored more than once (every
+  image listed through `GET /v1/images`, each one's sha256 from
+  `/_standin/images/{id}`);
+- flagged: rows marked `possible_duplicate`.
+The promise: lost == 0 and uploaded-twice files are a subset of flagged files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+from tests.support.images import image_bytes
+from tests.support.service import API_KEY, Service
+from worker.states import TERMINAL, FileState
+
+# Small, distinct images: the scenarios are about processes, not bytes.
+IMAGE_SIZE = (24, 16)
+PAGE = 100
+
+# Every knob the scenarios turn, back to quiet (the audit reads through /v1).
+QUIET = {
+    "fail_share": 0.0,
+    "drop_share": 0.0,
+    "latency": 0.0,
+    "latency_jitter": 0.0,
+    "burst_429_share": 0.0,
+}
+
+# Settings every scenario shares: no daily budget (the stand-in has no quota),
+# small batches so there are many requests, a short lease and requeue so the
+# sweep takes back a batch in seconds, not the production ten minutes.
+FAULT_ENV = {
+    "INGEST_UPLOADS_PER_DAY": "0",
+    "INGEST_BATCH_MAX_FILES": "10",
+    "INGEST_BATCH_MAX_WAIT": "0.5",
+    "INGEST_BATCH_LEASE": "5",
+    "INGEST_REQUEUE_AFTER": "5",
+    "INGEST_SWEEP_INTERVAL": "1.0",
+    "INGEST_SCAN_INTERVAL": "2.0",
+    "INGEST_MIN_FILE_AGE": "0.3",
+}
+STANDIN_ENV = {"STANDIN_INDEX_DELAY": "0.3"}
+
+
+def drop_files(inbox: Path, names: list[str], *, seed: int = 0) -> list[str]:
+    """Write each image whole (temp name, then rename), as a camera or rsync does."""
+    for i, rel in enumerate(names):
+        target = inbox / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(target.name + ".part")
+        tmp.write_bytes(image_bytes(seed + i, size=IMAGE_SIZE))
+        tmp.rename(target)
+    return names
+
+
+def file_names(n: int, prefix: str) -> list[str]:
+    return [f"{prefix}/{i % 4}/img-{i:04d}.jpg" for i in range(n)]
+
+
+def freeze_tree(pid: int) -> list[int]:
+    """SIGSTOP a process we started and every process under it (sockets stay open)."""
+    procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    for p in procs:
+        p.send_signal(signal.SIGSTOP)
+    return [p.pid for p in procs]
+
+
+def kill_tree(pid: int) -> list[int]:
+    """SIGKILL a process we started and every process under it, by pid.
+
+    The children are listed first, then the parent dies first: it never sees a
+    child die (a Celery main process would requeue the task), and no child lives
+    on to finish its request.
+    """
+    try:
+        children = psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        children = []
+    killed = []
+    for p in [pid, *(c.pid for c in children)]:
+        try:
+            os.kill(p, signal.SIGKILL)
+            killed.append(p)
+        except ProcessLookupError:
+            continue
+    for c in children:
+        try:
+            c.wait(timeout=5)
+        except (psutil.NoSuchProcess, psutil.TimeoutExpired, ChildProcessError):
+            continue
+    return killed
+
+
+def count_state(svc: Service, state: FileState) -> int:
+    return svc.counts()[state.value]
+
+
+@dataclass
+class Tally:
+    scenario: str
+    dropped: int
+    terminal: int
+    lost: int
+    uploaded_twice: int
+    flagged: int
+    wall_s: float
+    states: dict[str, int] = field(default_factory=dict)
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def row(self) -> str:
+        return (
+            f"{self.scenario:<28} dropped={self.dropped:<4} terminal={self.terminal:<4} "
+            f"lost={self.lost:<3} uploaded_twice={self.uploaded_twice:<3} "
+            f"flagged={self.flagged:<3} wall={self.wall_s:.1f}s"
+        )
+
+
+@dataclass
+class Audit:
+    tally: Tally
+    lost: list[str]
+    unflagged_twice: list[str]
+    strays: list[str]  # images on the server whose bytes no row has
+    wrong_image: list[str]  # rows whose image_id holds other bytes than the file's
+    unexplained_failures: list[str]  # failed rows without a reason and message
+    extra_rows: list[str]  # rows for paths nobody dropped, or a path twice
+
+
+def stored_images(svc: Service) -> dict[str, str]:
+    """image_id -> sha256 of every image the stand-in holds (faults turned off first)."""
+    svc.standin_post("/_standin/faults", QUIET)
+    headers = {"X-Api-Key": API_KEY}
+    ids: list[str] = []
+    with httpx.Client(base_url=svc.base_url, headers=headers, timeout=10) as client:
+        offset = 0
+        while True:
+            r = client.get("/v1/images", params={"limit": PAGE, "offset": offset})
+            r.raise_for_status()
+            body = r.json()
+            page = body["results"] if isinstance(body, dict) else body
+            ids.extend(item["image_id"] for item in page)
+            if len(page) < PAGE:
+                break
+            offset += PAGE
+        out: dict[str, str] = {}
+        for image_id in ids:
+            r = client.get(f"/_standin/images/{image_id}")
+            r.raise_for_status()
+            out[image_id] = r.json()["sha256"]
+    return out
+
+
+def audit(svc: Service, scenario: str, dropped: list[str], started: float) -> Audit:
+    wall = time.monotonic() - started
+    rows = svc.files()
+    paths = Counter(r.path for r in rows)
+    by_path = {r.path: r for r in rows}
+    expected = set(dropped)
+    lost = [p for p in dropped if p not in by_path or by_path[p].state not in TERMINAL]
+    terminal = sum(1 for p in dropped if p in by_path and by_path[p].state in TERMINAL)
+    extra = sorted({p for p in paths if p not in expected} | {p for p, n in paths.items() if n > 1})
+
+    images = stored_images(svc)
+    copies = Counter(images.values())
+    twice = sorted(r.path for r in rows if r.sha256 and copies[r.sha256] > 1)
+    flagged = sorted(r.path for r in rows if r.possible_duplicate)
+    known = {r.sha256 for r in rows}
+    strays = sorted(i for i, sha in images.items() if sha not in known)
+    wrong = sorted(
+        r.path for r in rows if r.image_id is not None and images.get(r.image_id) != r.sha256
+    )
+    unexplained = sorted(
+        r.path
+        for r in rows
+        if r.state == FileState.FAILED and not (r.reason and (r.message or "").strip())
+    )
+    states = dict(Counter(r.state for r in rows))
+    tally = Tally(
+        scenario=scenario,
+        dropped=len(dropped),
+        terminal=terminal,
+        lost=len(lost),
+        uploaded_twice=len(twice),
+        flagged=len(flagged),
+        wall_s=round(wall, 1),
+        states=states,
+        detail={
+            "images_stored": len(images),
+            "failed_reasons": dict(Counter(r.reason for r in rows if r.state == FileState.FAILED)),
+            "standin": svc.standin("/_standin/stats"),
+        },
+    )
+    return Audit(
+        tally=tally,
+        lost=lost,
+        unflagged_twice=sorted(set(twice) - set(flagged)),
+        strays=strays,
+        wrong_image=wrong,
+        unexplained_failures=unexplained,
+        extra_rows=extra,
+    )
+
+
+def report(tally: Tally, results: Path) -> None:
+    """One summary row, printed (pytest -s) and appended to pytest's tmp dir."""
+    print(f"\n[faults] {tally.row()}\n[faults] states={tally.states} {tally.detail}")
+    with results.open("a") as fh:
+        fh.write(json.dumps(asdict(tally)) + "\n")
+
+
+def assert_nothing_lost(a: Audit, svc: Service) -> None:
+    t = a.tally
+    why = f"{t.row()}\nstates={t.states}\n{t.detail}\n{svc.diagnose()}"
+    assert a.extra_rows == [], f"rows for unknown paths or a path twice: {a.extra_rows}\n{why}"
+    assert a.lost == [], f"lost: {a.lost}\n{why}"
+    assert t.terminal == t.dropped, why
+    assert a.unflagged_twice == [], f"uploaded twice, not flagged: {a.unflagged_twice}\n{why}"
+    assert a.wrong_image == [], f"image_id with other bytes: {a.wrong_image}\n{why}"
+    assert a.strays == [], f"images on the server no row knows: {a.strays}\n{why}"
+    assert a.unexplained_failures == [], f"failed without a reason: {a.unexplained_failures}"

@@ -1,0 +1,94 @@
+"""`kill -9` of the Celery worker in the middle of a batch upload.
+
+The stand-in is made slow (`latency`) so a request is surely in flight. When
+the ledger shows files `uploading`, the worker's main process and its pool
+children are frozen (SIGSTOP) with their requests sent; the stand-in finishes
+the latency, stores the images and answers into a socket nobody reads; then
+every one of those processes is killed (SIGKILL) by pid. This is the worst
+moment to die: the images are on the server, and the ledger cannot know. A
+new worker starts. Nothing tells the
+service what happened: the beat sweep must find the batch whose lease ran out
+(INGEST_BATCH_LEASE=5) and the batches whose messages died with the worker
+(INGEST_REQUEUE_AFTER=5), and send them again; the files whose request may
+have gone out are flagged `possible_duplicate`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from tests.faults.support import (
+    FAULT_ENV,
+    QUIET,
+    STANDIN_ENV,
+    assert_nothing_lost,
+    audit,
+    drop_files,
+    file_names,
+    freeze_tree,
+    kill_tree,
+    report,
+)
+from tests.support.service import Service, wait_for
+from worker.ledger.schema import File
+from worker.states import FileState
+
+pytestmark = [pytest.mark.slow]
+
+N = 60
+LATENCY = 4.0  # seconds each /v1 request waits at the stand-in before its work
+
+
+@pytest.fixture
+def service(tmp_path: Path, redis_url: str) -> Iterator[Service]:
+    svc = Service(tmp_path, redis_url, env=FAULT_ENV, standin_env=STANDIN_ENV)
+    try:
+        yield svc
+    finally:
+        svc.stop()
+
+
+def uploading(svc: Service) -> list[str]:
+    with svc.ledger.read() as s:
+        return list(s.scalars(select(File.path).where(File.state == FileState.UPLOADING)))
+
+
+@pytest.mark.timeout(150)
+def test_worker_killed_mid_upload_loses_nothing(service: Service, results_file: Path) -> None:
+    svc = service.start()
+    started = time.monotonic()
+    svc.standin_post("/_standin/faults", {"latency": LATENCY})
+    dropped = drop_files(svc.inbox, file_names(N, "kill"), seed=41_000)
+
+    wait_for(lambda: bool(uploading(svc)), 60, "a batch in flight", on_timeout=svc.diagnose)
+    time.sleep(1.0)  # the request is at the stand-in, inside its latency
+    worker = svc.child("worker")
+    frozen = freeze_tree(worker.pid)
+    in_flight = uploading(svc)  # frozen now: nobody is left to change them
+    time.sleep(LATENCY + 1.0)  # the stand-in stores the images and answers, unheard
+    killed = kill_tree(worker.pid)
+    assert set(frozen) <= set(killed), (frozen, killed)
+    assert worker.process.wait(10) == -9
+    assert len(killed) >= 2, killed  # the main process and at least one pool child
+    assert in_flight, "the kill landed outside any request"
+
+    svc.standin_post("/_standin/faults", QUIET)
+    svc.start_worker("worker-2")
+    svc.wait_terminal(N, timeout=90)
+
+    a = audit(svc, "worker kill -9 mid-upload", dropped, started)
+    a.tally.detail["in_flight_at_kill"] = len(in_flight)
+    # The frozen requests were stored: their files went up twice, and are flagged.
+    assert a.tally.uploaded_twice == len(in_flight), a.tally
+    report(a.tally, results_file)
+    assert_nothing_lost(a, svc)
+    rows = {r.path: r for r in svc.files()}
+    assert all(rows[p].possible_duplicate for p in in_flight), [
+        p for p in in_flight if not rows[p].possible_duplicate
+    ]
+    assert all(rows[p].state == FileState.INDEXED for p in dropped), a.tally.states
