@@ -128,7 +128,14 @@ def _rebuild_api_error(cls: type[ApiError], message: str, state: dict[str, Any])
 
 
 class ApiTransportError(ApiError, RetryableError):
-    """No HTTP answer arrived."""
+    """No HTTP answer arrived.
+
+    `maybe_sent`: the request may have reached the server, which may have done
+    its work (a timeout or a connection dropped mid-way). False only when no
+    connection was ever made, so nothing was sent.
+    """
+
+    maybe_sent: bool = True
 
 
 class ApiTimeout(ApiTransportError):

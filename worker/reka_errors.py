@@ -72,6 +72,13 @@ _STATUS_CLASSES: dict[int, type[ApiError]] = {
     429: ApiRateLimited,
 }
 
+# No connection was made, so no byte of the request reached the server.
+NOT_SENT: tuple[type[Exception], ...] = (
+    httpx.ConnectError,
+    httpx.ConnectTimeout,
+    httpx.PoolTimeout,
+)
+
 # Looked up along an exception's MRO: its nearest mapped ancestor decides.
 _TRANSPORT_CLASSES: dict[type[Exception], type[ApiError]] = {
     httpx.TimeoutException: ApiTimeout,
@@ -281,7 +288,10 @@ def translate_transport_error(
     cls = class_for_exception(exc)
     text = str(exc) or "no detail"
     message = scrub(f"{type(exc).__name__}: {_truncate(text)}{_where(exc)}", secrets)
-    return cls(message, request_id=request_id)
+    error = cls(message, request_id=request_id)
+    if isinstance(error, ApiTransportError) and isinstance(exc, NOT_SENT):
+        error.maybe_sent = False
+    return error
 
 
 def call_translated(

@@ -11,7 +11,9 @@ Outcomes by error:
         it again; the attempt is given back, so the quota never fails a file.
     passing (timeout, connection, 5xx)       -> the batch waits in the ledger for
         a time (backoff) and the beat sweep sends it again; after the last
-        attempt its files fail with `upload_failed`.
+        attempt its files fail with `upload_failed`. No answer at all (a timeout,
+        a connection dropped once made) flags the files `possible_duplicate`:
+        the server may have stored them.
     413, or 400 in a batch of several       -> split in two and try the halves,
         until the file at fault is alone; then it fails with the API's message.
     401                                      -> files fail with `auth_failed`, and
@@ -34,6 +36,7 @@ from worker.errors import (
     ApiError,
     ApiPayloadTooLarge,
     ApiRateLimited,
+    ApiTransportError,
     ApiValidationError,
     FileRejected,
     PermanentError,
@@ -228,6 +231,12 @@ def _retry_later(
     report.error = str(err)
     if isinstance(err, ApiError):
         report.request_id = err.request_id
+    if isinstance(err, ApiTransportError) and err.maybe_sent:
+        # No answer, but the server may have stored the images (a connection dropped
+        # after the work, a read timeout): the next send may make a second copy, and
+        # a file that fails now may still be on the server. Flagged before the
+        # release, so a death in between leaves the lease's flagging to do it.
+        ops.flag_possible_duplicates(rt.ledger, [f.id for f in files], now=rt.clock())
     if policy.exhausted(attempt):
         _fail(
             rt,

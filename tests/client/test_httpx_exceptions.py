@@ -140,6 +140,23 @@ def test_translation_class_and_split(cls: type[Exception]) -> None:
     assert isinstance(error, RetryableError) != isinstance(error, PermanentError)
 
 
+NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+
+@pytest.mark.parametrize("cls", ALL, ids=lambda cls: cls.__name__)
+def test_a_transport_error_says_whether_the_request_may_have_arrived(
+    cls: type[Exception],
+) -> None:
+    """Only a connection never made proves nothing was sent; everything else without
+    an answer (read timeout, a connection dropped) may have been stored. It
+    survives pickling, as Celery would carry it."""
+    error = translate_transport_error(build(cls))
+    if not isinstance(error, ApiTransportError):
+        return
+    rebuilt = pickle.loads(pickle.dumps(error))  # noqa: S301 - our own object
+    assert error.maybe_sent is rebuilt.maybe_sent is (not issubclass(cls, NOT_SENT))
+
+
 @pytest.mark.parametrize("cls", ALL, ids=lambda cls: cls.__name__)
 def test_translation_never_shows_the_key(cls: type[Exception]) -> None:
     error = translate_transport_error(build(cls), secrets=[API_KEY])

@@ -15,6 +15,7 @@ from standin.config import StandinConfig
 from standin.runner import RunningStandin, serve_in_thread
 from tests.support.clock import Clock
 from tests.support.images import image_bytes
+from worker.bundled_redis import free_port
 from worker.ledger import Ledger, open_ledger
 from worker.ledger.intake import NewFile, create_batch, record_files
 from worker.ledger.queries import list_files
@@ -183,6 +184,41 @@ def test_a_lease_that_ran_out_flags_possible_duplicates(rt: Runtime) -> None:
     again = claim_batch(rt.ledger, batch, now=rt.clock() + 61, lease=60)
     assert again is not None and again.outcome_unknown
     assert list_files(rt.ledger)[0].possible_duplicate
+
+
+def test_a_connection_dropped_after_the_server_stored_flags_possible_duplicates(
+    rt: Runtime, standin: RunningStandin
+) -> None:
+    """The server stored the images, the answer never came: the files are flagged
+    at once, so the copy the next send makes is accounted for (and so is a file
+    whose retries then run out, with its image on the server)."""
+    standin.state.faults.update({"drop_share": 1.0, "drop_when": "after"})
+    batch = stage(rt, [("d.jpg", image_bytes(60))])
+    report = upload_batch(rt, batch)
+    assert report.outcome == "deferred" and report.retry_at
+    row = list_files(rt.ledger)[0]
+    assert (row.state, row.possible_duplicate) == (FileState.QUEUED, True)
+    assert len(standin.state.store) == 1  # stored, and the client never learned its id
+
+    standin.state.faults.update({"drop_share": 0.0})
+    rt.clock.now = report.retry_at  # type: ignore[attr-defined]
+    assert upload_batch(rt, batch).outcome == "done"
+    assert len(standin.state.store) == 2  # a second copy: flagged
+    assert list_files(rt.ledger)[0].possible_duplicate
+
+
+def test_a_500_or_a_refused_connection_does_not_flag(
+    make_settings: Callable[..., Settings], standin: RunningStandin, redis_url: str
+) -> None:
+    """An answer (500) or no connection at all (refused): nothing was stored."""
+    standin.state.faults.update({"fail_share": 1.0})
+    for seed, base_url in enumerate((standin.base_url, f"http://127.0.0.1:{free_port()}")):
+        settings = make_settings(api_key=KEY, api_base_url=base_url, redis_url=redis_url)
+        rt = Runtime(settings, open_ledger(settings.ingest.ledger_url), clock=Clock())
+        batch = stage(rt, [(f"n{seed}.jpg", image_bytes(70 + seed))])
+        assert upload_batch(rt, batch).outcome == "deferred"
+        assert not any(f.possible_duplicate for f in list_files(rt.ledger)), base_url
+        rt.close()
 
 
 def test_polling_moves_files_to_their_final_state(rt: Runtime, standin: RunningStandin) -> None:

@@ -124,6 +124,17 @@ def mark_uploading(ledger: Ledger, file_ids: Sequence[int], *, now: float) -> No
         )
 
 
+def flag_possible_duplicates(ledger: Ledger, file_ids: Sequence[int], *, now: float) -> None:
+    """A request for these files may have been stored though no answer came back."""
+    ids = list(file_ids)
+    if not ids:
+        return
+    with ledger.write() as s:
+        s.execute(
+            update(File).where(File.id.in_(ids)).values(possible_duplicate=True, updated_at=now)
+        )
+
+
 def record_uploaded(
     ledger: Ledger, results: Sequence[Uploaded], *, request_id: str | None, now: float
 ) -> None:
