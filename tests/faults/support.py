@@ -83,6 +83,14 @@ def freeze_tree(pid: int) -> list[int]:
     return [p.pid for p in procs]
 
 
+def thaw(pids: list[int]) -> None:
+    for p in pids:
+        try:
+            os.kill(p, signal.SIGCONT)
+        except ProcessLookupError:
+            continue
+
+
 def kill_tree(pid: int) -> list[int]:
     """SIGKILL a process we started and every process under it, by pid.
 
@@ -109,8 +117,21 @@ def kill_tree(pid: int) -> list[int]:
     return killed
 
 
-def count_state(svc: Service, state: FileState) -> int:
-    return svc.counts()[state.value]
+def log_events(svc: Service, prefix: str, event: str) -> list[dict[str, Any]]:
+    """The JSON log records named `event` in the logs of children named `prefix*`."""
+    out = []
+    for path in sorted((svc.data_dir / "logs").glob(f"{prefix}*.log")):
+        for line in path.read_text(errors="replace").splitlines():
+            if line.startswith("{") and f'"{event}"' in line:
+                record = json.loads(line)
+                if record.get("event") == event:
+                    out.append(record)
+    return out
+
+
+def resent_by_sweep(svc: Service) -> int:
+    """Batches the beat sweep sent again (lost messages, dead workers, waits over)."""
+    return sum(int(r["sent"]) for r in log_events(svc, "worker", "sweep_batches"))
 
 
 @dataclass
@@ -206,6 +227,7 @@ def audit(svc: Service, scenario: str, dropped: list[str], started: float) -> Au
             "images_stored": len(images),
             "failed_reasons": dict(Counter(r.reason for r in rows if r.state == FileState.FAILED)),
             "standin": svc.standin("/_standin/stats"),
+            "resent_by_sweep": resent_by_sweep(svc),
         },
     )
     return Audit(
