@@ -9,21 +9,21 @@ from pathlib import Path
 import pytest
 
 RESULTS_NAME = "faults-results.jsonl"
+RESULTS = pytest.StashKey[Path]()
 
 
 @pytest.fixture
-def results_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.getbasetemp() / RESULTS_NAME
+def results_file(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.getbasetemp() / RESULTS_NAME
+    request.config.stash[RESULTS] = path
+    return path
 
 
 def pytest_terminal_summary(
     terminalreporter: pytest.TerminalReporter, config: pytest.Config
 ) -> None:
-    factory = getattr(config, "_tmp_path_factory", None)
-    if factory is None:
-        return
-    path = factory.getbasetemp() / RESULTS_NAME
-    if not path.exists():
+    path = config.stash.get(RESULTS, None)
+    if path is None or not path.exists():
         return
     terminalreporter.section("fault scenarios")
     terminalreporter.write_line(

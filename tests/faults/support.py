@@ -159,6 +159,9 @@ class Audit:
     tally: Tally
     lost: list[str]
     unflagged_twice: list[str]
+    # Rows with copies on the server their own image_id does not explain (a file
+    # that failed after a request was stored, or went twice), and no flag.
+    unflagged_unknown_copies: list[str]
     strays: list[str]  # images on the server whose bytes no row has
     wrong_image: list[str]  # rows whose image_id holds other bytes than the file's
     unexplained_failures: list[str]  # failed rows without a reason and message
@@ -204,6 +207,11 @@ def audit(svc: Service, scenario: str, dropped: list[str], started: float) -> Au
     twice = sorted(r.path for r in rows if r.sha256 and copies[r.sha256] > 1)
     flagged = sorted(r.path for r in rows if r.possible_duplicate)
     known = {r.sha256 for r in rows}
+    unknown_copies = sorted(
+        r.path
+        for r in rows
+        if r.sha256 and copies[r.sha256] - (1 if r.image_id in images else 0) > 0
+    )
     strays = sorted(i for i, sha in images.items() if sha not in known)
     wrong = sorted(
         r.path for r in rows if r.image_id is not None and images.get(r.image_id) != r.sha256
@@ -226,6 +234,7 @@ def audit(svc: Service, scenario: str, dropped: list[str], started: float) -> Au
         detail={
             "images_stored": len(images),
             "failed_reasons": dict(Counter(r.reason for r in rows if r.state == FileState.FAILED)),
+            "copies_unknown_to_ledger": len(unknown_copies),
             "standin": svc.standin("/_standin/stats"),
             "resent_by_sweep": resent_by_sweep(svc),
         },
@@ -234,6 +243,7 @@ def audit(svc: Service, scenario: str, dropped: list[str], started: float) -> Au
         tally=tally,
         lost=lost,
         unflagged_twice=sorted(set(twice) - set(flagged)),
+        unflagged_unknown_copies=sorted(set(unknown_copies) - set(flagged)),
         strays=strays,
         wrong_image=wrong,
         unexplained_failures=unexplained,
@@ -255,6 +265,9 @@ def assert_nothing_lost(a: Audit, svc: Service) -> None:
     assert a.lost == [], f"lost: {a.lost}\n{why}"
     assert t.terminal == t.dropped, why
     assert a.unflagged_twice == [], f"uploaded twice, not flagged: {a.unflagged_twice}\n{why}"
+    assert a.unflagged_unknown_copies == [], (
+        f"on the server unbeknown to the ledger, not flagged: {a.unflagged_unknown_copies}\n{why}"
+    )
     assert a.wrong_image == [], f"image_id with other bytes: {a.wrong_image}\n{why}"
     assert a.strays == [], f"images on the server no row knows: {a.strays}\n{why}"
     assert a.unexplained_failures == [], f"failed without a reason: {a.unexplained_failures}"

@@ -30,7 +30,7 @@ from tests.faults.support import (
     report,
 )
 from tests.support.service import Service
-from worker.states import FileState
+from worker.states import FileState, Reason
 
 pytestmark = [pytest.mark.slow]
 
@@ -50,7 +50,8 @@ def service(tmp_path: Path, redis_url: str) -> Iterator[Service]:
     svc = Service(
         tmp_path,
         redis_url,
-        env={**FAULT_ENV, "INGEST_BATCH_MAX_FILES": "5"},
+        # Few retries, so some batches run out of them (4 attempts, ~2% of batches).
+        env={**FAULT_ENV, "INGEST_BATCH_MAX_FILES": "5", "INGEST_UPLOAD_MAX_RETRIES": "3"},
         standin_env=STANDIN_ENV,
     )
     try:
@@ -105,3 +106,7 @@ def test_a_faulty_api_loses_nothing_and_flags_what_went_twice(
     assert stats["connections_dropped"] > 0, stats
     states = a.tally.states
     assert set(states) <= {FileState.INDEXED, FileState.FAILED}, states
+    for row in svc.files():
+        if row.state == FileState.FAILED:  # retries ran out: said so, in words
+            assert row.reason == Reason.UPLOAD_FAILED, (row.path, row.reason, row.message)
+            assert (row.message or "").startswith("gave up after 4 attempts"), row.message
