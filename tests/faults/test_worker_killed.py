@@ -24,7 +24,6 @@ from sqlalchemy import select
 
 from tests.faults.support import (
     FAULT_ENV,
-    QUIET,
     STANDIN_ENV,
     assert_nothing_lost,
     audit,
@@ -33,6 +32,7 @@ from tests.faults.support import (
     freeze_tree,
     kill_tree,
     report,
+    stored_images,
 )
 from tests.support.service import Service, wait_for
 from worker.ledger.schema import File
@@ -53,9 +53,13 @@ def service(tmp_path: Path, redis_url: str) -> Iterator[Service]:
         svc.stop()
 
 
-def uploading(svc: Service) -> list[str]:
+def uploading(svc: Service) -> dict[str, str]:
+    """path -> sha256 of the files whose request is (or may be) in flight."""
     with svc.ledger.read() as s:
-        return list(s.scalars(select(File.path).where(File.state == FileState.UPLOADING)))
+        rows = s.execute(
+            select(File.path, File.sha256).where(File.state == FileState.UPLOADING)
+        ).all()
+    return {r.path: r.sha256 or "" for r in rows}
 
 
 @pytest.mark.timeout(150)
@@ -70,23 +74,28 @@ def test_worker_killed_mid_upload_loses_nothing(service: Service, results_file: 
     worker = svc.child("worker")
     frozen = freeze_tree(worker.pid)
     in_flight = uploading(svc)  # frozen now: nobody is left to change them
-    time.sleep(LATENCY + 1.0)  # the stand-in stores the images and answers, unheard
+    assert in_flight, "the freeze landed outside any request"
+    # The stand-in sits out the latency, stores the images and answers, unheard.
+    wait_for(
+        lambda: set(in_flight.values()) <= set(stored_images(svc).values()),
+        LATENCY + 15,
+        "the frozen requests to be stored",
+        on_timeout=svc.diagnose,
+    )
     killed = kill_tree(worker.pid)
     assert set(frozen) <= set(killed), (frozen, killed)
     assert worker.process.wait(10) == -9
     assert len(killed) >= 2, killed  # the main process and at least one pool child
-    assert in_flight, "the kill landed outside any request"
 
-    svc.standin_post("/_standin/faults", QUIET)
     svc.start_worker("worker-2")
     svc.wait_terminal(N, timeout=90)
 
     a = audit(svc, "worker kill -9 mid-upload", dropped, started)
     a.tally.detail["in_flight_at_kill"] = len(in_flight)
-    # The frozen requests were stored: their files went up twice, and are flagged.
-    assert a.tally.uploaded_twice == len(in_flight), a.tally
     report(a.tally, results_file)
     assert_nothing_lost(a, svc)
+    # The frozen requests were stored: exactly their files went up twice, flagged.
+    assert a.tally.uploaded_twice == len(in_flight), a.tally
     rows = {r.path: r for r in svc.files()}
     assert all(rows[p].possible_duplicate for p in in_flight), [
         p for p in in_flight if not rows[p].possible_duplicate
