@@ -48,6 +48,9 @@ def create_app(settings: Settings | None = None, *, name: str = "reka_ingest") -
         "accept_content": ["json"],
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
+        # A task whose channel is gone can no longer be acknowledged and will be
+        # delivered again; stop it rather than let it finish twice (Celery 6's default).
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
         "worker_prefetch_multiplier": 1,
         "worker_concurrency": ingest.worker_concurrency,
         "worker_hijack_root_logger": False,

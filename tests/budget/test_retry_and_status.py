@@ -22,6 +22,7 @@ from worker.celery_app import UPLOAD_QUEUE
 from worker.constants import RATE_LIMIT_WINDOW_SECONDS as DAY
 from worker.errors import RateLimitInfo
 from worker.ledger.queries import list_files
+from worker.ledger.uploads import flag_possible_duplicates
 from worker.poller import poll_due
 from worker.runtime import Runtime
 from worker.states import FileState, Reason
@@ -58,6 +59,8 @@ def test_files_refused_for_a_wrong_key_are_retried_after_the_key_is_fixed(
     failed_bytes = [Path((r.final_path or "").removesuffix(".error.json")) for r in rows]
     assert all(p.is_file() for p in failed_bytes)
     failed_bytes[2].unlink()  # one file the user deleted meanwhile: it cannot be retried
+    # One file's earlier request may have reached the server: the retry keeps saying so.
+    flag_possible_duplicates(wrong.ledger, [rows[0].id], now=clock())
 
     use_env(monkeypatch, wrong, REKA_API_KEY=KEY)  # the key is fixed
     result = CliRunner().invoke(app, ["retry", "--reason", "auth_failed"])
@@ -69,6 +72,7 @@ def test_files_refused_for_a_wrong_key_are_retried_after_the_key_is_fixed(
     rows = list_files(wrong.ledger)
     queued = [r for r in rows if r.state == FileState.QUEUED]
     assert len(queued) == 2
+    assert {r.id: r.possible_duplicate for r in queued} == {rows[0].id: True, rows[1].id: False}
     for r in queued:
         assert (r.reason, r.message, r.final_path) == (None, None, None)
         assert Path(r.work_path).is_relative_to(wrong.settings.ingest.work_dir)

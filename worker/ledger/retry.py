@@ -91,7 +91,8 @@ def requeue_failed(ledger: Ledger, files: Sequence[Requeue], *, now: float) -> l
                     indexed_at=None,
                     next_poll_at=None,
                     poll_delay=None,
-                    possible_duplicate=False,
+                    # possible_duplicate is kept: an earlier request may have put
+                    # these bytes on the server, and the retry may add a second copy.
                     updated_at=now,
                 )
             )
