@@ -10,9 +10,9 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import threading
 import time
 from pathlib import Path
-from types import FrameType
 
 import typer
 
@@ -35,14 +35,6 @@ log = get_logger(__name__)
 
 STATUS_EVERY = 10.0  # seconds between the one-line progress reports
 STANDIN_START_TIMEOUT = 20.0
-
-
-class _Stop(Exception):
-    """Raised by the SIGTERM handler to leave the supervision loop."""
-
-
-def _on_sigterm(_signum: int, _frame: FrameType | None) -> None:
-    raise _Stop
 
 
 def _wait_for_port(port: int, timeout: float) -> bool:
@@ -71,7 +63,12 @@ def command() -> None:
     env["INGEST_INBOX"] = str(inbox)
     supervisor = Supervisor(data_dir / "logs")
     lines: list[tuple[str, str]] = []
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    # Ctrl-C and SIGTERM only set an event: an exception raised at an arbitrary
+    # point could land inside a lock (the ledger's pool) and hang the shutdown.
+    stop = threading.Event()
+    previous = {
+        sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
+    }
     try:
         lines.append(_start_redis(supervisor, settings, data_dir))
         if settings.reka.api_key is None:
@@ -94,11 +91,11 @@ def command() -> None:
         typer.echo("reka-ingest is running. Ctrl-C stops everything.")
         for key_name, value in lines:
             typer.echo(f"  {key_name.ljust(width)}  {value}")
-        _supervise(supervisor, ingest.ledger_url)
-    except (KeyboardInterrupt, _Stop):
+        _supervise(supervisor, ingest.ledger_url, stop)
         typer.echo("\nstopping ...")
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         supervisor.stop_all()
         typer.echo("stopped.")
 
@@ -142,11 +139,12 @@ def _start_standin(supervisor: Supervisor, env: dict[str, str]) -> list[tuple[st
     ]
 
 
-def _supervise(supervisor: Supervisor, ledger_url: str) -> None:
+def _supervise(supervisor: Supervisor, ledger_url: str, stop: threading.Event) -> None:
+    """Until `stop` is set: notice a child that died, print progress now and then."""
     ledger = open_ledger(ledger_url, migrate=False)
     last_line, next_report = "", time.monotonic() + STATUS_EVERY
     try:
-        while True:
+        while not stop.wait(0.5):
             dead = supervisor.dead()
             if dead:
                 names = ", ".join(f"{c.name} (exit {c.process.returncode})" for c in dead)
@@ -158,7 +156,6 @@ def _supervise(supervisor: Supervisor, ledger_url: str) -> None:
                 if line and line != last_line:
                     typer.echo(f"[{time.strftime('%H:%M:%S')}] {line}")
                     last_line = line
-            time.sleep(0.5)
     finally:
         ledger.dispose()
 

@@ -9,6 +9,8 @@ Reading is split from drawing: `take_snapshot` reads the ledger and Redis,
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -188,7 +190,16 @@ def watch(
     refresh: float = REFRESH_SECONDS,
     clock: Callable[[], float] = time.time,
 ) -> None:
-    """Draw the live view until Ctrl-C."""
+    """Draw the live view until Ctrl-C (or SIGTERM).
+
+    The signal only sets an event: a KeyboardInterrupt raised at an arbitrary
+    point could land inside Rich's or the connection pool's lock and leave it
+    held, hanging the exit.
+    """
+    stop = threading.Event()
+    previous = {
+        sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
+    }
     ledger = open_ledger(settings.ingest.ledger_url, migrate=False)
     client = redis_client(settings.ingest.broker_url)
     try:
@@ -199,11 +210,10 @@ def watch(
             screen=False,
             transient=False,
         ) as live:
-            while True:
-                time.sleep(refresh)
+            while not stop.wait(refresh):
                 live.update(render(take_snapshot(ledger, client, now=clock())))
-    except KeyboardInterrupt:
-        pass  # Ctrl-C is how the view ends; Live has restored the terminal
     finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         client.close()
         ledger.dispose()
