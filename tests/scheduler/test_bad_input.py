@@ -97,6 +97,7 @@ def test_the_never_stable_bound_is_the_setting(
             writer.join()
     row = files_by_path(ledger)["forever.jpg"]
     assert (row.state, row.reason) == (FileState.FAILED, Reason.NEVER_STABLE)
+    assert row.sha256 is None  # never hashed: it was never whole
     assert (settings.failed_path / "forever.jpg.error.json").exists()
 
 

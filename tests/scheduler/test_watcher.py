@@ -10,7 +10,6 @@ import json
 import logging
 import os
 import queue
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -301,36 +300,6 @@ def test_bad_input_is_recorded_and_goes_to_the_outbox(
     assert rows["folder.jpg/inner.jpg"].state == FileState.QUEUED
     assert "folder.jpg" not in rows
     assert inbox_files(inbox) == ["link.jpg"]
-
-
-def test_a_file_that_never_settles_is_failed_as_never_stable(
-    fast_settings: Callable[..., IngestSettings], ledger: Ledger, running: Any
-) -> None:
-    settings = fast_settings()
-    target = settings.inbox / "forever.jpg"
-    watcher = Watcher(settings, ledger, no_enqueue, give_up_after=1.5)
-    stop = threading.Event()
-
-    def keep_writing() -> None:
-        with target.open("ab") as fh:
-            while not stop.is_set():
-                fh.write(b"x" * 100)
-                fh.flush()
-                time.sleep(0.05)
-
-    writer = threading.Thread(target=keep_writing)
-    with running(watcher):
-        writer.start()
-        try:
-            wait_for(lambda: watcher.recorder.totals.failed >= 1)
-        finally:
-            stop.set()
-            writer.join()
-    row = files_by_path(ledger)["forever.jpg"]
-    assert (row.state, row.reason) == (FileState.FAILED, Reason.NEVER_STABLE)
-    assert row.sha256 is None
-    assert (settings.failed_path / "forever.jpg.error.json").exists()
-    assert watcher.stats.never_stable == 1
 
 
 def test_the_handler_survives_its_own_errors(tmp_path: Path) -> None:
