@@ -32,8 +32,9 @@ _stdlib_log = logging.getLogger(__name__)  # a cheap level check before a per-ev
 
 
 class Kind(IntEnum):
-    CHANGED = 1  # created, written to, or moved into place
+    CHANGED = 1  # created or written to
     CLOSED = 2  # closed after writing (inotify only)
+    MOVED = 3  # renamed into place (from inside the inbox or from elsewhere)
 
 
 Item = tuple[Kind, str]
@@ -65,7 +66,8 @@ class InboxHandler(FileSystemEventHandler):
             if event.is_directory:
                 return
             if isinstance(event, FileMovedEvent):
-                path, kind = _text(event.dest_path), Kind.CHANGED
+                # dest_path is empty for a file moved out (its IN_MOVED_FROM alone).
+                path, kind = _text(event.dest_path), Kind.MOVED
             elif isinstance(event, FileClosedEvent):
                 path, kind = _text(event.src_path), Kind.CLOSED
             elif isinstance(event, FileCreatedEvent | FileModifiedEvent):

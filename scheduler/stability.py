@@ -11,6 +11,11 @@ A path is **whole** when both hold:
   how long we have seen it unchanged when the mtime lies in the future, as on a
   share whose clock runs ahead).
 
+A rename into the inbox (IN_MOVED_TO) counts as a close: moving a finished
+file into place is how careful writers publish one, so the move stands in for
+the second look, and the file is looked at once, at once (its mtime is
+usually old already, when it was written elsewhere first).
+
 A close never skips the age rule: a writer that reopens the file for every
 chunk closes it many times before it is done. A path still not whole
 `give_up_after` seconds after it was first seen is reported never-stable.
@@ -122,6 +127,21 @@ class StabilityTracker:
         if entry.sig is None or due < entry.due:
             entry.due = due
             self._push(path, entry)
+
+    def moved(self, path: str, origin: str) -> None:
+        """A file was renamed into place: look now; the move counts as a close.
+
+        Unlike `closed`, the mtime is not assumed to be now (the file was most
+        likely written elsewhere earlier), so the first look can find it whole.
+        """
+        now = self.clock()
+        entry = self._entries.get(path)
+        if entry is None:
+            entry = self._entries[path] = _Entry(origin=origin, first_seen=now, due=now)
+        entry.closed_at = now
+        entry.sig = None  # what is there now is another file than any earlier look saw
+        entry.due = now
+        self._push(path, entry)
 
     def forget(self, path: str) -> None:
         self._entries.pop(path, None)

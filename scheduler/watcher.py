@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import queue
 import stat
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -72,6 +73,15 @@ class WatcherStats:
     overflows: int = 0  # the kernel dropped events: scanned early
     orphan_sidecars: int = 0  # sidecars whose image never came, recorded failed alone
     moves_finished: int = 0  # final files a crash had left in work/, moved at start
+
+
+def _native_observer() -> BaseObserver:
+    """inotify with O(1) move pairing on Linux (see scheduler.inotify), else watchdog's pick."""
+    if sys.platform == "linux":
+        from scheduler.inotify import InboxObserver  # noqa: PLC0415 - imports Linux-only modules
+
+        return InboxObserver()
+    return Observer()  # type: ignore[unreachable,unused-ignore]  # mypy checks for Linux only
 
 
 class Watcher:
@@ -150,7 +160,7 @@ class Watcher:
         observer: BaseObserver = (
             PollingObserver(timeout=self.settings.polling_interval)
             if self.settings.observer is ObserverKind.POLLING
-            else Observer()
+            else _native_observer()
         )
         observer.schedule(self._handler, self.root, recursive=True, event_filter=EVENT_TYPES)
         self._alarm.attach()
@@ -258,6 +268,8 @@ class Watcher:
             if path not in self._refused:
                 if kind is Kind.CLOSED:
                     self.tracker.closed(path, ORIGIN_EVENT)
+                elif kind is Kind.MOVED:
+                    self.tracker.moved(path, ORIGIN_EVENT)
                 else:
                     self.tracker.seen(path, ORIGIN_EVENT)
             if taken >= MAX_EVENTS_PER_TICK:

@@ -125,12 +125,9 @@ async def upload(call: Call) -> Reply:
     base = request.base_url
     return json_reply(
         {
-            "results": [
-                image_json(
-                    r, base, IndexingStatus.IN_PROGRESS if r.index else IndexingStatus.NOT_INDEXED
-                )
-                for r in records
-            ]
+            # What each image is at this moment, as a get would say: 1 while its index
+            # delay runs, and already 2 (or 3) when the delay is 0.
+            "results": [image_json(r, base, current_status(r, now)) for r in records]
         }
     )
 

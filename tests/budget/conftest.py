@@ -60,7 +60,9 @@ def upload_quota() -> int:
 
 @pytest.fixture
 def standin(clock: Clock, upload_quota: int) -> Iterator[RunningStandin]:
-    config = StandinConfig(api_keys=(KEY,), port=0, seed=1, upload_quota=upload_quota)
+    config = StandinConfig(
+        api_keys=(KEY,), port=0, seed=1, upload_quota=upload_quota, index_delay=1.0
+    )
     with serve_in_thread(config, clock=clock) as server:
         yield server
 

@@ -126,6 +126,37 @@ def test_a_close_followed_by_more_writes_does_not_count(clock: Clock) -> None:
     assert t.next_due() == pytest.approx(clock.now + 10.0)
 
 
+def test_a_file_moved_in_with_an_old_mtime_is_whole_at_the_first_look(clock: Clock) -> None:
+    t = tracker(clock, stable=10.0, min_age=1.0)
+    t.seen("a.jpg", "event")  # created as a link or a .part elsewhere, then renamed
+    t.moved("a.jpg", "event")
+    assert t.due(10) == ["a.jpg"]  # at once: no stable_interval, no min_age wait
+    assert t.check("a.jpg", sig(100, clock.now - 30)) is Verdict.WHOLE
+
+
+def test_a_file_moved_in_fresh_still_waits_for_min_age(clock: Clock) -> None:
+    t = tracker(clock, stable=10.0, min_age=1.0)
+    written = clock.now - 0.2
+    t.moved("a.jpg", "event")
+    assert t.due(10) == ["a.jpg"]
+    assert t.check("a.jpg", sig(100, written)) is Verdict.WAIT
+    assert t.next_due() == pytest.approx(written + 1.0)  # the age rule, not stable_interval
+    clock.now = written + 1.0
+    assert t.due(10) == ["a.jpg"]
+    assert t.check("a.jpg", sig(100, written)) is Verdict.WHOLE
+
+
+def test_a_file_written_after_its_move_in_is_not_taken_on_the_move(clock: Clock) -> None:
+    t = tracker(clock, stable=10.0, min_age=1.0)
+    t.moved("a.jpg", "event")
+    moved_at = clock.now
+    clock.now += 2.0
+    assert t.due(10) == ["a.jpg"]
+    # written again after the move (mtime newer than it): the full stable_interval applies
+    assert t.check("a.jpg", sig(200, moved_at + 0.5)) is Verdict.WAIT
+    assert t.next_due() == pytest.approx(clock.now + 10.0)
+
+
 def test_a_future_mtime_falls_back_to_how_long_we_saw_it_unchanged(clock: Clock) -> None:
     t = tracker(clock, stable=0.5, min_age=2.0)
     skewed = clock.now + 3600  # a share whose clock runs an hour ahead

@@ -31,7 +31,7 @@ def test_upload_returns_one_image_per_file_with_all_four_keys(api: Api, jpegs: l
     assert len(results) == 3
     for image in results:
         assert set(image) == IMAGE_KEYS
-        assert image["indexing_status"] == IndexingStatus.IN_PROGRESS
+        assert image["indexing_status"] == IndexingStatus.INDEXED  # index delay 0: done at once
         assert image["upload_timestamp"] == api.server.state.clock()
         uuid.UUID(image["image_id"])
     assert len({image["image_id"] for image in results}) == 3

@@ -37,7 +37,9 @@ def clock() -> Clock:
 
 @pytest.fixture
 def standin(clock: Clock) -> Iterator[RunningStandin]:
-    with serve_in_thread(StandinConfig(api_keys=(KEY,), port=0, seed=1), clock=clock) as server:
+    # Indexing takes a moment (on this clock), so uploads answer 1 and the poller has work.
+    config = StandinConfig(api_keys=(KEY,), port=0, seed=1, index_delay=1.0)
+    with serve_in_thread(config, clock=clock) as server:
         yield server
 
 

@@ -1,0 +1,154 @@
+"""The inbox's inotify observer: the indexed move grouper keeps watchdog's contract
+(order, pairing, the hold on an unpaired IN_MOVED_FROM), and the real observer
+still reports renames, moves in (as moves with no source) and moved folders."""
+
+from __future__ import annotations
+
+import os
+import queue
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify is Linux's")
+
+if sys.platform.startswith("linux"):
+    from watchdog.observers.inotify_c import InotifyConstants, InotifyEvent
+    from watchdog.observers.inotify_move_event_grouper import PathedInotifyEvent
+
+    from scheduler.inotify import InboxObserver, IndexedMoveGrouper
+
+DELAY = 0.3
+
+
+def ev(mask: int, name: str, cookie: int = 0) -> PathedInotifyEvent:
+    event = InotifyEvent(1, mask, cookie, name.encode())  # type: ignore[arg-type]
+    return PathedInotifyEvent(event, b"/in/" + name.encode())
+
+
+def created(name: str) -> PathedInotifyEvent:
+    return ev(InotifyConstants.IN_CREATE, name)
+
+
+def moved_from(name: str, cookie: int) -> PathedInotifyEvent:
+    return ev(InotifyConstants.IN_MOVED_FROM, name, cookie)
+
+
+def moved_to(name: str, cookie: int) -> PathedInotifyEvent:
+    return ev(InotifyConstants.IN_MOVED_TO, name, cookie)
+
+
+def test_a_paired_move_comes_out_as_one_tuple_in_the_place_of_its_second_half() -> None:
+    g = IndexedMoveGrouper(delay=DELAY)
+    src, dst, before, after = moved_from("a.part", 7), moved_to("a", 7), created("x"), created("y")
+    for e in (before, src, after, dst):
+        g.put_event(e)
+    started = time.monotonic()
+    assert [g.read_event() for _ in range(3)] == [before, after, (src, dst)]
+    assert time.monotonic() - started < DELAY  # the paired FROM held nothing back
+    assert len(g) == 0
+
+
+def test_an_unpaired_move_from_is_held_for_the_delay_and_keeps_its_place() -> None:
+    g = IndexedMoveGrouper(delay=DELAY)
+    gone, behind = moved_from("claimed", 9), created("next")
+    g.put_event(gone)
+    g.put_event(behind)
+    assert g.get_queued_moved_from_event(9) == gone
+    started = time.monotonic()
+    assert g.read_event() == gone
+    assert time.monotonic() - started >= DELAY * 0.9
+    assert g.read_event() == behind
+    assert g.get_queued_moved_from_event(9) is None
+
+
+def test_an_unpaired_move_to_passes_at_once_and_cookies_do_not_mix() -> None:
+    g = IndexedMoveGrouper(delay=DELAY)
+    arrival, other = moved_to("from-outside", 3), moved_from("b", 4)
+    g.put_event(arrival)
+    g.put_event(other)
+    assert g.read_event() == arrival
+    assert g.get_queued_moved_from_event(3) is None
+    assert g.get_queued_moved_from_event(4) == other
+
+
+def test_a_pairing_wakes_a_reader_waiting_on_the_held_head() -> None:
+    g = IndexedMoveGrouper(delay=5.0)
+    src, dst = moved_from("c.part", 11), moved_to("c", 11)
+    g.put_event(src)
+    out: queue.SimpleQueue[object] = queue.SimpleQueue()
+    reader = threading.Thread(target=lambda: out.put(g.read_event()))
+    reader.start()
+    time.sleep(0.1)
+    g.put_event(dst)
+    assert out.get(timeout=2.0) == (src, dst)  # long before the 5 s hold
+    reader.join()
+
+
+def test_close_releases_a_waiting_reader_and_discard_forgets_everything() -> None:
+    g = IndexedMoveGrouper(delay=DELAY)
+    g.put_event(moved_from("d", 12))
+    g.discard_pending_events()
+    assert len(g) == 0
+    assert g.get_queued_moved_from_event(12) is None
+    out: queue.SimpleQueue[object] = queue.SimpleQueue()
+    reader = threading.Thread(target=lambda: out.put(g.read_event()))
+    reader.start()
+    g.close()
+    assert out.get(timeout=2.0) is None
+    reader.join()
+
+
+class Collect(FileSystemEventHandler):
+    def __init__(self) -> None:
+        self.events: queue.SimpleQueue[FileSystemEvent] = queue.SimpleQueue()
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if not event.is_directory and event.event_type != "modified":
+            self.events.put(event)
+
+    def until(self, wanted: tuple[str, str, str], timeout: float = 5.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                e = self.events.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            if (e.event_type, os.fsdecode(e.src_path), os.fsdecode(e.dest_path)) == wanted:
+                return
+        raise AssertionError(f"no event {wanted}")
+
+
+def test_the_real_observer_reports_renames_arrivals_and_files_in_moved_folders(
+    tmp_path: Path,
+) -> None:
+    inbox, outside = tmp_path / "inbox", tmp_path / "outside"
+    inbox.mkdir()
+    outside.mkdir()
+    handler = Collect()
+    observer = InboxObserver()
+    observer.schedule(handler, str(inbox), recursive=True)
+    observer.start()
+    try:
+        emitter = next(iter(observer.emitters))
+        assert isinstance(emitter._inotify._move_event_grouper, IndexedMoveGrouper)  # type: ignore[attr-defined]
+        (inbox / "a.part").write_bytes(b"x")
+        os.rename(inbox / "a.part", inbox / "a.jpg")
+        handler.until(("moved", str(inbox / "a.part"), str(inbox / "a.jpg")))
+        (outside / "b.jpg").write_bytes(b"y")
+        os.rename(outside / "b.jpg", inbox / "b.jpg")
+        handler.until(("moved", "", str(inbox / "b.jpg")))  # full events: a move, no source
+        (inbox / "old").mkdir()
+        time.sleep(0.2)  # its watch is in place
+        os.rename(inbox / "old", inbox / "new")
+        time.sleep(0.2)
+        (inbox / "new" / "c.jpg").write_bytes(b"z")
+        handler.until(("created", str(inbox / "new" / "c.jpg"), ""))
+    finally:
+        observer.stop()
+        observer.join(5)
+    assert not observer.is_alive()
