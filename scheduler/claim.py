@@ -1,14 +1,20 @@
-"""Taking a whole file: one atomic rename out of the inbox into its own claim folder.
+"""Taking a whole file: one atomic rename out of the inbox into a claim folder.
 
-`work/<claim>/NAME`: the rename is the claim. Whoever's rename succeeds owns
-the file; a rename that finds the file gone lost the race (or the file was
+`work/<claim folder>/NAME`: the rename is the claim. Whoever's rename succeeds
+owns the file; a rename that finds the file gone lost the race (or the file was
 deleted) and is skipped without an error. The sidecar, if any, is moved into
 the same claim folder after the image, so it travels with it from then on.
 
-A claim folder's name is `<inbox tag>-<random>[.<relative folder, base64url>]`:
-the tag says which inbox claimed it (recovery after a crash takes back only its
-own), the encoded folder lets recovery restore the path the user dropped the
-file under (left out when the name would grow too long).
+A claim folder's name is `<inbox tag>-<process token><counter>[.<relative
+folder, base64url>]`: the tag says which inbox claimed it (recovery after a
+crash takes back only its own), the encoded folder lets recovery restore the
+path the user dropped the file under (left out when the name would grow too
+long). `ClaimFolders` keeps one folder open per relative folder and puts many
+claims in it (a `mkdir` per file was the watcher's largest cost after hashing,
+and the worker's `rmdir` per file its largest of all); it opens a new one when
+a name, or a sidecar name one of its images could own, is already there, so
+in any claim folder each sidecar belongs to exactly one image. Workers remove
+a claim folder once it is empty; the watcher's scans remove what is left.
 
 The rename is atomic only within one filesystem, so `check_same_filesystem`
 runs at start and names the two settings when the inbox and the work area are
@@ -19,15 +25,21 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import hashlib
 import itertools
 import os
 import uuid
-from dataclasses import dataclass
+from collections import OrderedDict
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from scheduler.constants import HASH_CHUNK_BYTES, INBOX_TAG_CHARS, MAX_CLAIM_NAME
+from scheduler.constants import (
+    CLAIM_FOLDER_FILES,
+    HASH_CHUNK_BYTES,
+    INBOX_TAG_CHARS,
+    MAX_CLAIM_NAME,
+    MAX_OPEN_CLAIM_FOLDERS,
+)
 from worker.errors import SettingsError
 from worker.settings import IngestSettings
 
@@ -100,22 +112,88 @@ def rel_dir_of_claim(name: str) -> str:
     return os.path.join(*parts) if parts else ""
 
 
+def sidecar_names(name: str) -> tuple[str, str]:
+    """The two names a sidecar of image `name` can have: `NAME.json`, `STEM.json`."""
+    return f"{name}.json", f"{os.path.splitext(name)[0]}.json"
+
+
+@dataclass(slots=True)
+class _Folder:
+    path: str
+    taken: set[str] = field(default_factory=set)  # names used, and sidecar names owned
+    claims: int = 0
+
+
+class ClaimFolders:
+    """The open claim folders of one watcher: one per relative folder, many claims each."""
+
+    def __init__(
+        self,
+        work_dir: str,
+        tag: str,
+        *,
+        per_folder: int = CLAIM_FOLDER_FILES,
+        max_open: int = MAX_OPEN_CLAIM_FOLDERS,
+    ) -> None:
+        self.work_dir = work_dir
+        self.tag = tag
+        self.per_folder = per_folder
+        self.max_open = max_open
+        self._open: OrderedDict[str, _Folder] = OrderedDict()  # rel_dir -> folder, LRU order
+
+    def open_paths(self) -> set[str]:
+        return {f.path for f in self._open.values()}
+
+    def folder_for(self, rel_dir: str, keys: set[str]) -> str:
+        """A claim folder for `rel_dir` where none of `keys` is taken yet (made if need be)."""
+        folder = self._open.get(rel_dir)
+        if folder is None or folder.claims >= self.per_folder or not folder.taken.isdisjoint(keys):
+            folder = self._new(rel_dir)
+        else:
+            self._open.move_to_end(rel_dir)
+        return folder.path
+
+    def taken(self, rel_dir: str, keys: set[str]) -> None:
+        """A claim landed in `rel_dir`'s open folder: its names are used there now."""
+        folder = self._open[rel_dir]
+        folder.taken |= keys
+        folder.claims += 1
+
+    def lost(self, rel_dir: str) -> None:
+        """`rel_dir`'s open folder vanished (removed once empty): forget it."""
+        self._open.pop(rel_dir, None)
+
+    def _new(self, rel_dir: str) -> _Folder:
+        path = os.path.join(self.work_dir, claim_folder_name(self.tag, rel_dir))
+        os.mkdir(path)
+        folder = self._open[rel_dir] = _Folder(path)
+        self._open.move_to_end(rel_dir)
+        while len(self._open) > self.max_open:
+            self._open.popitem(last=False)  # the folder stays; its files leave as usual
+        return folder
+
+
 def claim(
-    src: str, *, rel_path: str, work_dir: str, tag: str, sidecar: str | None = None
+    src: str, *, rel_path: str, folders: ClaimFolders, sidecar: str | None = None
 ) -> Claimed | None:
-    """Move `src` (and its sidecar) into a new claim folder; None when it was gone."""
-    folder = os.path.join(work_dir, claim_folder_name(tag, os.path.dirname(rel_path)))
-    os.mkdir(folder)
-    target = os.path.join(folder, os.path.basename(src))
-    try:
-        os.rename(src, target)
-    except FileNotFoundError:
-        os.rmdir(folder)
+    """Move `src` (and its sidecar) into a claim folder; None when it was gone."""
+    rel_dir, name = os.path.dirname(rel_path), os.path.basename(src)
+    keys = {name, *sidecar_names(name)}
+    if sidecar is not None:
+        keys.add(os.path.basename(sidecar))
+    for _ in range(2):
+        folder = folders.folder_for(rel_dir, keys)
+        target = os.path.join(folder, name)
+        try:
+            os.rename(src, target)
+            break
+        except FileNotFoundError:
+            if os.path.isdir(folder):
+                return None  # the file is gone: someone else took it, or it was deleted
+            folders.lost(rel_dir)  # a worker removed it once empty: open another
+    else:
         return None
-    except OSError:
-        with contextlib.suppress(OSError):
-            os.rmdir(folder)
-        raise
+    folders.taken(rel_dir, keys)
     moved_sidecar: str | None = None
     if sidecar is not None:
         sidecar_target = os.path.join(folder, os.path.basename(sidecar))
@@ -127,6 +205,25 @@ def claim(
         except OSError:
             moved_sidecar = sidecar  # cannot move it (permissions): read it where it is
     return Claimed(work_path=target, rel_path=rel_path, sidecar_path=moved_sidecar)
+
+
+def prune_claim_folders(work_dir: str, tag: str, keep: set[str]) -> int:
+    """Remove this inbox's empty claim folders, except `keep`; returns how many went."""
+    removed = 0
+    prefix = f"{tag}-"
+    try:
+        entries = [e.path for e in os.scandir(work_dir) if e.name.startswith(prefix)]
+    except OSError:
+        return 0
+    for path in entries:
+        if path in keep:
+            continue
+        try:
+            os.rmdir(path)  # fails (and is left) when not empty, or not a folder
+        except OSError:
+            continue
+        removed += 1
+    return removed
 
 
 def sha256_of(fd: int) -> str:

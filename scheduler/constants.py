@@ -25,6 +25,11 @@ MAX_SIDECAR_BYTES: Final = 1024 * 1024
 # the folder part is left out when it would make the name longer than this.
 MAX_CLAIM_NAME: Final = 240
 INBOX_TAG_CHARS: Final = 10
+# Claims per claim folder before the watcher opens another (a folder stays small
+# enough to list), and open folders kept (one per relative folder, least recent
+# forgotten first).
+CLAIM_FOLDER_FILES: Final = 1000
+MAX_OPEN_CLAIM_FOLDERS: Final = 256
 
 # --- The processing loop ----------------------------------------------------------
 

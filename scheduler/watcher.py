@@ -31,7 +31,13 @@ from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
 from scheduler.batcher import Batcher, BatchLimits, Enqueue, ledger_batches
-from scheduler.claim import check_same_filesystem, claim, inbox_tag
+from scheduler.claim import (
+    ClaimFolders,
+    check_same_filesystem,
+    claim,
+    inbox_tag,
+    prune_claim_folders,
+)
 from scheduler.constants import (
     MAX_CHECKS_PER_TICK,
     MAX_EVENTS_PER_TICK,
@@ -106,6 +112,7 @@ class Watcher:
         self.root = os.path.realpath(settings.inbox)
         self.work_dir = os.path.realpath(settings.work_dir)
         self.tag = inbox_tag(self.root)
+        self.claims = ClaimFolders(self.work_dir, self.tag)
         self.stats = WatcherStats()
         self.tracker = StabilityTracker(
             stable_interval=settings.stable_interval,
@@ -142,6 +149,7 @@ class Watcher:
         check_same_filesystem(self.settings)
         self.root = os.path.realpath(self.settings.inbox)
         self.work_dir = os.path.realpath(self.settings.work_dir)
+        self.claims = ClaimFolders(self.work_dir, self.tag)
         self.settings.failed_path.mkdir(parents=True, exist_ok=True)
         self.stats.recovered = recover_claims(
             self.recorder,
@@ -298,6 +306,8 @@ class Watcher:
             missed += 1
         self.stats.scans += 1
         self.stats.scan_found_missed += missed
+        # Claim folders left empty (workers remove most; not one still open here).
+        prune_claim_folders(self.work_dir, self.tag, keep=self.claims.open_paths())
         log.info(
             "watcher.scan_found_missed", count=missed, start_scan=first, tracked=len(self.tracker)
         )
@@ -350,9 +360,7 @@ class Watcher:
         work_path = path
         if stat.S_ISREG(st.st_mode):
             try:
-                claimed = claim(
-                    path, rel_path=self._rel(path), work_dir=self.work_dir, tag=self.tag
-                )
+                claimed = claim(path, rel_path=self._rel(path), folders=self.claims)
             except OSError as err:
                 log.warning("watcher.claim_failed", path=path, error=err.strerror)
                 return
@@ -461,9 +469,7 @@ class Watcher:
             self.tracker.seen(path, origin)  # its sidecar is still being written
             return
         try:
-            claimed = claim(
-                path, rel_path=self._rel(path), work_dir=self.work_dir, tag=self.tag, sidecar=side
-            )
+            claimed = claim(path, rel_path=self._rel(path), folders=self.claims, sidecar=side)
         except OSError as err:
             log.warning("watcher.claim_failed", path=path, error=err.strerror)
             return

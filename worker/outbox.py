@@ -6,9 +6,12 @@ person can read the reason without the ledger. Both keep the path the user
 dropped the file under. Nothing here raises for a missing source: a file that
 vanished still gets its reason file.
 
-A claimed file sits alone in its own claim folder, `work/<token>/NAME`, with
-its sidecar (if any) beside it; whatever shares the claim folder travels with
-it. Files recorded in place (a backfill of the user's own tree) never move:
+A claimed file sits in a claim folder, `work/<claim>/NAME`, with its sidecar
+(if any) beside it as `NAME.json` or `STEM.json`; the watcher never puts two
+files that could own the same sidecar name in one folder, so the sidecar
+travels with its image. Claim folders are shared by many files, so moving one
+file does not remove its folder: `remove_empty_claim_folders` does, once for a whole
+batch. Files recorded in place (a backfill of the user's own tree) never move:
 `in_place=True` leaves them where they are and only writes the reason file.
 """
 
@@ -19,7 +22,9 @@ import functools
 import json
 import os
 import shutil
+import stat
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -65,15 +70,36 @@ def work_root(work_dir: Path) -> Path:
     return work_dir.resolve()
 
 
+@functools.lru_cache(maxsize=16)
+def _work_roots(work_dir: Path) -> frozenset[str]:
+    return frozenset({str(work_dir), str(work_root(work_dir))})
+
+
+def in_work_area(settings: IngestSettings, path: str) -> bool:
+    """Whether `path` lies below the work area (else it was recorded in place)."""
+    return any(path.startswith(os.path.join(root, "")) for root in _work_roots(settings.work_dir))
+
+
+def _in_claim_folder(settings: IngestSettings, src: Path) -> bool:
+    """Whether src sits in a claim folder (a folder directly below the work area)."""
+    return os.path.dirname(os.path.dirname(src)) in _work_roots(settings.work_dir)
+
+
 def _companions(settings: IngestSettings, src: Path) -> list[Path]:
-    """Other files in src's claim folder (its sidecar), if src sits in one."""
-    folder = src.parent
-    try:
-        if folder.resolve().parent != work_root(settings.work_dir):
-            return []
-        return [p for p in folder.iterdir() if p.name != src.name and p.is_file()]
-    except OSError:
+    """src's sidecar in its claim folder (`NAME.json`, else `STEM.json`), if there is one."""
+    if not _in_claim_folder(settings, src):
         return []
+    name = src.name
+    for candidate in (f"{name}.json", f"{os.path.splitext(name)[0]}.json"):
+        if candidate == name:
+            continue
+        path = src.with_name(candidate)
+        try:
+            if stat.S_ISREG(os.lstat(path).st_mode):
+                return [path]
+        except OSError:
+            continue
+    return []
 
 
 def _move_with_companions(settings: IngestSettings, src: Path, target: Path, file_id: int) -> bool:
@@ -81,8 +107,16 @@ def _move_with_companions(settings: IngestSettings, src: Path, target: Path, fil
     moved = _move(src, target)
     for extra in companions:
         _move(extra, _free_name(target.parent / extra.name, file_id))
-    _prune_work_dir(settings, src)
     return moved
+
+
+def remove_empty_claim_folders(settings: IngestSettings, work_paths: Iterable[str]) -> None:
+    """Remove the claim folders of these files that are empty now (once per folder)."""
+    folders = {os.path.dirname(p) for p in work_paths}
+    for folder in folders:
+        if _in_claim_folder(settings, Path(folder, "x")):
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)  # fails (and stays) while other files are in it
 
 
 def file_done(
@@ -101,7 +135,6 @@ def file_done(
         for path in [src, *_companions(settings, src)]:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
-        _prune_work_dir(settings, src)
         return None
     target = _free_name(settings.done_path / _safe_relative(rel_path), file_id)
     moved = _move_with_companions(settings, src, target, file_id)
@@ -125,8 +158,6 @@ def file_failed(
     moved = False
     if not in_place and src.is_file() and not src.is_symlink():
         moved = _move_with_companions(settings, src, target, file_id)
-    elif not in_place:
-        _prune_work_dir(settings, src)
     record = {
         "path": rel_path,
         "file_id": file_id,
@@ -143,13 +174,3 @@ def file_failed(
     os.replace(tmp, error_path)
     log.info("file_failed", file_id=file_id, path=rel_path, reason=reason, detail=message)
     return str(error_path)
-
-
-def _prune_work_dir(settings: IngestSettings, src: Path) -> None:
-    """Remove the now-empty claim folders under work/, never the work root itself."""
-    root = work_root(settings.work_dir)
-    parent = src.parent
-    with contextlib.suppress(OSError):
-        while (real := parent.resolve()) != root and root in real.parents:
-            parent.rmdir()  # fails (and stops) when not empty
-            parent = parent.parent

@@ -45,7 +45,12 @@ from worker.errors import (
 from worker.indexing import decide
 from worker.ledger import uploads as ops
 from worker.logs import get_logger
-from worker.outbox import file_done, file_failed, work_root
+from worker.outbox import (
+    file_done,
+    file_failed,
+    in_work_area,
+    remove_empty_claim_folders,
+)
 from worker.reka_models import Image, UploadItem, UploadResult
 from worker.runtime import Runtime
 from worker.states import FileState, Reason
@@ -95,6 +100,7 @@ def upload_batch(rt: Runtime, batch_id: int) -> BatchReport:
         report.outcome = "failed" if claimed.files else "done"
     if report.outcome not in ("deferred", "split"):
         ops.finish_batch(rt.ledger, batch_id, now=rt.clock(), request_id=report.request_id)
+        remove_empty_claim_folders(rt.settings.ingest, (f.work_path for f in claimed.files))
     return report
 
 
@@ -326,7 +332,7 @@ def _move_failed(rt: Runtime, f: ops.BatchFile, reason: Reason, message: str) ->
 
 
 def _in_place(rt: Runtime, f: ops.BatchFile) -> bool:
-    return work_root(rt.settings.ingest.work_dir) not in Path(f.work_path).resolve().parents
+    return not in_work_area(rt.settings.ingest, f.work_path)
 
 
 def _api_message(err: Exception, fallback: str) -> str:

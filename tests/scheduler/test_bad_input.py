@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from scheduler.claim import claim, inbox_tag
+from scheduler.claim import ClaimFolders, claim, inbox_tag
 from scheduler.watcher import Watcher
 from tests.scheduler.conftest import files_by_path, wait_for
 from tests.support.images import image_bytes, write_image
@@ -122,12 +122,8 @@ def _claimed_row(
     src = settings.inbox / name
     src.parent.mkdir(parents=True, exist_ok=True)
     src.write_bytes(data)
-    claimed = claim(
-        str(src),
-        rel_path=name,
-        work_dir=str(settings.work_dir.resolve()),
-        tag=inbox_tag(str(settings.inbox)),
-    )
+    folders = ClaimFolders(str(settings.work_dir.resolve()), inbox_tag(str(settings.inbox)))
+    claimed = claim(str(src), rel_path=name, folders=folders)
     assert claimed is not None
     return NewFile(
         path=name,

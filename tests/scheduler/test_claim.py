@@ -11,10 +11,12 @@ from pathlib import Path
 import pytest
 
 from scheduler.claim import (
+    ClaimFolders,
     check_same_filesystem,
     claim,
     claim_folder_name,
     inbox_tag,
+    prune_claim_folders,
     rel_dir_of_claim,
     sha256_of,
 )
@@ -22,6 +24,10 @@ from scheduler.describe import describe
 from worker.errors import SettingsError
 from worker.settings import Settings
 from worker.states import Reason
+
+
+def folders_in(work: Path, tag: str = "t") -> ClaimFolders:
+    return ClaimFolders(str(work), tag)
 
 
 def test_a_claim_moves_the_file_and_its_sidecar_into_one_claim_folder(tmp_path: Path) -> None:
@@ -32,7 +38,7 @@ def test_a_claim_moves_the_file_and_its_sidecar_into_one_claim_folder(tmp_path: 
     src.write_bytes(b"bytes")
     side = inbox / "sub" / "p.jpg.json"
     side.write_text("{}")
-    got = claim(str(src), rel_path="sub/p.jpg", work_dir=str(work), tag="t", sidecar=str(side))
+    got = claim(str(src), rel_path="sub/p.jpg", folders=folders_in(work), sidecar=str(side))
     assert got is not None
     assert not src.exists() and not side.exists()
     folder = Path(got.work_path).parent
@@ -40,6 +46,72 @@ def test_a_claim_moves_the_file_and_its_sidecar_into_one_claim_folder(tmp_path: 
     assert sorted(p.name for p in folder.iterdir()) == ["p.jpg", "p.jpg.json"]
     assert got.sidecar_path == str(folder / "p.jpg.json")
     assert rel_dir_of_claim(folder.name) == "sub"  # recovery can restore the folder
+
+
+def drop(inbox: Path, rel: str, data: bytes = b"bytes") -> str:
+    path = inbox / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return str(path)
+
+
+def test_claims_from_one_folder_share_a_claim_folder_until_a_name_could_clash(
+    tmp_path: Path,
+) -> None:
+    inbox, work = tmp_path / "inbox", tmp_path / "work"
+    work.mkdir()
+    folders = folders_in(work)
+
+    def take(rel: str, sidecar: str | None = None) -> str:
+        got = claim(drop(inbox, rel), rel_path=rel, folders=folders, sidecar=sidecar)
+        assert got is not None
+        return os.path.dirname(got.work_path)
+
+    first = take("a/1.jpg")
+    assert take("a/2.jpg") == first  # one mkdir for many files
+    assert take("b/1.jpg") != first  # another relative folder, another claim folder
+    assert take("a/1.png") != first  # could own 1.json, as 1.jpg could: never together
+    again = take("a/1.jpg")  # the same name dropped again while the first waits
+    assert again not in (first,)
+    side = drop(inbox, "a/3.json", b"{}")
+    with_sidecar = take("a/3.jpg", sidecar=side)
+    assert sorted(os.listdir(with_sidecar)).count("3.json") == 1
+    # In every claim folder each sidecar name belongs to at most one image.
+    for folder in work.iterdir():
+        stems = [os.path.splitext(n)[0] for n in os.listdir(folder) if not n.endswith(".json")]
+        assert len(stems) == len(set(stems))
+
+
+def test_a_claim_folder_holds_at_most_per_folder_claims(tmp_path: Path) -> None:
+    inbox, work = tmp_path / "inbox", tmp_path / "work"
+    work.mkdir()
+    folders = ClaimFolders(str(work), "t", per_folder=3)
+    for i in range(7):
+        assert claim(drop(inbox, f"{i}.jpg"), rel_path=f"{i}.jpg", folders=folders) is not None
+    assert sorted(len(os.listdir(f)) for f in work.iterdir()) == [1, 3, 3]
+
+
+def test_a_claim_folder_removed_once_empty_is_replaced_not_an_error(tmp_path: Path) -> None:
+    inbox, work = tmp_path / "inbox", tmp_path / "work"
+    work.mkdir()
+    folders = folders_in(work)
+    got = claim(drop(inbox, "1.jpg"), rel_path="1.jpg", folders=folders)
+    assert got is not None
+    os.unlink(got.work_path)  # a worker moved it to done/ ...
+    os.rmdir(os.path.dirname(got.work_path))  # ... and removed the empty folder
+    again = claim(drop(inbox, "2.jpg"), rel_path="2.jpg", folders=folders)
+    assert again is not None and os.path.exists(again.work_path)
+    assert os.path.dirname(again.work_path) != os.path.dirname(got.work_path)
+
+
+def test_pruning_removes_empty_claim_folders_of_this_inbox_only(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    for name in ("t-empty", "t-open", "t-full", "other-empty"):
+        (work / name).mkdir(parents=True)
+    (work / "t-full" / "x.jpg").write_bytes(b"x")
+    removed = prune_claim_folders(str(work), "t", keep={str(work / "t-open")})
+    assert removed == 1
+    assert sorted(p.name for p in work.iterdir()) == ["other-empty", "t-full", "t-open"]
 
 
 def test_only_one_of_many_claimers_wins(tmp_path: Path) -> None:
@@ -52,8 +124,9 @@ def test_only_one_of_many_claimers_wins(tmp_path: Path) -> None:
     barrier = threading.Barrier(8)
 
     def take() -> None:
+        folders = folders_in(work)  # eight watchers, each with its own claim folders
         barrier.wait()
-        results.append(claim(str(src), rel_path="p.jpg", work_dir=str(work), tag="t"))
+        results.append(claim(str(src), rel_path="p.jpg", folders=folders))
 
     threads = [threading.Thread(target=take) for _ in range(8)]
     for t in threads:
@@ -63,17 +136,19 @@ def test_only_one_of_many_claimers_wins(tmp_path: Path) -> None:
     winners = [r for r in results if r is not None]
     assert len(results) == 8
     assert len(winners) == 1
-    assert list(work.iterdir()) == [Path(winners[0].work_path).parent]  # type: ignore[attr-defined]
-    # the losers left no empty claim folder behind
+    with_files = [p for p in work.iterdir() if any(p.iterdir())]
+    assert with_files == [Path(winners[0].work_path).parent]  # type: ignore[attr-defined]
+    # the losers' empty folders go at the next prune
+    prune_claim_folders(str(work), "t", keep=set())
+    assert list(work.iterdir()) == with_files
 
 
 def test_claiming_a_file_that_is_gone_is_a_quiet_none(tmp_path: Path) -> None:
     (tmp_path / "work").mkdir()
     got = claim(
-        str(tmp_path / "nope.jpg"), rel_path="nope.jpg", work_dir=str(tmp_path / "work"), tag="t"
+        str(tmp_path / "nope.jpg"), rel_path="nope.jpg", folders=folders_in(tmp_path / "work")
     )
     assert got is None
-    assert list((tmp_path / "work").iterdir()) == []
 
 
 def test_hash_is_streamed_over_the_whole_file(tmp_path: Path) -> None:

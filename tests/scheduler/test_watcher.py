@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import select
 from watchdog.events import FileCreatedEvent
 
-from scheduler.claim import claim, inbox_tag
+from scheduler.claim import ClaimFolders, claim, inbox_tag
 from scheduler.constants import OVERFLOW_SCAN_MIN_GAP
 from scheduler.events import OVERFLOW_LOGGER, InboxHandler
 from scheduler.watcher import Watcher
@@ -213,8 +213,7 @@ def test_crash_recovery_records_claimed_files_and_batches_rows(
     claimed = claim(
         str(dropped),
         rel_path="cam9/lost.jpg",
-        work_dir=str(settings.work_dir),
-        tag=tag,
+        folders=ClaimFolders(str(settings.work_dir), tag),
         sidecar=str(dropped) + ".json",
     )
     assert claimed is not None
