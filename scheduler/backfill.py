@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from itertools import islice
 from pathlib import Path
 
-from scheduler.batcher import Batcher, BatchLimits, Enqueue, ledger_batches
+from scheduler.batcher import Batcher, BatchLimits, Enqueue, ledger_batch_groups, ledger_batches
 from scheduler.constants import RECORD_GROUP_SIZE
 from scheduler.describe import describe
 from scheduler.recorder import Recorder
@@ -97,6 +97,7 @@ def backfill(
     batcher = Batcher(
         BatchLimits.from_settings(settings),
         create=ledger_batches(ledger, clock),
+        create_many=ledger_batch_groups(ledger, clock),
         enqueue=enqueue,
         clock=clock,
     )

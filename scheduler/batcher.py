@@ -14,17 +14,18 @@ so every rule is tested without a thread, a database or a broker.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from worker.ledger import Ledger
-from worker.ledger.intake import create_batch
+from worker.ledger.intake import create_batch, create_batches
 from worker.logs import get_logger
 from worker.settings import IngestSettings
 
 log = get_logger(__name__)
 
 CreateBatch = Callable[[Sequence[int]], int]
+CreateBatches = Callable[[Sequence[Sequence[int]]], list[int]]
 Enqueue = Callable[[int], None]
 
 
@@ -48,8 +49,30 @@ def ledger_batches(ledger: Ledger, clock: Callable[[], float] = time.time) -> Cr
     return create
 
 
+def ledger_batch_groups(ledger: Ledger, clock: Callable[[], float] = time.time) -> CreateBatches:
+    """The real `create_many`: every batch closed together, in one transaction."""
+
+    def create_many(groups: Sequence[Sequence[int]]) -> list[int]:
+        return create_batches(ledger, groups, now=clock())
+
+    return create_many
+
+
+@dataclass(slots=True)
+class _Sealed:
+    ids: list[int]
+    size: int
+    why: str
+
+
 class Batcher:
-    """One open batch at a time; `add`, then `poll` on every tick, `flush` at the end."""
+    """One open batch at a time; `add` (or `add_many`), then `poll` on every tick,
+    `flush` at the end.
+
+    A full batch is sealed, then created in the ledger and enqueued; `add_many`
+    creates all the batches it seals in one ledger write. A batch whose creation
+    failed stays sealed (its files still held) and the next `poll` tries again.
+    """
 
     def __init__(
         self,
@@ -58,13 +81,17 @@ class Batcher:
         create: CreateBatch,
         enqueue: Enqueue,
         clock: Callable[[], float] = time.time,
+        create_many: CreateBatches | None = None,
     ) -> None:
         self.limits = limits
-        self._create = create
+        self._create_many: CreateBatches = create_many or (
+            lambda groups: [create(g) for g in groups]
+        )
         self._enqueue = enqueue
         self._clock = clock
         self._ids: list[int] = []
-        self._held: set[int] = set()
+        self._held: set[int] = set()  # open and sealed
+        self._sealed: list[_Sealed] = []
         self._bytes = 0
         self._opened_at: float | None = None
         self.batches_created = 0
@@ -72,57 +99,87 @@ class Batcher:
 
     @property
     def pending(self) -> int:
-        """Files in the open batch."""
-        return len(self._ids)
+        """Files in hand: in the open batch, or in batches not created yet."""
+        return len(self._ids) + sum(len(g.ids) for g in self._sealed)
 
     def holds(self, file_id: int) -> bool:
         return file_id in self._held
 
     def deadline(self) -> float | None:
-        """When the open batch closes by waiting (None when nothing is open)."""
+        """When the open batch closes by waiting (None when nothing is open); now
+        when a sealed batch still waits to be created."""
+        if self._sealed:
+            return self._clock()
         return None if self._opened_at is None else self._opened_at + self.limits.max_wait
 
     def add(self, file_id: int, size: int) -> list[int]:
         """Put one file in the open batch; returns the ids of batches this closed."""
+        self._put(file_id, size)
+        return self._publish()
+
+    def add_many(self, files: Iterable[tuple[int, int]]) -> list[int]:
+        """Put many `(file_id, size)` in; the batches they fill are created together."""
+        for file_id, size in files:
+            self._put(file_id, size)
+        return self._publish()
+
+    def poll(self) -> list[int]:
+        """Close the open batch if it has waited `max_wait`; returns the closed batch ids."""
+        if self._opened_at is not None and self._clock() >= self._opened_at + self.limits.max_wait:
+            self._seal("wait")
+        return self._publish()
+
+    def flush(self) -> list[int]:
+        """Close the open batch now, whatever its size (at stop, at the end of a backfill)."""
+        if self._ids:
+            self._seal("flush")
+        return self._publish()
+
+    def _put(self, file_id: int, size: int) -> None:
         if file_id in self._held:
-            return []
-        closed: list[int] = []
+            return
         if self._ids and self._bytes + size > self.limits.max_bytes:
-            closed += self._close("bytes")
+            self._seal("bytes")
         if not self._ids:
             self._opened_at = self._clock()
         self._ids.append(file_id)
         self._held.add(file_id)
         self._bytes += size
         if len(self._ids) >= self.limits.max_files:
-            closed += self._close("count")
+            self._seal("count")
         elif self._bytes >= self.limits.max_bytes:
-            closed += self._close("bytes")
-        return closed
+            self._seal("bytes")
 
-    def poll(self) -> list[int]:
-        """Close the open batch if it has waited `max_wait`; returns the closed batch ids."""
-        deadline = self.deadline()
-        if deadline is not None and self._clock() >= deadline:
-            return self._close("wait")
-        return []
+    def _seal(self, why: str) -> None:
+        self._sealed.append(_Sealed(self._ids, self._bytes, why))
+        self._ids, self._bytes, self._opened_at = [], 0, None
 
-    def flush(self) -> list[int]:
-        """Close the open batch now, whatever its size (at stop, at the end of a backfill)."""
-        return self._close("flush") if self._ids else []
-
-    def _close(self, why: str) -> list[int]:
-        ids, size = self._ids, self._bytes
-        batch_id = self._create(ids)  # raises: the batch stays open, the next poll tries again
-        self._ids, self._held, self._bytes, self._opened_at = [], set(), 0, None
-        self.batches_created += 1
-        try:
-            self._enqueue(batch_id)
-        except Exception as err:  # noqa: BLE001 - any broker error: the ledger keeps the batch
-            self.enqueue_failures += 1
-            log.warning(
-                "batcher.enqueue_failed", batch_id=batch_id, error=repr(err), files=len(ids)
-            )
-        else:
-            log.info("batcher.batch", batch_id=batch_id, files=len(ids), bytes=size, closed_by=why)
-        return [batch_id]
+    def _publish(self) -> list[int]:
+        """Create the sealed batches (raises: they stay sealed), then enqueue each."""
+        if not self._sealed:
+            return []
+        sealed = self._sealed
+        batch_ids = self._create_many([g.ids for g in sealed])
+        self._sealed = []
+        for group, batch_id in zip(sealed, batch_ids, strict=True):
+            self._held.difference_update(group.ids)
+            self.batches_created += 1
+            try:
+                self._enqueue(batch_id)
+            except Exception as err:  # noqa: BLE001 - any broker error: the ledger keeps the batch
+                self.enqueue_failures += 1
+                log.warning(
+                    "batcher.enqueue_failed",
+                    batch_id=batch_id,
+                    error=repr(err),
+                    files=len(group.ids),
+                )
+            else:
+                log.info(
+                    "batcher.batch",
+                    batch_id=batch_id,
+                    files=len(group.ids),
+                    bytes=group.size,
+                    closed_by=group.why,
+                )
+        return batch_ids

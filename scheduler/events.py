@@ -74,6 +74,16 @@ class InboxHandler(FileSystemEventHandler):
                 path, kind = _text(event.src_path), Kind.CHANGED
             else:
                 return
+        except Exception:  # the observer thread must survive; scans catch up
+            self.errors += 1
+            log.exception("watcher.handler_failed", fs_event=repr(event))
+            return
+        self.offer(kind, path)
+
+    def offer(self, kind: Kind, path: str) -> None:
+        """Filter one file event and hand it on (also called by the inotify thread
+        directly, see scheduler.inotify)."""
+        try:
             if not is_candidate_path(self.root, path):
                 return
             if _stdlib_log.isEnabledFor(logging.DEBUG):
@@ -81,7 +91,7 @@ class InboxHandler(FileSystemEventHandler):
             self.out.put((kind, path))
         except Exception:  # the observer thread must survive; scans catch up
             self.errors += 1
-            log.exception("watcher.handler_failed", fs_event=repr(event))
+            log.exception("watcher.handler_failed", path=path)
 
 
 # watchdog tells of a kernel queue overflow (inotify's max_queued_events) only

@@ -87,11 +87,12 @@ class Recorder:
         counts.skipped = len(group) - len(results)
         by_path = {f.work_path: f for f in group}
         moves: list[tuple[int, str]] = []
+        queued: list[tuple[int, int]] = []
         for rec in results:
             new = by_path[rec.work_path]
             if rec.state == FileState.QUEUED:
                 counts.queued += 1
-                self.batcher.add(rec.file_id, rec.size)
+                queued.append((rec.file_id, rec.size))
             elif rec.state == FileState.DUPLICATE:
                 counts.duplicates += 1
                 final = self._done(new, rec)
@@ -101,6 +102,7 @@ class Recorder:
                 counts.failed += 1
                 moves.append((rec.file_id, self._failed(new, rec)))
         set_final_path(self.ledger, moves, now=self.clock())
+        self.batcher.add_many(queued)  # the batches this fills: created in one write
         self.totals.add(counts)
         log.info(
             "recorder.group",

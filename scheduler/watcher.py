@@ -30,7 +30,7 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
-from scheduler.batcher import Batcher, BatchLimits, Enqueue, ledger_batches
+from scheduler.batcher import Batcher, BatchLimits, Enqueue, ledger_batch_groups, ledger_batches
 from scheduler.claim import (
     ClaimFolders,
     check_same_filesystem,
@@ -81,12 +81,13 @@ class WatcherStats:
     moves_finished: int = 0  # final files a crash had left in work/, moved at start
 
 
-def _native_observer() -> BaseObserver:
-    """inotify with O(1) move pairing on Linux (see scheduler.inotify), else watchdog's pick."""
+def _native_observer(handler: InboxHandler) -> BaseObserver:
+    """On Linux inotify with O(1) move pairing and file events handed straight to
+    the handler (see scheduler.inotify); elsewhere watchdog's pick."""
     if sys.platform == "linux":
         from scheduler.inotify import InboxObserver  # noqa: PLC0415 - imports Linux-only modules
 
-        return InboxObserver()
+        return InboxObserver(sink=handler.offer)
     return Observer()  # type: ignore[unreachable,unused-ignore]  # mypy checks for Linux only
 
 
@@ -123,6 +124,7 @@ class Watcher:
         self.batcher = Batcher(
             BatchLimits.from_settings(settings),
             create=ledger_batches(ledger, clock),
+            create_many=ledger_batch_groups(ledger, clock),
             enqueue=enqueue,
             clock=clock,
         )
@@ -168,7 +170,7 @@ class Watcher:
         observer: BaseObserver = (
             PollingObserver(timeout=self.settings.polling_interval)
             if self.settings.observer is ObserverKind.POLLING
-            else _native_observer()
+            else _native_observer(self._handler)
         )
         observer.schedule(self._handler, self.root, recursive=True, event_filter=EVENT_TYPES)
         self._alarm.attach()

@@ -153,10 +153,13 @@ class IngestSettings(BaseSettings):
 
     # Batching (scheduler).
     batch_max_files: int = Field(
-        default=50,
+        default=c.MAX_IMAGES_PER_REQUEST,
         ge=1,
         le=c.MAX_IMAGES_PER_REQUEST,
-        description="Most images in one upload request (the API takes at most 100).",
+        description=(
+            "Most images in one upload request (the API takes at most 100; the daily quota"
+            " counts requests, so fuller requests move more images a day)."
+        ),
     )
     batch_max_bytes: int = Field(
         default=64 * 1024 * 1024, ge=1, description="Most bytes of images in one upload request."

@@ -6,11 +6,11 @@ from collections.abc import Sequence
 
 import pytest
 
-from scheduler.batcher import Batcher, BatchLimits, ledger_batches
+from scheduler.batcher import Batcher, BatchLimits, ledger_batch_groups, ledger_batches
 from tests.support.clock import Clock
 from worker.ledger import Ledger
 from worker.ledger.intake import NewFile, record_files
-from worker.ledger.schema import File
+from worker.ledger.schema import Batch, File
 
 
 class Recording:
@@ -148,3 +148,90 @@ def test_with_the_real_ledger(ledger: Ledger) -> None:
     with ledger.read() as s:
         by_batch = sorted((f.batch_id, f.id) for f in s.query(File))
     assert [bid for bid, _ in by_batch] == [sent[0]] * 3 + [sent[1]] * 2
+
+
+def test_add_many_creates_every_batch_it_fills_in_one_call_then_sends_each() -> None:
+    clock = Clock(500.0)
+    calls: list[list[list[int]]] = []
+    sent: list[int] = []
+
+    def create_many(groups: Sequence[Sequence[int]]) -> list[int]:
+        calls.append([list(g) for g in groups])
+        return [100 + i for i in range(len(groups))]
+
+    def one_at_a_time(ids: Sequence[int]) -> int:
+        raise AssertionError("add_many must not create batches one by one")
+
+    b = Batcher(
+        BatchLimits(max_files=3, max_bytes=10**9, max_wait=60),
+        create=one_at_a_time,
+        create_many=create_many,
+        enqueue=sent.append,
+        clock=clock,
+    )
+    assert b.add_many((i, 10) for i in range(8)) == [100, 101]
+    assert calls == [[[0, 1, 2], [3, 4, 5]]]
+    assert sent == [100, 101]
+    assert b.pending == 2 and b.holds(7) and not b.holds(0)
+
+
+def test_a_failed_create_keeps_the_sealed_batches_for_the_next_poll() -> None:
+    clock = Clock(500.0)
+    attempts = 0
+    sent: list[int] = []
+
+    def create_many(groups: Sequence[Sequence[int]]) -> list[int]:
+        nonlocal attempts
+        attempts += 1
+        if attempts == 1:
+            raise RuntimeError("database is locked")
+        return [len(g) for g in groups]
+
+    b = Batcher(
+        BatchLimits(max_files=2, max_bytes=10**9, max_wait=60),
+        create=lambda ids: 0,
+        create_many=create_many,
+        enqueue=sent.append,
+        clock=clock,
+    )
+    with pytest.raises(RuntimeError):
+        b.add_many([(1, 1), (2, 1), (3, 1), (4, 1), (5, 1)])
+    assert b.pending == 5 and all(b.holds(i) for i in range(1, 6))
+    assert b.deadline() == clock.now  # due again at once
+    assert b.poll() == [2, 2]
+    assert sent == [2, 2] and b.pending == 1
+
+
+def test_create_batches_with_the_real_ledger_in_one_write(ledger: Ledger) -> None:
+    clock = Clock(500.0)
+    files = [
+        NewFile(
+            path=f"{i}.jpg",
+            source_root="/in",
+            work_path=f"/w/{i}.jpg",
+            origin="event",
+            size=10 + i,
+            mtime=0.0,
+            sha256=f"{i:064x}",
+            seen_at=0.0,
+        )
+        for i in range(5)
+    ]
+    rows = record_files(ledger, files, now=clock())
+    sent: list[int] = []
+    b = Batcher(
+        BatchLimits(max_files=2, max_bytes=10**9, max_wait=1),
+        create=ledger_batches(ledger, clock),
+        create_many=ledger_batch_groups(ledger, clock),
+        enqueue=sent.append,
+        clock=clock,
+    )
+    b.add_many((r.file_id, r.size) for r in rows)
+    b.flush()
+    assert len(sent) == 3
+    with ledger.read() as s:
+        by_batch = sorted((f.batch_id, f.id) for f in s.query(File))
+        batches = {x.id: (x.file_count, x.total_bytes, x.state) for x in s.query(Batch)}
+    assert [bid for bid, _ in by_batch] == [sent[0]] * 2 + [sent[1]] * 2 + [sent[2]]
+    assert batches[sent[0]] == (2, 10 + 11, "queued")
+    assert batches[sent[2]] == (1, 14, "queued")

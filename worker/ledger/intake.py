@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from sqlalchemy import Table, insert, select, update
+from sqlalchemy import Table, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from worker.ledger.db import Ledger
@@ -214,6 +214,55 @@ def create_batch(ledger: Ledger, file_ids: Sequence[int], *, now: float) -> int:
         batch.file_count = len(rows)
         batch.total_bytes = sum(rows)
         return batch.id
+
+
+def create_batches(ledger: Ledger, groups: Sequence[Sequence[int]], *, now: float) -> list[int]:
+    """`create_batch` for many groups in one transaction; the batch ids, in order.
+
+    A burst closes a batch every few milliseconds: one write (and one commit)
+    per batch was a fifth of the watcher's time, and held the write lock from
+    the workers once per batch.
+    """
+    if not groups:
+        return []
+    with ledger.write() as s:
+        batches = [
+            Batch(state=BatchState.QUEUED, created_at=now, queued_at=now, attempts=0)
+            for _ in groups
+        ]
+        s.add_all(batches)
+        s.flush()
+        files = cast(Table, File.__table__)
+        s.execute(
+            update(files)
+            .where(
+                files.c.id == bindparam("fid"),
+                files.c.state == FileState.QUEUED,
+                files.c.batch_id.is_(None),
+            )
+            .values(batch_id=bindparam("bid"), queued_at=now, updated_at=now),
+            [
+                {"fid": file_id, "bid": batch.id}
+                for batch, ids in zip(batches, groups, strict=True)
+                for file_id in ids
+            ],
+        )
+        ids = [b.id for b in batches]
+        totals = {
+            r.batch_id: (r.n, r.total or 0)
+            for r in s.execute(
+                select(
+                    File.batch_id,
+                    func.count().label("n"),
+                    func.sum(File.size).label("total"),
+                )
+                .where(File.batch_id.in_(ids))
+                .group_by(File.batch_id)
+            )
+        }
+        for batch in batches:
+            batch.file_count, batch.total_bytes = totals.get(batch.id, (0, 0))
+        return ids
 
 
 def unbatched_files(ledger: Ledger, *, limit: int = 10_000) -> list[tuple[int, int]]:
