@@ -38,23 +38,34 @@ ERROR_SUFFIX = ".error.json"
 
 def _free_name(target: Path, file_id: int) -> Path:
     """`a/b.jpg`, or `a/b.<file_id>.jpg` when something is already there."""
-    if not target.exists() and not target.is_symlink():
+    if not os.path.lexists(target):
         return target
     return target.with_name(f"{target.stem}.{file_id}{target.suffix}")
 
 
-def _safe_relative(rel_path: str) -> Path:
+def _safe_relative(rel_path: str) -> str:
     """A relative path that cannot climb out of its folder."""
-    parts = [p for p in Path(rel_path).parts if p not in ("", ".", "..", "/")]
-    return Path(*parts) if parts else Path("unnamed")
+    parts = [p for p in rel_path.split(os.sep) if p not in ("", ".", "..")]
+    return os.path.join(*parts) if parts else "unnamed"
+
+
+# Folders this process made (or found) under done/ and failed/: a mkdir per file
+# cost more than the move itself. A folder removed since is made again on demand.
+_made: set[str] = set()
 
 
 def _move(src: Path, target: Path) -> bool:
-    target.parent.mkdir(parents=True, exist_ok=True)
+    parent = os.path.dirname(target)
+    if parent not in _made:
+        os.makedirs(parent, exist_ok=True)
+        _made.add(parent)
     try:
         os.replace(src, target)
     except FileNotFoundError:
-        return False
+        if os.path.isdir(parent) or not os.path.lexists(src):
+            return False
+        _made.discard(parent)  # removed under us: make it again, once
+        return _move(src, target)
     except OSError:
         # Another filesystem (done/ elsewhere): copy then remove.
         try:
@@ -136,7 +147,7 @@ def file_done(
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
         return None
-    target = _free_name(settings.done_path / _safe_relative(rel_path), file_id)
+    target = _free_name(Path(settings.done_path, _safe_relative(rel_path)), file_id)
     moved = _move_with_companions(settings, src, target, file_id)
     return str(target) if moved else None
 
@@ -154,7 +165,7 @@ def file_failed(
 ) -> str:
     """Move a failed file to failed/, write NAME.error.json beside it; return that path."""
     src = Path(work_path)
-    target = _free_name(settings.failed_path / _safe_relative(rel_path), file_id)
+    target = _free_name(Path(settings.failed_path, _safe_relative(rel_path)), file_id)
     moved = False
     if not in_place and src.is_file() and not src.is_symlink():
         moved = _move_with_companions(settings, src, target, file_id)

@@ -75,6 +75,7 @@ class BatchReport:
     failed: int = 0
     request_id: str | None = None
     error: str | None = None
+    final_paths: list[tuple[int, str]] = field(default_factory=list)  # recorded at the finish
     retry_at: float | None = None
     enqueue: list[int] = field(default_factory=list)  # new batches to send (after a split)
 
@@ -99,7 +100,13 @@ def upload_batch(rt: Runtime, batch_id: int) -> BatchReport:
     else:
         report.outcome = "failed" if claimed.files else "done"
     if report.outcome not in ("deferred", "split"):
-        ops.finish_batch(rt.ledger, batch_id, now=rt.clock(), request_id=report.request_id)
+        ops.finish_batch(
+            rt.ledger,
+            batch_id,
+            now=rt.clock(),
+            request_id=report.request_id,
+            final_paths=report.final_paths,
+        )
         remove_empty_claim_folders(rt.settings.ingest, (f.work_path for f in claimed.files))
     return report
 
@@ -177,7 +184,7 @@ def _send(
         _fail(rt, files, Reason.UPLOAD_FAILED, _api_message(err, "the upload failed"))
     else:
         report.request_id = result.request_id
-        _record_results(rt, files, result.images, result.request_id)
+        report.final_paths = _record_results(rt, files, result.images, result.request_id)
         report.uploaded = len(files)
         report.outcome = "done"
         return
@@ -265,7 +272,9 @@ def _retry_later(
 
 def _record_results(
     rt: Runtime, files: list[ops.BatchFile], images: list[Image], request_id: str | None
-) -> None:
+) -> list[tuple[int, str]]:
+    """Record each result, then move the files; returns where each went (recorded with
+    the batch's finish: a death before it leaves the moves to the watcher's recovery)."""
     settings = rt.settings.ingest
     now = rt.clock()
     results: list[ops.Uploaded] = []
@@ -308,7 +317,7 @@ def _record_results(
         )
         if final is not None:
             moves.append((f.id, final))
-    ops.set_final_path(rt.ledger, moves, now=rt.clock())
+    return moves
 
 
 def _fail(rt: Runtime, files: list[ops.BatchFile], reason: Reason, message: str) -> None:
