@@ -106,10 +106,11 @@ def _companions(settings: IngestSettings, src: Path) -> list[Path]:
             continue
         path = src.with_name(candidate)
         try:
-            if stat.S_ISREG(os.lstat(path).st_mode):
-                return [path]
+            mode = os.lstat(path).st_mode
         except OSError:
             continue
+        if stat.S_ISREG(mode) or stat.S_ISLNK(mode):  # a linked sidecar travels unread
+            return [path]
     return []
 
 
