@@ -36,11 +36,15 @@ log = get_logger(__name__)
 ERROR_SUFFIX = ".error.json"
 
 
-def _free_name(target: Path, file_id: int) -> Path:
+# Paths are plain strings here: pathlib's parsing was a sixth of a worker's time.
+
+
+def _free_name(target: str, file_id: int) -> str:
     """`a/b.jpg`, or `a/b.<file_id>.jpg` when something is already there."""
     if not os.path.lexists(target):
         return target
-    return target.with_name(f"{target.stem}.{file_id}{target.suffix}")
+    stem, suffix = os.path.splitext(target)
+    return f"{stem}.{file_id}{suffix}"
 
 
 def _safe_relative(rel_path: str) -> str:
@@ -54,7 +58,7 @@ def _safe_relative(rel_path: str) -> str:
 _made: set[str] = set()
 
 
-def _move(src: Path, target: Path) -> bool:
+def _move(src: str, target: str) -> bool:
     parent = os.path.dirname(target)
     if parent not in _made:
         os.makedirs(parent, exist_ok=True)
@@ -69,7 +73,7 @@ def _move(src: Path, target: Path) -> bool:
     except OSError:
         # Another filesystem (done/ elsewhere): copy then remove.
         try:
-            shutil.move(str(src), str(target))
+            shutil.move(src, target)
         except FileNotFoundError:
             return False
     return True
@@ -91,20 +95,20 @@ def in_work_area(settings: IngestSettings, path: str) -> bool:
     return any(path.startswith(os.path.join(root, "")) for root in _work_roots(settings.work_dir))
 
 
-def _in_claim_folder(settings: IngestSettings, src: Path) -> bool:
-    """Whether src sits in a claim folder (a folder directly below the work area)."""
-    return os.path.dirname(os.path.dirname(src)) in _work_roots(settings.work_dir)
+def _in_claim_folder(settings: IngestSettings, folder: str) -> bool:
+    """Whether `folder` is a claim folder (a folder directly below the work area)."""
+    return os.path.dirname(folder) in _work_roots(settings.work_dir)
 
 
-def _companions(settings: IngestSettings, src: Path) -> list[Path]:
+def _companions(settings: IngestSettings, src: str) -> list[str]:
     """src's sidecar in its claim folder (`NAME.json`, else `STEM.json`), if there is one."""
-    if not _in_claim_folder(settings, src):
+    folder, name = os.path.split(src)
+    if not _in_claim_folder(settings, folder):
         return []
-    name = src.name
     for candidate in (f"{name}.json", f"{os.path.splitext(name)[0]}.json"):
         if candidate == name:
             continue
-        path = src.with_name(candidate)
+        path = os.path.join(folder, candidate)
         try:
             mode = os.lstat(path).st_mode
         except OSError:
@@ -114,19 +118,19 @@ def _companions(settings: IngestSettings, src: Path) -> list[Path]:
     return []
 
 
-def _move_with_companions(settings: IngestSettings, src: Path, target: Path, file_id: int) -> bool:
+def _move_with_companions(settings: IngestSettings, src: str, target: str, file_id: int) -> bool:
     companions = _companions(settings, src)
     moved = _move(src, target)
+    parent = os.path.dirname(target)
     for extra in companions:
-        _move(extra, _free_name(target.parent / extra.name, file_id))
+        _move(extra, _free_name(os.path.join(parent, os.path.basename(extra)), file_id))
     return moved
 
 
 def remove_empty_claim_folders(settings: IngestSettings, work_paths: Iterable[str]) -> None:
     """Remove the claim folders of these files that are empty now (once per folder)."""
-    folders = {os.path.dirname(p) for p in work_paths}
-    for folder in folders:
-        if _in_claim_folder(settings, Path(folder, "x")):
+    for folder in {os.path.dirname(p) for p in work_paths}:
+        if _in_claim_folder(settings, folder):
             with contextlib.suppress(OSError):
                 os.rmdir(folder)  # fails (and stays) while other files are in it
 
@@ -140,17 +144,16 @@ def file_done(
     in_place: bool = False,
 ) -> str | None:
     """Put an uploaded file where INGEST_AFTER_UPLOAD says; returns its new path, if any."""
-    src = Path(work_path)
     if in_place or settings.after_upload is AfterUpload.KEEP:
-        return str(src)
+        return work_path
     if settings.after_upload is AfterUpload.DELETE:
-        for path in [src, *_companions(settings, src)]:
+        for path in [work_path, *_companions(settings, work_path)]:
             with contextlib.suppress(FileNotFoundError):
-                path.unlink()
+                os.unlink(path)
         return None
-    target = _free_name(Path(settings.done_path, _safe_relative(rel_path)), file_id)
-    moved = _move_with_companions(settings, src, target, file_id)
-    return str(target) if moved else None
+    target = _free_name(os.path.join(settings.done_path, _safe_relative(rel_path)), file_id)
+    moved = _move_with_companions(settings, work_path, target, file_id)
+    return target if moved else None
 
 
 def file_failed(
@@ -166,10 +169,10 @@ def file_failed(
 ) -> str:
     """Move a failed file to failed/, write NAME.error.json beside it; return that path."""
     src = Path(work_path)
-    target = _free_name(Path(settings.failed_path, _safe_relative(rel_path)), file_id)
+    target = Path(_free_name(os.path.join(settings.failed_path, _safe_relative(rel_path)), file_id))
     moved = False
     if not in_place and src.is_file() and not src.is_symlink():
-        moved = _move_with_companions(settings, src, target, file_id)
+        moved = _move_with_companions(settings, work_path, str(target), file_id)
     record = {
         "path": rel_path,
         "file_id": file_id,
