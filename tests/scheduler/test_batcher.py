@@ -9,7 +9,7 @@ import pytest
 from scheduler.batcher import Batcher, BatchLimits, ledger_batch_groups, ledger_batches
 from tests.support.clock import Clock
 from worker.ledger import Ledger
-from worker.ledger.intake import NewFile, record_files
+from worker.ledger.intake import NewFile, Recorded, record_files
 from worker.ledger.schema import Batch, File
 
 
@@ -118,22 +118,26 @@ def test_a_failed_create_keeps_the_batch_open_for_the_next_poll() -> None:
     assert sent == [7]
 
 
-def test_with_the_real_ledger(ledger: Ledger) -> None:
-    clock = Clock(500.0)
+def recorded(ledger: Ledger, clock: Clock, sizes: list[int]) -> list[Recorded]:
     files = [
         NewFile(
             path=f"{i}.jpg",
             source_root="/in",
             work_path=f"/w/{i}.jpg",
             origin="event",
-            size=10,
+            size=size,
             mtime=0.0,
             sha256=f"{i:064x}",
             seen_at=0.0,
         )
-        for i in range(5)
+        for i, size in enumerate(sizes)
     ]
-    rows = record_files(ledger, files, now=clock())
+    return record_files(ledger, files, now=clock())
+
+
+def test_with_the_real_ledger(ledger: Ledger) -> None:
+    clock = Clock(500.0)
+    rows = recorded(ledger, clock, [10] * 5)
     sent: list[int] = []
     b = Batcher(
         BatchLimits(max_files=3, max_bytes=10**9, max_wait=1),
@@ -204,20 +208,7 @@ def test_a_failed_create_keeps_the_sealed_batches_for_the_next_poll() -> None:
 
 def test_create_batches_with_the_real_ledger_in_one_write(ledger: Ledger) -> None:
     clock = Clock(500.0)
-    files = [
-        NewFile(
-            path=f"{i}.jpg",
-            source_root="/in",
-            work_path=f"/w/{i}.jpg",
-            origin="event",
-            size=10 + i,
-            mtime=0.0,
-            sha256=f"{i:064x}",
-            seen_at=0.0,
-        )
-        for i in range(5)
-    ]
-    rows = record_files(ledger, files, now=clock())
+    rows = recorded(ledger, clock, [10 + i for i in range(5)])
     sent: list[int] = []
     b = Batcher(
         BatchLimits(max_files=2, max_bytes=10**9, max_wait=1),

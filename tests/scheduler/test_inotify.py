@@ -9,6 +9,7 @@ import queue
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -134,27 +135,25 @@ class Collect(FileSystemEventHandler):
             self.events.put(event)
 
     def until(self, wanted: tuple[str, str, str], timeout: float = 5.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                e = self.events.get(timeout=0.1)
-            except queue.Empty:
-                continue
-            if (e.event_type, os.fsdecode(e.src_path), os.fsdecode(e.dest_path)) == wanted:
-                return
-        raise AssertionError(f"no event {wanted}")
+        self.until_any(lambda kind, src, dest: (kind, src, dest) == wanted, repr(wanted), timeout)
 
     def until_moved_to(self, dest: str, sources: tuple[str, ...], timeout: float = 5.0) -> None:
+        self.until_any(
+            lambda kind, src, got: kind == "moved" and got == dest and src in sources,
+            f"a move to {dest}",
+            timeout,
+        )
+
+    def until_any(self, match: Callable[[str, str, str], bool], what: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
                 e = self.events.get(timeout=0.1)
             except queue.Empty:
                 continue
-            src, got = os.fsdecode(e.src_path), os.fsdecode(e.dest_path)
-            if e.event_type == "moved" and got == dest and src in sources:
+            if match(e.event_type, os.fsdecode(e.src_path), os.fsdecode(e.dest_path)):
                 return
-        raise AssertionError(f"no move to {dest}")
+        raise AssertionError(f"no event {what}")
 
 
 def test_the_real_observer_reports_renames_arrivals_and_files_in_moved_folders(
