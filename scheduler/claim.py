@@ -42,6 +42,7 @@ from scheduler.constants import (
 )
 from worker.errors import SettingsError
 from worker.settings import IngestSettings
+from worker.sidecar_files import candidates
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,11 +113,6 @@ def rel_dir_of_claim(name: str) -> str:
     return os.path.join(*parts) if parts else ""
 
 
-def sidecar_names(name: str) -> tuple[str, str]:
-    """The two names a sidecar of image `name` can have: `NAME.json`, `STEM.json`."""
-    return f"{name}.json", f"{os.path.splitext(name)[0]}.json"
-
-
 @dataclass(slots=True)
 class _Folder:
     path: str
@@ -178,7 +174,7 @@ def claim(
 ) -> Claimed | None:
     """Move `src` (and its sidecar) into a claim folder; None when it was gone."""
     rel_dir, name = os.path.dirname(rel_path), os.path.basename(src)
-    keys = {name, *sidecar_names(name)}
+    keys = {name, *candidates(name)}
     if sidecar is not None:
         keys.add(os.path.basename(sidecar))
     for _ in range(2):

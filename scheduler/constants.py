@@ -6,9 +6,11 @@ from __future__ import annotations
 
 from typing import Final
 
+from worker import sidecar_files
+
 # --- Names --------------------------------------------------------------------
 
-SIDECAR_SUFFIX: Final = ".json"
+SIDECAR_SUFFIX: Final = sidecar_files.SIDECAR_SUFFIX
 DEFAULTS_NAME: Final = "_defaults.json"
 # Partial downloads, editor backups and temp files: never taken while so named.
 TEMP_SUFFIXES: Final = (".tmp", ".part", ".crdownload", "~")

@@ -16,11 +16,14 @@ only to move a folder's watches along, and each claim's IN_MOVED_FROM, held,
 stalled every event behind it for `DELAY`, all through a burst. A file's move
 still comes as one pair when both halves are in before the first is read, and
 else as its two halves (`FileMovedEvent(src, "")`, `FileMovedEvent("", dest)`),
-which the watcher treats alike: what counts is the destination. `InboxObserver` is watchdog's
-`InotifyObserver` with only the grouper swapped, so watches, recursion,
-directory moves and overflow handling stay watchdog's own. It reaches into
-watchdog's inotify internals, so pyproject pins watchdog's minor version, and
-tests/scheduler/test_inotify.py checks the swap still takes. Linux only.
+which the watcher treats alike: what counts is the destination.
+
+`InboxObserver` is watchdog's `InotifyObserver` with that grouper in each watch
+group and, given a `sink`, file events handed to it straight from the inotify
+thread (see `_WatchGroup`); watches, recursion, folder moves and overflow
+handling stay watchdog's own. It reaches into watchdog's inotify internals, so
+pyproject pins watchdog's minor version, and tests/scheduler/test_inotify.py
+checks the swap still takes. Linux only.
 """
 
 from __future__ import annotations

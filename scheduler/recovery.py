@@ -37,6 +37,7 @@ from worker.ledger.uploads import set_final_path
 from worker.logs import get_logger
 from worker.outbox import file_done, file_failed
 from worker.settings import IngestSettings
+from worker.sidecar_files import candidates
 from worker.states import FileState
 
 log = get_logger(__name__)
@@ -75,9 +76,7 @@ def _claims(work_dir: str, tag: str) -> list[_Orphan]:
         for name in names:
             if is_sidecar(name):
                 continue
-            own = [
-                s for s in sidecars if s in (f"{name}.json", f"{os.path.splitext(name)[0]}.json")
-            ]
+            own = [s for s in sidecars if s in candidates(name)]
             found.append(
                 _Orphan(
                     work_path=os.path.join(folder.path, name),

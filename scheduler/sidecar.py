@@ -26,8 +26,11 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from scheduler.constants import DEFAULTS_NAME, MAX_SIDECAR_BYTES, SIDECAR_SUFFIX
+from scheduler.constants import DEFAULTS_NAME, MAX_SIDECAR_BYTES
 from worker.errors import FileRejected
+from worker.sidecar_files import candidates, find_sidecar
+
+__all__ = ["DefaultsReader", "candidates", "find_sidecar", "load", "merge", "read_object"]
 from worker.states import Reason
 
 INDEX_KEY = "index"
@@ -72,26 +75,6 @@ class Sidecar:
 NO_SIDECAR = Sidecar(metadata=None, index=True)
 
 Layer = tuple[str, dict[str, object]]  # (file name shown in messages, its object)
-
-
-def candidates(image_path: str) -> tuple[str, str]:
-    """`photo.jpg` -> (`photo.jpg.json`, `photo.json`)."""
-    stem, _ = os.path.splitext(image_path)
-    return image_path + SIDECAR_SUFFIX, stem + SIDECAR_SUFFIX
-
-
-def find_sidecar(image_path: str) -> str | None:
-    """The sidecar beside `image_path`, if there is one (a symlink counts: it is refused later)."""
-    for path in candidates(image_path):
-        if path == image_path:
-            continue
-        try:
-            st = os.lstat(path)
-        except OSError:
-            continue
-        if stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode):
-            return path
-    return None
 
 
 def _bad(name: str, detail: str) -> FileRejected:

@@ -22,7 +22,6 @@ import functools
 import json
 import os
 import shutil
-import stat
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -30,6 +29,7 @@ from typing import Any
 
 from worker.logs import get_logger
 from worker.settings import AfterUpload, IngestSettings
+from worker.sidecar_files import find_sidecar
 
 log = get_logger(__name__)
 
@@ -101,21 +101,11 @@ def _in_claim_folder(settings: IngestSettings, folder: str) -> bool:
 
 
 def _companions(settings: IngestSettings, src: str) -> list[str]:
-    """src's sidecar in its claim folder (`NAME.json`, else `STEM.json`), if there is one."""
-    folder, name = os.path.split(src)
-    if not _in_claim_folder(settings, folder):
+    """src's sidecar in its claim folder (see `worker.sidecar_files`), if there is one."""
+    if not _in_claim_folder(settings, os.path.dirname(src)):
         return []
-    for candidate in (f"{name}.json", f"{os.path.splitext(name)[0]}.json"):
-        if candidate == name:
-            continue
-        path = os.path.join(folder, candidate)
-        try:
-            mode = os.lstat(path).st_mode
-        except OSError:
-            continue
-        if stat.S_ISREG(mode) or stat.S_ISLNK(mode):  # a linked sidecar travels unread
-            return [path]
-    return []
+    side = find_sidecar(src)
+    return [side] if side is not None else []
 
 
 def _move_with_companions(settings: IngestSettings, src: str, target: str, file_id: int) -> bool:

@@ -197,27 +197,12 @@ def _mark_duplicate(
 
 def create_batch(ledger: Ledger, file_ids: Sequence[int], *, now: float) -> int:
     """Group queued, unbatched files into a new batch in state `queued`; returns its id."""
-    with ledger.write() as s:
-        batch = Batch(state=BatchState.QUEUED, created_at=now, queued_at=now, attempts=0)
-        s.add(batch)
-        s.flush()
-        s.execute(
-            update(File)
-            .where(
-                File.id.in_(list(file_ids)),
-                File.state == FileState.QUEUED,
-                File.batch_id.is_(None),
-            )
-            .values(batch_id=batch.id, queued_at=now, updated_at=now)
-        )
-        rows = s.execute(select(File.size).where(File.batch_id == batch.id)).scalars().all()
-        batch.file_count = len(rows)
-        batch.total_bytes = sum(rows)
-        return batch.id
+    return create_batches(ledger, [file_ids], now=now)[0]
 
 
 def create_batches(ledger: Ledger, groups: Sequence[Sequence[int]], *, now: float) -> list[int]:
-    """`create_batch` for many groups in one transaction; the batch ids, in order.
+    """New `queued` batches, one per group of queued, unbatched files, in one
+    transaction; returns their ids in order.
 
     A burst closes a batch every few milliseconds: one write (and one commit)
     per batch was a fifth of the watcher's time, and held the write lock from
