@@ -4,6 +4,7 @@ or raises `ApiError`; auth, faults, quota and headers are the app's job."""
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from dataclasses import dataclass
 from typing import Any, Final
@@ -151,14 +152,27 @@ async def get_image(call: Call) -> Reply:
     return json_reply(image_json(record, call.request.base_url, status))
 
 
+_INTEGER: Final = re.compile(r"[+-]?[0-9]+")
+_BIG_DIGITS: Final = 30  # more digits than any bound or store size; parsed as "huge"
+
+
 def _int_param(query: dict[str, str], name: str, default: int, low: int, high: int | None) -> int:
+    """A query integer within `low..high`, or a 400 `validation_error` naming `name`.
+
+    Only ASCII digits with an optional sign count as an integer (the OpenAPI
+    type). Any integer is answered, however long: one with more digits than
+    `_BIG_DIGITS` stands in as +-10**_BIG_DIGITS, which is past every bound and
+    every page, so parsing never depends on Python's int-string digit limit.
+    """
     raw = query.get(name)
     if raw is None:
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise invalid(f"{name} must be an integer", param=name) from None
+    if _INTEGER.fullmatch(raw) is None:
+        raise invalid(f"{name} must be an integer", param=name)
+    digits = raw.lstrip("+-").lstrip("0") or "0"
+    value = int(digits) if len(digits) <= _BIG_DIGITS else 10**_BIG_DIGITS
+    if raw.startswith("-"):
+        value = -value
     if value < low or (high is not None and value > high):
         bounds = f"{low}..{high}" if high is not None else f">= {low}"
         raise invalid(f"{name} must be {bounds}", param=name)
@@ -172,7 +186,10 @@ async def list_images(call: Call) -> Reply:
     offset = _int_param(query, "offset", 0, 0, None)
     now = call.state.clock()
     base = call.request.base_url
-    page = call.state.store.page(offset, limit)
+    store = call.state.store
+    # An offset past the end is an empty page; clamped first, because the store's
+    # slicing refuses an index larger than sys.maxsize (that was a 500).
+    page = store.page(min(offset, len(store)), limit)
     return json_reply({"results": [image_json(r, base, current_status(r, now)) for r in page]})
 
 
