@@ -41,8 +41,9 @@ from scheduler.constants import (
     MAX_OPEN_CLAIM_FOLDERS,
 )
 from worker.errors import SettingsError
+from worker.fsnames import fit_name
 from worker.settings import IngestSettings
-from worker.sidecar_files import candidates
+from worker.sidecar_files import SIDECAR_SUFFIX, candidates
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +76,7 @@ def check_same_filesystem(settings: IngestSettings) -> None:
 
 def inbox_tag(inbox: str) -> str:
     """A short, stable name for one inbox (its resolved path, hashed)."""
-    return hashlib.sha256(os.path.realpath(inbox).encode()).hexdigest()[:INBOX_TAG_CHARS]
+    return hashlib.sha256(os.fsencode(os.path.realpath(inbox))).hexdigest()[:INBOX_TAG_CHARS]
 
 
 _PROCESS_TOKEN = uuid.uuid4().hex[:16]  # new in every process (and after fork, see below)
@@ -94,7 +95,7 @@ def claim_folder_name(tag: str, rel_dir: str) -> str:
     """Unique without a random draw per file: a per-process token and a counter."""
     name = f"{tag}-{_PROCESS_TOKEN}{next(_counter):x}"
     if rel_dir:
-        encoded = base64.urlsafe_b64encode(rel_dir.encode()).decode().rstrip("=")
+        encoded = base64.urlsafe_b64encode(os.fsencode(rel_dir)).decode().rstrip("=")
         if len(name) + 1 + len(encoded) <= MAX_CLAIM_NAME:
             name = f"{name}.{encoded}"
     return name
@@ -106,8 +107,8 @@ def rel_dir_of_claim(name: str) -> str:
     if not encoded:
         return ""
     try:
-        rel = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode()
-    except (binascii.Error, UnicodeDecodeError):
+        rel = os.fsdecode(base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)))
+    except (binascii.Error, ValueError):
         return ""
     parts = [p for p in Path(rel).parts if p not in ("", ".", "..", "/")]
     return os.path.join(*parts) if parts else ""
@@ -172,11 +173,16 @@ class ClaimFolders:
 def claim(
     src: str, *, rel_path: str, folders: ClaimFolders, sidecar: str | None = None
 ) -> Claimed | None:
-    """Move `src` (and its sidecar) into a claim folder; None when it was gone."""
-    rel_dir, name = os.path.dirname(rel_path), os.path.basename(src)
+    """Move `src` (and its sidecar) into a claim folder; None when it was gone.
+
+    The name in the claim folder is `work_name(src's name)`: plain text that
+    fits; from here on no step sees the name's raw bytes or its length.
+    """
+    rel_dir, original = os.path.dirname(rel_path), os.path.basename(src)
+    name = work_name(original)
     keys = {name, *candidates(name)}
     if sidecar is not None:
-        keys.add(os.path.basename(sidecar))
+        keys.add(_sidecar_name(name, original, sidecar))
     for _ in range(2):
         folder = folders.folder_for(rel_dir, keys)
         target = os.path.join(folder, name)
@@ -192,7 +198,7 @@ def claim(
     folders.taken(rel_dir, keys)
     moved_sidecar: str | None = None
     if sidecar is not None:
-        sidecar_target = os.path.join(folder, os.path.basename(sidecar))
+        sidecar_target = os.path.join(folder, _sidecar_name(name, original, sidecar))
         try:
             os.rename(sidecar, sidecar_target)
             moved_sidecar = sidecar_target
@@ -201,6 +207,19 @@ def claim(
         except OSError:
             moved_sidecar = sidecar  # cannot move it (permissions): read it where it is
     return Claimed(work_path=target, rel_path=rel_path, sidecar_path=moved_sidecar)
+
+
+def work_name(name: str) -> str:
+    """A claimed file's name in its claim folder: the name shown by the `%XX` rule
+    (worker.fsnames), shortened so that its sidecar's `NAME.json` fits too. A
+    name that is plain text and short enough keeps itself."""
+    return fit_name(name, reserve=len(SIDECAR_SUFFIX))
+
+
+def _sidecar_name(name: str, original: str, sidecar: str) -> str:
+    """The sidecar's name beside the claimed image: its own while the image keeps its
+    name, else `NAME.json` for the image's new name (the pairing rule holds)."""
+    return os.path.basename(sidecar) if name == original else name + SIDECAR_SUFFIX
 
 
 def prune_claim_folders(work_dir: str, tag: str, keep: set[str]) -> int:

@@ -23,6 +23,9 @@ TEMP_SUFFIXES: Final = (".tmp", ".part", ".crdownload", "~")
 HASH_CHUNK_BYTES: Final = 1024 * 1024
 # A sidecar or `_defaults.json` larger than this is refused, not read.
 MAX_SIDECAR_BYTES: Final = 1024 * 1024
+# JSON nested deeper than this (arrays and objects) is refused before it is parsed:
+# Python's parser recurses, and 100,000 levels would raise RecursionError.
+MAX_SIDECAR_DEPTH: Final = 32
 # Claim folders are `work/<inbox tag>-<random>[.<encoded relative folder>]`;
 # the folder part is left out when it would make the name longer than this.
 MAX_CLAIM_NAME: Final = 240

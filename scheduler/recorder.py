@@ -5,10 +5,19 @@ already final at intake (failed, or a duplicate of bytes seen before) goes to
 the outbox (`failed/` with its reason file, or `done/`), the rest to the
 batcher. A file recorded in place (a backfill, a refused symlink) is never
 moved: the outbox is told `in_place=True`.
+
+A poison file fails alone, by construction: a group whose transaction fails
+is split in halves until the file at fault stands alone; that file is then
+recorded as `failed` (`intake_failed`, with the error's text), stripped to
+what any row can hold. Only when even that cannot be written and the ledger
+does not answer at all is it an outage: what was not recorded waits in the
+group for the next flush (`LedgerUnavailable`). Moving a file to `done/` or
+`failed/` never stops the group either (the outbox never raises).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Callable
@@ -16,6 +25,7 @@ from dataclasses import dataclass
 
 from scheduler.batcher import Batcher
 from scheduler.constants import RECORD_GROUP_SIZE
+from worker.errors import LedgerUnavailable
 from worker.ledger import Ledger
 from worker.ledger.intake import NewFile, Recorded, record_files
 from worker.ledger.uploads import set_final_path
@@ -34,6 +44,7 @@ class RecordCounts:
     duplicates: int = 0
     failed: int = 0
     skipped: int = 0  # already had a row (same work path)
+    isolated: int = 0  # files whose own row could not be written as described
 
     def add(self, other: RecordCounts) -> None:
         self.recorded += other.recorded
@@ -41,6 +52,7 @@ class RecordCounts:
         self.duplicates += other.duplicates
         self.failed += other.failed
         self.skipped += other.skipped
+        self.isolated += other.isolated
 
 
 class Recorder:
@@ -71,20 +83,18 @@ class Recorder:
         return self.flush() if len(self._group) >= self.group_size else None
 
     def flush(self) -> RecordCounts:
-        """Record every file waiting, route the outcomes, return what happened."""
+        """Record every file waiting, route the outcomes, return what happened.
+
+        Raises `LedgerUnavailable` only when the ledger does not answer; what was
+        recorded before that is routed, the rest waits for the next flush.
+        """
         group, self._group = self._group, []
         counts = RecordCounts()
         if not group:
             return counts
-        try:
-            results = record_files(
-                self.ledger, group, now=self.clock(), allow_reupload=self.settings.allow_reupload
-            )
-        except Exception:
-            self._group = group + self._group  # nothing is lost: the next flush tries again
-            raise
+        results, pending, group = self._record_isolated(group, counts)
         counts.recorded = len(results)
-        counts.skipped = len(group) - len(results)
+        counts.skipped = len(group) - len(results) - len(pending)
         by_path = {f.work_path: f for f in group}
         moves: list[tuple[int, str]] = []
         queued: list[tuple[int, int]] = []
@@ -100,7 +110,9 @@ class Recorder:
                     moves.append((rec.file_id, final))
             else:
                 counts.failed += 1
-                moves.append((rec.file_id, self._failed(new, rec)))
+                reason_file = self._failed(new, rec)
+                if reason_file is not None:
+                    moves.append((rec.file_id, reason_file))
         set_final_path(self.ledger, moves, now=self.clock())
         self.batcher.add_many(queued)  # the batches this fills: created in one write
         self.totals.add(counts)
@@ -111,8 +123,72 @@ class Recorder:
             duplicates=counts.duplicates,
             failed=counts.failed,
             skipped=counts.skipped,
+            isolated=counts.isolated,
         )
+        if pending:
+            self._group = pending + self._group
+            raise LedgerUnavailable(
+                f"the ledger does not answer; {len(pending)} files wait to be recorded"
+            )
         return counts
+
+    def _record_isolated(
+        self, group: list[NewFile], counts: RecordCounts
+    ) -> tuple[list[Recorded], list[NewFile], list[NewFile]]:
+        """Record `group`, splitting any part that fails until the file at fault is
+        alone. Returns (what was recorded, what waits for an outage to end, the
+        group as recorded: a file recorded by its stand-in row is replaced by it)."""
+        results: list[Recorded] = []
+        stack = [group]
+        replaced: dict[str, NewFile] = {}
+        while stack:
+            part = stack.pop()
+            try:
+                results.extend(self._record(part))
+                continue
+            except Exception as err:  # noqa: BLE001 - any error: splitting finds the file at fault
+                error = err
+            if len(part) > 1:
+                half = len(part) // 2
+                stack.extend([part[half:], part[:half]])  # the first half is tried first
+                continue
+            alone = self._record_alone(part[0], error, results)
+            if alone is None:
+                if not self.ledger.reachable():
+                    pending = [f for rest in reversed(stack) for f in rest]
+                    log.error("recorder.ledger_unavailable", waiting=len(pending) + 1)
+                    return results, [part[0], *pending], group
+                continue  # its bytes stay in work/: the next start's recovery tries again
+            counts.isolated += 1
+            replaced[part[0].work_path] = alone
+            log.error(
+                "recorder.file_isolated",
+                path=alone.path,
+                error=f"{type(error).__name__}: {error}",
+            )
+        if replaced:
+            group = [replaced.get(f.work_path, f) for f in group]
+        return results, [], group
+
+    def _record_alone(
+        self, new: NewFile, error: Exception, results: list[Recorded]
+    ) -> NewFile | None:
+        """Record a file whose own row failed as a failed stand-in row (a bare one
+        if need be); returns the stand-in recorded, or None when none could be."""
+        for alone in (_stand_in(new, error), _bare(new, error)):
+            try:
+                results.extend(self._record([alone]))
+            except Exception as err:  # noqa: BLE001 - the bare row is tried next, then the caller decides
+                log.warning("recorder.stand_in_failed", error=f"{type(err).__name__}: {err}")
+                continue
+            return alone
+        log.error("recorder.unrecordable", path=new.path, error=f"{type(error).__name__}")
+        return None
+
+    def _record(self, part: list[NewFile]) -> list[Recorded]:
+        return record_files(
+            self.ledger, part, now=self.clock(), allow_reupload=self.settings.allow_reupload
+        )
 
     def _in_place(self, new: NewFile) -> bool:
         folder = os.path.join(os.path.realpath(os.path.dirname(new.work_path)), "")
@@ -130,7 +206,7 @@ class Recorder:
             in_place=self._in_place(new),
         )
 
-    def _failed(self, new: NewFile, rec: Recorded) -> str:
+    def _failed(self, new: NewFile, rec: Recorded) -> str | None:
         return file_failed(
             self.settings,
             work_path=new.work_path,
@@ -141,3 +217,26 @@ class Recorder:
             extra={"sha256": new.sha256, "origin": new.origin},
             in_place=self._in_place(new),
         )
+
+
+def _stand_in(new: NewFile, error: BaseException) -> NewFile:
+    """A row any ledger can hold for a file whose own row could not be written."""
+    return dataclasses.replace(
+        new,
+        sidecar=None,
+        index_flag=True,
+        reason=Reason.INTAKE_FAILED,
+        message=f"the ledger could not record this file: {type(error).__name__}: {error}",
+    )
+
+
+def _bare(new: NewFile, error: BaseException) -> NewFile:
+    """The least a row can say: the file's name in ASCII, that it failed, and why."""
+    return dataclasses.replace(
+        _stand_in(new, error),
+        path=new.path.encode("ascii", "backslashreplace").decode("ascii")[:1000],
+        size=0,
+        mtime=0.0,
+        sha256=None,
+        message=f"the ledger could not record this file: {type(error).__name__}",
+    )

@@ -9,16 +9,18 @@ string is an error, not a conversion), other keys pass through untouched.
 `index` (default true) is ours: whether Reka should index the image; it is
 not sent as metadata.
 
-Nothing here follows a symbolic link, reads more than `MAX_SIDECAR_BYTES`, or
-treats a value as a path: a sidecar cannot make the service read or write
-anywhere else. Any problem is a `FileRejected(Reason.BAD_SIDECAR, ...)` whose
-message names the file and the field.
+Nothing here follows a symbolic link, reads more than `MAX_SIDECAR_BYTES`,
+parses JSON nested deeper than `MAX_SIDECAR_DEPTH`, accepts a number that is
+not finite (`NaN`, `Infinity`, `1e400`), or treats a value as a path: a
+sidecar cannot make the service read or write anywhere else. Any problem is a
+`FileRejected(Reason.BAD_SIDECAR, ...)` whose message names the file and the field.
 """
 
 from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 import stat
 from collections.abc import Sequence
@@ -26,7 +28,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from scheduler.constants import DEFAULTS_NAME, MAX_SIDECAR_BYTES
+from scheduler.constants import DEFAULTS_NAME, MAX_SIDECAR_BYTES, MAX_SIDECAR_DEPTH
 from worker.errors import FileRejected
 from worker.sidecar_files import candidates, find_sidecar
 
@@ -100,19 +102,76 @@ def read_object(path: str, *, shown_as: str | None = None) -> dict[str, object]:
             raw = fh.read(MAX_SIDECAR_BYTES + 1)
     finally:
         os.close(fd)
+    return parse_object(raw, name)
+
+
+def parse_object(raw: bytes, name: str) -> dict[str, object]:
+    """One JSON object from `raw`, or `FileRejected(bad_sidecar)` saying what is wrong."""
     try:
-        data = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+        text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise _bad(name, "not UTF-8 text") from None
-    except ValueError as err:
+    depth = nesting_depth(text)
+    if depth > MAX_SIDECAR_DEPTH:
+        raise _bad(name, f"JSON nested {depth} deep; at most {MAX_SIDECAR_DEPTH} levels are read")
+    try:
+        data = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+    except (ValueError, RecursionError) as err:
         raise _bad(name, f"invalid JSON: {err}") from None
     if not isinstance(data, dict):
-        raise _bad(name, f"must be a JSON object, not {type(data).__name__}")
+        raise _bad(name, f"must be a JSON object, not {_json_type(data)}")
     return data
+
+
+def nesting_depth(text: str) -> int:
+    """How deep arrays and objects nest in `text` (brackets inside strings not counted).
+
+    Counted without parsing, so a document of 100,000 `[` is refused in linear
+    time instead of reaching the parser's recursion.
+    """
+    if text.count("[") + text.count("{") <= MAX_SIDECAR_DEPTH:
+        return 0  # cannot nest deeper than the limit: skip the walk
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
+def _json_type(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return "an array" if isinstance(value, list) else type(value).__name__
 
 
 def _reject_constant(token: str) -> object:
     raise ValueError(f"{token} is not valid JSON")
+
+
+def _finite_float(token: str) -> float:
+    value = float(token)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {token[:40]} is too large to be a finite number")
+    return value
 
 
 def _where(loc: Sequence[int | str]) -> str:

@@ -47,6 +47,10 @@ class PermanentError(IngestError):
     retryable = False
 
 
+class LedgerUnavailable(RetryableError):
+    """The ledger database does not answer: work waits and is tried again."""
+
+
 class SettingsError(PermanentError):
     """A setting is missing or has a wrong value; the message names the variable."""
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import structlog
 
+from worker.fsnames import shown
 from worker.settings import LogFormat
 
 _SECRET_KEYS = frozenset({"api_key", "password", "authorization", "x-api-key", "redis_url"})
@@ -26,6 +27,15 @@ def _drop_secrets(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
     return event
 
 
+def _show_names(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+    """File names are bytes: a value carrying bytes that are not UTF-8 is shown by
+    the `%XX` rule (worker.fsnames), so no log line fails to encode or lies."""
+    for key, value in event.items():
+        if isinstance(value, str):
+            event[key] = shown(value)
+    return event
+
+
 def configure_logging(level: str = "INFO", fmt: LogFormat = LogFormat.AUTO) -> None:
     """Route structlog and the standard library (Celery, uvicorn, httpx) through one renderer."""
     as_json = fmt is LogFormat.JSON or (fmt is LogFormat.AUTO and not sys.stderr.isatty())
@@ -35,6 +45,7 @@ def configure_logging(level: str = "INFO", fmt: LogFormat = LogFormat.AUTO) -> N
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         _drop_secrets,
+        _show_names,
     ]
     renderer: Any = (
         structlog.processors.JSONRenderer()

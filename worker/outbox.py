@@ -13,6 +13,14 @@ travels with its image. Claim folders are shared by many files, so moving one
 file does not remove its folder: `remove_empty_claim_folders` does, once for a whole
 batch. Files recorded in place (a backfill of the user's own tree) never move:
 `in_place=True` leaves them where they are and only writes the reason file.
+
+Nothing here stops the caller's other files: every name in `done/` and
+`failed/` is derived by `worker.fsnames.fit_path`, so it fits NAME_MAX with
+room for `.<file_id>` and `.error.json.tmp` (the full name stays in the ledger
+and the reason file); a move or write that still fails falls back to a flat
+`<file_id><ext>` name at the folder's top, and if that fails too the bytes
+stay where they are (the watcher's recovery tries again at its next start)
+and the function says so by returning None.
 """
 
 from __future__ import annotations
@@ -27,13 +35,17 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from worker.fsnames import fit_name, fit_path, shown
 from worker.logs import get_logger
 from worker.settings import AfterUpload, IngestSettings
-from worker.sidecar_files import find_sidecar
+from worker.sidecar_files import SIDECAR_SUFFIX, find_sidecar
 
 log = get_logger(__name__)
 
 ERROR_SUFFIX = ".error.json"
+# Bytes kept free in a derived last name: `.<file_id>` (20 digits) and `.error.json.tmp`.
+_NAME_RESERVE = 40
+_FLAT_EXT_MAX = 16
 
 
 # Paths are plain strings here: pathlib's parsing was a sixth of a worker's time.
@@ -47,10 +59,16 @@ def _free_name(target: str, file_id: int) -> str:
     return f"{stem}.{file_id}{suffix}"
 
 
-def _safe_relative(rel_path: str) -> str:
-    """A relative path that cannot climb out of its folder."""
-    parts = [p for p in rel_path.split(os.sep) if p not in ("", ".", "..")]
-    return os.path.join(*parts) if parts else "unnamed"
+def _target(root: Path, rel_path: str, file_id: int) -> str:
+    """Where a file dropped as `rel_path` goes below `root`: the same folders and
+    name, shortened to fit (it cannot climb out), `.<file_id>` added when taken."""
+    return _free_name(os.path.join(root, fit_path(rel_path, reserve=_NAME_RESERVE)), file_id)
+
+
+def _flat(root: Path, rel_path: str, file_id: int) -> str:
+    """The fallback name when the derived one cannot be made: `<root>/<file_id><ext>`."""
+    ext = os.path.splitext(fit_name(os.path.basename(rel_path) or "x"))[1]
+    return os.path.join(root, f"{file_id}{ext if len(ext) <= _FLAT_EXT_MAX else ''}")
 
 
 # Folders this process made (or found) under done/ and failed/: a mkdir per file
@@ -109,11 +127,18 @@ def _companions(settings: IngestSettings, src: str) -> list[str]:
 
 
 def _move_with_companions(settings: IngestSettings, src: str, target: str, file_id: int) -> bool:
+    """Move `src` to `target` and its sidecar beside it: under its own name when the
+    image keeps its name, else as `target.json` (so the pairing rule still holds)."""
     companions = _companions(settings, src)
     moved = _move(src, target)
     parent = os.path.dirname(target)
+    renamed = os.path.basename(target) != os.path.basename(src)
     for extra in companions:
-        _move(extra, _free_name(os.path.join(parent, os.path.basename(extra)), file_id))
+        side = target + SIDECAR_SUFFIX if renamed else os.path.join(parent, os.path.basename(extra))
+        try:
+            _move(extra, _free_name(side, file_id))
+        except OSError as err:  # the image is placed; its sidecar stays, and is logged
+            log.error("outbox.sidecar_move_failed", file_id=file_id, error=err.strerror)
     return moved
 
 
@@ -141,9 +166,25 @@ def file_done(
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
         return None
-    target = _free_name(os.path.join(settings.done_path, _safe_relative(rel_path)), file_id)
-    moved = _move_with_companions(settings, work_path, target, file_id)
-    return target if moved else None
+    return _place(settings, settings.done_path, work_path, rel_path, file_id)
+
+
+def _place(
+    settings: IngestSettings, root: Path, work_path: str, rel_path: str, file_id: int
+) -> str | None:
+    """Move `work_path` (and its sidecar) below `root`; the path it went to, or None."""
+    for target in (_target(root, rel_path, file_id), _flat(root, rel_path, file_id)):
+        try:
+            return target if _move_with_companions(settings, work_path, target, file_id) else None
+        except OSError as err:
+            log.error(
+                "outbox.move_failed",
+                file_id=file_id,
+                path=rel_path,
+                target=target,
+                error=err.strerror or str(err),
+            )
+    return None
 
 
 def file_failed(
@@ -156,26 +197,44 @@ def file_failed(
     message: str,
     extra: dict[str, Any] | None = None,
     in_place: bool = False,
-) -> str:
-    """Move a failed file to failed/, write NAME.error.json beside it; return that path."""
-    src = Path(work_path)
-    target = Path(_free_name(os.path.join(settings.failed_path, _safe_relative(rel_path)), file_id))
-    moved = False
-    if not in_place and src.is_file() and not src.is_symlink():
-        moved = _move_with_companions(settings, work_path, str(target), file_id)
+) -> str | None:
+    """Move a failed file to failed/, write NAME.error.json beside it; return that
+    path (None when not even a flat reason file could be written)."""
+    root = settings.failed_path
+    moved_to: str | None = None
+    if not in_place and os.path.isfile(work_path) and not os.path.islink(work_path):
+        moved_to = _place(settings, root, work_path, rel_path, file_id)
+        if moved_to is None and os.path.lexists(work_path):
+            return None  # the bytes are still in work/: recovery tries again
     record = {
         "path": rel_path,
         "file_id": file_id,
         "reason": reason,
         "message": message,
         "failed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "moved_to": str(target) if moved else None,
+        "moved_to": moved_to,
         **(extra or {}),
     }
-    error_path = target.with_name(target.name + ERROR_SUFFIX)
-    error_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = error_path.with_name(error_path.name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    target = moved_to or _target(root, rel_path, file_id)
+    for error_path in (target + ERROR_SUFFIX, _flat(root, rel_path, file_id) + ERROR_SUFFIX):
+        try:
+            _write_reason(error_path, record)
+        except (OSError, ValueError) as err:
+            log.error(
+                "outbox.reason_file_failed",
+                file_id=file_id,
+                path=error_path,
+                error=getattr(err, "strerror", None) or str(err),
+            )
+            continue
+        log.info("file_failed", file_id=file_id, path=rel_path, reason=reason, detail=message)
+        return error_path
+    return None
+
+
+def _write_reason(error_path: str, record: dict[str, Any]) -> None:
+    os.makedirs(os.path.dirname(error_path), exist_ok=True)
+    tmp = error_path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(shown(json.dumps(record, indent=2, ensure_ascii=False)) + "\n")
     os.replace(tmp, error_path)
-    log.info("file_failed", file_id=file_id, path=rel_path, reason=reason, detail=message)
-    return str(error_path)

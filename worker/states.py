@@ -59,3 +59,8 @@ class Reason(StrEnum):
     INDEXING_FAILED = "indexing_failed"
     INDEXING_TIMEOUT = "indexing_timeout"
     DUPLICATE_CONTENT = "duplicate_content"
+    # The service itself failed on this one file (an unexpected error while
+    # looking at, claiming, describing or recording it): the file fails alone.
+    INTAKE_FAILED = "intake_failed"
+    # A sidecar that came after its image had already been taken.
+    LATE_SIDECAR = "late_sidecar"

@@ -110,6 +110,15 @@ class Ledger:
         with self._reader() as session, session.begin():
             yield session
 
+    def reachable(self) -> bool:
+        """Whether the database answers at all (tells an outage from one bad row)."""
+        try:
+            with self.read() as session:
+                session.execute(text("SELECT 1"))
+        except Exception:  # noqa: BLE001 - any failure to answer is "not reachable"
+            return False
+        return True
+
     # --- migrations --------------------------------------------------------
 
     def current_revision(self) -> str | None:

@@ -7,6 +7,7 @@ gets that row's `image_id` as soon as it is known.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -14,6 +15,7 @@ from typing import Any, cast
 from sqlalchemy import Table, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
+from worker.fsnames import clean_text
 from worker.ledger.db import Ledger
 from worker.ledger.schema import Batch, File
 from worker.states import BatchState, FileState, Reason
@@ -50,6 +52,11 @@ class Recorded:
     extra: dict[str, object] = field(default_factory=dict)
 
 
+# Foreign text is bounded before it reaches a column (see worker.fsnames): the
+# longest path kept, and the longest message.
+MAX_PATH_CHARS = 8192
+MAX_MESSAGE_CHARS = 4000
+
 _IN_CHUNK = 500  # values per `IN (...)` list: well under every backend's parameter limit
 _NOT_ORIGINALS = (FileState.FAILED, FileState.DUPLICATE)
 
@@ -79,6 +86,23 @@ def _row(f: NewFile, now: float) -> dict[str, Any]:
         "image_url": None,
         "finished_at": now if f.reason is not None else None,
     }
+
+
+def for_ledger(f: NewFile) -> NewFile:
+    """`f` with every text field storable: names shown by the `%XX` rule, no NUL, bounded.
+
+    A claimed file's work path is already plain text (the claim names it); an
+    entry recorded in place keeps its real path in the file system, and its row
+    the shown form.
+    """
+    cleaned = dataclasses.replace(
+        f,
+        path=clean_text(f.path, MAX_PATH_CHARS),
+        source_root=clean_text(f.source_root, MAX_PATH_CHARS),
+        work_path=clean_text(f.work_path, MAX_PATH_CHARS),
+        message=None if f.message is None else clean_text(f.message, MAX_MESSAGE_CHARS),
+    )
+    return f if cleaned == f else cleaned
 
 
 def _known_paths(s: Session, paths: list[str]) -> set[str]:
@@ -123,7 +147,7 @@ def _insert(s: Session, rows: list[dict[str, Any]]) -> dict[str, int]:
 
 
 def record_files(
-    ledger: Ledger, files: Sequence[NewFile], *, now: float, allow_reupload: bool = False
+    ledger: Ledger, given: Sequence[NewFile], *, now: float, allow_reupload: bool = False
 ) -> list[Recorded]:
     """Insert one row per file in one transaction; a work path already recorded is skipped.
 
@@ -131,8 +155,11 @@ def record_files(
     same bytes, one multi-row INSERT (and a second for copies of bytes first
     seen in this same group, which point at the first of them).
     """
-    if not files:
+    if not given:
         return []
+    # The stored work path -> the caller's (they differ for names that are not UTF-8).
+    files = [for_ledger(f) for f in given]
+    caller_path = {f.work_path: g.work_path for f, g in zip(files, given, strict=True)}
     with ledger.write() as s:
         known = _known_paths(s, [f.work_path for f in files])
         fresh: list[NewFile] = []
@@ -174,7 +201,7 @@ def record_files(
                 file_id=ids[f.work_path],
                 state=FileState(rows[f.work_path]["state"]),
                 size=f.size,
-                work_path=f.work_path,
+                work_path=caller_path[f.work_path],
                 duplicate_of=rows[f.work_path]["duplicate_of"],
             )
             for f in fresh
