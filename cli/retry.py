@@ -7,6 +7,10 @@ file recorded in place, by a backfill, stays where it is), its row becomes
 `queued` again (`worker.ledger.retry`), and the files are grouped into
 batches by the usual count and byte limits and enqueued. A batch whose message
 cannot be sent is still in the ledger: beat's sweep sends it later.
+
+Exit status: 0 when every matching file was requeued, some were, or none
+matched; 1 when files matched and not one of them could be requeued (each
+reason is printed).
 """
 
 from __future__ import annotations
@@ -46,13 +50,20 @@ def _in_place(settings: IngestSettings, f: FailedFile) -> bool:
 
 
 def _bytes_at(settings: IngestSettings, f: FailedFile) -> Path | None:
-    """Where the failed file's bytes are now: failed/ (beside its reason file), or in place."""
+    """Where the failed file's bytes are now: failed/ (beside its reason file), or in place.
+
+    A file whose indexing failed was sent first, so until the poll sweep settles
+    it (or when its move failed) its `final_path` is where the upload put it
+    (done/); that counts too.
+    """
     if _in_place(settings, f):
         candidates = [Path(f.work_path)]
     else:
         candidates = [Path(f.work_path)]  # never moved (the outbox could not)
         if f.final_path and f.final_path.endswith(ERROR_SUFFIX):
             candidates.insert(0, Path(f.final_path[: -len(ERROR_SUFFIX)]))
+        elif f.final_path:
+            candidates.insert(0, Path(f.final_path))
     for path in candidates:
         if path.is_file() and not path.is_symlink():
             return path
@@ -134,7 +145,7 @@ def requeue(
         except OSError as err:
             skipped.setdefault(f"cannot be read or moved ({err.strerror})", []).append(f.path)
             continue
-        if not _in_place(ingest, f) and f.final_path:
+        if not _in_place(ingest, f) and f.final_path and f.final_path.endswith(ERROR_SUFFIX):
             with contextlib.suppress(OSError):  # the reason file no longer applies
                 Path(f.final_path).unlink()
         ready.append(Requeue(f.id, str(work), size, sha256))
@@ -181,3 +192,7 @@ def command(
             typer.echo(f"  {p}")
         if len(paths) > 10:
             typer.echo(f"  ... and {len(paths) - 10} more")
+    if not files and skipped:
+        # Failed files matched and none could be sent again: a script must not read
+        # that as done.
+        raise typer.Exit(code=1)

@@ -5,20 +5,37 @@ lease), asks Get Image for each with bounded concurrency on the process's one
 client, and records what came back. "Not yet" is a time in the ledger, never a
 sleep: each row's next poll is further out (initial delay doubling to a cap),
 until the deadline turns it into `failed` / `indexing_timeout`.
+
+A file whose indexing failed (status 3, a 404, the deadline) was sent, so its
+bytes went where uploaded files go (done/, kept in the work area, deleted, or
+left in place for a backfill). Each sweep ends by settling such files: their
+bytes move to failed/ beside `NAME.error.json`, as every failure's do, so
+`reka-ingest retry` finds them there. One file at a time: a file that cannot
+be moved is logged and left for a later sweep, never stopping the others.
 """
 
 from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from worker.backoff import next_poll_delay
 from worker.errors import ApiNotFound, IngestError
 from worker.indexing import decide
-from worker.ledger.polling import DuePoll, PollOutcome, claim_due_polls, record_polls
+from worker.ledger.polling import (
+    DuePoll,
+    PollOutcome,
+    UnsettledFailure,
+    claim_due_polls,
+    record_polls,
+    record_settled,
+    unsettled_failures,
+)
 from worker.logs import get_logger
+from worker.outbox import ERROR_SUFFIX, file_failed, in_work_area
 from worker.runtime import Runtime
+from worker.settings import IngestSettings
 from worker.states import FileState, Reason
 
 log = get_logger(__name__)
@@ -31,6 +48,9 @@ POLL_BATCH_LIMIT = 500  # rows taken per claim
 # next sweep does not start beside it and take the worker's other upload process.
 POLL_ROUNDS_PER_SWEEP = 10
 POLL_SWEEP_SHARE = 0.5
+# Failed files settled per sweep: a backlog (an outage that failed thousands) clears
+# over a few sweeps instead of making one long.
+SETTLE_LIMIT = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +60,7 @@ class PollReport:
     failed: int
     waiting: int
     errors: int
+    settled: int = 0  # failed files whose bytes (or reason file) went to failed/ this sweep
 
 
 def poll_due(
@@ -62,7 +83,7 @@ def poll_due(
         )
         if report.polled < limit:
             break
-    return total
+    return replace(total, settled=settle_failures(rt))
 
 
 def _poll_round(rt: Runtime, limit: int) -> PollReport:
@@ -155,4 +176,54 @@ def _poll_one(rt: Runtime, due: DuePoll) -> PollOutcome:
         message=d.message,
         next_poll_at=d.next_poll_at,
         poll_delay=d.poll_delay,
+    )
+
+
+def settle_failures(rt: Runtime, *, limit: int = SETTLE_LIMIT) -> int:
+    """Move the bytes of files whose indexing failed to failed/ with their reason file,
+    and record that file as their `final_path`; returns how many were settled.
+
+    Each file alone: one that cannot be moved (a name the filesystem refuses, a
+    folder in the way) is logged and left failed with its bytes where they were,
+    for a later sweep.
+    """
+    settings = rt.settings.ingest
+    pending = unsettled_failures(rt.ledger, settled_suffix=ERROR_SUFFIX, limit=limit)
+    settled: list[tuple[int, str]] = []
+    unsettled: list[int] = []
+    for f in pending:
+        flog = log.bind(file_id=f.file_id, reason=f.reason, source=f.final_path or f.work_path)
+        try:
+            error_file = _to_failed(settings, f)
+        except (OSError, ValueError) as err:  # the outbox says it never raises; one file anyway
+            flog.warning("failed_file_not_moved", error=str(err))
+            error_file = None
+        else:
+            if error_file is None:
+                flog.warning("failed_file_not_moved", error="the outbox could not place it")
+        if error_file is None:
+            unsettled.append(f.file_id)
+        else:
+            settled.append((f.file_id, error_file))
+    record_settled(rt.ledger, settled, unsettled, now=rt.clock())
+    if pending:
+        log.info("failed_files_settled", settled=len(settled), left=len(unsettled))
+    return len(settled)
+
+
+def _to_failed(settings: IngestSettings, f: UnsettledFailure) -> str | None:
+    """One file's bytes into failed/ (from done/ or the work area) beside its reason
+    file, whose path it returns (None: nothing could be placed, the bytes are where
+    they were). A file recorded in place stays put; only the reason file is written."""
+    in_place = not in_work_area(settings, f.work_path)
+    source = f.final_path if f.final_path and not in_place else f.work_path
+    return file_failed(
+        settings,
+        work_path=source,
+        rel_path=f.path,
+        file_id=f.file_id,
+        reason=f.reason,
+        message=f.message or "",
+        extra={"sha256": f.sha256, "image_id": f.image_id},
+        in_place=in_place,
     )

@@ -327,6 +327,12 @@ def _fail(rt: Runtime, files: list[ops.BatchFile], reason: Reason, message: str)
 
 
 def _move_failed(rt: Runtime, f: ops.BatchFile, reason: Reason, message: str) -> None:
+    """The failed file to failed/ beside its reason file, recorded as its final path.
+
+    When the outbox could place nothing, the row keeps no final path and its
+    bytes stay in the work area: the watcher's recovery (and, for an indexing
+    failure, the poll sweep) moves them later.
+    """
     error_file = file_failed(
         rt.settings.ingest,
         work_path=f.work_path,
@@ -337,6 +343,9 @@ def _move_failed(rt: Runtime, f: ops.BatchFile, reason: Reason, message: str) ->
         extra={"sha256": f.sha256},
         in_place=_in_place(rt, f),
     )
+    if error_file is None:
+        log.warning("failed_file_not_moved", file_id=f.id, reason=reason)
+        return
     ops.set_final_path(rt.ledger, [(f.id, error_file)], now=rt.clock())
 
 

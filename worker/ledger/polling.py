@@ -1,16 +1,21 @@
 """What the indexing poller writes: taking the rows whose poll time has come
-(pushing that time out as a lease, so two sweeps never poll one row at once)
-and recording what Get Image said."""
+(pushing that time out as a lease, so two sweeps never poll one row at once),
+recording what Get Image said, and finding the files whose indexing failed but
+whose bytes have not gone to failed/ yet (and recording where they went)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, not_, or_, select, update
 
 from worker.ledger.db import Ledger
-from worker.ledger.schema import File
-from worker.states import FileState, Reason
+from worker.ledger.schema import Batch, File
+from worker.states import BATCH_TERMINAL, FileState, Reason
+
+# The reasons an indexing outcome gives (at upload or by a poll): the file was sent,
+# so its bytes went where uploaded files go until the failure was known.
+INDEXING_REASONS = (Reason.INDEXING_FAILED, Reason.INDEXING_TIMEOUT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,3 +108,98 @@ def record_polls(ledger: Ledger, outcomes: list[PollOutcome], *, now: float) -> 
                 .values(polls=_FILES.c.polls + 1, **{c: bindparam(f"v_{c}") for c in columns})
             )
             conn.execute(stmt, rows)
+
+
+@dataclass(frozen=True, slots=True)
+class UnsettledFailure:
+    """A file whose indexing failed and whose bytes are not in failed/ yet."""
+
+    file_id: int
+    path: str  # as the user dropped it
+    work_path: str  # where it was claimed (or where it lives, for an in-place row)
+    final_path: str | None  # where the upload put it (done/, the work area) or None (deleted)
+    reason: str
+    message: str | None
+    sha256: str | None
+    image_id: str | None
+
+
+def unsettled_failures(
+    ledger: Ledger, *, settled_suffix: str, limit: int
+) -> list[UnsettledFailure]:
+    """Rows failed by indexing whose `final_path` is not a reason file (`settled_suffix`),
+    least recently touched first.
+
+    A row whose batch is still being finished is left to the uploader, which
+    records the batch's final paths when it ends. Image names never end in
+    `.json` (those are sidecars), so the suffix tells a reason file from bytes.
+    """
+    with ledger.read() as s:
+        rows = s.execute(
+            select(
+                File.id,
+                File.path,
+                File.work_path,
+                File.final_path,
+                File.reason,
+                File.message,
+                File.sha256,
+                File.image_id,
+            )
+            .outerjoin(Batch, Batch.id == File.batch_id)
+            .where(
+                File.state == FileState.FAILED,
+                File.reason.in_(INDEXING_REASONS),
+                or_(
+                    File.final_path.is_(None),
+                    not_(File.final_path.endswith(settled_suffix, autoescape=True)),
+                ),
+                or_(File.batch_id.is_(None), Batch.state.in_(BATCH_TERMINAL)),
+            )
+            .order_by(File.updated_at, File.id)
+            .limit(limit)
+        ).all()
+    return [
+        UnsettledFailure(
+            file_id=r.id,
+            path=r.path,
+            work_path=r.work_path,
+            final_path=r.final_path,
+            reason=r.reason,
+            message=r.message,
+            sha256=r.sha256,
+            image_id=r.image_id,
+        )
+        for r in rows
+    ]
+
+
+def record_settled(
+    ledger: Ledger,
+    settled: list[tuple[int, str]],
+    unsettled: list[int],
+    *,
+    now: float,
+) -> None:
+    """Record each settled file's reason file as its `final_path`; touch the ones that
+    could not be moved, so the next sweep takes others before trying them again.
+
+    Only rows still `failed` are written: a retry that took a file meanwhile wins.
+    """
+    if not settled and not unsettled:
+        return
+    with ledger.write() as s:
+        conn = s.connection()
+        if settled:
+            conn.execute(
+                update(_FILES)
+                .where(_FILES.c.id == bindparam("b_id"), _FILES.c.state == FileState.FAILED)
+                .values(final_path=bindparam("b_final_path"), updated_at=now),
+                [{"b_id": file_id, "b_final_path": path} for file_id, path in settled],
+            )
+        if unsettled:
+            conn.execute(
+                update(_FILES)
+                .where(_FILES.c.id.in_(unsettled), _FILES.c.state == FileState.FAILED)
+                .values(updated_at=now)
+            )
