@@ -42,6 +42,9 @@ MAX_OPEN_CLAIM_FOLDERS: Final = 256
 RECORD_GROUP_SIZE: Final = 500
 # The longest the processing thread sleeps waiting for events between ticks.
 MAX_TICK_SECONDS: Final = 0.25
+# The longest pause after ticks that keep failing (the ledger down): the pause
+# doubles from MAX_TICK_SECONDS up to this, so an outage is retried, not spun on.
+MAX_FAILED_TICK_PAUSE: Final = 30.0
 # Events drained from the handler's queue per tick before other work gets a turn.
 MAX_EVENTS_PER_TICK: Final = 50_000
 # Stability checks done per tick before events and batches get a turn.

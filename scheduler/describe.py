@@ -4,7 +4,9 @@ of its bytes, and its sidecar metadata; or the reason it is already failed.
 The file is opened once, without following a symbolic link, and what is
 hashed is what `fstat` describes. An empty file, one over the size limit and
 one with a bad sidecar are recorded as failed at once: no batch slot is spent
-on a file that cannot be uploaded.
+on a file that cannot be uploaded. Any other error while looking at this one
+file (an odd name, an odd sidecar the checks did not foresee) makes it fail
+alone with `intake_failed` and the error's text: `describe` never raises.
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ def describe(
     defaults: sc.DefaultsReader | None,
     max_image_bytes: int,
 ) -> NewFile:
-    """Hash the file at `work_path` and read its sidecar; never raises for a bad file."""
+    """Hash the file at `work_path` and read its sidecar; never raises."""
     size, mtime = 0, 0.0
     try:
         fd = _open(work_path)
@@ -76,7 +78,12 @@ def describe(
                 ) from None
         finally:
             os.close(fd)
-    except FileRejected as err:
+    except Exception as err:  # noqa: BLE001 - one file's failure is that file's outcome
+        reason, message = (
+            (Reason(err.reason), err.message)
+            if isinstance(err, FileRejected)
+            else (Reason.INTAKE_FAILED, f"cannot be taken in: {type(err).__name__}: {err}")
+        )
         return NewFile(
             path=rel_path,
             source_root=source_root,
@@ -86,8 +93,8 @@ def describe(
             mtime=mtime,
             sha256=None,
             seen_at=seen_at,
-            reason=Reason(err.reason),
-            message=err.message,
+            reason=reason,
+            message=message,
         )
     return NewFile(
         path=rel_path,

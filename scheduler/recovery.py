@@ -13,6 +13,13 @@ Three gaps can open when the watcher dies mid-way:
 Only this inbox's claim folders are taken back (their names start with its
 tag), so watchers of other inboxes sharing the work area are left alone.
 Empty claim folders (a crash between `mkdir` and `rename`) are removed.
+
+Recovery never stops the start on one file: each leftover is described
+(which never raises), recorded through the recorder (which isolates a file
+whose row fails), and each unfinished move is tried on its own. A leftover
+whose name a claim would not give (bytes that are not UTF-8, too long: left by
+an older version) is first renamed in its claim folder to the name a claim
+gives now.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from scheduler.batcher import Batcher
-from scheduler.claim import rel_dir_of_claim
+from scheduler.claim import rel_dir_of_claim, work_name
 from scheduler.constants import RECOVERY_MOVE_GRACE, RECOVERY_QUERY_LIMIT
 from scheduler.describe import describe
 from scheduler.names import is_sidecar
@@ -32,7 +39,7 @@ from scheduler.recorder import Recorder
 from scheduler.sidecar import DefaultsReader
 from worker.ledger import Ledger
 from worker.ledger.intake import known_work_paths, unbatched_files
-from worker.ledger.leftovers import unmoved_files
+from worker.ledger.leftovers import Unmoved, unmoved_files
 from worker.ledger.uploads import set_final_path
 from worker.logs import get_logger
 from worker.outbox import file_done, file_failed
@@ -71,6 +78,7 @@ def _claims(work_dir: str, tag: str) -> list[_Orphan]:
             with contextlib.suppress(OSError):
                 os.rmdir(folder.path)
             continue
+        names = [_plain(folder.path, n) for n in names]
         sidecars = [n for n in names if is_sidecar(n)]
         rel_dir = rel_dir_of_claim(folder.name)
         for name in names:
@@ -85,6 +93,21 @@ def _claims(work_dir: str, tag: str) -> list[_Orphan]:
                 )
             )
     return found
+
+
+def _plain(folder: str, name: str) -> str:
+    """`name`, renamed in `folder` to the name a claim gives now when they differ."""
+    plain = work_name(name)
+    if plain == name:
+        return name
+    try:
+        if os.path.lexists(os.path.join(folder, plain)):
+            return name  # taken: left as it is, it is recorded under its shown name
+        os.rename(os.path.join(folder, name), os.path.join(folder, plain))
+    except OSError as err:
+        log.warning("recovery.rename_failed", folder=folder, error=err.strerror)
+        return name
+    return plain
 
 
 def recover_claims(
@@ -134,26 +157,33 @@ def finish_moves(
     for row in rows:
         if not row.from_intake and now - row.updated_at < RECOVERY_MOVE_GRACE:
             continue  # a live worker may be moving it right now
-        if not os.path.lexists(row.work_path):
+        try:
+            final = _finish_move(settings, row)
+        except Exception:  # one file's move never stops the start
+            log.exception("recovery.move_failed", file_id=row.id, path=row.path)
             continue
-        if row.state == FileState.FAILED:
-            final: str | None = file_failed(
-                settings,
-                work_path=row.work_path,
-                rel_path=row.path,
-                file_id=row.id,
-                reason=row.reason or "unknown",
-                message=row.message or "",
-                extra={"sha256": row.sha256, "origin": row.origin},
-            )
-        else:
-            final = file_done(settings, work_path=row.work_path, rel_path=row.path, file_id=row.id)
         if final is not None:
             moves.append((row.id, final))
     set_final_path(ledger, moves, now=now)
     if moves:
         log.info("recovery.moves_finished", moved=len(moves))
     return len(moves)
+
+
+def _finish_move(settings: IngestSettings, row: Unmoved) -> str | None:
+    if not os.path.lexists(row.work_path):
+        return None
+    if row.state == FileState.FAILED:
+        return file_failed(
+            settings,
+            work_path=row.work_path,
+            rel_path=row.path,
+            file_id=row.id,
+            reason=row.reason or "unknown",
+            message=row.message or "",
+            extra={"sha256": row.sha256, "origin": row.origin},
+        )
+    return file_done(settings, work_path=row.work_path, rel_path=row.path, file_id=row.id)
 
 
 def adopt_unbatched(ledger: Ledger, batcher: Batcher) -> int:

@@ -143,6 +143,17 @@ class StabilityTracker:
         entry.due = now
         self._push(path, entry)
 
+    def defer(
+        self, path: str, origin: str, first_seen: float, sig: Signature, until: float
+    ) -> None:
+        """A whole file that must wait (for its sidecar): look again at `until`, when
+        it is whole at once if `sig` has not changed; its first-seen time is kept."""
+        now = self.clock()
+        entry = _Entry(origin=origin, first_seen=first_seen, due=max(until, now))
+        entry.sig, entry.sig_since = sig, now - self.stable_interval
+        self._entries[path] = entry
+        self._push(path, entry)
+
     def forget(self, path: str) -> None:
         self._entries.pop(path, None)
 

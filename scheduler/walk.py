@@ -4,8 +4,9 @@ limit, no symbolic link followed, hidden folders skipped.
 Yields the `os.DirEntry` of every non-folder entry with a candidate name
 (symbolic links and other odd entries included: the caller refuses them, so
 they end up on record instead of silently ignored). A folder that cannot be
-read is logged and skipped; the walk carries on. Sidecars are not yielded; given
-a list, the walk appends their paths to it (for the orphan-sidecar check).
+read is skipped and the walk carries on; given a list, the walk appends it there
+with the reason (the watcher records it), else logs it. Sidecars are not
+yielded; given a list, the walk appends their paths to it (for the sidecar checks).
 """
 
 from __future__ import annotations
@@ -19,7 +20,11 @@ from worker.logs import get_logger
 log = get_logger(__name__)
 
 
-def walk(root: str, sidecars: list[str] | None = None) -> Iterator[os.DirEntry[str]]:
+def walk(
+    root: str,
+    sidecars: list[str] | None = None,
+    unreadable: list[tuple[str, str]] | None = None,
+) -> Iterator[os.DirEntry[str]]:
     stack = [root]
     while stack:
         folder = stack.pop()
@@ -40,4 +45,7 @@ def walk(root: str, sidecars: list[str] | None = None) -> Iterator[os.DirEntry[s
                     elif sidecars is not None and is_sidecar(name):
                         sidecars.append(entry.path)
         except OSError as err:
-            log.warning("walk.unreadable_folder", folder=folder, error=err.strerror)
+            if unreadable is not None:
+                unreadable.append((folder, err.strerror or str(err)))
+            else:
+                log.warning("walk.unreadable_folder", folder=folder, error=err.strerror)

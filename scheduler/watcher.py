@@ -11,6 +11,13 @@ At `start()`, before any event is taken, it recovers from an earlier crash
 (claimed files with no row, rows with no batch). At `stop()`, the group in
 hand is recorded and the open batch is closed and enqueued.
 
+A poison file fails alone: whatever goes wrong while looking at, claiming or
+describing one path becomes that path's failed row (`_isolated`), recorded in
+place when it was never claimed; the recorder splits a group whose recording
+fails (scheduler.recorder). Only the ledger being down stops the loop, and it
+is retried with a growing pause. The inbox itself is checked every tick: gone,
+it is logged at once; back (or replaced), it is watched again and scanned.
+
 Paths are plain strings below the inbox's resolved path; what the ledger
 records as `path` is the part below the inbox, and `source_root` is the inbox.
 """
@@ -32,6 +39,7 @@ from watchdog.observers.polling import PollingObserver
 
 from scheduler.batcher import Batcher, BatchLimits, Enqueue, ledger_batch_groups, ledger_batches
 from scheduler.claim import (
+    Claimed,
     ClaimFolders,
     check_same_filesystem,
     claim,
@@ -41,6 +49,7 @@ from scheduler.claim import (
 from scheduler.constants import (
     MAX_CHECKS_PER_TICK,
     MAX_EVENTS_PER_TICK,
+    MAX_FAILED_TICK_PAUSE,
     MAX_TICK_SECONDS,
     OVERFLOW_SCAN_MIN_GAP,
     STOP_TIMEOUT_SECONDS,
@@ -52,8 +61,10 @@ from scheduler.recovery import adopt_unbatched, finish_moves, recover_claims
 from scheduler.sidecar import DefaultsReader, find_sidecar
 from scheduler.stability import StabilityTracker, Verdict
 from scheduler.walk import walk
+from worker.errors import LedgerUnavailable
+from worker.fsnames import shown
 from worker.ledger import Ledger
-from worker.ledger.intake import NewFile
+from worker.ledger.intake import NewFile, TakenImage, images_owning
 from worker.logs import get_logger
 from worker.settings import IngestSettings, ObserverKind
 from worker.states import Reason
@@ -79,6 +90,11 @@ class WatcherStats:
     overflows: int = 0  # the kernel dropped events: scanned early
     orphan_sidecars: int = 0  # sidecars whose image never came, recorded failed alone
     moves_finished: int = 0  # final files a crash had left in work/, moved at start
+    isolated: int = 0  # paths that failed alone on an unexpected error
+    late_sidecars: int = 0  # sidecars that came after their image was taken
+    sidecar_waits: int = 0  # whole images held back for a sidecar that may still come
+    unreadable_folders: int = 0
+    inbox_returns: int = 0  # the inbox vanished and came back (or was replaced)
 
 
 def _native_observer(handler: InboxHandler) -> BaseObserver:
@@ -143,6 +159,9 @@ class Watcher:
         self._stop_requested = threading.Event()
         self._thread: threading.Thread | None = None
         self._observer: BaseObserver | None = None
+        self._inbox_id: tuple[int, int] | None = None  # (st_dev, st_ino) being watched
+        self._inbox_gone_since: float | None = None
+        self._failures = 0  # ticks failed in a row (the pause grows with them)
 
     # --- lifecycle ------------------------------------------------------------------
 
@@ -167,15 +186,8 @@ class Watcher:
             self.settings, self.ledger, work_dir=self.work_dir, tag=self.tag, now=self.clock()
         )
         self.stats.adopted = adopt_unbatched(self.ledger, self.batcher)
-        observer: BaseObserver = (
-            PollingObserver(timeout=self.settings.polling_interval)
-            if self.settings.observer is ObserverKind.POLLING
-            else _native_observer(self._handler)
-        )
-        observer.schedule(self._handler, self.root, recursive=True, event_filter=EVENT_TYPES)
         self._alarm.attach()
-        observer.start()
-        self._observer = observer
+        self._observe()
         self._next_scan = self.clock()  # the start scan runs on the first tick
         self._thread = threading.Thread(target=self._run, name="reka-ingest-watcher", daemon=True)
         self._thread.start()
@@ -186,6 +198,23 @@ class Watcher:
             recovered=self.stats.recovered,
             adopted=self.stats.adopted,
         )
+
+    def _observe(self) -> None:
+        """Start observing the inbox as it is now (again, after it came back)."""
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer.join(STOP_TIMEOUT_SECONDS)
+            self._observer = None
+        st = os.stat(self.root)
+        self._inbox_id = (st.st_dev, st.st_ino)
+        observer: BaseObserver = (
+            PollingObserver(timeout=self.settings.polling_interval)
+            if self.settings.observer is ObserverKind.POLLING
+            else _native_observer(self._handler)
+        )
+        observer.schedule(self._handler, self.root, recursive=True, event_filter=EVENT_TYPES)
+        observer.start()
+        self._observer = observer
 
     def request_stop(self) -> None:
         """Ask `run_forever` to return (safe to call from a signal handler)."""
@@ -229,16 +258,27 @@ class Watcher:
         while not self._halt.is_set():
             try:
                 self._tick()
+                self._failures = 0
+            except LedgerUnavailable as err:  # an outage: wait for it, do not spin
+                self._failures += 1
+                log.error("watcher.ledger_unavailable", error=str(err), failures=self._failures)
+                self._halt.wait(self._pause())
             except Exception:  # log, pause, carry on: scans and recovery catch up
-                log.exception("watcher.tick_failed")
-                self._halt.wait(MAX_TICK_SECONDS)
+                self._failures += 1
+                log.exception("watcher.tick_failed", failures=self._failures)
+                self._halt.wait(self._pause())
         try:
             self.recorder.flush()
             self.batcher.flush()
         except Exception:  # at stop: recovery at the next start finishes the job
             log.exception("watcher.final_flush_failed")
 
+    def _pause(self) -> float:
+        """After a failed tick: a short pause, doubling while ticks keep failing."""
+        return min(MAX_TICK_SECONDS * 2 ** min(self._failures, 10), MAX_FAILED_TICK_PAUSE)
+
     def _tick(self) -> None:
+        self._check_inbox()
         self._drain(self._wait_time())
         self._folders_ok.clear()
         self.defaults.new_look()
@@ -248,14 +288,42 @@ class Watcher:
             self.stats.overflows += 1
             log.warning("watcher.events_lost", action="scanning now")
             self._next_scan = now
-        if now >= self._next_scan:
+        if now >= self._next_scan and self._inbox_gone_since is None:
             self._scan()
             self._last_scan = self.clock()
             self._next_scan = self._last_scan + self.settings.scan_interval
         for path in self.tracker.due(MAX_CHECKS_PER_TICK):
-            self._look(path)
+            try:
+                self._look(path)
+            except LedgerUnavailable:
+                raise  # the recorder keeps its group: not this file's fault
+            except Exception as err:  # noqa: BLE001 - one path's failure is that path's outcome
+                self._isolated(path, err)
         self.recorder.flush()
         self.batcher.poll()
+
+    def _check_inbox(self) -> None:
+        """Notice at once when the inbox vanishes, and when it is back (or replaced)."""
+        try:
+            st = os.stat(self.root)
+        except OSError as err:
+            if self._inbox_gone_since is None:
+                self._inbox_gone_since = self.clock()
+                log.error("watcher.inbox_missing", inbox=self.root, error=err.strerror)
+            return
+        if self._inbox_gone_since is None and (st.st_dev, st.st_ino) == self._inbox_id:
+            return
+        gone_for = None if self._inbox_gone_since is None else self.clock() - self._inbox_gone_since
+        self._inbox_gone_since = None
+        self.stats.inbox_returns += 1
+        log.warning(
+            "watcher.inbox_back",
+            inbox=self.root,
+            gone_seconds=None if gone_for is None else round(gone_for, 1),
+            action="watching it again and scanning now",
+        )
+        self._observe()
+        self._next_scan = self.clock()
 
     def _wait_time(self) -> float:
         now = self.clock()
@@ -296,7 +364,8 @@ class Watcher:
         first = self.stats.scans == 0
         missed = 0
         sidecars: list[str] = []
-        for entry in walk(self.root, sidecars):
+        unreadable: list[tuple[str, str]] = []
+        for entry in walk(self.root, sidecars, unreadable):
             path = entry.path
             if path in self.tracker or path in self._refused:
                 continue
@@ -314,6 +383,31 @@ class Watcher:
             "watcher.scan_found_missed", count=missed, start_scan=first, tracked=len(self.tracker)
         )
         self._check_sidecars(sidecars)
+        for folder, error in unreadable:
+            self._unreadable_folder(folder, error)
+
+    def _unreadable_folder(self, folder: str, error: str) -> None:
+        """A folder the scan cannot list: one failed row says so (its files come in
+        once it can be read); the inbox itself is only logged."""
+        if folder == self.root:
+            log.error("watcher.inbox_unreadable", inbox=self.root, error=error)
+            return
+        if folder in self._refused:
+            return
+        self._refused.add(folder)
+        self.stats.unreadable_folders += 1
+        log.warning("watcher.unreadable_folder", folder=self._rel(folder), error=error)
+        self.recorder.add(
+            self._failed(
+                folder,
+                work_path=folder,
+                origin=ORIGIN_SCAN,
+                seen_at=self.clock(),
+                reason=Reason.UNREADABLE,
+                message=f"cannot list this folder: {error}; its files come in once it can be read",
+                rel=self._rel(folder) + os.sep,
+            )
+        )
 
     def _check_sidecars(self, found: list[str]) -> None:
         """Sidecars still in the inbox at this scan: one first seen `orphan_sidecar_after`
@@ -327,12 +421,27 @@ class Watcher:
         before = self._sidecars
         self._sidecars = {p: before.get(p, now) for p in found if p not in self._refused}
         limit = self.settings.orphan_sidecar_after
-        due = [(p, t) for p, t in self._sidecars.items() if now - t >= limit]
-        for path, since in due:
-            if self._has_image(path):
+        for path, since in list(self._sidecars.items()):
+            new, due = path not in before, now - since >= limit
+            if not (new or due):
                 continue
-            del self._sidecars[path]
-            self._orphan(path, since, limit)
+            try:
+                if self._has_image(path):
+                    continue
+                owners = images_owning(
+                    self.ledger, source_root=self.root, sidecar_rel=shown(self._rel(path))
+                )
+                if owners:
+                    del self._sidecars[path]
+                    self._late(path, since, owners[0])
+                elif due:
+                    del self._sidecars[path]
+                    self._orphan(path, since, limit)
+            except LedgerUnavailable:
+                raise
+            except Exception as err:  # noqa: BLE001 - one sidecar's failure is its own outcome
+                self._sidecars.pop(path, None)
+                self._isolated(path, err)
 
     def _has_image(self, sidecar: str) -> bool:
         """Whether an image that would take this sidecar (see `candidates`) is beside it."""
@@ -352,9 +461,35 @@ class Watcher:
         return False
 
     def _orphan(self, path: str, since: float, limit: float) -> None:
-        message = (
-            f"no image arrived for this sidecar within {limit:.0f} s (INGEST_ORPHAN_SIDECAR_AFTER)"
+        self.stats.orphan_sidecars += 1
+        log.warning(
+            "watcher.orphan_sidecar", path=self._rel(path), waited=round(self.clock() - since)
         )
+        self._fail_sidecar(
+            path,
+            since,
+            Reason.ORPHAN_SIDECAR,
+            f"no image arrived for this sidecar within {limit:.0f} s (INGEST_ORPHAN_SIDECAR_AFTER)",
+        )
+
+    def _late(self, path: str, since: float, owner: TakenImage) -> None:
+        self.stats.late_sidecars += 1
+        uploaded = (
+            f"uploaded as image_id {owner.image_id}"
+            if owner.image_id
+            else f"not uploaded yet, state {owner.state}"
+        )
+        message = (
+            f"this sidecar came after its image {owner.path} was taken at "
+            f"{_iso(owner.taken_at)} (file {owner.file_id}, {uploaded}), so the image went "
+            "without it; to send this metadata, drop the image again with the sidecar beside "
+            "it, or make INGEST_SIDECAR_WAIT longer than the writer's gap between the two"
+        )
+        log.warning("watcher.late_sidecar", path=self._rel(path), image_file_id=owner.file_id)
+        self._fail_sidecar(path, since, Reason.LATE_SIDECAR, message)
+
+    def _fail_sidecar(self, path: str, since: float, reason: Reason, message: str) -> None:
+        """Claim a sidecar no image will take and record it failed on its own."""
         try:
             st = os.lstat(path)
         except OSError:
@@ -371,16 +506,13 @@ class Watcher:
             work_path = claimed.work_path
         else:
             self._refused.add(path)  # a link or other odd entry: recorded in place, never followed
-        self.stats.orphan_sidecars += 1
-        waited = round(self.clock() - since)
-        log.warning("watcher.orphan_sidecar", path=self._rel(path), waited=waited)
         self.recorder.add(
             self._failed(
                 path,
                 work_path=work_path,
                 origin=ORIGIN_SCAN,
                 seen_at=since,
-                reason=Reason.ORPHAN_SIDECAR,
+                reason=reason,
                 message=message,
             )
         )
@@ -395,7 +527,9 @@ class Watcher:
             return
         except OSError as err:
             self.tracker.forget(path)
-            log.warning("watcher.stat_failed", path=path, error=err.strerror)
+            self._refuse(
+                path, origin, seen_at, f"cannot look at it: {err.strerror}", Reason.UNREADABLE
+            )
             return
         if stat.S_ISDIR(st.st_mode):
             self.tracker.forget(path)  # a folder named like an image: its files come on their own
@@ -405,11 +539,46 @@ class Watcher:
             what = "symbolic links are never followed" if stat.S_ISLNK(st.st_mode) else None
             self._refuse(path, origin, seen_at, what or "not a regular file")
             return
-        verdict = self.tracker.check(path, (st.st_size, st.st_mtime_ns))
+        sig = (st.st_size, st.st_mtime_ns)
+        verdict = self.tracker.check(path, sig)
         if verdict is Verdict.WHOLE:
+            if self._wait_for_sidecar(path, origin, seen_at, st):
+                return
             self._take(path, origin, seen_at, never_stable=False)
         elif verdict is Verdict.NEVER_STABLE:
             self._take(path, origin, seen_at, never_stable=True)
+
+    def _wait_for_sidecar(self, path: str, origin: str, seen_at: float, st: os.stat_result) -> bool:
+        """Hold a whole image with no sidecar beside it until INGEST_SIDECAR_WAIT has
+        passed since it last changed (writers often save the metadata second)."""
+        until = max(st.st_ctime, st.st_mtime) + self.settings.sidecar_wait
+        if until <= self.clock() or find_sidecar(path) is not None:
+            return False
+        self.stats.sidecar_waits += 1
+        self.tracker.defer(path, origin, seen_at, (st.st_size, st.st_mtime_ns), until)
+        return True
+
+    def _isolated(self, path: str, err: BaseException) -> None:
+        """An unexpected error on one path: that path fails alone, recorded in place
+        (it was not claimed: a claimed file's errors are `describe`'s to record)."""
+        origin = self.tracker.origin(path) if path in self.tracker else ORIGIN_SCAN
+        self.tracker.forget(path)
+        self.stats.isolated += 1
+        log.error(
+            "watcher.path_isolated",
+            path=self._rel(path),
+            error=f"{type(err).__name__}: {err}",
+            exc_info=err,
+        )
+        if path in self._refused or not os.path.lexists(path):
+            return
+        self._refuse(
+            path,
+            origin,
+            self.clock(),
+            f"the watcher failed on this file: {type(err).__name__}: {err}",
+            Reason.INTAKE_FAILED,
+        )
 
     def _rel(self, path: str) -> str:
         return path[len(self.root) + 1 :]
@@ -422,7 +591,14 @@ class Watcher:
             self._folders_ok[folder] = ok
         return ok
 
-    def _refuse(self, path: str, origin: str, seen_at: float, message: str) -> None:
+    def _refuse(
+        self,
+        path: str,
+        origin: str,
+        seen_at: float,
+        message: str,
+        reason: Reason = Reason.REFUSED_PATH,
+    ) -> None:
         """Record a path we will not take, in place (it is never moved or followed)."""
         self._refused.add(path)
         self.stats.refused += 1
@@ -432,7 +608,7 @@ class Watcher:
                 work_path=path,
                 origin=origin,
                 seen_at=seen_at,
-                reason=Reason.REFUSED_PATH,
+                reason=reason,
                 message=message,
             )
         )
@@ -446,9 +622,10 @@ class Watcher:
         seen_at: float,
         reason: Reason,
         message: str,
+        rel: str | None = None,
     ) -> NewFile:
         return NewFile(
-            path=self._rel(path),
+            path=self._rel(path) if rel is None else rel,
             source_root=self.root,
             work_path=work_path,
             origin=origin,
@@ -473,12 +650,36 @@ class Watcher:
         try:
             claimed = claim(path, rel_path=self._rel(path), folders=self.claims, sidecar=side)
         except OSError as err:
-            log.warning("watcher.claim_failed", path=path, error=err.strerror)
+            log.warning("watcher.claim_failed", path=self._rel(path), error=err.strerror)
+            self._refuse(
+                path,
+                origin,
+                seen_at,
+                f"cannot be moved into the work area to be claimed: {err.strerror}",
+                Reason.INTAKE_FAILED,
+            )
             return
         if claimed is None:
             self.stats.lost_races += 1
             return
         self.stats.claimed += 1
+        try:
+            new = self._describe(claimed, origin, seen_at, never_stable=never_stable)
+        except Exception as err:  # noqa: BLE001 - claimed: it fails alone, from work/
+            new = self._failed(
+                path,
+                work_path=claimed.work_path,
+                origin=origin,
+                seen_at=seen_at,
+                reason=Reason.INTAKE_FAILED,
+                message=f"the watcher failed on this file: {type(err).__name__}: {err}",
+            )
+        self.recorder.add(new)
+
+    def _describe(
+        self, claimed: Claimed, origin: str, seen_at: float, *, never_stable: bool
+    ) -> NewFile:
+        path = os.path.join(self.root, claimed.rel_path)
         if never_stable:
             self.stats.never_stable += 1
             new = self._failed(
@@ -500,10 +701,14 @@ class Watcher:
                 defaults=self.defaults,
                 max_image_bytes=self.settings.max_image_bytes,
             )
-        self.recorder.add(new)
+        return new
 
     def _young(self, path: str) -> bool:
         try:
             return self.clock() - os.lstat(path).st_mtime < self.settings.min_file_age
         except OSError:
             return False
+
+
+def _iso(moment: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(moment))

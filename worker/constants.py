@@ -41,6 +41,9 @@ DEFAULT_NEVER_STABLE_AFTER: Final = 3600.0
 # A sidecar whose image has not arrived this long after it was first seen is
 # recorded failed on its own (`orphan_sidecar`) and moved to failed/.
 DEFAULT_ORPHAN_SIDECAR_AFTER: Final = 300.0
+# How long an image waits for a sidecar written after it (INGEST_SIDECAR_WAIT): a
+# camera or script that saves the image, then its metadata, needs a few seconds.
+DEFAULT_SIDECAR_WAIT: Final = 5.0
 
 LIST_LIMIT_DEFAULT: Final = 20
 LIST_LIMIT_MAX: Final = 100

@@ -203,6 +203,15 @@ class IngestSettings(BaseSettings):
             " alone with `orphan_sidecar`."
         ),
     )
+    sidecar_wait: float = Field(
+        default=c.DEFAULT_SIDECAR_WAIT,
+        ge=0,
+        description=(
+            "Seconds an image waits, after it last changed, for its sidecar to appear"
+            " beside it (many writers save the image first); 0 takes images at once."
+            " A sidecar that comes after its image was taken fails with `late_sidecar`."
+        ),
+    )
     max_image_bytes: int = Field(
         default=c.MAX_IMAGE_BYTES,
         ge=1,

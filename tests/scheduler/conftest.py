@@ -23,6 +23,7 @@ FAST: dict[str, Any] = {
     "min_file_age": 0.3,
     "batch_max_wait": 0.2,
     "scan_interval": 600.0,  # only the start scan, unless a test says otherwise
+    "sidecar_wait": 0.5,  # images still wait for a sidecar, briefly
 }
 
 

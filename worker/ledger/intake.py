@@ -8,6 +8,7 @@ gets that row's `image_id` as soon as it is known.
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -18,6 +19,7 @@ from sqlalchemy.orm import Session
 from worker.fsnames import clean_text
 from worker.ledger.db import Ledger
 from worker.ledger.schema import Batch, File
+from worker.sidecar_files import SIDECAR_SUFFIX
 from worker.states import BatchState, FileState, Reason
 
 
@@ -297,3 +299,42 @@ def known_work_paths(ledger: Ledger, paths: Sequence[str]) -> set[str]:
             chunk = list(paths[start : start + 500])
             found.update(s.scalars(select(File.work_path).where(File.work_path.in_(chunk))))
     return found
+
+
+@dataclass(frozen=True, slots=True)
+class TakenImage:
+    """A recorded image that would have owned a given sidecar (for `late_sidecar`)."""
+
+    file_id: int
+    path: str
+    state: str
+    image_id: str | None
+    taken_at: float
+
+
+def images_owning(ledger: Ledger, *, source_root: str, sidecar_rel: str) -> list[TakenImage]:
+    """Rows of images dropped under `source_root` that `sidecar_rel` belongs to by the
+    pairing rule (`photo.jpg` for `photo.jpg.json`, any `photo.*` for `photo.json`),
+    newest first. Both paths are in the ledger's shown form."""
+    stem = sidecar_rel.removesuffix(SIDECAR_SUFFIX)
+    like = stem.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + ".%"
+    with ledger.read() as s:
+        rows = s.execute(
+            select(File.id, File.path, File.state, File.image_id, File.seen_at, File.queued_at)
+            .where(File.source_root == source_root)
+            .where((File.path == stem) | File.path.like(like, escape="\\"))
+            .order_by(File.id.desc())
+            .limit(_IN_CHUNK)
+        ).all()
+    return [
+        TakenImage(
+            file_id=r.id,
+            path=r.path,
+            state=r.state,
+            image_id=r.image_id,
+            taken_at=r.queued_at or r.seen_at,
+        )
+        for r in rows
+        if (r.path == stem or os.path.splitext(r.path)[0] == stem)
+        and not r.path.lower().endswith(SIDECAR_SUFFIX)
+    ]
