@@ -14,13 +14,15 @@ canonical line does that.
 from __future__ import annotations
 
 import builtins
+import hashlib
+import io
 import json
 import os
 import threading
 from collections.abc import Generator, Sequence
 from contextlib import ExitStack
 from types import TracebackType
-from typing import Any, BinaryIO, TypeVar
+from typing import Any, BinaryIO, TypeVar, cast
 from urllib.parse import quote
 
 import httpx
@@ -39,12 +41,14 @@ from worker.reka_models import (
     SearchMode,
     SearchResult,
     SearchResultList,
+    SentBytes,
     UploadItem,
     UploadResult,
 )
 from worker.settings import RekaSettings, load_settings
 
 __all__ = [
+    "HashingReader",
     "RekaClient",
     "UploadResult",
     "reset_shared_client",
@@ -101,6 +105,53 @@ def _check_key(api_key: str | SecretStr) -> SecretStr:
     ):
         raise ApiUsageError("the API key must be non-empty printable ASCII without spaces")
     return secret
+
+
+class HashingReader:
+    """An open file as httpx reads it into a multipart part, hashing what it hands out.
+
+    How httpx 0.28 uses a file part (`httpx/_multipart.py` FileField): the
+    length from `fileno()` and fstat when the request is built (so the body
+    keeps its Content-Length), `seek(0)` before the part is rendered (again if
+    it is rendered again), then `read(64 KiB)` until b"". So the digest starts
+    over at a seek to 0, and once the request is sent `sent` is the sha256 and
+    length of exactly the bytes it carried, even if the file changed since it
+    was claimed and hashed. Any other seek would break that, so it is refused.
+    """
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self._raw = raw
+        self._digest = hashlib.sha256()
+        self._size = 0
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self._raw.read(size)
+        self._digest.update(chunk)
+        self._size += len(chunk)
+        return chunk
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        """Rewind (a position of 0 starts the digest over), or stay where it is."""
+        if (offset, whence) in ((0, os.SEEK_SET), (0, os.SEEK_CUR)) or (
+            whence == os.SEEK_SET and offset == self._size
+        ):
+            position = self._raw.seek(offset, whence)
+            if position == 0:
+                self._digest = hashlib.sha256()
+                self._size = 0
+            return position
+        raise io.UnsupportedOperation("a hashing reader only rewinds to the start")
+
+    def tell(self) -> int:
+        return self._size
+
+    def fileno(self) -> int:
+        return self._raw.fileno()
+
+    @property
+    def sent(self) -> SentBytes:
+        """The bytes read since the last rewind: after a request, the bytes it carried."""
+        return SentBytes(sha256=self._digest.hexdigest(), size=self._size)
 
 
 class RekaClient:
@@ -187,9 +238,10 @@ class RekaClient:
         """Upload `items` in ONE multipart request; results come back in input order.
 
         Each file is streamed from disk in chunks (httpx reads the open file
-        objects) and closed afterwards whatever happens. A file that cannot be
-        opened raises OSError before anything is sent: the caller checked the
-        files, so that is its bug or a race it must record.
+        objects through a `HashingReader`) and closed afterwards whatever
+        happens; the result's `sent` says what each part carried. A file that
+        cannot be opened raises OSError before anything is sent: the caller
+        checked the files, so that is its bug or a race it must record.
         """
         if not items:
             raise ApiUsageError("upload needs at least one item")
@@ -204,9 +256,12 @@ class RekaClient:
         )
         with ExitStack() as stack:
             files: builtins.list[tuple[str, tuple[str, BinaryIO, str]]] = []
+            readers: builtins.list[HashingReader] = []
             for item in items:
-                handle = stack.enter_context(item.path.open("rb"))
-                files.append(("images", (item.filename, handle, item.content_type)))
+                reader = HashingReader(stack.enter_context(item.path.open("rb")))
+                readers.append(reader)
+                # httpx only reads, rewinds and measures a part (see HashingReader).
+                files.append(("images", (item.filename, cast(BinaryIO, reader), item.content_type)))
             response = self._send(
                 "POST",
                 "/images/upload",
@@ -223,7 +278,10 @@ class RekaClient:
                 request_id=request_id,
             )
         return UploadResult(
-            images=images, request_id=request_id, rate_limit=parse_rate_limit(response.headers)
+            images=images,
+            request_id=request_id,
+            rate_limit=parse_rate_limit(response.headers),
+            sent=[reader.sent for reader in readers],
         )
 
     def get(self, image_id: str, *, timeout: TimeoutArg = None) -> Image:

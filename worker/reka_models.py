@@ -144,13 +144,25 @@ class UploadItem(BaseModel):
 
 
 @dataclass(frozen=True, slots=True)
+class SentBytes:
+    """What one file's part of an upload request carried: the sha256 (hex) and the
+    length of the bytes read into the request, whatever the file held before."""
+
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
 class UploadResult:
     """The answer to one upload request: one `Image` per item, in input order.
 
     `request_id` and `rate_limit` come from the response headers; the batch
-    records the first, the shared upload budget follows the second.
+    records the first, the shared upload budget follows the second. `sent` is
+    what each item's part carried, in input order (empty when not measured, as
+    in a result built by hand): the hash to record is the hash of the bytes sent.
     """
 
     images: list[Image]
     request_id: str | None
     rate_limit: RateLimitInfo = field(default_factory=RateLimitInfo)
+    sent: list[SentBytes] = field(default_factory=list)
