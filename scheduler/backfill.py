@@ -27,6 +27,7 @@ from scheduler.describe import describe
 from scheduler.recorder import Recorder
 from scheduler.sidecar import DefaultsReader, find_sidecar
 from scheduler.walk import walk
+from worker.fsnames import shown
 from worker.ledger import Ledger
 from worker.ledger.intake import NewFile, known_work_paths
 from worker.logs import get_logger
@@ -104,12 +105,13 @@ def backfill(
     recorder = Recorder(settings, ledger, batcher, clock=clock, group_size=group_size)
     defaults = DefaultsReader(top)
     summary = BackfillSummary()
-    for chunk in _chunks(walk(top), group_size):
+    unreadable: list[tuple[str, str]] = []
+    for chunk in _chunks(walk(top, None, unreadable), group_size):
         summary.found += len(chunk)
-        known = known_work_paths(ledger, [e.path for e in chunk])
+        known = known_work_paths(ledger, [shown(e.path) for e in chunk])
         summary.already_known += len(known)
         for entry in chunk:
-            if entry.path in known:
+            if shown(entry.path) in known:
                 continue
             new = _describe(entry, top, settings, defaults, clock)
             if new is None:
@@ -120,6 +122,9 @@ def backfill(
         batcher.poll()
         if progress is not None:
             progress(len(chunk))
+    for folder, error in unreadable:  # on record, not only in a log line
+        recorder.add(_unreadable(folder, top, error, clock()))
+    recorder.flush()
     batcher.flush()
     totals = recorder.totals
     summary.recorded, summary.queued = totals.recorded, totals.queued
@@ -128,6 +133,22 @@ def backfill(
     summary.batches, summary.enqueue_failures = batcher.batches_created, batcher.enqueue_failures
     log.info("backfill.done", root=top, **asdict(summary))
     return summary
+
+
+def _unreadable(folder: str, top: str, error: str, now: float) -> NewFile:
+    rel = "." if folder == top else os.path.relpath(folder, top)
+    return NewFile(
+        path=rel + os.sep,
+        source_root=top,
+        work_path=folder,
+        origin=BACKFILL_ORIGIN,
+        size=0,
+        mtime=0.0,
+        sha256=None,
+        seen_at=now,
+        reason=Reason.UNREADABLE,
+        message=f"cannot list this folder: {error}; its files were not taken",
+    )
 
 
 def _describe(
@@ -164,6 +185,23 @@ def _describe(
         )
     if st is not None and now - st.st_mtime < settings.min_file_age:
         return None
+    if shown(entry.path) != entry.path:
+        return NewFile(
+            path=rel_path,
+            source_root=top,
+            work_path=entry.path,
+            origin=BACKFILL_ORIGIN,
+            size=0 if st is None else st.st_size,
+            mtime=0.0 if st is None else st.st_mtime,
+            sha256=None,
+            seen_at=now,
+            reason=Reason.REFUSED_PATH,
+            message=(
+                "its path has bytes that are not UTF-8 (shown as %XX); a backfill reads "
+                "files where they are and cannot name this one to the worker: rename it, "
+                "or drop it into the watched inbox, which takes any name"
+            ),
+        )
     return describe(
         entry.path,
         rel_path=rel_path,

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from scheduler.backfill import backfill
 from scheduler.batcher import Batcher, BatchLimits
 from scheduler.claim import claim_folder_name, inbox_tag
 from scheduler.recorder import Recorder
@@ -275,3 +276,22 @@ def test_the_inbox_deleted_and_made_again_is_noticed_and_watched_again(
         write_image(inbox / "back.jpg", seed=1)
         wait_for(lambda: "back.jpg" in files_by_path(ledger), timeout=10)
         assert watcher._thread is not None and watcher._thread.is_alive()
+
+
+def test_a_backfill_refuses_a_name_that_is_not_utf8_on_record_and_takes_the_rest(
+    fast_settings: Callable[..., IngestSettings], ledger: Ledger, tmp_path: Path
+) -> None:
+    settings = fast_settings(min_file_age=0.0)
+    root = tmp_path / "archive"
+    _write(_bytes_path(root, b"f\xfcr.jpg"), image_bytes(1))
+    _write(_bytes_path(root, b"ok/\xff/deep.jpg"), image_bytes(2))
+    write_image(root / "fine.jpg", seed=3)
+    summary = backfill(settings, ledger, root, no_enqueue)
+    assert (summary.recorded, summary.queued, summary.failed) == (3, 1, 2)
+    rows = files_by_path(ledger)
+    for rel in ("f%FCr.jpg", "ok/%FF/deep.jpg"):
+        assert (rows[rel].state, rows[rel].reason) == (FileState.FAILED, Reason.REFUSED_PATH)
+        assert "not UTF-8" in (rows[rel].message or "")
+    assert rows["fine.jpg"].state == FileState.QUEUED
+    assert os.path.exists(_bytes_path(root, b"f\xfcr.jpg"))  # in place: never moved
+    assert backfill(settings, ledger, root, no_enqueue).recorded == 0  # a rerun adds nothing
