@@ -410,12 +410,15 @@ class Watcher:
         )
 
     def _check_sidecars(self, found: list[str]) -> None:
-        """Sidecars still in the inbox at this scan: one first seen `orphan_sidecar_after`
-        ago with no image beside it to take it is recorded failed on its own.
+        """Sidecars still in the inbox at this scan, with no image beside them to take
+        them: one whose image the ledger shows taken already fails as `late_sidecar`
+        (at once when that was shortly before it came), one first seen
+        `orphan_sidecar_after` ago with no image at all as `orphan_sidecar`.
 
         An image takes its sidecar along when it is claimed, so a sidecar that stays
         has no image yet. Scans are the clock: the bound is kept within one
-        `scan_interval`.
+        `scan_interval`; a new sidecar is looked up in the ledger once, at the
+        scan that finds it.
         """
         now = self.clock()
         before = self._sidecars
@@ -431,7 +434,10 @@ class Watcher:
                 owners = images_owning(
                     self.ledger, source_root=self.root, sidecar_rel=shown(self._rel(path))
                 )
-                if owners:
+                # Its image taken shortly before it came: late now. One taken long
+                # before may be an older drop of that name (a writer that saves the
+                # sidecar first is still to send the image): late only at the bound.
+                if owners and (due or owners[0].taken_at >= since - limit):
                     del self._sidecars[path]
                     self._late(path, since, owners[0])
                 elif due:
