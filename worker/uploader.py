@@ -3,7 +3,8 @@
 One batch, one multipart request:
     claim (lease) -> check each file -> take a slot of the shared API budget
     -> mark uploading -> POST -> feed the rate-limit headers back to the budget
-    -> record each result in input order -> move files to done/ (failures to failed/).
+    -> record each result in input order, with the hash of the bytes each file
+       really sent -> move files to done/ (failures to failed/).
 
 Outcomes by error:
     no budget left, or 429                   -> the batch waits in the ledger until
@@ -20,6 +21,12 @@ Outcomes by error:
         `reka-ingest retry --reason auth_failed` sends them again once the key is fixed.
 Running it twice for one batch is safe: the claim lets one run in, and a run
 after a worker died flags the files whose request may have gone out.
+
+The hash recorded is the hash of the bytes sent: the client hashes each file as
+it streams it, and a file that changed after its claim gets the sent bytes'
+sha256 and size in the same write as its result. Rows recorded as copies of it
+by the old hash are copies of something it never sent: one of them is queued
+again (in a new batch, enqueued with the report) and the others follow it.
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ from worker.errors import (
 )
 from worker.indexing import decide
 from worker.ledger import uploads as ops
+from worker.ledger.intake import create_batches
 from worker.logs import get_logger
 from worker.outbox import (
     file_done,
@@ -51,7 +59,7 @@ from worker.outbox import (
     in_work_area,
     remove_empty_claim_folders,
 )
-from worker.reka_models import Image, UploadItem, UploadResult
+from worker.reka_models import UploadItem, UploadResult
 from worker.runtime import Runtime
 from worker.states import FileState, Reason
 from worker.validate import check_image
@@ -184,7 +192,8 @@ def _send(
         _fail(rt, files, Reason.UPLOAD_FAILED, _api_message(err, "the upload failed"))
     else:
         report.request_id = result.request_id
-        report.final_paths = _record_results(rt, files, result.images, result.request_id)
+        report.final_paths, requeued = _record_results(rt, files, result)
+        report.enqueue = _batch_requeued(rt, requeued)
         report.uploaded = len(files)
         report.outcome = "done"
         return
@@ -271,14 +280,15 @@ def _retry_later(
 
 
 def _record_results(
-    rt: Runtime, files: list[ops.BatchFile], images: list[Image], request_id: str | None
-) -> list[tuple[int, str]]:
+    rt: Runtime, files: list[ops.BatchFile], result: UploadResult
+) -> tuple[list[tuple[int, str]], list[ops.Requeued]]:
     """Record each result, then move the files; returns where each went (recorded with
-    the batch's finish: a death before it leaves the moves to the watcher's recovery)."""
+    the batch's finish: a death before it leaves the moves to the watcher's recovery)
+    and the rows queued again because a file sent other bytes than it was hashed by."""
     settings = rt.settings.ingest
     now = rt.clock()
     results: list[ops.Uploaded] = []
-    for f, image in zip(files, images, strict=True):
+    for f, image in zip(files, result.images, strict=True):
         d = decide(
             image.indexing_status,
             index_flag=f.index_flag,
@@ -302,7 +312,13 @@ def _record_results(
                 poll_delay=d.poll_delay,
             )
         )
-    ops.record_uploaded(rt.ledger, results, request_id=request_id, now=now)
+    requeued = ops.record_uploaded(
+        rt.ledger,
+        results,
+        request_id=result.request_id,
+        now=now,
+        rehashed=_rehashed(files, result),
+    )
     moves: list[tuple[int, str]] = []
     for f, r in zip(files, results, strict=True):
         if r.state == FileState.FAILED:
@@ -317,7 +333,46 @@ def _record_results(
         )
         if final is not None:
             moves.append((f.id, final))
-    return moves
+    return moves, requeued
+
+
+def _rehashed(files: list[ops.BatchFile], result: UploadResult) -> list[ops.Rehashed]:
+    """The files whose sent bytes differ from the ones hashed at their claim."""
+    changed: list[ops.Rehashed] = []
+    for f, sent in zip(files, result.sent, strict=False):  # `sent` empty: not measured
+        if (sent.sha256, sent.size) != (f.sha256, f.size):
+            log.warning(
+                "file_changed_after_claim",
+                file_id=f.id,
+                claimed_sha256=f.sha256,
+                sent_sha256=sent.sha256,
+                claimed_size=f.size,
+                sent_size=sent.size,
+            )
+            changed.append(ops.Rehashed(f.id, f.sha256, sent.sha256, sent.size))
+    return changed
+
+
+def _batch_requeued(rt: Runtime, requeued: list[ops.Requeued]) -> list[int]:
+    """New batches for rows queued again (within the batch limits); their ids, to enqueue.
+
+    Nothing else batches queued rows while the watcher runs (its start adopts
+    any left unbatched, should this process die first); the beat sweep resends
+    a batch whose message is lost.
+    """
+    settings = rt.settings.ingest
+    groups: list[list[int]] = []
+    nbytes = 0
+    for r in requeued:
+        if not groups or (
+            len(groups[-1]) >= settings.batch_max_files
+            or nbytes + r.size > settings.batch_max_bytes
+        ):
+            groups.append([])
+            nbytes = 0
+        groups[-1].append(r.file_id)
+        nbytes += r.size
+    return create_batches(rt.ledger, groups, now=rt.clock()) if groups else []
 
 
 def _fail(rt: Runtime, files: list[ops.BatchFile], reason: Reason, message: str) -> None:

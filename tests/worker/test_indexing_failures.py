@@ -9,97 +9,24 @@ and the real Redis it enqueues to."""
 
 from __future__ import annotations
 
-import hashlib
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
-from standin.config import StandinConfig
-from standin.runner import RunningStandin, serve_in_thread
+from standin.runner import RunningStandin
 from tests.budget.test_retry_and_status import use_env
 from tests.support.clock import Clock
 from tests.support.images import image_bytes
-from worker.ledger import open_ledger
-from worker.ledger.intake import NewFile, create_batch, record_files
+from tests.worker.conftest import KEY, rows_by_path, stage
 from worker.ledger.queries import list_files
-from worker.ledger.schema import File
 from worker.poller import poll_due
 from worker.runtime import Runtime
-from worker.settings import Settings
 from worker.states import FileState, Reason
 from worker.uploader import upload_batch
-
-KEY = "test-key-indexing-failures"
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def standin(clock: Clock) -> Iterator[RunningStandin]:
-    # Indexing takes a moment (on this clock), so uploads answer 1 and the poller decides.
-    config = StandinConfig(api_keys=(KEY,), port=0, seed=1, index_delay=1.0)
-    with serve_in_thread(config, clock=clock) as server:
-        yield server
-
-
-@pytest.fixture
-def make_rt(
-    make_settings: Callable[..., Settings], standin: RunningStandin, clock: Clock, redis_url: str
-) -> Iterator[Callable[..., Runtime]]:
-    made: list[Runtime] = []
-
-    def make(**overrides: object) -> Runtime:
-        base: dict[str, object] = {
-            "api_key": KEY,
-            "api_base_url": standin.base_url,
-            "redis_url": redis_url,
-        }
-        settings = make_settings(**(base | overrides))
-        runtime = Runtime(settings, open_ledger(settings.ingest.ledger_url), clock=clock)
-        made.append(runtime)
-        return runtime
-
-    yield make
-    for runtime in made:
-        runtime.close()
-
-
-def stage(rt: Runtime, blobs: dict[str, bytes], *, root: Path | None = None) -> int:
-    """Files placed as the watcher would (one claim folder each), or recorded in place
-    under `root` as a backfill would; recorded and put in one batch."""
-    new = []
-    for i, (rel, data) in enumerate(blobs.items()):
-        if root is None:
-            path = rt.settings.ingest.work_dir / f"c{i:04d}" / Path(rel).name
-        else:
-            path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-        new.append(
-            NewFile(
-                path=rel,
-                source_root=str(root or rt.settings.ingest.inbox),
-                work_path=str(path),
-                origin="event" if root is None else "backfill",
-                size=len(data),
-                mtime=0.0,
-                sha256=hashlib.sha256(data).hexdigest(),
-                seen_at=rt.clock(),
-            )
-        )
-    recorded = record_files(rt.ledger, new, now=rt.clock())
-    return create_batch(rt.ledger, [r.file_id for r in recorded], now=rt.clock())
-
-
-def rows_by_path(rt: Runtime) -> dict[str, File]:
-    return {f.path: f for f in list_files(rt.ledger)}
 
 
 def reason_record(rt: Runtime, rel: str) -> dict[str, object]:

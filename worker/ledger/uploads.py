@@ -1,5 +1,6 @@
 """What the upload task writes: claiming a batch under a lease, the outcome of
-each file, releasing a batch to try again, and splitting one after a 413.
+each file (with the hash of the bytes it really sent), releasing a batch to try
+again, and splitting one after a 413.
 
 Every function here is one short write transaction and safe to call twice:
 a claim checks the batch's state and lease in the same statement that takes it.
@@ -67,6 +68,25 @@ class ClaimedBatch:
     files: list[BatchFile]
     # The previous holder's lease ran out while its request may have been sent.
     outcome_unknown: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Rehashed:
+    """A file whose upload carried other bytes than the ones hashed at its claim
+    (rewritten through a handle held open across the claim, say)."""
+
+    file_id: int
+    claimed_sha256: str | None
+    sha256: str  # of the bytes sent
+    size: int  # of the bytes sent
+
+
+@dataclass(frozen=True, slots=True)
+class Requeued:
+    """A row queued again, with no batch: it needs one."""
+
+    file_id: int
+    size: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,16 +187,26 @@ def flag_possible_duplicates(ledger: Ledger, file_ids: Sequence[int], *, now: fl
 
 
 def record_uploaded(
-    ledger: Ledger, results: Sequence[Uploaded], *, request_id: str | None, now: float
-) -> None:
+    ledger: Ledger,
+    results: Sequence[Uploaded],
+    *,
+    request_id: str | None,
+    now: float,
+    rehashed: Sequence[Rehashed] = (),
+) -> list[Requeued]:
     """Write each file's upload result, and hand its image id to its duplicates.
 
     One executemany UPDATE for the batch's rows, and one look for their
     duplicates (`duplicate_of` has no index: a statement per file scanned the
     whole table once per file, which grew with the ledger).
+
+    In the same write, each `rehashed` file gets the hash and size of the bytes
+    it sent, and the rows recorded as copies of it by the old hash are given
+    back to what those bytes really are (`_reassign_copies`); returns the rows
+    that must be uploaded after all (queued, with no batch yet).
     """
     if not results:
-        return
+        return []
     final = (FileState.INDEXED, FileState.STORED, FileState.FAILED)
     rows: list[dict[str, Any]] = [
         {
@@ -197,8 +227,11 @@ def record_uploaded(
         for r in results
     ]
     by_id = {r.file_id: r for r in results}
+    requeued: list[Requeued] = []
     with ledger.write() as s:
         s.execute(_RECORD_UPLOADED, rows)
+        for change in rehashed:
+            requeued.extend(_record_rehashed(s, change, now))
         originals = s.scalars(
             select(File.duplicate_of).where(File.duplicate_of.in_(list(by_id))).distinct()
         ).all()
@@ -211,6 +244,102 @@ def record_uploaded(
                 .where(File.duplicate_of == original)
                 .values(image_id=r.image_id, image_url=r.image_url, updated_at=now)
             )
+    return requeued
+
+
+_NOT_ORIGINALS = (FileState.FAILED, FileState.DUPLICATE)  # as intake decides copies
+
+
+def _record_rehashed(s: Session, change: Rehashed, now: float) -> list[Requeued]:
+    """The sent bytes' hash and size on the file's row, and its copies reassigned."""
+    old = change.claimed_sha256
+    s.execute(
+        update(File)
+        .where(File.id == change.file_id)
+        .values(
+            sha256=change.sha256,
+            size=change.size,
+            message=(
+                "the file changed after it was claimed: sha256"
+                f" {(old or 'none')[:12]} at the claim, {change.sha256[:12]} sent"
+            ),
+            updated_at=now,
+        )
+    )
+    return _reassign_copies(s, change.file_id, old, now) if old else []
+
+
+def _reassign_copies(s: Session, file_id: int, old: str, now: float) -> list[Requeued]:
+    """Rows recorded as `duplicate`s of `file_id` for bytes it never sent (hash `old`).
+
+    They are copies of each other, not of it. If another live row holds those
+    bytes, they point at it (and share its image id once known); otherwise the
+    first is queued again, to be uploaded as what it is, from where its bytes
+    are now (its `final_path`: done/, or kept; a deleted copy then fails
+    `file_missing` at its upload), and the others point at that one. Returns
+    the row queued again, if any.
+    """
+    copies = s.execute(
+        select(File.id, File.size, File.work_path, File.final_path)
+        .where(
+            File.sha256 == old,
+            File.state == FileState.DUPLICATE,
+            File.duplicate_of == file_id,
+        )
+        .order_by(File.id)
+    ).all()
+    if not copies:
+        return []
+    live = s.execute(
+        select(File.id, File.image_id, File.image_url)
+        .where(File.sha256 == old, File.state.notin_(_NOT_ORIGINALS), File.id != file_id)
+        .order_by(File.id)
+        .limit(1)
+    ).first()
+    requeued: list[Requeued] = []
+    if live is None:
+        first, copies = copies[0], copies[1:]
+        s.execute(
+            update(File)
+            .where(File.id == first.id)
+            .values(
+                state=FileState.QUEUED,
+                reason=None,
+                duplicate_of=None,
+                image_id=None,
+                image_url=None,
+                batch_id=None,
+                finished_at=None,
+                work_path=first.final_path or first.work_path,
+                final_path=None,
+                queued_at=now,
+                message=(
+                    f"queued again: recorded as a copy of file {file_id},"
+                    " which changed after its claim and sent other bytes"
+                ),
+                updated_at=now,
+            )
+        )
+        requeued.append(Requeued(first.id, first.size))
+        target: tuple[int, str | None, str | None] = (first.id, None, None)
+    else:
+        target = (live.id, live.image_id, live.image_url)
+    if copies:
+        s.execute(
+            update(File)
+            .where(File.id.in_([c.id for c in copies]))
+            .values(
+                duplicate_of=target[0],
+                image_id=target[1],
+                image_url=target[2],
+                message=(
+                    f"same bytes as file {target[0]}"
+                    f" (file {file_id} changed after its claim and sent other bytes)"
+                ),
+                updated_at=now,
+            )
+        )
+    return requeued
 
 
 def fail_files(
