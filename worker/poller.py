@@ -30,7 +30,7 @@ from worker.ledger.polling import (
     claim_due_polls,
     record_polls,
     record_settled,
-    unsettled_failures,
+    take_unsettled_failures,
 )
 from worker.logs import get_logger
 from worker.outbox import ERROR_SUFFIX, file_failed, in_work_area
@@ -188,7 +188,13 @@ def settle_failures(rt: Runtime, *, limit: int = SETTLE_LIMIT) -> int:
     for a later sweep.
     """
     settings = rt.settings.ingest
-    pending = unsettled_failures(rt.ledger, settled_suffix=ERROR_SUFFIX, limit=limit)
+    pending = take_unsettled_failures(
+        rt.ledger,
+        settled_suffix=ERROR_SUFFIX,
+        now=rt.clock(),
+        lease=POLL_LEASE_SECONDS,
+        limit=limit,
+    )
     settled: list[tuple[int, str]] = []
     unsettled: list[int] = []
     for f in pending:

@@ -22,8 +22,9 @@ from tests.budget.test_retry_and_status import use_env
 from tests.support.clock import Clock
 from tests.support.images import image_bytes
 from tests.worker.conftest import KEY, rows_by_path, stage
+from worker.ledger.polling import take_unsettled_failures
 from worker.ledger.queries import list_files
-from worker.poller import poll_due
+from worker.poller import POLL_LEASE_SECONDS, poll_due
 from worker.runtime import Runtime
 from worker.states import FileState, Reason
 from worker.uploader import upload_batch
@@ -174,6 +175,36 @@ def test_files_that_cannot_be_moved_now_stay_failed_and_a_later_sweep_moves_them
         assert reason_record(rt, rel)["reason"] == "indexing_failed"
         assert not done[rel].exists()
     assert poll_due(rt).settled == 0  # settled once, never again
+
+
+def test_a_file_another_sweep_is_settling_is_left_to_it_until_its_lease_runs_out(
+    make_rt: Callable[..., Runtime], standin: RunningStandin, clock: Clock
+) -> None:
+    rt = make_rt()
+    standin.state.faults.update({"index_fail_share": 1.0})
+    assert upload_batch(rt, stage(rt, {"l.jpg": image_bytes(80)})).uploaded == 1
+    clock.advance(100)
+    report = poll_due(rt)
+    assert (report.failed, report.settled) == (1, 1)  # settled at once by this sweep
+    assert poll_due(rt).settled == 0
+    # Make a second one, and let another sweep take it first (it dies holding it).
+    assert upload_batch(rt, stage(rt, {"m.jpg": image_bytes(81)})).uploaded == 1
+    failed = rt.settings.ingest.failed_path
+    failed.rename(failed.with_name("failed-aside"))
+    failed.write_bytes(b"in the way")
+    clock.advance(100)
+    assert poll_due(rt).settled == 0
+    failed.unlink()
+    failed.with_name("failed-aside").rename(failed)
+    [taken] = take_unsettled_failures(
+        rt.ledger, settled_suffix=".error.json", now=clock(), lease=POLL_LEASE_SECONDS, limit=10
+    )
+    assert taken.path == "m.jpg"
+    assert poll_due(rt).settled == 0  # not while the other sweep's lease holds
+    clock.advance(POLL_LEASE_SECONDS + 1)
+    assert poll_due(rt).settled == 1
+    assert (failed / "m.jpg").is_file()
+    assert rows_by_path(rt)["m.jpg"].final_path == str(failed / "m.jpg.error.json")
 
 
 def test_retry_takes_bytes_still_in_done_when_the_sweep_could_not_move_them(

@@ -124,17 +124,18 @@ class UnsettledFailure:
     image_id: str | None
 
 
-def unsettled_failures(
-    ledger: Ledger, *, settled_suffix: str, limit: int
+def take_unsettled_failures(
+    ledger: Ledger, *, settled_suffix: str, now: float, lease: float, limit: int
 ) -> list[UnsettledFailure]:
     """Rows failed by indexing whose `final_path` is not a reason file (`settled_suffix`),
-    least recently touched first.
+    least recently touched first, each taken under a lease (`next_poll_at`, unused
+    once a row is final), so two sweeps never move one file at once.
 
     A row whose batch is still being finished is left to the uploader, which
     records the batch's final paths when it ends. Image names never end in
     `.json` (those are sidecars), so the suffix tells a reason file from bytes.
     """
-    with ledger.read() as s:
+    with ledger.write() as s:
         rows = s.execute(
             select(
                 File.id,
@@ -155,10 +156,18 @@ def unsettled_failures(
                     not_(File.final_path.endswith(settled_suffix, autoescape=True)),
                 ),
                 or_(File.batch_id.is_(None), Batch.state.in_(BATCH_TERMINAL)),
+                or_(File.next_poll_at.is_(None), File.next_poll_at <= now),
             )
             .order_by(File.updated_at, File.id)
             .limit(limit)
+            .with_for_update(of=File, skip_locked=True)
         ).all()
+        if rows:
+            s.execute(
+                update(File)
+                .where(File.id.in_([r.id for r in rows]))
+                .values(next_poll_at=now + lease)
+            )
     return [
         UnsettledFailure(
             file_id=r.id,
@@ -183,6 +192,7 @@ def record_settled(
 ) -> None:
     """Record each settled file's reason file as its `final_path`; touch the ones that
     could not be moved, so the next sweep takes others before trying them again.
+    Either way the lease is given back.
 
     Only rows still `failed` are written: a retry that took a file meanwhile wins.
     """
@@ -194,12 +204,12 @@ def record_settled(
             conn.execute(
                 update(_FILES)
                 .where(_FILES.c.id == bindparam("b_id"), _FILES.c.state == FileState.FAILED)
-                .values(final_path=bindparam("b_final_path"), updated_at=now),
+                .values(final_path=bindparam("b_final_path"), next_poll_at=None, updated_at=now),
                 [{"b_id": file_id, "b_final_path": path} for file_id, path in settled],
             )
         if unsettled:
             conn.execute(
                 update(_FILES)
                 .where(_FILES.c.id.in_(unsettled), _FILES.c.state == FileState.FAILED)
-                .values(updated_at=now)
+                .values(next_poll_at=None, updated_at=now)
             )
