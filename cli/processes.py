@@ -5,6 +5,11 @@ Every child gets its own session, so Ctrl-C reaches only `reka-ingest run`,
 which then stops the children in a safe order: the watcher first (no new
 batches), then beat, the worker (a warm shutdown finishes the task in hand),
 Flower, the stand-in server, and Redis last.
+
+When `run` cannot stop them in order (SIGKILL, a crash), two things still end
+them: with `end_with_parent` each child gets SIGTERM from the kernel when its
+parent dies (worker.parent_death), and with a `PidFile` each is recorded so
+the next `run` ends whatever is left (cli.pid_file).
 """
 
 from __future__ import annotations
@@ -18,8 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from cli.pid_file import PidFile
 from worker.celery_app import CONTROL_QUEUE, UPLOAD_QUEUE
 from worker.logs import get_logger
+from worker.parent_death import die_with_parent
 from worker.settings import IngestSettings
 
 log = get_logger(__name__)
@@ -103,10 +110,23 @@ class Child:
 
 
 class Supervisor:
-    """Starts children, notices when one dies, stops them all by pid."""
+    """Starts children, notices when one dies, stops them all by pid.
 
-    def __init__(self, log_dir: Path | None) -> None:
+    `end_with_parent`: children get SIGTERM when this process dies, however it
+    dies (start them from the main thread: the kernel ties them to the thread).
+    `pid_file`: each child is recorded as it starts; the file goes once all stop.
+    """
+
+    def __init__(
+        self,
+        log_dir: Path | None,
+        *,
+        end_with_parent: bool = False,
+        pid_file: PidFile | None = None,
+    ) -> None:
         self.log_dir = log_dir
+        self.end_with_parent = end_with_parent
+        self.pid_file = pid_file
         self.children: list[Child] = []
 
     def start(self, name: str, argv: list[str], env: dict[str, str]) -> Child:
@@ -123,15 +143,22 @@ class Supervisor:
             stdout=log_file or None,
             stderr=subprocess.STDOUT if log_file else None,
             start_new_session=True,
+            preexec_fn=die_with_parent() if self.end_with_parent else None,  # noqa: PLW1509 - prctl only
         )
         child = Child(name, argv, proc, log_path, log_file)
-        self.children.append(child)
+        self._track(child)
         log.info("process_started", name=name, pid=proc.pid)
         return child
 
     def adopt(self, name: str, process: subprocess.Popen[bytes]) -> None:
         """Track a child started elsewhere (the bundled Redis) so it stops in order."""
-        self.children.append(Child(name, [], process, None))
+        argv = [str(a) for a in process.args] if isinstance(process.args, list) else []
+        self._track(Child(name, argv, process, None))
+
+    def _track(self, child: Child) -> None:
+        self.children.append(child)
+        if self.pid_file is not None:
+            self.pid_file.add(child.name, child.pid, child.argv)
 
     def dead(self) -> list[Child]:
         return [c for c in self.children if c.process.poll() is not None]
@@ -140,6 +167,8 @@ class Supervisor:
         for child in reversed(self.children):
             self._stop(child, timeout)
         self.children.clear()
+        if self.pid_file is not None:
+            self.pid_file.remove()
 
     @staticmethod
     def _stop(child: Child, timeout: float) -> None:

@@ -2,7 +2,15 @@
 
 The bundled redis-server when INGEST_REDIS_URL is unset, the stand-in Reka
 server when REKA_API_KEY is unset, then a worker, beat, Flower and the
-watcher, each its own process. Ctrl-C (or SIGTERM) stops them all, in order.
+watcher, each its own process. Ctrl-C (SIGTERM, a closed terminal's SIGHUP)
+stops them all, in order.
+
+Before anything starts or the banner shows, the settings that would stop a
+child at once are checked here, so the reason reaches the terminal (an inbox
+on another filesystem than the data folder would end the watcher, its reason
+only in a log). When `run` itself is killed, its children end too: each gets
+SIGTERM from the kernel as its parent dies, and the next `run` ends any still
+listed in the data folder's pid file (cli.pid_file) before it takes the ports.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ from pathlib import Path
 
 import typer
 
+from cli.pid_file import PidFile
 from cli.processes import (
     Supervisor,
     beat_argv,
@@ -24,6 +33,7 @@ from cli.processes import (
     flower_env,
     worker_argv,
 )
+from scheduler.claim import check_same_filesystem
 from worker.bundled_redis import BundledRedis, free_port
 from worker.constants import STANDIN_DEV_API_KEY
 from worker.ledger import open_ledger
@@ -35,6 +45,7 @@ log = get_logger(__name__)
 
 STATUS_EVERY = 10.0  # seconds between the one-line progress reports
 STANDIN_START_TIMEOUT = 20.0
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def _wait_for_port(port: int, timeout: float) -> bool:
@@ -52,23 +63,26 @@ def command() -> None:
     """Run everything: Redis, the stand-in API (without a key), worker, beat, Flower, watcher."""
     settings = load_settings()
     ingest = settings.ingest
+    # A SettingsError here reaches the terminal (cli.main) before any child starts.
+    check_same_filesystem(ingest)
     data_dir = ingest.data_dir.resolve()
     inbox = ingest.inbox.resolve()
     for folder in (data_dir, inbox, ingest.work_dir):
         folder.mkdir(parents=True, exist_ok=True)
+    pid_file = PidFile(data_dir)
+    for mark in pid_file.claim():  # frees the ports an earlier, killed run still held
+        typer.echo(f"ended {mark.name} (pid {mark.pid}), left running by an earlier run")
     open_ledger(ingest.ledger_url).dispose()  # migrate once, before any child starts
 
     env = dict(os.environ)
     env["INGEST_DATA_DIR"] = str(data_dir)
     env["INGEST_INBOX"] = str(inbox)
-    supervisor = Supervisor(data_dir / "logs")
+    supervisor = Supervisor(data_dir / "logs", end_with_parent=True, pid_file=pid_file)
     lines: list[tuple[str, str]] = []
     # Ctrl-C and SIGTERM only set an event: an exception raised at an arbitrary
     # point could land inside a lock (the ledger's pool) and hang the shutdown.
     stop = threading.Event()
-    previous = {
-        sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
-    }
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in STOP_SIGNALS}
     try:
         lines.append(_start_redis(supervisor, settings, data_dir))
         if settings.reka.api_key is None:
@@ -105,7 +119,9 @@ def _start_redis(supervisor: Supervisor, settings: Settings, data_dir: Path) -> 
     ingest = settings.ingest
     if ingest.redis_url is not None:
         return ("Redis", mask_url(ingest.broker_url))
-    redis = BundledRedis(data_dir / "redis", ingest.bundled_redis_port).start()
+    redis = BundledRedis(
+        data_dir / "redis", ingest.bundled_redis_port, end_with_parent=True
+    ).start()
     assert redis.process is not None
     supervisor.adopt("redis", redis.process)
     return ("Redis", f"{redis.url} (bundled, pid {redis.pid}, data in {data_dir / 'redis'})")

@@ -1,10 +1,16 @@
-"""`reka-ingest watch`: watch the inbox until SIGINT or SIGTERM, then stop cleanly."""
+"""`reka-ingest watch`: watch the inbox until SIGINT or SIGTERM, then stop cleanly.
+
+The inbox and the data folder must share a filesystem (a claim is one rename);
+that is checked first, so a wrong INGEST_INBOX is reported on the terminal
+before the ledger or the broker is touched.
+"""
 
 from __future__ import annotations
 
 import signal
 from types import FrameType
 
+from scheduler.claim import check_same_filesystem
 from scheduler.enqueue import celery_enqueue
 from scheduler.watcher import Watcher
 from worker.ledger import open_ledger
@@ -17,6 +23,7 @@ log = get_logger(__name__)
 def command() -> None:
     """Watch the inbox: take whole files, record them, batch them, enqueue uploads."""
     settings = load_settings()
+    check_same_filesystem(settings.ingest)  # a SettingsError reaches stderr (cli.main)
     ledger = open_ledger(settings.ingest.ledger_url)
     enqueue, app = celery_enqueue(settings)
     watcher = Watcher(settings.ingest, ledger, enqueue)

