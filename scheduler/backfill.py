@@ -108,10 +108,10 @@ def backfill(
     unreadable: list[tuple[str, str]] = []
     for chunk in _chunks(walk(top, None, unreadable), group_size):
         summary.found += len(chunk)
-        known = known_work_paths(ledger, [shown(e.path) for e in chunk])
+        known = known_work_paths(ledger, [e.path for e in chunk])
         summary.already_known += len(known)
         for entry in chunk:
-            if shown(entry.path) in known:
+            if entry.path in known:
                 continue
             new = _describe(entry, top, settings, defaults, clock)
             if new is None:

@@ -31,21 +31,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from scheduler.batcher import Batcher
-from scheduler.claim import rel_dir_of_claim, work_name
+from scheduler.claim import claim_folder_name, rel_dir_of_claim, work_name
 from scheduler.constants import RECOVERY_MOVE_GRACE, RECOVERY_QUERY_LIMIT
 from scheduler.describe import describe
 from scheduler.names import is_sidecar
 from scheduler.recorder import Recorder
 from scheduler.sidecar import DefaultsReader
+from worker.fsnames import shown
 from worker.ledger import Ledger
-from worker.ledger.intake import known_work_paths, unbatched_files
+from worker.ledger.intake import NewFile, known_work_paths, unbatched_files
 from worker.ledger.leftovers import Unmoved, unmoved_files
 from worker.ledger.uploads import set_final_path
 from worker.logs import get_logger
 from worker.outbox import file_done, file_failed
 from worker.settings import IngestSettings
 from worker.sidecar_files import candidates
-from worker.states import FileState
+from worker.states import FileState, Reason
 
 log = get_logger(__name__)
 
@@ -57,6 +58,7 @@ class _Orphan:
     work_path: str
     rel_path: str
     sidecar_path: str | None
+    lone_sidecar: bool = False  # a sidecar no image in its claim folder owns
 
 
 def _claims(work_dir: str, tag: str) -> list[_Orphan]:
@@ -67,47 +69,78 @@ def _claims(work_dir: str, tag: str) -> list[_Orphan]:
         folders = [e for e in os.scandir(work_dir) if e.name.startswith(prefix)]
     except FileNotFoundError:
         return found
-    for folder in folders:
-        if not folder.is_dir(follow_symlinks=False):
+    for entry in folders:
+        if not entry.is_dir(follow_symlinks=False):
             continue
+        rel_dir = rel_dir_of_claim(entry.name)
+        path = _plain_folder(entry.path, work_dir, tag, rel_dir)
         try:
-            names = [e.name for e in os.scandir(folder.path) if e.is_file(follow_symlinks=False)]
+            names = [e.name for e in os.scandir(path) if e.is_file(follow_symlinks=False)]
         except OSError:
             continue
         if not names:
             with contextlib.suppress(OSError):
-                os.rmdir(folder.path)
+                os.rmdir(path)
             continue
-        names = [_plain(folder.path, n) for n in names]
+        names = [_plain(path, n) for n in names]
         sidecars = [n for n in names if is_sidecar(n)]
-        rel_dir = rel_dir_of_claim(folder.name)
+        owned: set[str] = set()
         for name in names:
             if is_sidecar(name):
                 continue
             own = [s for s in sidecars if s in candidates(name)]
+            owned.update(own[:1])
             found.append(
                 _Orphan(
-                    work_path=os.path.join(folder.path, name),
+                    work_path=os.path.join(path, name),
                     rel_path=os.path.join(rel_dir, name),
-                    sidecar_path=os.path.join(folder.path, own[0]) if own else None,
+                    sidecar_path=os.path.join(path, own[0]) if own else None,
                 )
             )
+        found.extend(
+            _Orphan(
+                work_path=os.path.join(path, name),
+                rel_path=os.path.join(rel_dir, name),
+                sidecar_path=None,
+                lone_sidecar=True,
+            )
+            for name in sidecars
+            if name not in owned
+        )
     return found
 
 
+def _plain_folder(path: str, work_dir: str, tag: str, rel_dir: str) -> str:
+    """A claim folder whose name is not plain text (not one this service makes)
+    renamed to one that is, so its files' work paths can be stored and opened."""
+    if shown(path) == path:
+        return path
+    plain = os.path.join(work_dir, claim_folder_name(tag, rel_dir))
+    try:
+        os.rename(path, plain)
+    except OSError as err:
+        log.warning("recovery.rename_failed", folder=shown(path), error=err.strerror)
+        return path
+    return plain
+
+
 def _plain(folder: str, name: str) -> str:
-    """`name`, renamed in `folder` to the name a claim gives now when they differ."""
+    """`name`, renamed in `folder` to the name a claim gives now when they differ
+    (with `~N` before the extension when that name is taken)."""
     plain = work_name(name)
     if plain == name:
         return name
-    try:
-        if os.path.lexists(os.path.join(folder, plain)):
-            return name  # taken: left as it is, it is recorded under its shown name
-        os.rename(os.path.join(folder, name), os.path.join(folder, plain))
-    except OSError as err:
-        log.warning("recovery.rename_failed", folder=folder, error=err.strerror)
-        return name
-    return plain
+    stem, ext = os.path.splitext(plain)
+    for candidate in [plain, *(work_name(f"{stem}~{i}{ext}") for i in range(1, 10))]:
+        try:
+            if os.path.lexists(os.path.join(folder, candidate)):
+                continue
+            os.rename(os.path.join(folder, name), os.path.join(folder, candidate))
+        except OSError as err:
+            log.warning("recovery.rename_failed", folder=shown(folder), error=err.strerror)
+            return name
+        return candidate
+    return name
 
 
 def recover_claims(
@@ -130,8 +163,22 @@ def recover_claims(
     for orphan in orphans:
         if orphan.work_path in known:
             continue
-        recorder.add(
-            describe(
+        if orphan.lone_sidecar:
+            new = NewFile(
+                path=orphan.rel_path,
+                source_root=source_root,
+                work_path=orphan.work_path,
+                origin=RECOVERY_ORIGIN,
+                size=0,
+                mtime=0.0,
+                sha256=None,
+                seen_at=clock(),
+                reason=Reason.ORPHAN_SIDECAR,
+                message="a sidecar found alone in the work area at start, with no image "
+                "beside it (a crash cut its handling short)",
+            )
+        else:
+            new = describe(
                 orphan.work_path,
                 rel_path=orphan.rel_path,
                 source_root=source_root,
@@ -141,7 +188,7 @@ def recover_claims(
                 defaults=defaults,
                 max_image_bytes=max_image_bytes,
             )
-        )
+        recorder.add(new)
         count += 1
     recorder.flush()
     log.info("recovery.claims", recorded=count, already_known=len(known))

@@ -275,7 +275,8 @@ class Watcher:
 
     def _pause(self) -> float:
         """After a failed tick: a short pause, doubling while ticks keep failing."""
-        return min(MAX_TICK_SECONDS * 2 ** min(self._failures, 10), MAX_FAILED_TICK_PAUSE)
+        doubling = float(2 ** min(self._failures, 10))
+        return min(MAX_TICK_SECONDS * doubling, MAX_FAILED_TICK_PAUSE)
 
     def _tick(self) -> None:
         self._check_inbox()

@@ -45,6 +45,7 @@ def test_files_sharing_a_claim_folder_each_take_their_own_sidecar_only(
         reason="bad_sidecar",
         message="symbolic links are never followed",
     )
+    assert error_file is not None
     assert json.loads(Path(error_file).read_text())["reason"] == "bad_sidecar"
     assert os.readlink(ingest.failed_path / "c.json") == "/etc/passwd"  # moved, never read
     remove_empty_claim_folders(ingest, [str(folder / "b.jpg"), str(folder / "c.jpg")])

@@ -292,12 +292,18 @@ def unbatched_files(ledger: Ledger, *, limit: int = 10_000) -> list[tuple[int, i
 
 
 def known_work_paths(ledger: Ledger, paths: Sequence[str]) -> set[str]:
-    """Which of these work-area paths already have a row (for recovery after a crash)."""
+    """Which of these paths already have a row (for recovery after a crash and the
+    backfill); paths as the filesystem gives them, compared in the ledger's form."""
+    stored: dict[str, list[str]] = {}
+    for path in paths:
+        stored.setdefault(clean_text(path, MAX_PATH_CHARS), []).append(path)
+    keys = list(stored)
     found: set[str] = set()
     with ledger.read() as s:
-        for start in range(0, len(paths), 500):
-            chunk = list(paths[start : start + 500])
-            found.update(s.scalars(select(File.work_path).where(File.work_path.in_(chunk))))
+        for start in range(0, len(keys), _IN_CHUNK):
+            chunk = keys[start : start + _IN_CHUNK]
+            for known in s.scalars(select(File.work_path).where(File.work_path.in_(chunk))):
+                found.update(stored[known])
     return found
 
 
