@@ -146,6 +146,11 @@ def _prepare(
             _fail(rt, [f], Reason.BAD_SIDECAR, message)
             report.failed += 1
             continue
+        except Exception as err:  # an unforeseen error is this file's, not the batch's
+            log.exception("upload.file_isolated", file_id=f.id, path=f.path)
+            _fail(rt, [f], Reason.INTAKE_FAILED, f"cannot be checked: {type(err).__name__}: {err}")
+            report.failed += 1
+            continue
         files.append(f)
         items.append(item)
     return files, items

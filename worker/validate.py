@@ -87,6 +87,11 @@ def _sniff(fh: BinaryIO) -> str:
     except (OSError, SyntaxError, ValueError) as err:
         # Pillow raises OSError("image file is truncated ...") and friends for damaged data.
         raise FileRejected(Reason.TRUNCATED_IMAGE, f"the image data is damaged: {err}") from None
+    except Exception as err:  # noqa: BLE001 - a decoder's own bug on crafted data: damaged data
+        raise FileRejected(
+            Reason.TRUNCATED_IMAGE,
+            f"the image data is damaged (the decoder failed: {type(err).__name__}: {err})",
+        ) from None
 
 
 def _ends_with(fh: BinaryIO, marker: bytes) -> bool:

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from worker.fsnames import clean_text
 from worker.ledger.db import Ledger
-from worker.ledger.schema import Batch, File
+from worker.ledger.schema import MAX_MESSAGE_CHARS, MAX_PATH_CHARS, Batch, File
 from worker.sidecar_files import SIDECAR_SUFFIX
 from worker.states import BatchState, FileState, Reason
 
@@ -53,11 +53,6 @@ class Recorded:
     duplicate_of: int | None = None
     extra: dict[str, object] = field(default_factory=dict)
 
-
-# Foreign text is bounded before it reaches a column (see worker.fsnames): the
-# longest path kept, and the longest message.
-MAX_PATH_CHARS = 8192
-MAX_MESSAGE_CHARS = 4000
 
 _IN_CHUNK = 500  # values per `IN (...)` list: well under every backend's parameter limit
 _NOT_ORIGINALS = (FileState.FAILED, FileState.DUPLICATE)

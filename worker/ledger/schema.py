@@ -24,6 +24,12 @@ NAMING = {
 }
 
 
+# Foreign text is bounded before it reaches a column (see worker.fsnames): the
+# longest path kept, and the longest message.
+MAX_PATH_CHARS = 8192
+MAX_MESSAGE_CHARS = 4000
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
 

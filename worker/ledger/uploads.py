@@ -15,8 +15,9 @@ from typing import Any, cast
 from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.orm import Session
 
+from worker.fsnames import clean_text
 from worker.ledger.db import Ledger
-from worker.ledger.schema import Batch, File
+from worker.ledger.schema import MAX_MESSAGE_CHARS, Batch, File
 from worker.states import BATCH_TERMINAL, BatchState, FileState, Reason
 
 _FILES = cast(Table, File.__table__)
@@ -349,6 +350,7 @@ def fail_files(
     ids = list(file_ids)
     if not ids:
         return
+    message = clean_text(message, MAX_MESSAGE_CHARS)  # an error's text is foreign text
     with ledger.write() as s:
         s.execute(
             update(File)
