@@ -558,8 +558,11 @@ class Watcher:
     def _wait_for_sidecar(self, path: str, origin: str, seen_at: float, st: os.stat_result) -> bool:
         """Hold a whole image with no sidecar beside it until INGEST_SIDECAR_WAIT has
         passed since it last changed (writers often save the metadata second)."""
-        until = max(st.st_ctime, st.st_mtime) + self.settings.sidecar_wait
-        if until <= self.clock() or find_sidecar(path) is not None:
+        # ctime: when the file last changed here (a write, a rename in). Unlike
+        # mtime it cannot be set, so a file dated in the future does not wait long.
+        now, wait = self.clock(), self.settings.sidecar_wait
+        until = min(st.st_ctime, now) + wait
+        if until <= now or find_sidecar(path) is not None:
             return False
         self.stats.sidecar_waits += 1
         self.tracker.defer(path, origin, seen_at, (st.st_size, st.st_mtime_ns), until)

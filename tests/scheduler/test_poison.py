@@ -295,3 +295,17 @@ def test_a_backfill_refuses_a_name_that_is_not_utf8_on_record_and_takes_the_rest
     assert rows["fine.jpg"].state == FileState.QUEUED
     assert os.path.exists(_bytes_path(root, b"f\xfcr.jpg"))  # in place: never moved
     assert backfill(settings, ledger, root, no_enqueue).recorded == 0  # a rerun adds nothing
+
+
+@pytest.mark.timeout(60)
+def test_a_file_dated_in_the_future_is_taken_without_waiting_for_that_date(
+    fast_settings: Callable[..., IngestSettings], ledger: Ledger, running: Any
+) -> None:
+    settings = fast_settings(sidecar_wait=1.0)
+    future = time.time() + 10 * 365 * 86400
+    write_image(settings.inbox / "future.jpg", seed=1)
+    os.utime(settings.inbox / "future.jpg", (future, future))
+    watcher = Watcher(settings, ledger, no_enqueue)
+    with running(watcher):
+        wait_for(lambda: "future.jpg" in files_by_path(ledger), timeout=10)
+    assert files_by_path(ledger)["future.jpg"].state == FileState.QUEUED
