@@ -136,8 +136,10 @@ class Recorder:
         self, group: list[NewFile], counts: RecordCounts
     ) -> tuple[list[Recorded], list[NewFile], list[NewFile]]:
         """Record `group`, splitting any part that fails until the file at fault is
-        alone. Returns (what was recorded, what waits for an outage to end, the
-        group as recorded: a file recorded by its stand-in row is replaced by it)."""
+        alone; an outage (the database not working at all) is no file's fault, and
+        what is left then waits. Returns (what was recorded, what waits for the
+        outage to end, the group as recorded: a file recorded by its stand-in row
+        is replaced by it)."""
         results: list[Recorded] = []
         stack = [group]
         replaced: dict[str, NewFile] = {}
@@ -148,6 +150,10 @@ class Recorder:
                 continue
             except Exception as err:  # noqa: BLE001 - any error: splitting finds the file at fault
                 error = err
+            if self.ledger.is_outage(error):
+                pending = [*part, *(f for rest in reversed(stack) for f in rest)]
+                log.error("recorder.ledger_unavailable", waiting=len(pending), error=str(error))
+                return results, pending, group
             if len(part) > 1:
                 half = len(part) // 2
                 stack.extend([part[half:], part[:half]])  # the first half is tried first

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,8 +30,9 @@ from scheduler.recorder import Recorder
 from scheduler.watcher import Watcher
 from tests.scheduler.conftest import files_by_path, wait_for
 from tests.support.images import image_bytes, write_image
+from worker.errors import LedgerUnavailable
 from worker.fsnames import NAME_MAX
-from worker.ledger import Ledger
+from worker.ledger import Ledger, db, open_ledger
 from worker.ledger.intake import NewFile
 from worker.ledger.queries import list_files
 from worker.settings import IngestSettings
@@ -309,3 +311,42 @@ def test_a_file_dated_in_the_future_is_taken_without_waiting_for_that_date(
     with running(watcher):
         wait_for(lambda: "future.jpg" in files_by_path(ledger), timeout=10)
     assert files_by_path(ledger)["future.jpg"].state == FileState.QUEUED
+
+
+def test_a_ledger_that_does_not_answer_keeps_the_group_and_splits_nothing(
+    fast_settings: Callable[..., IngestSettings], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A locked database is an outage, not poison: no file is failed for it, the
+    group waits, and the next flush records every file."""
+    monkeypatch.setattr(db, "SQLITE_BUSY_TIMEOUT_MS", 200)  # a short wait for the lock
+    path = tmp_path / "locked.db"
+    ledger = open_ledger(f"sqlite:///{path}")
+    settings = fast_settings()
+    batcher = Batcher(BatchLimits.from_settings(settings), create=lambda ids: 0, enqueue=no_enqueue)
+    recorder = Recorder(settings, ledger, batcher, group_size=1000)
+    for i in range(6):
+        recorder.add(
+            NewFile(
+                path=f"{i}.jpg",
+                source_root=str(settings.inbox),
+                work_path=str(tmp_path / f"{i}.jpg"),
+                origin="scan",
+                size=10,
+                mtime=0.0,
+                sha256=f"{i:064x}",
+                seen_at=time.time(),
+            )
+        )
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # another process holding the write lock
+    try:
+        with pytest.raises(LedgerUnavailable):
+            recorder.flush()
+        assert len(recorder) == 6
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    counts = recorder.flush()
+    assert (counts.recorded, counts.queued, counts.failed, counts.isolated) == (6, 6, 0, 0)
+    assert all(r.state == FileState.QUEUED for r in list_files(ledger))
+    ledger.dispose()

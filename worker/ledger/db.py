@@ -24,6 +24,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker.errors import SettingsError
@@ -109,6 +110,12 @@ class Ledger:
     def read(self) -> Iterator[Session]:
         with self._reader() as session, session.begin():
             yield session
+
+    @staticmethod
+    def is_outage(err: BaseException) -> bool:
+        """Whether `err` says the database cannot work now (connection lost, locked
+        past the busy timeout, disk full), not that one row's data is refused."""
+        return isinstance(err, OperationalError | InterfaceError)
 
     def reachable(self) -> bool:
         """Whether the database answers at all (tells an outage from one bad row)."""
