@@ -29,7 +29,7 @@ from scheduler.sidecar import DefaultsReader, find_sidecar
 from scheduler.walk import walk
 from worker.fsnames import shown
 from worker.ledger import Ledger
-from worker.ledger.intake import NewFile, known_work_paths
+from worker.ledger.intake import NewFile, failed_file, known_work_paths
 from worker.logs import get_logger
 from worker.settings import IngestSettings
 from worker.states import Reason
@@ -137,14 +137,11 @@ def backfill(
 
 def _unreadable(folder: str, top: str, error: str, now: float) -> NewFile:
     rel = "." if folder == top else os.path.relpath(folder, top)
-    return NewFile(
+    return failed_file(
         path=rel + os.sep,
         source_root=top,
         work_path=folder,
         origin=BACKFILL_ORIGIN,
-        size=0,
-        mtime=0.0,
-        sha256=None,
         seen_at=now,
         reason=Reason.UNREADABLE,
         message=f"cannot list this folder: {error}; its files were not taken",
@@ -171,14 +168,11 @@ def _describe(
             if stat.S_ISLNK(st.st_mode)
             else "not a regular file"
         )
-        return NewFile(
+        return failed_file(
             path=rel_path,
             source_root=top,
             work_path=entry.path,
             origin=BACKFILL_ORIGIN,
-            size=0,
-            mtime=0.0,
-            sha256=None,
             seen_at=now,
             reason=Reason.REFUSED_PATH,
             message=message,
@@ -186,14 +180,11 @@ def _describe(
     if st is not None and now - st.st_mtime < settings.min_file_age:
         return None
     if shown(entry.path) != entry.path:
-        return NewFile(
+        return failed_file(
             path=rel_path,
             source_root=top,
             work_path=entry.path,
             origin=BACKFILL_ORIGIN,
-            size=0 if st is None else st.st_size,
-            mtime=0.0 if st is None else st.st_mtime,
-            sha256=None,
             seen_at=now,
             reason=Reason.REFUSED_PATH,
             message=(

@@ -39,7 +39,7 @@ from scheduler.recorder import Recorder
 from scheduler.sidecar import DefaultsReader
 from worker.fsnames import shown
 from worker.ledger import Ledger
-from worker.ledger.intake import NewFile, known_work_paths, unbatched_files
+from worker.ledger.intake import failed_file, known_work_paths, unbatched_files
 from worker.ledger.leftovers import Unmoved, unmoved_files
 from worker.ledger.uploads import set_final_path
 from worker.logs import get_logger
@@ -164,14 +164,11 @@ def recover_claims(
         if orphan.work_path in known:
             continue
         if orphan.lone_sidecar:
-            new = NewFile(
+            new = failed_file(
                 path=orphan.rel_path,
                 source_root=source_root,
                 work_path=orphan.work_path,
                 origin=RECOVERY_ORIGIN,
-                size=0,
-                mtime=0.0,
-                sha256=None,
                 seen_at=clock(),
                 reason=Reason.ORPHAN_SIDECAR,
                 message="a sidecar found alone in the work area at start, with no image "

@@ -64,7 +64,7 @@ from scheduler.walk import walk
 from worker.errors import LedgerUnavailable
 from worker.fsnames import shown
 from worker.ledger import Ledger
-from worker.ledger.intake import NewFile, TakenImage, images_owning
+from worker.ledger.intake import NewFile, TakenImage, failed_file, images_owning
 from worker.logs import get_logger
 from worker.settings import IngestSettings, ObserverKind
 from worker.states import Reason
@@ -634,14 +634,11 @@ class Watcher:
         message: str,
         rel: str | None = None,
     ) -> NewFile:
-        return NewFile(
+        return failed_file(
             path=self._rel(path) if rel is None else rel,
             source_root=self.root,
             work_path=work_path,
             origin=origin,
-            size=0,
-            mtime=0.0,
-            sha256=None,
             seen_at=seen_at,
             reason=reason,
             message=message,

@@ -42,6 +42,31 @@ class NewFile:
     message: str | None = None
 
 
+def failed_file(
+    *,
+    path: str,
+    source_root: str,
+    work_path: str,
+    origin: str,
+    seen_at: float,
+    reason: Reason,
+    message: str,
+) -> NewFile:
+    """A file already known to fail, before its bytes were read: no size, no hash."""
+    return NewFile(
+        path=path,
+        source_root=source_root,
+        work_path=work_path,
+        origin=origin,
+        size=0,
+        mtime=0.0,
+        sha256=None,
+        seen_at=seen_at,
+        reason=reason,
+        message=message,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Recorded:
     """What became of one NewFile: queued (for batching) or already final."""
