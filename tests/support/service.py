@@ -30,6 +30,7 @@ API_KEY = "e2e-secret-key-7c41d0"
 # Fast enough for tests, same code paths as production.
 FAST_ENV = {
     "INGEST_MIN_FILE_AGE": "0.5",
+    "INGEST_SIDECAR_WAIT": "1.0",  # images still wait for a late sidecar, briefly
     "INGEST_STABLE_INTERVAL": "0.2",
     "INGEST_BATCH_MAX_WAIT": "1.0",
     "INGEST_POLL_SWEEP_INTERVAL": "1.0",
