@@ -29,7 +29,7 @@ from bench import report
 from bench.scenarios import run_burst, run_limit, run_pipeline, run_worker_memory
 from bench.service import StandIn
 from bench.workload import CACHE, jpegs
-from worker.settings import IngestSettings
+from reka_ingest.core.settings import IngestSettings
 
 LIMIT_PASSES = 3
 

@@ -23,7 +23,7 @@ from typing import BinaryIO
 
 import httpx
 
-from worker.constants import API_KEY_HEADER
+from reka_ingest.core.constants import API_KEY_HEADER
 
 TIMEOUT = httpx.Timeout(connect=5, read=120, write=120, pool=120)
 

@@ -1,6 +1,6 @@
 """The processes a bench scenario runs, each a child we own and end by pid.
 
-`StandIn`: the stand-in Reka server (`python -m cli fake-api`), loopback only,
+`StandIn`: the stand-in Reka server (`python -m reka_ingest.cli fake-api`), loopback only,
 indexing delay 0, no quota, no access log. `Service`: the real pipeline
 (bundled redis-server, watcher, Celery worker, beat) on default settings,
 in a run folder of its own, against a stand-in, configured through the
@@ -21,11 +21,11 @@ from typing import Any, Final
 
 import httpx
 
-from cli.processes import Supervisor, beat_argv, cli_argv, worker_argv
-from worker.bundled_redis import BundledRedis, free_port
-from worker.constants import API_KEY_HEADER
-from worker.ledger import open_ledger
-from worker.settings import load_settings
+from reka_ingest.cli.processes import Supervisor, beat_argv, cli_argv, worker_argv
+from reka_ingest.core.bundled_redis import BundledRedis, free_port
+from reka_ingest.core.constants import API_KEY_HEADER
+from reka_ingest.core.settings import load_settings
+from reka_ingest.ledger import open_ledger
 
 HOST: Final = "127.0.0.1"
 API_KEY: Final = "bench-key-5e1a"

@@ -1,7 +1,7 @@
 """How fast is the stand-in server? Uploads/s, images/s and MB/s over loopback.
 
 The stand-in is the far end of every other benchmark, so it must not be the
-bottleneck. This runs it as its own process (`python -m cli fake-api`, so
+bottleneck. This runs it as its own process (`python -m reka_ingest.cli fake-api`, so
 client and server do not share a GIL) and drives it with a minimal asyncio
 HTTP/1.1 keep-alive client: each scenario's request (headers + multipart body
 of real, distinct, noisy ~100 KB JPEGs) is built once, then sent over a few
@@ -34,7 +34,7 @@ from typing import Final
 import httpx
 from PIL import Image
 
-from worker.constants import API_KEY_HEADER
+from reka_ingest.core.constants import API_KEY_HEADER
 
 HOST: Final = "127.0.0.1"
 KEY: Final = "bench-key"
@@ -190,7 +190,16 @@ def main() -> None:
     log = Path(tempfile.mkstemp(prefix="standin-bench-", suffix=".log")[1])
     with log.open("wb") as out:
         server = subprocess.Popen(
-            [sys.executable, "-m", "cli", "fake-api", "--port", str(port), "--api-key", KEY],
+            [
+                sys.executable,
+                "-m",
+                "reka_ingest.cli",
+                "fake-api",
+                "--port",
+                str(port),
+                "--api-key",
+                KEY,
+            ],
             stdout=out,
             stderr=subprocess.STDOUT,
             env=os.environ | {"INGEST_LOG_LEVEL": "WARNING"},

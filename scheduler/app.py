@@ -10,9 +10,9 @@ from typing import Any
 
 from celery import Celery
 
+from reka_ingest.core.settings import Settings, load_settings
 from scheduler.beat import beat_schedule
 from worker.celery_app import create_app
-from worker.settings import Settings, load_settings
 
 
 def build(settings: Settings | None = None) -> Celery:

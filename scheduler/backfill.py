@@ -21,18 +21,18 @@ from dataclasses import asdict, dataclass
 from itertools import islice
 from pathlib import Path
 
+from reka_ingest.core.logs import get_logger
+from reka_ingest.core.settings import IngestSettings
+from reka_ingest.core.states import Reason
+from reka_ingest.files.names import shown
+from reka_ingest.ledger import Ledger
+from reka_ingest.ledger.intake import NewFile, failed_file, known_work_paths
 from scheduler.batcher import Batcher, BatchLimits, Enqueue, ledger_batch_groups, ledger_batches
 from scheduler.constants import RECORD_GROUP_SIZE
 from scheduler.describe import describe
 from scheduler.recorder import Recorder
 from scheduler.sidecar import DefaultsReader, find_sidecar
 from scheduler.walk import walk
-from worker.fsnames import shown
-from worker.ledger import Ledger
-from worker.ledger.intake import NewFile, failed_file, known_work_paths
-from worker.logs import get_logger
-from worker.settings import IngestSettings
-from worker.states import Reason
 
 log = get_logger(__name__)
 

@@ -17,10 +17,10 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from worker.ledger import Ledger
-from worker.ledger.intake import create_batch, create_batches
-from worker.logs import get_logger
-from worker.settings import IngestSettings
+from reka_ingest.core.logs import get_logger
+from reka_ingest.core.settings import IngestSettings
+from reka_ingest.ledger import Ledger
+from reka_ingest.ledger.intake import create_batch, create_batches
 
 log = get_logger(__name__)
 

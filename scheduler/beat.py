@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from reka_ingest.core.settings import IngestSettings
 from worker.celery_app import CONTROL_QUEUE, TASK_POLL_DUE, TASK_SWEEP_BATCHES
-from worker.settings import IngestSettings
 
 
 def beat_schedule(settings: IngestSettings) -> dict[str, dict[str, Any]]:

@@ -33,6 +33,10 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from reka_ingest.core.errors import SettingsError
+from reka_ingest.core.settings import IngestSettings
+from reka_ingest.files.names import fit_name
+from reka_ingest.files.sidecars import SIDECAR_SUFFIX, candidates
 from scheduler.constants import (
     CLAIM_FOLDER_FILES,
     HASH_CHUNK_BYTES,
@@ -40,10 +44,6 @@ from scheduler.constants import (
     MAX_CLAIM_NAME,
     MAX_OPEN_CLAIM_FOLDERS,
 )
-from worker.errors import SettingsError
-from worker.fsnames import fit_name
-from worker.settings import IngestSettings
-from worker.sidecar_files import SIDECAR_SUFFIX, candidates
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,7 +211,7 @@ def claim(
 
 def work_name(name: str) -> str:
     """A claimed file's name in its claim folder: the name shown by the `%XX` rule
-    (worker.fsnames), shortened so that its sidecar's `NAME.json` fits too. A
+    (reka_ingest.files.names), shortened so that its sidecar's `NAME.json` fits too. A
     name that is plain text and short enough keeps itself."""
     return fit_name(name, reserve=len(SIDECAR_SUFFIX))
 

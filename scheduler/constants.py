@@ -1,12 +1,12 @@
 """The scheduler's own named defaults: names it ignores, bounds it keeps, sizes
-it works in. Settings a user tunes live in `worker.settings`; these are the
+it works in. Settings a user tunes live in `reka_ingest.core.settings`; these are the
 limits a user should never need to touch."""
 
 from __future__ import annotations
 
 from typing import Final
 
-from worker import sidecar_files
+from reka_ingest.files import sidecars as sidecar_files
 
 # --- Names --------------------------------------------------------------------
 

@@ -15,11 +15,11 @@ import errno
 import os
 import stat
 
+from reka_ingest.core.errors import FileRejected
+from reka_ingest.core.states import Reason
+from reka_ingest.ledger.intake import NewFile
 from scheduler import sidecar as sc
 from scheduler.claim import sha256_of
-from worker.errors import FileRejected
-from worker.ledger.intake import NewFile
-from worker.states import Reason
 
 
 def _open(work_path: str) -> int:

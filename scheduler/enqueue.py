@@ -10,8 +10,8 @@ from collections.abc import Callable
 
 from celery import Celery
 
+from reka_ingest.core.settings import Settings
 from worker.celery_app import create_app, send_upload
-from worker.settings import Settings
 
 
 def celery_enqueue(settings: Settings) -> tuple[Callable[[int], None], Celery]:

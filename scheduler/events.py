@@ -24,8 +24,8 @@ from watchdog.events import (
     FileSystemEventHandler,
 )
 
+from reka_ingest.core.logs import get_logger
 from scheduler.names import is_candidate_path
-from worker.logs import get_logger
 
 log = get_logger(__name__)
 _stdlib_log = logging.getLogger(__name__)  # a cheap level check before a per-event line

@@ -23,16 +23,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from reka_ingest.core.errors import LedgerUnavailable
+from reka_ingest.core.logs import get_logger
+from reka_ingest.core.settings import IngestSettings
+from reka_ingest.core.states import FileState, Reason
+from reka_ingest.files.outbox import file_done, file_failed
+from reka_ingest.ledger import Ledger
+from reka_ingest.ledger.intake import NewFile, Recorded, record_files
+from reka_ingest.ledger.uploads import set_final_path
 from scheduler.batcher import Batcher
 from scheduler.constants import RECORD_GROUP_SIZE
-from worker.errors import LedgerUnavailable
-from worker.ledger import Ledger
-from worker.ledger.intake import NewFile, Recorded, record_files
-from worker.ledger.uploads import set_final_path
-from worker.logs import get_logger
-from worker.outbox import file_done, file_failed
-from worker.settings import IngestSettings
-from worker.states import FileState, Reason
 
 log = get_logger(__name__)
 

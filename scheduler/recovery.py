@@ -30,6 +30,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from reka_ingest.core.logs import get_logger
+from reka_ingest.core.settings import IngestSettings
+from reka_ingest.core.states import FileState, Reason
+from reka_ingest.files.names import shown
+from reka_ingest.files.outbox import file_done, file_failed
+from reka_ingest.files.sidecars import candidates
+from reka_ingest.ledger import Ledger
+from reka_ingest.ledger.intake import failed_file, known_work_paths, unbatched_files
+from reka_ingest.ledger.leftovers import Unmoved, unmoved_files
+from reka_ingest.ledger.uploads import set_final_path
 from scheduler.batcher import Batcher
 from scheduler.claim import claim_folder_name, rel_dir_of_claim, work_name
 from scheduler.constants import RECOVERY_MOVE_GRACE, RECOVERY_QUERY_LIMIT
@@ -37,16 +47,6 @@ from scheduler.describe import describe
 from scheduler.names import is_sidecar
 from scheduler.recorder import Recorder
 from scheduler.sidecar import DefaultsReader
-from worker.fsnames import shown
-from worker.ledger import Ledger
-from worker.ledger.intake import failed_file, known_work_paths, unbatched_files
-from worker.ledger.leftovers import Unmoved, unmoved_files
-from worker.ledger.uploads import set_final_path
-from worker.logs import get_logger
-from worker.outbox import file_done, file_failed
-from worker.settings import IngestSettings
-from worker.sidecar_files import candidates
-from worker.states import FileState, Reason
 
 log = get_logger(__name__)
 

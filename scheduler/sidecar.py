@@ -28,12 +28,12 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from reka_ingest.core.errors import FileRejected
+from reka_ingest.files.sidecars import candidates, find_sidecar
 from scheduler.constants import DEFAULTS_NAME, MAX_SIDECAR_BYTES, MAX_SIDECAR_DEPTH
-from worker.errors import FileRejected
-from worker.sidecar_files import candidates, find_sidecar
 
 __all__ = ["DefaultsReader", "candidates", "find_sidecar", "load", "merge", "read_object"]
-from worker.states import Reason
+from reka_ingest.core.states import Reason
 
 INDEX_KEY = "index"
 _SHOWN_INPUT_CHARS = 60

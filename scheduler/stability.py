@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from worker.constants import DEFAULT_NEVER_STABLE_AFTER
+from reka_ingest.core.constants import DEFAULT_NEVER_STABLE_AFTER
 
 NS_PER_SECOND = 1_000_000_000
 # Float slack when comparing elapsed times with the intervals they were scheduled by.

@@ -14,8 +14,8 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 
+from reka_ingest.core.logs import get_logger
 from scheduler.names import is_candidate_name, is_hidden, is_sidecar
-from worker.logs import get_logger
 
 log = get_logger(__name__)
 

@@ -37,6 +37,13 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
+from reka_ingest.core.errors import LedgerUnavailable
+from reka_ingest.core.logs import get_logger
+from reka_ingest.core.settings import IngestSettings, ObserverKind
+from reka_ingest.core.states import Reason
+from reka_ingest.files.names import shown
+from reka_ingest.ledger import Ledger
+from reka_ingest.ledger.intake import NewFile, TakenImage, failed_file, images_owning
 from scheduler.batcher import Batcher, BatchLimits, Enqueue, ledger_batch_groups, ledger_batches
 from scheduler.claim import (
     Claimed,
@@ -61,13 +68,6 @@ from scheduler.recovery import adopt_unbatched, finish_moves, recover_claims
 from scheduler.sidecar import DefaultsReader, find_sidecar
 from scheduler.stability import StabilityTracker, Verdict
 from scheduler.walk import walk
-from worker.errors import LedgerUnavailable
-from worker.fsnames import shown
-from worker.ledger import Ledger
-from worker.ledger.intake import NewFile, TakenImage, failed_file, images_owning
-from worker.logs import get_logger
-from worker.settings import IngestSettings, ObserverKind
-from worker.states import Reason
 
 log = get_logger(__name__)
 

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 import redis
 
-from worker.bundled_redis import BundledRedis, free_port
-from worker.ledger import Ledger, open_ledger
-from worker.settings import Settings, load_settings
+from reka_ingest.core.bundled_redis import BundledRedis, free_port
+from reka_ingest.core.settings import Settings, load_settings
+from reka_ingest.ledger import Ledger, open_ledger
 
 
 @pytest.fixture(scope="session")

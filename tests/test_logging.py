@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 import structlog
 
+from reka_ingest.core.logs import configure_logging, get_logger
+from reka_ingest.core.settings import LogFormat
 from tests.metrics.real_run import BATCHES, key_everywhere, small_run
 from tests.support.service import API_KEY
-from worker.logs import configure_logging, get_logger
-from worker.settings import LogFormat
 
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from worker.settings_doc import render
+from reka_ingest.core.settings_doc import render
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
 def test_settings_table_is_current() -> None:
     text = README.read_text(encoding="utf-8")
-    assert render(text) == text, "run: python -m worker.settings_doc --write README.md"
+    assert render(text) == text, "run: python -m reka_ingest.core.settings_doc --write README.md"
 
 
 def test_readme_opens_with_the_two_commands() -> None:

@@ -1,5 +1,5 @@
 """The pid file `reka-ingest run` keeps (cli.pid_file) and the parent-death
-signal its children get (worker.parent_death), against real processes.
+signal its children get (reka_ingest.core.parent_death), against real processes.
 
 A leftover is ended only when it is still the very process recorded (pid and
 start time); a pid the kernel gave to someone else is never signalled; a run
@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from cli.pid_file import PID_FILE_NAME, PidFile, boot_id, start_time
-from worker.errors import SettingsError
+from reka_ingest.cli.pid_file import PID_FILE_NAME, PidFile, boot_id, start_time
+from reka_ingest.core.errors import SettingsError
 
 pytestmark = [pytest.mark.timeout(60)]
 
@@ -158,7 +158,7 @@ def test_a_child_started_to_die_with_its_parent_ends_when_the_parent_is_killed(
         sys.executable,
         "-c",
         "import subprocess, time\n"
-        "from worker.parent_death import die_with_parent\n"
+        "from reka_ingest.core.parent_death import die_with_parent\n"
         "child = subprocess.Popen(['sleep', '60'], preexec_fn=die_with_parent(),"
         " start_new_session=True)\n"
         "print(child.pid, flush=True)\n"

@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from worker.errors import SettingsError
-from worker.settings import load_settings, mask_url
+from reka_ingest.core.errors import SettingsError
+from reka_ingest.core.settings import load_settings, mask_url
 
 KEY = "sk-settings-test-93jd0a"
 PASSWORD = "redis-pw-x7q"  # noqa: S105 - a test value the output must never show
@@ -20,7 +20,7 @@ PASSWORD = "redis-pw-x7q"  # noqa: S105 - a test value the output must never sho
 def _cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("INGEST_", "REKA_"))}
     return subprocess.run(
-        [sys.executable, "-m", "cli", *args],
+        [sys.executable, "-m", "reka_ingest.cli", *args],
         env=clean | env,
         check=False,  # the exit code is what some tests assert
         capture_output=True,

@@ -1,2 +1,2 @@
-"""What runs inside Celery workers and what they share: settings, the Celery app
-factory, tasks, the Reka API client, the ledger, logging."""
+"""What runs inside Celery workers: the Celery app, tasks, signals, the
+per-process runtime, the uploader, the poller and the shared API budget."""

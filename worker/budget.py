@@ -19,7 +19,7 @@ Redis, so tests move time; machines are expected to keep their clocks in sync
 Redis keys (API key by fingerprint, a short hash, never the key itself):
 
     reka_ingest:budget                       hash: remaining, limit, reset_at (published
-                                             for `worker.metrics` and `status --watch`)
+                                             for the metrics collector and `status --watch`)
     reka_ingest:budget:<fp>:window           sorted set: one member per request, scored
                                              by its time; trimmed to the window
     reka_ingest:budget:<fp>:paused_until     string: epoch seconds the server asked us
@@ -45,15 +45,15 @@ from typing import Any, Final
 
 import redis
 
-from worker.constants import RATE_LIMIT_WINDOW_SECONDS, STANDIN_DEV_API_KEY
-from worker.errors import RateLimitInfo
-from worker.logs import get_logger
-from worker.settings import Settings
+from reka_ingest.core.constants import RATE_LIMIT_WINDOW_SECONDS, STANDIN_DEV_API_KEY
+from reka_ingest.core.errors import RateLimitInfo
+from reka_ingest.core.logs import get_logger
+from reka_ingest.core.settings import Settings
 
 log = get_logger(__name__)
 
 # Every key this module reads or writes starts here; the bare prefix is the
-# published summary hash that `worker.metrics_counters.BUDGET_KEY` names too.
+# published summary hash that `reka_ingest.metrics.counters.BUDGET_KEY` names too.
 PREFIX: Final = "reka_ingest:budget"
 
 REDIS_TIMEOUT: Final = 2.0  # seconds; an upload must not hang on the budget

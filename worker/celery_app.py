@@ -16,7 +16,7 @@ from typing import Any, Final
 from celery import Celery
 from kombu import Exchange, Queue
 
-from worker.settings import Settings, load_settings
+from reka_ingest.core.settings import Settings, load_settings
 
 TASK_UPLOAD_BATCH: Final = "reka_ingest.upload_batch"
 TASK_POLL_DUE: Final = "reka_ingest.poll_due"

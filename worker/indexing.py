@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from reka_ingest.core.constants import IndexingStatus
+from reka_ingest.core.states import FileState, Reason
 from worker.backoff import next_poll_delay
-from worker.constants import IndexingStatus
-from worker.states import FileState, Reason
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,10 +20,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
-from worker.backoff import next_poll_delay
-from worker.errors import ApiNotFound, IngestError
-from worker.indexing import decide
-from worker.ledger.polling import (
+from reka_ingest.core.errors import ApiNotFound, IngestError
+from reka_ingest.core.logs import get_logger
+from reka_ingest.core.settings import IngestSettings
+from reka_ingest.core.states import FileState, Reason
+from reka_ingest.files.outbox import ERROR_SUFFIX, file_failed, in_work_area
+from reka_ingest.ledger.polling import (
     DuePoll,
     PollOutcome,
     UnsettledFailure,
@@ -32,11 +34,9 @@ from worker.ledger.polling import (
     record_settled,
     take_unsettled_failures,
 )
-from worker.logs import get_logger
-from worker.outbox import ERROR_SUFFIX, file_failed, in_work_area
+from worker.backoff import next_poll_delay
+from worker.indexing import decide
 from worker.runtime import Runtime
-from worker.settings import IngestSettings
-from worker.states import FileState, Reason
 
 log = get_logger(__name__)
 

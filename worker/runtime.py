@@ -11,10 +11,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from reka_ingest.core.settings import Settings, load_settings
+from reka_ingest.ledger import Ledger, open_ledger
+from reka_ingest.reka.client import RekaClient, reset_shared_client, shared_client
 from worker.budget import Budget
-from worker.ledger import Ledger, open_ledger
-from worker.reka_client import RekaClient, reset_shared_client, shared_client
-from worker.settings import Settings, load_settings
 
 
 @dataclass

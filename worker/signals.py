@@ -8,10 +8,10 @@ from typing import Any
 import structlog
 from celery import signals
 
-from worker import metrics_counters
-from worker.logs import configure_logging, get_logger
+from reka_ingest.core.logs import configure_logging, get_logger
+from reka_ingest.core.settings import Settings
+from reka_ingest.metrics import counters as metrics_counters
 from worker.runtime import get_runtime, set_runtime
-from worker.settings import Settings
 
 log = get_logger(__name__)
 

@@ -7,7 +7,9 @@ import time
 
 from celery import Celery
 
-from worker import metrics_counters
+from reka_ingest.core.logs import get_logger
+from reka_ingest.ledger.reconcile import batches_to_send
+from reka_ingest.metrics import counters as metrics_counters
 from worker.celery_app import (
     CONTROL_QUEUE,
     TASK_POLL_DUE,
@@ -15,8 +17,6 @@ from worker.celery_app import (
     TASK_UPLOAD_BATCH,
     send_upload,
 )
-from worker.ledger.reconcile import batches_to_send
-from worker.logs import get_logger
 from worker.poller import poll_due
 from worker.runtime import get_runtime
 from worker.uploader import upload_batch

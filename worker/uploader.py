@@ -36,9 +36,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from worker.backoff import RetryPolicy, backoff
-from worker.budget import Wait, pause_for
-from worker.errors import (
+from reka_ingest.core.errors import (
     ApiAuthError,
     ApiError,
     ApiPayloadTooLarge,
@@ -49,20 +47,22 @@ from worker.errors import (
     PermanentError,
     RetryableError,
 )
-from worker.indexing import decide
-from worker.ledger import uploads as ops
-from worker.ledger.intake import create_batches
-from worker.logs import get_logger
-from worker.outbox import (
+from reka_ingest.core.logs import get_logger
+from reka_ingest.core.states import FileState, Reason
+from reka_ingest.files.outbox import (
     file_done,
     file_failed,
     in_work_area,
     remove_empty_claim_folders,
 )
-from worker.reka_models import UploadItem, UploadResult
+from reka_ingest.files.validate import check_image
+from reka_ingest.ledger import uploads as ops
+from reka_ingest.ledger.intake import create_batches
+from reka_ingest.reka.models import UploadItem, UploadResult
+from worker.backoff import RetryPolicy, backoff
+from worker.budget import Wait, pause_for
+from worker.indexing import decide
 from worker.runtime import Runtime
-from worker.states import FileState, Reason
-from worker.validate import check_image
 
 log = get_logger(__name__)
 

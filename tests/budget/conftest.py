@@ -9,15 +9,15 @@ from collections.abc import Callable, Iterator
 import pytest
 import redis
 
-from standin.config import StandinConfig
-from standin.runner import RunningStandin, serve_in_thread
+from reka_ingest.core.settings import Settings
+from reka_ingest.ledger import open_ledger
+from reka_ingest.ledger.intake import NewFile, create_batch, record_files
+from reka_ingest.standin.config import StandinConfig
+from reka_ingest.standin.runner import RunningStandin, serve_in_thread
 from tests.support.clock import Clock
 from tests.support.images import image_bytes
 from worker.budget import Budget, redis_client
-from worker.ledger import open_ledger
-from worker.ledger.intake import NewFile, create_batch, record_files
 from worker.runtime import Runtime
-from worker.settings import Settings
 
 KEY = "test-key-budget"
 T0 = 1_000_000.0

@@ -8,14 +8,14 @@ from collections.abc import Callable
 
 import redis
 
+from reka_ingest.core.bundled_redis import free_port
+from reka_ingest.core.constants import RATE_LIMIT_WINDOW_SECONDS as DAY
+from reka_ingest.core.errors import RateLimitInfo
+from reka_ingest.metrics import counters as metrics_counters
 from tests.budget.conftest import T0
 from tests.support.clock import Clock
 from worker import budget as b
-from worker import metrics_counters
 from worker.budget import Budget, Grant, Wait, fingerprint, redis_client
-from worker.bundled_redis import free_port
-from worker.constants import RATE_LIMIT_WINDOW_SECONDS as DAY
-from worker.errors import RateLimitInfo
 
 
 def test_n_slots_then_a_wait_until_the_oldest_request_leaves(
@@ -140,7 +140,7 @@ def test_snapshot_and_the_published_summary(
     budget.try_acquire()
     snap = budget.snapshot()
     assert (snap.used, snap.remaining, snap.refills_at, snap.paused_until) == (2, 3, T0 + DAY, None)
-    # The summary `worker.metrics` and `status --watch` read, under the key they expect.
+    # The summary the metrics collector and `status --watch` read, under the key they expect.
     assert b.PREFIX == metrics_counters.BUDGET_KEY
     published = {k.decode(): float(v) for k, v in rclient.hgetall(b.PREFIX).items()}
     assert published == {"remaining": 3, "limit": 5, "reset_at": T0 + DAY}

@@ -13,19 +13,19 @@ import pytest
 import redis
 from typer.testing import CliRunner
 
-from cli.main import app
-from standin.runner import RunningStandin
+from reka_ingest.cli.main import app
+from reka_ingest.core.bundled_redis import free_port
+from reka_ingest.core.constants import RATE_LIMIT_WINDOW_SECONDS as DAY
+from reka_ingest.core.errors import RateLimitInfo
+from reka_ingest.core.states import FileState, Reason
+from reka_ingest.ledger.queries import list_files
+from reka_ingest.ledger.uploads import flag_possible_duplicates
+from reka_ingest.standin.runner import RunningStandin
 from tests.budget.conftest import KEY, T0, stage_one_per_batch
 from tests.support.clock import Clock
-from worker.bundled_redis import free_port
 from worker.celery_app import UPLOAD_QUEUE
-from worker.constants import RATE_LIMIT_WINDOW_SECONDS as DAY
-from worker.errors import RateLimitInfo
-from worker.ledger.queries import list_files
-from worker.ledger.uploads import flag_possible_duplicates
 from worker.poller import poll_due
 from worker.runtime import Runtime
-from worker.states import FileState, Reason
 from worker.uploader import upload_batch
 
 

@@ -9,19 +9,19 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from standin.runner import RunningStandin
+from reka_ingest.core.bundled_redis import free_port
+from reka_ingest.core.constants import RATE_LIMIT_WINDOW_SECONDS as DAY
+from reka_ingest.core.states import BatchState, FileState
+from reka_ingest.ledger.db import Ledger
+from reka_ingest.ledger.queries import list_files
+from reka_ingest.ledger.reconcile import batches_to_send
+from reka_ingest.ledger.schema import Batch
+from reka_ingest.standin.runner import RunningStandin
 from tests.budget.conftest import T0, stage_one_per_batch
 from tests.support.clock import Clock
 from tests.support.images import image_bytes
 from worker.budget import REDIS_DOWN_WAIT
-from worker.bundled_redis import free_port
-from worker.constants import RATE_LIMIT_WINDOW_SECONDS as DAY
-from worker.ledger.db import Ledger
-from worker.ledger.queries import list_files
-from worker.ledger.reconcile import batches_to_send
-from worker.ledger.schema import Batch
 from worker.runtime import Runtime
-from worker.states import BatchState, FileState
 from worker.uploader import upload_batch
 
 

@@ -11,8 +11,8 @@ import httpx
 import pytest
 from PIL import Image as PILImage
 
-from worker.constants import DEFAULT_API_PATH_PREFIX
-from worker.reka_client import RekaClient
+from reka_ingest.core.constants import DEFAULT_API_PATH_PREFIX
+from reka_ingest.reka.client import RekaClient
 
 # Looks like a key and is easy to search for in any text that must not hold it.
 API_KEY = "sk-test-DO-NOT-LEAK-4f9a2c"

@@ -13,13 +13,13 @@ from typing import Any
 
 import httpx
 
-from standin.config import StandinConfig
-from standin.runner import RunningStandin, serve_in_thread
+from reka_ingest.reka.client import RekaClient
+from reka_ingest.reka.models import UploadItem
+from reka_ingest.standin.config import StandinConfig
+from reka_ingest.standin.runner import RunningStandin, serve_in_thread
 from tests.client.conftest import API_KEY
 from tests.support.clock import Clock
 from tests.support.images import write_image
-from worker.reka_client import RekaClient
-from worker.reka_models import UploadItem
 
 ADMIN_TIMEOUT = httpx.Timeout(10.0)
 CLIENT_TIMEOUT = httpx.Timeout(connect=5.0, read=30.0, write=30.0, pool=5.0)

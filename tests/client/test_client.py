@@ -14,14 +14,7 @@ import httpx
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from tests.client.conftest import (
-    API_KEY,
-    ClientFactory,
-    image_bytes,
-    image_json,
-    write_image,
-)
-from worker.errors import (
+from reka_ingest.core.errors import (
     ApiConnectionError,
     ApiProtocolError,
     ApiServerError,
@@ -29,9 +22,16 @@ from worker.errors import (
     RateLimitInfo,
     SettingsError,
 )
-from worker.reka_client import RekaClient, reset_shared_client, shared_client
-from worker.reka_models import DeleteResult, SearchMode, UploadItem
-from worker.settings import RekaSettings
+from reka_ingest.core.settings import RekaSettings
+from reka_ingest.reka.client import RekaClient, reset_shared_client, shared_client
+from reka_ingest.reka.models import DeleteResult, SearchMode, UploadItem
+from tests.client.conftest import (
+    API_KEY,
+    ClientFactory,
+    image_bytes,
+    image_json,
+    write_image,
+)
 
 
 def ok(body: Any, **headers: str) -> httpx.Response:

@@ -7,8 +7,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.client.conftest import API_KEY, ClientFactory
-from worker.errors import (
+from reka_ingest.core.errors import (
     ApiAuthError,
     ApiClientError,
     ApiError,
@@ -20,7 +19,8 @@ from worker.errors import (
     ApiValidationError,
     RateLimitInfo,
 )
-from worker.reka_errors import RAW_TEXT_LIMIT, error_from_response, parse_rate_limit
+from reka_ingest.reka.errors import RAW_TEXT_LIMIT, error_from_response, parse_rate_limit
+from tests.client.conftest import API_KEY, ClientFactory
 
 
 def answer(status: int, body: Any = None, *, text: str | None = None, **headers: str) -> Any:

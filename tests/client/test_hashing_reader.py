@@ -20,8 +20,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from reka_ingest.reka.client import HashingReader
 from tests.client.standin_support import client_for, jpeg_items, running_standin
-from worker.reka_client import HashingReader
 
 _counter = itertools.count()
 

@@ -14,8 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.client.conftest import API_KEY, ClientFactory
-from worker.errors import (
+from reka_ingest.core.errors import (
     ApiConnectionError,
     ApiError,
     ApiProtocolError,
@@ -27,7 +26,8 @@ from worker.errors import (
     PermanentError,
     RetryableError,
 )
-from worker.reka_errors import call_translated, translate_transport_error, translating
+from reka_ingest.reka.errors import call_translated, translate_transport_error, translating
+from tests.client.conftest import API_KEY, ClientFactory
 
 ROOTS: tuple[type[Exception], ...] = (
     httpx.HTTPError,
@@ -36,7 +36,7 @@ ROOTS: tuple[type[Exception], ...] = (
     httpx.StreamError,
 )
 
-# The contract, written out once more on purpose: the mapping in worker.reka_errors
+# The contract, written out once more on purpose: the mapping in reka_ingest.reka.errors
 # must agree with it. HTTPStatusError maps by its response (a 503 here).
 EXPECTED: dict[type[Exception], type[ApiError]] = {
     httpx.HTTPError: ApiTransportError,

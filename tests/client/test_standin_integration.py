@@ -14,7 +14,20 @@ from pathlib import Path
 import httpx
 import pytest
 
-from standin.runner import RunningStandin
+from reka_ingest.core.constants import REQUEST_ID_HEADER, IndexingStatus
+from reka_ingest.core.errors import (
+    ApiAuthError,
+    ApiConnectionError,
+    ApiNotFound,
+    ApiPayloadTooLarge,
+    ApiRateLimited,
+    ApiServerError,
+    ApiTimeout,
+    ApiValidationError,
+)
+from reka_ingest.reka.client import RekaClient
+from reka_ingest.reka.models import SearchMode, UploadItem
+from reka_ingest.standin.runner import RunningStandin
 from tests.client.conftest import API_KEY
 from tests.client.standin_support import (
     START_TIME,
@@ -28,19 +41,6 @@ from tests.client.standin_support import (
 )
 from tests.support.clock import Clock
 from tests.support.images import image_bytes
-from worker.constants import REQUEST_ID_HEADER, IndexingStatus
-from worker.errors import (
-    ApiAuthError,
-    ApiConnectionError,
-    ApiNotFound,
-    ApiPayloadTooLarge,
-    ApiRateLimited,
-    ApiServerError,
-    ApiTimeout,
-    ApiValidationError,
-)
-from worker.reka_client import RekaClient
-from worker.reka_models import SearchMode, UploadItem
 
 INDEX_DELAY = 30.0
 MAX_IMAGE_BYTES = 64 * 1024

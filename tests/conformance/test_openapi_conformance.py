@@ -27,7 +27,7 @@ what Reka's own pages say), and the check follows the page:
   >= 0. The client refuses bad values itself (tests/client), and the
   stand-in's 400 for them is checked here against the envelope.
 - `indexing_status`: the document says integer; the page documents 1 and 2
-  and the stand-in adds 0 and 3 (worker.constants.IndexingStatus). Checked.
+  and the stand-in adds 0 and 3 (reka_ingest.core.constants.IndexingStatus). Checked.
 """
 
 from __future__ import annotations
@@ -41,7 +41,18 @@ import pytest
 from openapi_core import OpenAPI
 from pydantic import BaseModel, ConfigDict
 
-from standin.runner import RunningStandin
+from reka_ingest.core import constants as c
+from reka_ingest.core.errors import (
+    ApiAuthError,
+    ApiError,
+    ApiNotFound,
+    ApiPayloadTooLarge,
+    ApiRateLimited,
+    ApiValidationError,
+)
+from reka_ingest.reka.client import RekaClient
+from reka_ingest.reka.models import SearchMode, UploadItem
+from reka_ingest.standin.runner import RunningStandin
 from tests.client.conftest import API_KEY
 from tests.client.standin_support import (
     START_TIME,
@@ -60,17 +71,6 @@ from tests.conformance.openapi_support import (
     openapi_for,
 )
 from tests.support.clock import Clock
-from worker import constants as c
-from worker.errors import (
-    ApiAuthError,
-    ApiError,
-    ApiNotFound,
-    ApiPayloadTooLarge,
-    ApiRateLimited,
-    ApiValidationError,
-)
-from worker.reka_client import RekaClient
-from worker.reka_models import SearchMode, UploadItem
 
 INDEX_DELAY = 5.0
 CLIENT_TIMEOUT = httpx.Timeout(connect=5.0, read=30.0, write=30.0, pool=5.0)

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+from reka_ingest.core.settings import IngestSettings, RekaSettings
 from tests.deploy.support import DEPLOY, ROOT, load_yaml
-from worker.settings import IngestSettings, RekaSettings
 
 LONG_RUNNING = ("redis", "postgres", "worker", "beat", "watcher", "flower", "metrics", "standin")
 INGEST_ROLES = ("migrate", "worker", "beat", "watcher", "flower", "metrics", "standin")

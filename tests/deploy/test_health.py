@@ -7,9 +7,9 @@ import os
 import subprocess
 from pathlib import Path
 
-from cli.processes import cli_argv
-from worker.bundled_redis import free_port
-from worker.ledger import open_ledger
+from reka_ingest.cli.processes import cli_argv
+from reka_ingest.core.bundled_redis import free_port
+from reka_ingest.ledger import open_ledger
 
 
 def health(tmp_path: Path, redis_url: str, *args: str) -> subprocess.CompletedProcess[str]:

@@ -24,9 +24,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from reka_ingest.ledger.schema import File
 from tests.support.images import image_bytes
 from tests.support.service import Service, wait_for
-from worker.ledger.schema import File
 
 pytestmark = [pytest.mark.slow]
 
@@ -148,7 +148,7 @@ def test_a_mixed_drop_of_bad_input_fails_each_with_its_reason_and_disturbs_nothi
     outside.parent.mkdir()
     stop = threading.Event()
     # The watcher, beat and the stand-in; the worker comes later (see the module doc).
-    from worker.ledger import open_ledger  # noqa: PLC0415 - only to create the schema
+    from reka_ingest.ledger import open_ledger  # noqa: PLC0415 - only to create the schema
 
     open_ledger(svc.settings().ingest.ledger_url).dispose()
     svc.start_standin()

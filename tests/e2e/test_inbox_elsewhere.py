@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from worker.bundled_redis import free_port
+from reka_ingest.core.bundled_redis import free_port
 
 pytestmark = [pytest.mark.timeout(120)]
 
@@ -98,7 +98,7 @@ def test_an_inbox_on_another_filesystem_is_refused_before_anything_starts(
     if command == "watch":
         env["INGEST_REDIS_URL"] = f"redis://127.0.0.1:{redis_port}/0"  # nothing listens
     done = subprocess.run(
-        [sys.executable, "-m", "cli", command],
+        [sys.executable, "-m", "reka_ingest.cli", command],
         env=env,
         capture_output=True,
         text=True,

@@ -26,9 +26,9 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from reka_ingest.ledger import open_ledger
+from reka_ingest.ledger.schema import File
 from tests.support.service import Service, wait_for
-from worker.ledger import open_ledger
-from worker.ledger.schema import File
 
 pytestmark = [pytest.mark.slow]
 

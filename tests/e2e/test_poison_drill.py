@@ -27,6 +27,8 @@ from pathlib import Path
 
 import pytest
 
+from reka_ingest.core.states import TERMINAL
+from reka_ingest.ledger.schema import File
 from tests.support.images import image_bytes
 from tests.support.poison import (
     DEEP_ARRAY,
@@ -39,8 +41,6 @@ from tests.support.poison import (
     write_at,
 )
 from tests.support.service import Service
-from worker.ledger.schema import File
-from worker.states import TERMINAL
 
 pytestmark = [pytest.mark.slow]
 
@@ -116,7 +116,7 @@ def rows(svc: Service) -> dict[str, File]:
 
 def cli_files(svc: Service, fmt: str) -> str:
     done = subprocess.run(
-        [sys.executable, "-m", "cli", "files", fmt],
+        [sys.executable, "-m", "reka_ingest.cli", "files", fmt],
         env=svc.env,
         cwd=REPO,
         capture_output=True,

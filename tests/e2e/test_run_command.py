@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from reka_ingest.core.bundled_redis import free_port
 from tests.support.images import image_bytes
 from tests.support.service import wait_for
-from worker.bundled_redis import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -48,7 +48,10 @@ def test_run_starts_everything_and_a_dropped_file_ends_indexed(tmp_path: Path) -
     }
     out = (tmp_path / "run.out").open("w+b")
     run = subprocess.Popen(
-        [sys.executable, "-m", "cli", "run"], env=env, stdout=out, stderr=subprocess.STDOUT
+        [sys.executable, "-m", "reka_ingest.cli", "run"],
+        env=env,
+        stdout=out,
+        stderr=subprocess.STDOUT,
     )
     try:
         wait_for(
@@ -64,7 +67,7 @@ def test_run_starts_everything_and_a_dropped_file_ends_indexed(tmp_path: Path) -
 
         def indexed() -> bool:
             status = subprocess.run(
-                [sys.executable, "-m", "cli", "status", "--json"],
+                [sys.executable, "-m", "reka_ingest.cli", "status", "--json"],
                 env=env,
                 capture_output=True,
                 text=True,

@@ -20,9 +20,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from cli.pid_file import PID_FILE_NAME
+from reka_ingest.cli.pid_file import PID_FILE_NAME
+from reka_ingest.core.bundled_redis import free_port
 from tests.support.service import wait_for
-from worker.bundled_redis import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -53,7 +53,7 @@ class Run:
         self.out = out
         self._file = out.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "cli", "run"],
+            [sys.executable, "-m", "reka_ingest.cli", "run"],
             env=env,
             stdout=self._file,
             stderr=subprocess.STDOUT,

@@ -33,10 +33,10 @@ import httpx
 import pytest
 import redis
 
-from cli.processes import cli_argv, flower_argv, flower_env
+from reka_ingest.cli.processes import cli_argv, flower_argv, flower_env
+from reka_ingest.core.bundled_redis import BundledRedis, free_port
 from tests.support.images import image_bytes
 from tests.support.service import Service, wait_for
-from worker.bundled_redis import BundledRedis, free_port
 
 API_KEY = "rk-live-SECRETKEY-4f1d9c2b7e"
 PASSWORD = "redisPW-8c3b1f0e9d2a"  # noqa: S105 - a test secret, searched for

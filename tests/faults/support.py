@@ -27,9 +27,9 @@ from typing import Any
 import httpx
 import psutil
 
+from reka_ingest.core.states import TERMINAL, FileState
 from tests.support.images import image_bytes
 from tests.support.service import API_KEY, Service
-from worker.states import TERMINAL, FileState
 
 # Small, distinct images: the scenarios are about processes, not bytes.
 IMAGE_SIZE = (24, 16)

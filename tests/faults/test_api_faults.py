@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from reka_ingest.core.states import FileState, Reason
 from tests.faults.support import (
     FAULT_ENV,
     STANDIN_ENV,
@@ -30,7 +31,6 @@ from tests.faults.support import (
     report,
 )
 from tests.support.service import Service
-from worker.states import FileState, Reason
 
 pytestmark = [pytest.mark.slow]
 

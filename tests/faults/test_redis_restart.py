@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from reka_ingest.core.bundled_redis import BundledRedis, free_port
+from reka_ingest.core.states import FileState
 from tests.faults.support import (
     FAULT_ENV,
     STANDIN_ENV,
@@ -27,8 +29,6 @@ from tests.faults.support import (
     report,
 )
 from tests.support.service import Service, wait_for
-from worker.bundled_redis import BundledRedis, free_port
-from worker.states import FileState
 
 pytestmark = [pytest.mark.slow]
 

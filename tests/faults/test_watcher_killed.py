@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
+from reka_ingest.core.states import FileState
+from reka_ingest.ledger.schema import File
 from tests.faults.support import (
     FAULT_ENV,
     STANDIN_ENV,
@@ -32,8 +34,6 @@ from tests.faults.support import (
     thaw,
 )
 from tests.support.service import Service, wait_for
-from worker.ledger.schema import File
-from worker.states import FileState
 
 pytestmark = [pytest.mark.slow]
 

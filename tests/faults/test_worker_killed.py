@@ -22,6 +22,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from reka_ingest.core.states import FileState
+from reka_ingest.ledger.schema import File
 from tests.faults.support import (
     FAULT_ENV,
     STANDIN_ENV,
@@ -35,8 +37,6 @@ from tests.faults.support import (
     stored_images,
 )
 from tests.support.service import Service, wait_for
-from worker.ledger.schema import File
-from worker.states import FileState
 
 pytestmark = [pytest.mark.slow]
 

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import redis
 
-from cli.processes import cli_argv
+from reka_ingest.cli.processes import cli_argv
+from reka_ingest.ledger import open_ledger
+from reka_ingest.ledger.intake import NewFile, create_batch, record_files
+from reka_ingest.metrics.counters import API_RESPONSES_KEY
 from tests.support.images import image_bytes
 from tests.support.service import API_KEY, Service, wait_for
 from worker.celery_app import create_app, send_upload
-from worker.ledger import open_ledger
-from worker.ledger.intake import NewFile, create_batch, record_files
-from worker.metrics_counters import API_RESPONSES_KEY
 
 FILES_PER_BATCH = 3
 BATCHES = 2

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from worker.ledger import Ledger
-from worker.ledger.schema import Batch, File
+from reka_ingest.ledger import Ledger
+from reka_ingest.ledger.schema import Batch, File
 
 
 def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:

@@ -12,26 +12,26 @@ import pytest
 import redis
 from prometheus_client import generate_latest
 
-from tests.metrics.support import add_batch, add_file, samples, value
-from worker import metrics_counters
-from worker.bundled_redis import free_port
-from worker.celery_app import CONTROL_QUEUE, UPLOAD_QUEUE
-from worker.ledger import Ledger
-from worker.metrics import (
+from reka_ingest.core.bundled_redis import free_port
+from reka_ingest.core.settings import Settings
+from reka_ingest.ledger import Ledger
+from reka_ingest.metrics import counters as metrics_counters
+from reka_ingest.metrics.collector import (
     KOMBU_PRIORITY_SEP,
     LATENCY_BUCKETS,
     IngestCollector,
     build_registry,
     serve,
 )
-from worker.metrics_counters import (
+from reka_ingest.metrics.counters import (
     API_RESPONSES_KEY,
     BUDGET_KEY,
     CounterSink,
     endpoint_of,
     redis_client,
 )
-from worker.settings import Settings
+from tests.metrics.support import add_batch, add_file, samples, value
+from worker.celery_app import CONTROL_QUEUE, UPLOAD_QUEUE
 
 NOW = 10_000.0
 

@@ -13,10 +13,10 @@ import flower.events
 import redis
 from prometheus_client import generate_latest
 
+from reka_ingest.ledger import Ledger
+from reka_ingest.metrics.collector import IngestCollector, build_registry
+from reka_ingest.metrics.counters import API_RESPONSES_KEY, BUDGET_KEY, redis_client
 from tests.metrics.support import add_file, samples
-from worker.ledger import Ledger
-from worker.metrics import IngestCollector, build_registry
-from worker.metrics_counters import API_RESPONSES_KEY, BUDGET_KEY, redis_client
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "reka-ingest.json"
 # On the page for scripts and alerts, not worth a panel.

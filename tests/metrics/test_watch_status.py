@@ -12,13 +12,13 @@ from pathlib import Path
 import redis
 from rich.console import Console
 
-from cli.processes import cli_argv
-from cli.watch_status import Snapshot, duration, render, take_snapshot
+from reka_ingest.cli.processes import cli_argv
+from reka_ingest.cli.watch_status import Snapshot, duration, render, take_snapshot
+from reka_ingest.ledger import Ledger, open_ledger
+from reka_ingest.ledger.schema import File
+from reka_ingest.metrics.counters import BUDGET_KEY, redis_client
 from tests.metrics.support import add_file
 from worker.celery_app import UPLOAD_QUEUE
-from worker.ledger import Ledger, open_ledger
-from worker.ledger.schema import File
-from worker.metrics_counters import BUDGET_KEY, redis_client
 
 NOW = 50_000.0
 

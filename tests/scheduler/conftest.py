@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
+from reka_ingest.core.settings import IngestSettings, Settings
+from reka_ingest.ledger import Ledger
+from reka_ingest.ledger.queries import list_files
+from reka_ingest.ledger.schema import File
 from scheduler.watcher import Watcher
-from worker.ledger import Ledger
-from worker.ledger.queries import list_files
-from worker.ledger.schema import File
-from worker.settings import IngestSettings, Settings
 
 WAIT_SECONDS = 20.0
 

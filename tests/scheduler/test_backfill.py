@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from cli.main import app
+from reka_ingest.cli.main import app
+from reka_ingest.core.settings import IngestSettings
+from reka_ingest.core.states import FileState, Reason
+from reka_ingest.ledger import Ledger, open_ledger
 from scheduler.backfill import backfill, count_files, refusal
 from tests.scheduler.conftest import files_by_path
 from tests.support.images import image_bytes, write_image
-from worker.ledger import Ledger, open_ledger
-from worker.settings import IngestSettings
-from worker.states import FileState, Reason
 
 
 def make_tree(root: Path) -> dict[str, bytes]:

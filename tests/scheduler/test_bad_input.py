@@ -14,14 +14,14 @@ from typing import Any
 
 import pytest
 
+from reka_ingest.core.settings import IngestSettings
+from reka_ingest.core.states import FileState, Reason
+from reka_ingest.ledger import Ledger
+from reka_ingest.ledger.intake import NewFile, record_files
 from scheduler.claim import ClaimFolders, claim, inbox_tag
 from scheduler.watcher import Watcher
 from tests.scheduler.conftest import files_by_path, wait_for
 from tests.support.images import image_bytes, write_image
-from worker.ledger import Ledger
-from worker.ledger.intake import NewFile, record_files
-from worker.settings import IngestSettings
-from worker.states import FileState, Reason
 
 
 def no_enqueue(_batch_id: int) -> None:
@@ -104,7 +104,7 @@ def test_the_never_stable_bound_is_the_setting(
 def test_never_stable_and_orphan_bounds_are_read_from_the_environment(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from worker.settings import load_settings  # noqa: PLC0415 - after the env is set
+    from reka_ingest.core.settings import load_settings  # noqa: PLC0415 - after the env is set
 
     monkeypatch.setenv("INGEST_NEVER_STABLE_AFTER", "7")
     monkeypatch.setenv("INGEST_ORPHAN_SIDECAR_AFTER", "9.5")

@@ -6,11 +6,11 @@ from collections.abc import Sequence
 
 import pytest
 
+from reka_ingest.ledger import Ledger
+from reka_ingest.ledger.intake import NewFile, Recorded, record_files
+from reka_ingest.ledger.schema import Batch, File
 from scheduler.batcher import Batcher, BatchLimits, ledger_batch_groups, ledger_batches
 from tests.support.clock import Clock
-from worker.ledger import Ledger
-from worker.ledger.intake import NewFile, Recorded, record_files
-from worker.ledger.schema import Batch, File
 
 
 class Recording:

@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from reka_ingest.core.errors import SettingsError
+from reka_ingest.core.settings import Settings
+from reka_ingest.core.states import Reason
 from scheduler.claim import (
     ClaimFolders,
     check_same_filesystem,
@@ -21,9 +24,6 @@ from scheduler.claim import (
     sha256_of,
 )
 from scheduler.describe import describe
-from worker.errors import SettingsError
-from worker.settings import Settings
-from worker.states import Reason
 
 
 def folders_in(work: Path, tag: str = "t") -> ClaimFolders:

@@ -23,6 +23,13 @@ from typing import Any
 
 import pytest
 
+from reka_ingest.core.errors import LedgerUnavailable
+from reka_ingest.core.settings import IngestSettings
+from reka_ingest.core.states import FileState, Reason
+from reka_ingest.files.names import NAME_MAX
+from reka_ingest.ledger import Ledger, db, open_ledger
+from reka_ingest.ledger.intake import NewFile
+from reka_ingest.ledger.queries import list_files
 from scheduler.backfill import backfill
 from scheduler.batcher import Batcher, BatchLimits
 from scheduler.claim import claim_folder_name, inbox_tag
@@ -30,13 +37,6 @@ from scheduler.recorder import Recorder
 from scheduler.watcher import Watcher
 from tests.scheduler.conftest import files_by_path, wait_for
 from tests.support.images import image_bytes, write_image
-from worker.errors import LedgerUnavailable
-from worker.fsnames import NAME_MAX
-from worker.ledger import Ledger, db, open_ledger
-from worker.ledger.intake import NewFile
-from worker.ledger.queries import list_files
-from worker.settings import IngestSettings
-from worker.states import FileState, Reason
 
 DEEP = "[" * 100_000
 

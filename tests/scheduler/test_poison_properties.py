@@ -51,6 +51,11 @@ import pytest
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
+from reka_ingest.core.settings import IngestSettings, load_settings
+from reka_ingest.files.sidecars import candidates
+from reka_ingest.ledger import Ledger, open_ledger
+from reka_ingest.ledger.queries import list_files
+from reka_ingest.ledger.schema import File
 from scheduler.claim import inbox_tag
 from scheduler.names import is_candidate_name, is_hidden
 from scheduler.watcher import Watcher
@@ -71,11 +76,6 @@ from tests.support.poison import (
     wait_until,
     write_at,
 )
-from worker.ledger import Ledger, open_ledger
-from worker.ledger.queries import list_files
-from worker.ledger.schema import File
-from worker.settings import IngestSettings, load_settings
-from worker.sidecar_files import candidates
 
 REPO = Path(__file__).resolve().parents[2]
 SETTLE_SECONDS = 12.0  # a whole drop of <= 20 small files is recorded well within this
@@ -913,7 +913,7 @@ def test_a_watcher_killed_mid_drop_restarts_and_every_file_ends_with_a_row(
         log_path = Path(b.root, "watch.log")
         with log_path.open("wb") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "cli", "watch"],
+                [sys.executable, "-m", "reka_ingest.cli", "watch"],
                 env=watch_env(b, redis_url),
                 cwd=REPO,
                 stdout=log,
@@ -955,9 +955,9 @@ UNREADABLE_CHILD = """
 import json, os, sys, time
 import sqlite3, scheduler.inotify, sqlalchemy.dialects.sqlite.pysqlite  # before the uid drop
 from scheduler.watcher import Watcher
-from worker.ledger import open_ledger
-from worker.ledger.queries import list_files
-from worker.settings import load_settings
+from reka_ingest.ledger import open_ledger
+from reka_ingest.ledger.queries import list_files
+from reka_ingest.core.settings import load_settings
 
 root, uid, image = sys.argv[1], int(sys.argv[2]), bytes.fromhex(sys.argv[3])
 settings = load_settings(

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from reka_ingest.core.errors import FileRejected
+from reka_ingest.core.states import Reason
 from scheduler.constants import MAX_SIDECAR_BYTES
 from scheduler.sidecar import DefaultsReader, find_sidecar, load, merge, read_object
-from worker.errors import FileRejected
-from worker.states import Reason
 
 GOOD = {
     "camera_id": "cam-7",

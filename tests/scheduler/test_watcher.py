@@ -18,17 +18,17 @@ from typing import Any
 from sqlalchemy import select
 from watchdog.events import FileCreatedEvent
 
+from reka_ingest.core.settings import IngestSettings
+from reka_ingest.core.states import FileState, Reason
+from reka_ingest.ledger import Ledger
+from reka_ingest.ledger.intake import NewFile, record_files
+from reka_ingest.ledger.schema import Batch
 from scheduler.claim import ClaimFolders, claim, inbox_tag
 from scheduler.constants import OVERFLOW_SCAN_MIN_GAP
 from scheduler.events import OVERFLOW_LOGGER, InboxHandler
 from scheduler.watcher import Watcher
 from tests.scheduler.conftest import files_by_path, wait_for
 from tests.support.images import image_bytes, write_image
-from worker.ledger import Ledger
-from worker.ledger.intake import NewFile, record_files
-from worker.ledger.schema import Batch
-from worker.settings import IngestSettings
-from worker.states import FileState, Reason
 
 
 def no_enqueue(_batch_id: int) -> None:

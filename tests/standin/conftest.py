@@ -15,8 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
-from standin.config import StandinConfig
-from standin.runner import RunningStandin, serve_in_thread
+from reka_ingest.standin.config import StandinConfig
+from reka_ingest.standin.runner import RunningStandin, serve_in_thread
 from tests.support.clock import Clock
 from tests.support.images import image_bytes
 

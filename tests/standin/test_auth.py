@@ -7,10 +7,10 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from standin.config import StandinConfig
-from standin.runner import serve_in_thread
+from reka_ingest.core.constants import STANDIN_DEV_API_KEY
+from reka_ingest.standin.config import StandinConfig
+from reka_ingest.standin.runner import serve_in_thread
 from tests.standin.conftest import KEY, OTHER_KEY, Api, error_of
-from worker.constants import STANDIN_DEV_API_KEY
 
 
 @pytest.mark.parametrize("key", [KEY, OTHER_KEY])

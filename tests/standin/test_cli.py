@@ -10,8 +10,8 @@ import time
 
 import httpx
 
-from worker.bundled_redis import free_port
-from worker.constants import STANDIN_DEV_API_KEY
+from reka_ingest.core.bundled_redis import free_port
+from reka_ingest.core.constants import STANDIN_DEV_API_KEY
 
 START_TIMEOUT = 20.0
 
@@ -31,7 +31,16 @@ def test_fake_api_command_serves_with_env_and_flags() -> None:
     port = free_port()
     env = os.environ | {"STANDIN_UPLOAD_QUOTA": "7", "STANDIN_FAIL_SHARE": "1.0"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cli", "fake-api", "--port", str(port), "--fail-share", "0"],
+        [
+            sys.executable,
+            "-m",
+            "reka_ingest.cli",
+            "fake-api",
+            "--port",
+            str(port),
+            "--fail-share",
+            "0",
+        ],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -51,7 +60,7 @@ def test_fake_api_command_serves_with_env_and_flags() -> None:
 
 def test_fake_api_rejects_a_bad_value_naming_flag_and_variable() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "cli", "fake-api", "--drop-share", "1.5"],
+        [sys.executable, "-m", "reka_ingest.cli", "fake-api", "--drop-share", "1.5"],
         capture_output=True,
         text=True,
         timeout=30,

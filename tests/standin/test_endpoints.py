@@ -6,9 +6,7 @@ import uuid
 
 import httpx
 
-from tests.standin.conftest import Api, error_of
-from tests.support.images import image_bytes
-from worker.constants import (
+from reka_ingest.core.constants import (
     RATELIMIT_LIMIT_HEADER,
     RATELIMIT_REMAINING_HEADER,
     RATELIMIT_RESET_HEADER,
@@ -16,6 +14,8 @@ from worker.constants import (
     RETRY_AFTER_HEADER,
     IndexingStatus,
 )
+from tests.standin.conftest import Api, error_of
+from tests.support.images import image_bytes
 
 IMAGE_KEYS = {"image_id", "image_url", "indexing_status", "upload_timestamp"}
 RATE_HEADERS = (

@@ -8,10 +8,10 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from standin.config import DropWhen
+from reka_ingest.core.constants import RETRY_AFTER_HEADER, IndexingStatus
+from reka_ingest.standin.config import DropWhen
 from tests.standin.conftest import Api, error_of
 from tests.support.clock import Clock
-from worker.constants import RETRY_AFTER_HEADER, IndexingStatus
 
 
 def test_fail_share_one_answers_500(make_api: Callable[..., Api], jpegs: list[bytes]) -> None:

@@ -16,8 +16,8 @@ from decimal import Decimal
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from reka_ingest.core.constants import LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX
 from tests.standin.conftest import Api, error_of
-from worker.constants import LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX
 
 UPLOADED = 7
 _ASCII_INTEGER = re.compile(r"[+-]?[0-9]+")

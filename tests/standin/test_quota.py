@@ -6,10 +6,7 @@ from collections.abc import Callable
 
 import httpx
 
-from standin.quota import UNLIMITED_REPORTED
-from tests.standin.conftest import OTHER_KEY, Api, error_of
-from tests.support.clock import Clock
-from worker.constants import (
+from reka_ingest.core.constants import (
     RATE_LIMIT_CODE,
     RATELIMIT_LIMIT_HEADER,
     RATELIMIT_REMAINING_HEADER,
@@ -17,6 +14,9 @@ from worker.constants import (
     RETRY_AFTER_HEADER,
     ErrorType,
 )
+from reka_ingest.standin.quota import UNLIMITED_REPORTED
+from tests.standin.conftest import OTHER_KEY, Api, error_of
+from tests.support.clock import Clock
 
 WINDOW = 100.0
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from standin.metadata import SECURITY_KEYS
+from reka_ingest.standin.metadata import SECURITY_KEYS
 from tests.standin.conftest import Api, error_of
 from tests.support.clock import Clock
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import httpx
 
-from standin.config import StandinConfig
-from standin.runner import serve_in_thread
+from reka_ingest.standin.config import StandinConfig
+from reka_ingest.standin.runner import serve_in_thread
 from tests.standin.conftest import KEY
 from tests.support.clock import Clock
 from tests.support.images import image_bytes

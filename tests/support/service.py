@@ -18,12 +18,12 @@ from typing import Any
 
 import httpx
 
-from cli.processes import Supervisor, beat_argv, cli_argv, worker_argv
-from worker.bundled_redis import free_port
-from worker.ledger import Ledger, open_ledger
-from worker.ledger.queries import list_files, summary
-from worker.ledger.schema import File
-from worker.settings import load_settings
+from reka_ingest.cli.processes import Supervisor, beat_argv, cli_argv, worker_argv
+from reka_ingest.core.bundled_redis import free_port
+from reka_ingest.core.settings import load_settings
+from reka_ingest.ledger import Ledger, open_ledger
+from reka_ingest.ledger.queries import list_files, summary
+from reka_ingest.ledger.schema import File
 
 API_KEY = "e2e-secret-key-7c41d0"
 

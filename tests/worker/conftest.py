@@ -11,15 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from standin.config import StandinConfig
-from standin.runner import RunningStandin, serve_in_thread
+from reka_ingest.core.settings import Settings
+from reka_ingest.ledger import open_ledger
+from reka_ingest.ledger.intake import NewFile, create_batch, record_files
+from reka_ingest.ledger.queries import list_files
+from reka_ingest.ledger.schema import File
+from reka_ingest.standin.config import StandinConfig
+from reka_ingest.standin.runner import RunningStandin, serve_in_thread
 from tests.support.clock import Clock
-from worker.ledger import open_ledger
-from worker.ledger.intake import NewFile, create_batch, record_files
-from worker.ledger.queries import list_files
-from worker.ledger.schema import File
 from worker.runtime import Runtime
-from worker.settings import Settings
 
 KEY = "test-key-worker"
 _claim_folders = itertools.count()

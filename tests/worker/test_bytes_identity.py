@@ -16,17 +16,17 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from standin.runner import RunningStandin
+from reka_ingest.core.states import FileState, Reason
+from reka_ingest.files.outbox import file_done
+from reka_ingest.ledger.intake import NewFile, Recorded, create_batch, record_files
+from reka_ingest.ledger.queries import list_files
+from reka_ingest.ledger.uploads import Rehashed, Uploaded, record_uploaded, set_final_path
+from reka_ingest.standin.runner import RunningStandin
 from tests.support.clock import Clock
 from tests.support.images import image_bytes
 from tests.worker.conftest import rows_by_path
-from worker.ledger.intake import NewFile, Recorded, create_batch, record_files
-from worker.ledger.queries import list_files
-from worker.ledger.uploads import Rehashed, Uploaded, record_uploaded, set_final_path
-from worker.outbox import file_done
 from worker.poller import poll_due
 from worker.runtime import Runtime
-from worker.states import FileState, Reason
 from worker.uploader import upload_batch
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import redis
 
+from reka_ingest.core.settings import load_settings
 from worker.celery_app import (
     CONTROL_QUEUE,
     TASK_POLL_DUE,
@@ -13,7 +14,6 @@ from worker.celery_app import (
     create_app,
     send_upload,
 )
-from worker.settings import load_settings
 
 
 def test_each_task_lands_in_its_own_list_even_after_redis_lost_its_data(redis_url: str) -> None:

@@ -1,4 +1,4 @@
-"""Names as bytes (worker.fsnames), by property: any name the filesystem allows is
+"""Names as bytes (reka_ingest.files.names), by property: any name the filesystem allows is
 shown as valid UTF-8 by the one `%XX` rule, and every name derived from it fits."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import os
 from hypothesis import given
 from hypothesis import strategies as st
 
-from worker.fsnames import NAME_MAX, clean_text, fit_name, fit_path, shown, utf8_len
+from reka_ingest.files.names import NAME_MAX, clean_text, fit_name, fit_path, shown, utf8_len
 
 # Any POSIX name: bytes but "/" and NUL, not "." or "..", at most NAME_MAX bytes.
 names = (

@@ -16,17 +16,17 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from cli.main import app
-from standin.runner import RunningStandin
+from reka_ingest.cli.main import app
+from reka_ingest.core.states import FileState, Reason
+from reka_ingest.ledger.polling import take_unsettled_failures
+from reka_ingest.ledger.queries import list_files
+from reka_ingest.standin.runner import RunningStandin
 from tests.budget.test_retry_and_status import use_env
 from tests.support.clock import Clock
 from tests.support.images import image_bytes
 from tests.worker.conftest import KEY, rows_by_path, stage
-from worker.ledger.polling import take_unsettled_failures
-from worker.ledger.queries import list_files
 from worker.poller import POLL_LEASE_SECONDS, poll_due
 from worker.runtime import Runtime
-from worker.states import FileState, Reason
 from worker.uploader import upload_batch
 
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from worker.ledger import open_ledger
-from worker.ledger.intake import NewFile, record_files
-from worker.ledger.queries import list_files
+from reka_ingest.ledger import open_ledger
+from reka_ingest.ledger.intake import NewFile, record_files
+from reka_ingest.ledger.queries import list_files
 
 
 def _new(name: str) -> NewFile:

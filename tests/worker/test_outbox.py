@@ -9,8 +9,8 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from worker.outbox import file_done, file_failed, remove_empty_claim_folders
-from worker.settings import Settings
+from reka_ingest.core.settings import Settings
+from reka_ingest.files.outbox import file_done, file_failed, remove_empty_claim_folders
 
 
 def test_files_sharing_a_claim_folder_each_take_their_own_sidecar_only(

@@ -6,10 +6,10 @@ import random
 
 import pytest
 
+from reka_ingest.core.constants import IndexingStatus
+from reka_ingest.core.states import ACTIVE, TERMINAL, FileState, Reason
 from worker.backoff import RetryPolicy, backoff, next_poll_delay
-from worker.constants import IndexingStatus
 from worker.indexing import Decision, decide
-from worker.states import ACTIVE, TERMINAL, FileState, Reason
 
 
 def test_backoff_doubles_to_the_cap_without_jitter() -> None:

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from worker.ledger import open_ledger
-from worker.ledger.intake import NewFile, record_files
-from worker.ledger.queries import list_files
-from worker.ledger.uploads import Uploaded, record_uploaded
-from worker.states import FileState
+from reka_ingest.core.states import FileState
+from reka_ingest.ledger import open_ledger
+from reka_ingest.ledger.intake import NewFile, record_files
+from reka_ingest.ledger.queries import list_files
+from reka_ingest.ledger.uploads import Uploaded, record_uploaded
 
 
 def _new(name: str, sha: str) -> NewFile:

@@ -29,8 +29,8 @@ import json, os, sys
 from pathlib import Path
 from PIL import Image
 from scheduler.describe import describe
-from worker.errors import FileRejected
-from worker.validate import check_image
+from reka_ingest.core.errors import FileRejected
+from reka_ingest.files.validate import check_image
 
 Image.init()  # load Pillow's format plugins before the uid drop
 path = sys.argv[1]

@@ -11,19 +11,19 @@ from pathlib import Path
 import httpx
 import pytest
 
-from standin.config import StandinConfig
-from standin.runner import RunningStandin, serve_in_thread
+from reka_ingest.core.bundled_redis import free_port
+from reka_ingest.core.settings import Settings
+from reka_ingest.core.states import FileState, Reason
+from reka_ingest.ledger import Ledger, open_ledger
+from reka_ingest.ledger.intake import NewFile, create_batch, record_files
+from reka_ingest.ledger.queries import list_files
+from reka_ingest.ledger.uploads import claim_batch, mark_uploading
+from reka_ingest.standin.config import StandinConfig
+from reka_ingest.standin.runner import RunningStandin, serve_in_thread
 from tests.support.clock import Clock
 from tests.support.images import image_bytes
-from worker.bundled_redis import free_port
-from worker.ledger import Ledger, open_ledger
-from worker.ledger.intake import NewFile, create_batch, record_files
-from worker.ledger.queries import list_files
-from worker.ledger.uploads import claim_batch, mark_uploading
 from worker.poller import poll_due
 from worker.runtime import Runtime
-from worker.settings import Settings
-from worker.states import FileState, Reason
 from worker.uploader import upload_batch
 
 KEY = "test-key-upload-flow"

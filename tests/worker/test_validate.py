@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from reka_ingest.core.errors import FileRejected
+from reka_ingest.core.states import Reason
+from reka_ingest.files.validate import check_image
 from tests.support.images import image_bytes, write_image
-from worker.errors import FileRejected
-from worker.states import Reason
-from worker.validate import check_image
 
 LIMIT = 5 * 1024 * 1024
 

@@ -9,10 +9,10 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from reka_ingest.core.errors import FileRejected
+from reka_ingest.core.states import Reason
+from reka_ingest.files.validate import check_image
 from tests.support.images import image_bytes
-from worker.errors import FileRejected
-from worker.states import Reason
-from worker.validate import check_image
 
 MAGIC = [
     b"\xff\xd8\xff\xe0",  # JPEG

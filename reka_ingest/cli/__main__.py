@@ -1,0 +1,3 @@
+from reka_ingest.cli.main import main
+
+main()

@@ -1,0 +1,187 @@
+"""The command lines of the service's processes, and a small supervisor that
+starts them, watches them and ends them (by pid, in reverse order).
+
+Every child gets its own session, so Ctrl-C reaches only `reka-ingest run`,
+which then stops the children in a safe order: the watcher first (no new
+batches), then beat, the worker (a warm shutdown finishes the task in hand),
+Flower, the stand-in server, and Redis last.
+
+When `run` cannot stop them in order (SIGKILL, a crash), two things still end
+them: with `end_with_parent` each child gets SIGTERM from the kernel when its
+parent dies (reka_ingest.core.parent_death), and with a `PidFile` each is recorded so
+the next `run` ends whatever is left (reka_ingest.cli.pid_file).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from reka_ingest.cli.pid_file import PidFile
+from reka_ingest.core.logs import get_logger
+from reka_ingest.core.parent_death import die_with_parent
+from reka_ingest.core.settings import IngestSettings
+from worker.celery_app import CONTROL_QUEUE, UPLOAD_QUEUE
+
+log = get_logger(__name__)
+
+CELERY_APP = "scheduler.app"
+STOP_TIMEOUT = 20.0
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def celery_argv(*args: str) -> list[str]:
+    return [sys.executable, "-m", "celery", "-A", CELERY_APP, *args]
+
+
+def worker_argv(settings: IngestSettings, *, concurrency: int | None = None) -> list[str]:
+    return celery_argv(
+        "worker",
+        "--queues",
+        f"{UPLOAD_QUEUE},{CONTROL_QUEUE}",
+        "--concurrency",
+        str(concurrency or settings.worker_concurrency),
+        "--loglevel",
+        settings.log_level,
+        "--hostname",
+        f"reka-ingest-{os.getpid()}@%h",
+        "--task-events",
+    )
+
+
+def beat_argv(settings: IngestSettings) -> list[str]:
+    return celery_argv(
+        "beat",
+        "--loglevel",
+        settings.log_level,
+        "--schedule",
+        str(settings.data_dir / "celerybeat-schedule"),
+    )
+
+
+def flower_argv(settings: IngestSettings) -> list[str]:
+    # Basic auth, when set, goes in through FLOWER_BASIC_AUTH (see flower_env), never argv.
+    return celery_argv(
+        "flower",
+        f"--address={settings.flower_host}",
+        f"--port={settings.flower_port}",
+        "--persistent=True",
+        f"--db={settings.data_dir / 'flower.db'}",
+        "--url_prefix=",
+    )
+
+
+def flower_env(settings: IngestSettings) -> dict[str, str]:
+    """FLOWER_BASIC_AUTH from INGEST_FLOWER_BASIC_AUTH; refuses an open Flower off loopback."""
+    env: dict[str, str] = {}
+    if settings.flower_basic_auth is not None:
+        env["FLOWER_BASIC_AUTH"] = settings.flower_basic_auth.get_secret_value()
+    elif settings.flower_host not in LOOPBACK_HOSTS:
+        from reka_ingest.core.errors import SettingsError  # noqa: PLC0415 - only on this error path
+
+        raise SettingsError(
+            f"INGEST_FLOWER_BASIC_AUTH: Flower bound to {settings.flower_host} needs basic auth "
+            "(user:password); without it, bind INGEST_FLOWER_HOST to 127.0.0.1"
+        )
+    return env
+
+
+def cli_argv(*args: str) -> list[str]:
+    return [sys.executable, "-m", "reka_ingest.cli", *args]
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    process: subprocess.Popen[bytes]
+    log_path: Path | None
+    log_file: IO[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+
+class Supervisor:
+    """Starts children, notices when one dies, stops them all by pid.
+
+    `end_with_parent`: children get SIGTERM when this process dies, however it
+    dies (start them from the main thread: the kernel ties them to the thread).
+    `pid_file`: each child is recorded as it starts; the file goes once all stop.
+    """
+
+    def __init__(
+        self,
+        log_dir: Path | None,
+        *,
+        end_with_parent: bool = False,
+        pid_file: PidFile | None = None,
+    ) -> None:
+        self.log_dir = log_dir
+        self.end_with_parent = end_with_parent
+        self.pid_file = pid_file
+        self.children: list[Child] = []
+
+    def start(self, name: str, argv: list[str], env: dict[str, str]) -> Child:
+        log_file: IO[bytes] | None = None
+        log_path: Path | None = None
+        if self.log_dir is not None:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            log_path = self.log_dir / f"{name}.log"
+            log_file = log_path.open("ab")
+        proc = subprocess.Popen(  # noqa: S603 - our own interpreter and modules, fixed arguments
+            argv,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file or None,
+            stderr=subprocess.STDOUT if log_file else None,
+            start_new_session=True,
+            preexec_fn=die_with_parent() if self.end_with_parent else None,  # noqa: PLW1509 - prctl only
+        )
+        child = Child(name, argv, proc, log_path, log_file)
+        self._track(child)
+        log.info("process_started", name=name, pid=proc.pid)
+        return child
+
+    def adopt(self, name: str, process: subprocess.Popen[bytes]) -> None:
+        """Track a child started elsewhere (the bundled Redis) so it stops in order."""
+        argv = [str(a) for a in process.args] if isinstance(process.args, list) else []
+        self._track(Child(name, argv, process, None))
+
+    def _track(self, child: Child) -> None:
+        self.children.append(child)
+        if self.pid_file is not None:
+            self.pid_file.add(child.name, child.pid, child.argv)
+
+    def dead(self) -> list[Child]:
+        return [c for c in self.children if c.process.poll() is not None]
+
+    def stop_all(self, timeout: float = STOP_TIMEOUT) -> None:
+        for child in reversed(self.children):
+            self._stop(child, timeout)
+        self.children.clear()
+        if self.pid_file is not None:
+            self.pid_file.remove()
+
+    @staticmethod
+    def _stop(child: Child, timeout: float) -> None:
+        proc = child.process
+        if proc.poll() is None:
+            log.info("process_stopping", name=child.name, pid=proc.pid)
+            proc.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if proc.poll() is None:
+                log.warning("process_killed", name=child.name, pid=proc.pid)
+                proc.kill()
+                proc.wait(timeout)
+        if child.log_file is not None:
+            child.log_file.close()

@@ -1,0 +1,198 @@
+"""`reka-ingest retry`: queue failed files again once their cause is fixed
+(a wrong API key, a quota, a server outage, a replaced file).
+
+For each matching failed row whose bytes are still there: the file moves
+from failed/ back into a fresh claim folder in the work area (one rename; a
+file recorded in place, by a backfill, stays where it is), its row becomes
+`queued` again (`reka_ingest.ledger.retry`), and the files are grouped into
+batches by the usual count and byte limits and enqueued. A batch whose message
+cannot be sent is still in the ledger: beat's sweep sends it later.
+
+Exit status: 0 when every matching file was requeued, some were, or none
+matched; 1 when files matched and not one of them could be requeued (each
+reason is printed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import os
+import secrets
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import typer
+
+from reka_ingest.core.settings import IngestSettings, load_settings
+from reka_ingest.core.states import Reason
+from reka_ingest.files.outbox import ERROR_SUFFIX
+from reka_ingest.ledger import Ledger, open_ledger
+from reka_ingest.ledger.intake import create_batch
+from reka_ingest.ledger.retry import FailedFile, Requeue, failed_files, requeue_failed
+from worker.celery_app import create_app, send_upload
+
+RETRY_FOLDER_PREFIX = "retry-"
+# The merged sidecar of these is what failed; only dropping the image again with a
+# fixed sidecar re-reads it.
+NOT_RETRIABLE = {
+    Reason.BAD_SIDECAR: "re-drop the image with its fixed sidecar into the inbox",
+    Reason.ORPHAN_SIDECAR: "a sidecar without an image has nothing to upload",
+}
+HASH_CHUNK = 1024 * 1024
+
+
+def _in_place(settings: IngestSettings, f: FailedFile) -> bool:
+    return settings.work_dir.resolve() not in Path(f.work_path).resolve().parents
+
+
+def _bytes_at(settings: IngestSettings, f: FailedFile) -> Path | None:
+    """Where the failed file's bytes are now: failed/ (beside its reason file), or in place.
+
+    A file whose indexing failed was sent first, so until the poll sweep settles
+    it (or when its move failed) its `final_path` is where the upload put it
+    (done/); that counts too.
+    """
+    if _in_place(settings, f):
+        candidates = [Path(f.work_path)]
+    else:
+        candidates = [Path(f.work_path)]  # never moved (the outbox could not)
+        if f.final_path and f.final_path.endswith(ERROR_SUFFIX):
+            candidates.insert(0, Path(f.final_path[: -len(ERROR_SUFFIX)]))
+        elif f.final_path:
+            candidates.insert(0, Path(f.final_path))
+    for path in candidates:
+        if path.is_file() and not path.is_symlink():
+            return path
+    return None
+
+
+def _move_into_work(settings: IngestSettings, src: Path) -> Path:
+    """`src` into a new claim folder `work/retry-<token>/NAME`, by one rename when it can."""
+    folder = settings.work_dir / f"{RETRY_FOLDER_PREFIX}{secrets.token_hex(8)}"
+    folder.mkdir(parents=True)
+    target = folder / src.name
+    try:
+        os.rename(src, target)
+    except OSError as err:
+        if err.errno != errno.EXDEV:
+            folder.rmdir()
+            raise
+        # failed/ on another filesystem: copy beside the target, then one rename.
+        tmp = folder / f".{src.name}.part"
+        shutil.copy2(src, tmp)
+        os.replace(tmp, target)
+        src.unlink()
+    return target
+
+
+def _digest(path: Path) -> tuple[int, str]:
+    h = hashlib.sha256()
+    size = 0
+    with path.open("rb") as fh:
+        while chunk := fh.read(HASH_CHUNK):
+            h.update(chunk)
+            size += len(chunk)
+    return size, h.hexdigest()
+
+
+def _batches(settings: IngestSettings, files: list[Requeue]) -> Iterator[list[int]]:
+    """Consecutive groups within the batch limits (files and bytes)."""
+    group: list[int] = []
+    nbytes = 0
+    for f in files:
+        full = len(group) >= settings.batch_max_files
+        if group and (full or nbytes + f.size > settings.batch_max_bytes):
+            yield group
+            group, nbytes = [], 0
+        group.append(f.file_id)
+        nbytes += f.size
+    if group:
+        yield group
+
+
+def _source(ingest: IngestSettings, f: FailedFile) -> Path | str:
+    """The file's bytes to send again, or why it cannot be retried."""
+    if f.reason in NOT_RETRIABLE:
+        return NOT_RETRIABLE[Reason(f.reason)]
+    if f.duplicate_of is not None:
+        return f"a copy of file {f.duplicate_of}: retry that one"
+    src = _bytes_at(ingest, f)
+    return src if src is not None else "bytes missing (not in failed/ nor where they were)"
+
+
+def requeue(
+    ingest: IngestSettings, ledger: Ledger, *, reason: str | None, path_glob: str | None
+) -> tuple[list[int], int, dict[str, list[str]]]:
+    """Move, reset and batch matching failed files.
+
+    Returns the new batch ids, how many files they hold, and the paths not
+    retried, by why.
+    """
+    skipped: dict[str, list[str]] = {}
+    ready: list[Requeue] = []
+    for f in failed_files(ledger, reason=reason, path_glob=path_glob):
+        src = _source(ingest, f)
+        if isinstance(src, str):
+            skipped.setdefault(src, []).append(f.path)
+            continue
+        try:
+            size, sha256 = _digest(src)
+            work = src if _in_place(ingest, f) else _move_into_work(ingest, src)
+        except OSError as err:
+            skipped.setdefault(f"cannot be read or moved ({err.strerror})", []).append(f.path)
+            continue
+        if not _in_place(ingest, f) and f.final_path and f.final_path.endswith(ERROR_SUFFIX):
+            with contextlib.suppress(OSError):  # the reason file no longer applies
+                Path(f.final_path).unlink()
+        ready.append(Requeue(f.id, str(work), size, sha256))
+    now = time.time()
+    reset = set(requeue_failed(ledger, ready, now=now))
+    batches = [
+        create_batch(ledger, group, now=now)
+        for group in _batches(ingest, [r for r in ready if r.file_id in reset])
+    ]
+    return batches, len(reset), skipped
+
+
+def command(
+    reason: Reason | None = typer.Option(
+        None, "--reason", help="Only files that failed for this reason (e.g. auth_failed)."
+    ),
+    path: str | None = typer.Option(
+        None, "--path", help="Only files whose dropped path matches this glob (e.g. 'cam1/*')."
+    ),
+) -> None:
+    """Queue failed files again once the cause is fixed (wrong key, quota, a replaced file)."""
+    settings = load_settings()
+    ledger = open_ledger(settings.ingest.ledger_url)
+    try:
+        batches, files, skipped = requeue(
+            settings.ingest, ledger, reason=reason.value if reason else None, path_glob=path
+        )
+    finally:
+        ledger.dispose()
+    if batches:
+        app = create_app(settings)
+        try:
+            for batch_id in batches:
+                send_upload(app, batch_id)
+        except Exception as err:  # noqa: BLE001 - the ledger holds the batches; beat resends them
+            typer.echo(
+                f"could not enqueue now ({type(err).__name__}); beat's sweep will send them",
+                err=True,
+            )
+    typer.echo(f"requeued {files} file(s) in {len(batches)} batch(es)")
+    for why, paths in skipped.items():
+        typer.echo(f"not retried, {why}: {len(paths)}")
+        for p in paths[:10]:
+            typer.echo(f"  {p}")
+        if len(paths) > 10:
+            typer.echo(f"  ... and {len(paths) - 10} more")
+    if not files and skipped:
+        # Failed files matched and none could be sent again: a script must not read
+        # that as done.
+        raise typer.Exit(code=1)

@@ -1,0 +1,147 @@
+"""`reka-ingest status` and `reka-ingest files`: what the ledger says."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+import time
+from typing import Any
+
+import typer
+
+from reka_ingest.cli import watch_status
+from reka_ingest.core.settings import load_settings
+from reka_ingest.core.states import FileState
+from reka_ingest.ledger import open_ledger
+from reka_ingest.ledger.queries import Summary, list_files, summary
+from reka_ingest.ledger.schema import File
+from worker.budget import BudgetSnapshot, budget_snapshot
+
+FILE_FIELDS = (
+    "id",
+    "path",
+    "sha256",
+    "state",
+    "reason",
+    "message",
+    "image_id",
+    "image_url",
+    "indexing_status",
+    "upload_timestamp",
+    "possible_duplicate",
+    "duplicate_of",
+    "batch_id",
+    "upload_request_id",
+    "size",
+    "seen_at",
+    "uploaded_at",
+    "indexed_at",
+    "seconds_to_indexed",
+    "final_path",
+)
+
+
+def status_json(s: Summary, now: float) -> dict[str, Any]:
+    elapsed = (
+        (s.last_finished_at - s.first_seen_at)
+        if s.first_seen_at is not None and s.last_finished_at is not None
+        else None
+    )
+    done = s.total - sum(s.files[state] for state in ("queued", "uploading", "indexing"))
+    return {
+        "files": s.files,
+        "total": s.total,
+        "oldest_waiting": None
+        if s.oldest_waiting_path is None
+        else {
+            "path": s.oldest_waiting_path,
+            "seen_at": s.oldest_waiting_seen_at,
+            "age_seconds": round(now - (s.oldest_waiting_seen_at or now), 1),
+        },
+        "finished_last_minute": s.finished_last_minute,
+        "throughput_per_second": round(done / elapsed, 2) if elapsed else None,
+    }
+
+
+def status(
+    as_json: bool = typer.Option(False, "--json", help="One JSON object."),
+    watch: bool = typer.Option(False, "--watch", help="A live view, every second; Ctrl-C exits."),
+) -> None:
+    """Files per state, the oldest waiting file, throughput, and the API budget left."""
+    settings = load_settings()
+    if watch:
+        watch_status.watch(settings)
+        return
+    ledger = open_ledger(settings.ingest.ledger_url)
+    now = time.time()
+    data = status_json(summary(ledger, now=now), now)
+    ledger.dispose()
+    budget = budget_snapshot(settings, now=now)
+    data["budget"] = budget.as_json()
+    if as_json:
+        typer.echo(json.dumps(data))
+        return
+    typer.echo(f"files: {data['total']}")
+    for state, count in data["files"].items():
+        typer.echo(f"  {state:<10} {count}")
+    oldest = data["oldest_waiting"]
+    typer.echo(
+        "oldest waiting: none"
+        if oldest is None
+        else f"oldest waiting: {oldest['path']} ({oldest['age_seconds']} s)"
+    )
+    rate = data["throughput_per_second"]
+    typer.echo(
+        f"finished in the last minute: {data['finished_last_minute']}"
+        + (f"; overall {rate} files/s" if rate is not None else "")
+    )
+    typer.echo(budget_line(budget, now))
+
+
+def budget_line(b: BudgetSnapshot, now: float) -> str:
+    """The shared upload budget in one line; says so when Redis cannot be read."""
+    if b.error is not None:
+        return f"API budget: unknown, {b.error}"
+    if b.limit is None:
+        text = "API budget: no daily limit (INGEST_UPLOADS_PER_DAY=0)"
+    else:
+        text = f"API budget: {b.remaining} of {b.limit} upload requests left"
+        if b.refills_at is not None:
+            text += f"; next slot frees in {watch_status.duration(b.refills_at - now)}"
+    if b.paused_until is not None:
+        text += f"; paused by the API for {watch_status.duration(b.paused_until - now)}"
+    return text
+
+
+def _row(f: File) -> dict[str, Any]:
+    row = {name: getattr(f, name, None) for name in FILE_FIELDS if name != "seconds_to_indexed"}
+    row["seconds_to_indexed"] = (
+        round(f.indexed_at - f.seen_at, 3) if f.indexed_at is not None else None
+    )
+    return {name: row[name] for name in FILE_FIELDS}
+
+
+def files(
+    state: FileState | None = typer.Option(None, "--state", help="Only files in this state."),
+    as_json: bool = typer.Option(False, "--json", help="A JSON array of objects."),
+    as_csv: bool = typer.Option(False, "--csv", help="CSV with a header row."),
+    limit: int | None = typer.Option(None, "--limit", min=1),
+) -> None:
+    """The per-file results: path, hash, state, reason, image id, indexing status."""
+    if as_json and as_csv:
+        raise typer.BadParameter("choose one of --json and --csv")
+    settings = load_settings()
+    ledger = open_ledger(settings.ingest.ledger_url)
+    rows = [_row(f) for f in list_files(ledger, state=state, limit=limit)]
+    ledger.dispose()
+    if as_json:
+        typer.echo(json.dumps(rows, ensure_ascii=False))
+    elif as_csv:
+        writer = csv.DictWriter(sys.stdout, fieldnames=FILE_FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+    else:
+        for r in rows:
+            detail = r["image_id"] or r["reason"] or ""
+            typer.echo(f"{r['state']:<10} {detail:<40} {r['path']}")

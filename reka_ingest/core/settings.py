@@ -1,0 +1,408 @@
+"""Typed settings, parsed once at start.
+
+Two groups, two prefixes: `REKA_*` describes the API (base URL, key, timeouts)
+and `INGEST_*` the service itself. `load_settings()` turns any bad value into a
+`SettingsError` whose message names the environment variable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from reka_ingest.core import constants as c
+from reka_ingest.core.errors import SettingsError
+
+
+class RekaSettings(BaseSettings):
+    """How to reach the Reka Vision API. Environment prefix `REKA_`."""
+
+    model_config = SettingsConfigDict(env_prefix="REKA_", extra="ignore", frozen=True)
+
+    api_key: SecretStr | None = Field(
+        default=None,
+        description="API key. Unset: `reka-ingest run` starts the stand-in server instead.",
+    )
+    api_base_url: str = Field(
+        default=c.DEFAULT_API_BASE_URL, description="Base URL of the Vision API."
+    )
+    api_path_prefix: str = Field(
+        default=c.DEFAULT_API_PATH_PREFIX,
+        description="Path prefix of the image endpoints (`/v1`; empty for older deployments).",
+    )
+    connect_timeout: float = Field(
+        default=c.DEFAULT_CONNECT_TIMEOUT,
+        gt=0,
+        description="Seconds to open a connection to the API.",
+    )
+    read_timeout: float = Field(
+        default=c.DEFAULT_READ_TIMEOUT,
+        gt=0,
+        description="Seconds to wait for the API's answer (an upload of a full batch included).",
+    )
+    write_timeout: float = Field(
+        default=c.DEFAULT_WRITE_TIMEOUT,
+        gt=0,
+        description="Seconds to send one chunk of a request body.",
+    )
+    pool_timeout: float = Field(
+        default=c.DEFAULT_POOL_TIMEOUT,
+        gt=0,
+        description="Seconds to wait for a free pooled connection.",
+    )
+    max_connections: int = Field(
+        default=c.DEFAULT_MAX_CONNECTIONS,
+        ge=1,
+        description="Most open connections per worker process.",
+    )
+    max_keepalive: int = Field(
+        default=c.DEFAULT_MAX_KEEPALIVE,
+        ge=0,
+        description="Idle connections kept open per worker process.",
+    )
+
+    @field_validator("api_base_url")
+    @classmethod
+    def _check_base_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be an http:// or https:// URL with a host")
+        return value.rstrip("/")
+
+    @field_validator("api_path_prefix")
+    @classmethod
+    def _check_prefix(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        if value and not value.startswith("/"):
+            raise ValueError("must be empty or start with '/'")
+        return value
+
+    @field_validator("api_key")
+    @classmethod
+    def _check_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().strip():
+            return None
+        return value
+
+    def timeout(self) -> httpx.Timeout:
+        return httpx.Timeout(
+            connect=self.connect_timeout,
+            read=self.read_timeout,
+            write=self.write_timeout,
+            pool=self.pool_timeout,
+        )
+
+    def limits(self) -> httpx.Limits:
+        return httpx.Limits(
+            max_connections=self.max_connections,
+            max_keepalive_connections=self.max_keepalive,
+        )
+
+
+class ObserverKind(StrEnum):
+    NATIVE = "native"  # inotify / FSEvents / ReadDirectoryChangesW
+    POLLING = "polling"  # for network shares, where native events do not arrive
+
+
+class AfterUpload(StrEnum):
+    MOVE = "move"  # into done/
+    KEEP = "keep"  # leave in the work area
+    DELETE = "delete"
+
+
+class LogFormat(StrEnum):
+    AUTO = "auto"  # readable on a terminal, JSON otherwise
+    JSON = "json"
+    CONSOLE = "console"
+
+
+class IngestSettings(BaseSettings):
+    """The service's own settings. Environment prefix `INGEST_`."""
+
+    model_config = SettingsConfigDict(env_prefix="INGEST_", extra="ignore", frozen=True)
+
+    data_dir: Path = Field(default=Path("./var"), description="Ledger, Redis data, work area.")
+    inbox: Path = Field(default=Path("./inbox"), description="The watched folder.")
+    done_dir: Path | None = Field(
+        default=None, description="Where uploaded files go. Unset: DATA_DIR/done."
+    )
+    failed_dir: Path | None = Field(
+        default=None,
+        description="Where failed files and their NAME.error.json go. Unset: DATA_DIR/failed.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the ledger. Unset: SQLite at DATA_DIR/ledger.db.",
+    )
+    redis_url: SecretStr | None = Field(
+        default=None,
+        description="Broker URL (a password may be in it). Unset: the bundled redis-server.",
+    )
+    log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR.")
+    log_format: LogFormat = Field(
+        default=LogFormat.AUTO,
+        description="auto (readable on a terminal, JSON otherwise), json or console.",
+    )
+
+    # Batching (scheduler).
+    batch_max_files: int = Field(
+        default=c.MAX_IMAGES_PER_REQUEST,
+        ge=1,
+        le=c.MAX_IMAGES_PER_REQUEST,
+        description=(
+            "Most images in one upload request (the API takes at most 100; the daily quota"
+            " counts requests, so fuller requests move more images a day)."
+        ),
+    )
+    batch_max_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=1, description="Most bytes of images in one upload request."
+    )
+    batch_max_wait: float = Field(default=2.0, ge=0, description="Seconds to wait to fill a batch.")
+
+    # Taking files (scheduler).
+    observer: ObserverKind = Field(
+        default=ObserverKind.NATIVE,
+        description="native (inotify and friends) or polling (network shares).",
+    )
+    polling_interval: float = Field(
+        default=1.0, gt=0, description="Seconds between directory polls (polling observer)."
+    )
+    stable_interval: float = Field(
+        default=0.5,
+        gt=0,
+        description="Seconds between size and mtime checks of a file being written.",
+    )
+    min_file_age: float = Field(
+        default=1.0, ge=0, description="Seconds a file must be unchanged before it is taken."
+    )
+    scan_interval: float = Field(
+        default=60.0,
+        gt=0,
+        description="Seconds between full scans of the inbox (events can be missed).",
+    )
+    never_stable_after: float = Field(
+        default=c.DEFAULT_NEVER_STABLE_AFTER,
+        gt=0,
+        description=(
+            "Seconds a file may keep changing after it was first seen; then it fails with"
+            " `never_stable`."
+        ),
+    )
+    orphan_sidecar_after: float = Field(
+        default=c.DEFAULT_ORPHAN_SIDECAR_AFTER,
+        gt=0,
+        description=(
+            "Seconds a sidecar may wait for its image (checked at each scan); then it fails"
+            " alone with `orphan_sidecar`."
+        ),
+    )
+    sidecar_wait: float = Field(
+        default=c.DEFAULT_SIDECAR_WAIT,
+        ge=0,
+        description=(
+            "Seconds an image waits, after it last changed, for its sidecar to appear"
+            " beside it (many writers save the image first); 0 takes images at once."
+            " A sidecar that comes after its image was taken fails with `late_sidecar`."
+        ),
+    )
+    max_image_bytes: int = Field(
+        default=c.MAX_IMAGE_BYTES,
+        ge=1,
+        description="Largest image uploaded; larger files fail with `too_large`.",
+    )
+
+    # Uploading (worker).
+    after_upload: AfterUpload = Field(
+        default=AfterUpload.MOVE,
+        description="What happens to an uploaded file: move (to DONE_DIR), keep, or delete.",
+    )
+    allow_reupload: bool = Field(
+        default=False, description="Upload bytes already uploaded once instead of `duplicate`."
+    )
+    upload_max_retries: int = Field(
+        default=8,
+        ge=0,
+        description="Retries of a batch after passing errors, before its files fail.",
+    )
+    retry_backoff_base: float = Field(
+        default=1.0, gt=0, description="Seconds before the first retry; doubles each time."
+    )
+    retry_backoff_max: float = Field(
+        default=60.0, gt=0, description="Longest wait between retries, seconds."
+    )
+    worker_concurrency: int = Field(default=2, ge=1, description="Upload processes per worker.")
+    uploads_per_day: int = Field(
+        default=c.STANDARD_TIER_UPLOADS_PER_DAY,
+        ge=0,
+        description=(
+            "Upload requests per rolling 24 hours, shared by every worker (the standard"
+            " tier's 100); 0 = unlimited."
+        ),
+    )
+    uploads_per_second: int = Field(
+        default=0,
+        ge=0,
+        description="Upload requests per second, shared by every worker; 0 = no such limit.",
+    )
+    bundled_redis_port: int = Field(
+        default=6390, ge=1, le=65535, description="Port of the bundled redis-server on 127.0.0.1."
+    )
+    batch_lease: float = Field(
+        default=600.0, gt=0, description="Seconds a worker may hold a batch before it is retaken."
+    )
+    sweep_interval: float = Field(
+        default=5.0, gt=0, description="Seconds between beat sweeps for due and stuck batches."
+    )
+    requeue_after: float = Field(
+        default=600.0, gt=0, description="Seconds a queued batch may wait before it is sent again."
+    )
+    visibility_timeout: int = Field(
+        default=3600, ge=60, description="Seconds before Redis redelivers an unacked task."
+    )
+
+    # Indexing poller (beat + worker).
+    poll_sweep_interval: float = Field(
+        default=3.0, gt=0, description="Seconds between beat's indexing poll sweeps."
+    )
+    poll_initial_delay: float = Field(
+        default=2.0,
+        gt=0,
+        description="Seconds from upload to the first indexing poll; doubles each time.",
+    )
+    poll_max_delay: float = Field(
+        default=60.0, gt=0, description="Longest wait between indexing polls, seconds."
+    )
+    poll_concurrency: int = Field(
+        default=8, ge=1, description="Get Image calls in flight at once in one sweep."
+    )
+    index_deadline: float = Field(
+        default=3600.0,
+        gt=0,
+        description="Seconds after upload until a file still indexing fails (`indexing_timeout`).",
+    )
+
+    # Flower.
+    flower_host: str = Field(
+        default="127.0.0.1",
+        description="Flower's address; anything but loopback needs FLOWER_BASIC_AUTH.",
+    )
+    flower_port: int = Field(default=5555, ge=1, le=65535, description="Flower's port.")
+    flower_basic_auth: SecretStr | None = Field(
+        default=None, description="user:password for Flower."
+    )
+
+    @field_validator("log_level")
+    @classmethod
+    def _check_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError("must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
+        return level
+
+    @property
+    def work_dir(self) -> Path:
+        """Claimed files wait here; must share a filesystem with the inbox (atomic rename)."""
+        return self.data_dir / "work"
+
+    @property
+    def done_path(self) -> Path:
+        return self.done_dir if self.done_dir is not None else self.data_dir / "done"
+
+    @property
+    def failed_path(self) -> Path:
+        return self.failed_dir if self.failed_dir is not None else self.data_dir / "failed"
+
+    @property
+    def broker_url(self) -> str:
+        """INGEST_REDIS_URL, or the bundled redis-server that `reka-ingest run` starts."""
+        if self.redis_url is not None:
+            return self.redis_url.get_secret_value()
+        return f"redis://127.0.0.1:{self.bundled_redis_port}/0"
+
+    @property
+    def ledger_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'ledger.db').resolve()}"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    reka: RekaSettings
+    ingest: IngestSettings
+
+
+_PREFIXES: dict[type[BaseSettings], str] = {RekaSettings: "REKA_", IngestSettings: "INGEST_"}
+_SECRET_FIELDS = {"api_key", "redis_url", "flower_basic_auth"}
+
+
+def _explain(cls: type[BaseSettings], err: ValidationError) -> str:
+    lines = []
+    for item in err.errors():
+        field = str(item["loc"][0]) if item["loc"] else "?"
+        var = f"{_PREFIXES[cls]}{field.upper()}"
+        shown = "" if field in _SECRET_FIELDS else f" (got {item.get('input')!r})"
+        lines.append(f"{var}: {item['msg']}{shown}")
+    return "invalid settings:\n  " + "\n  ".join(lines)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read and validate every setting from the environment.
+
+    `overrides` (field names of either group) win over the environment; tests
+    and commands use them. A bad value raises `SettingsError` naming the variable.
+    """
+    reka_over = {k: v for k, v in overrides.items() if k in RekaSettings.model_fields}
+    ingest_over = {k: v for k, v in overrides.items() if k in IngestSettings.model_fields}
+    unknown = set(overrides) - set(reka_over) - set(ingest_over)
+    if unknown:
+        raise SettingsError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+    try:
+        reka = RekaSettings(**reka_over)
+    except ValidationError as err:
+        raise SettingsError(_explain(RekaSettings, err)) from None
+    try:
+        ingest = IngestSettings(**ingest_over)
+    except ValidationError as err:
+        raise SettingsError(_explain(IngestSettings, err)) from None
+    return Settings(reka=reka, ingest=ingest)
+
+
+def mask_url(url: str) -> str:
+    """`redis://:secret@host/0` -> `redis://:***@host/0`."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
+
+
+def effective(settings: Settings) -> dict[str, dict[str, object]]:
+    """Every setting by environment variable, secrets masked, for `reka-ingest config`."""
+    out: dict[str, dict[str, object]] = {}
+    for group in (settings.reka, settings.ingest):
+        prefix = _PREFIXES[type(group)]
+        rows: dict[str, object] = {}
+        for name in type(group).model_fields:
+            value = getattr(group, name)
+            if isinstance(value, SecretStr):
+                secret = value.get_secret_value()
+                shown: object = mask_url(secret) if "://" in secret else "***"
+            elif isinstance(value, Path):
+                shown = str(value)
+            elif isinstance(value, StrEnum):
+                shown = value.value
+            else:
+                shown = value
+            rows[f"{prefix}{name.upper()}"] = shown
+        out[prefix.rstrip("_")] = rows
+    return out

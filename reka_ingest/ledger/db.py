@@ -1,0 +1,188 @@
+"""Opening the ledger: the engine, its SQLite tuning, migrations at start.
+
+Connections are pooled per process; a forked child starts with an empty pool.
+
+SQLite runs in WAL mode with a busy timeout; every write transaction starts
+with `BEGIN IMMEDIATE`, so two processes never both read and then collide on
+the upgrade to a write lock (which SQLite reports at once, without waiting).
+Reads stay deferred and never block writers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import weakref
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from reka_ingest.core.errors import SettingsError
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+_IMMEDIATE = "reka_ingest_immediate"
+
+
+def _alembic_config(url: str) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+def _tune_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Let SQLAlchemy, not the sqlite3 module, decide when transactions begin.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cur.execute("PRAGMA synchronous=NORMAL")  # durable in WAL except on power loss
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        immediate = conn.get_execution_options().get(_IMMEDIATE, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+_ENGINES: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    """A forked child (Celery's prefork pool) never uses its parent's connections:
+    each engine forgets them without closing them (the parent still does)."""
+    for engine in list(_ENGINES):
+        engine.dispose(close=False)
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class Ledger:
+    """A handle on the ledger database: sessions for reading and for writing."""
+
+    def __init__(self, url: str, *, engine_options: dict[str, Any] | None = None) -> None:
+        self.url = url
+        parsed = make_url(url)
+        self.is_sqlite = parsed.get_backend_name() == "sqlite"
+        options: dict[str, Any] = {"future": True}
+        if self.is_sqlite:
+            database = parsed.database
+            if database and database != ":memory:":
+                Path(database).parent.mkdir(parents=True, exist_ok=True)
+            # Pooled connections (SQLAlchemy's default for a file): with one connection
+            # per checkout, closing the process's last one checkpointed the WAL into
+            # the database (with an fsync) after every transaction, ~6 ms each. A
+            # forked child drops the inherited pool (see _after_fork_in_child).
+        else:
+            options["pool_pre_ping"] = True
+        options.update(engine_options or {})
+        self.engine = create_engine(url, **options)
+        _ENGINES.add(self.engine)
+        if self.is_sqlite:
+            _tune_sqlite(self.engine)
+        self._reader = sessionmaker(self.engine, expire_on_commit=False)
+        self._writer = sessionmaker(
+            self.engine.execution_options(**{_IMMEDIATE: True}), expire_on_commit=False
+        )
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[Session]:
+        """A write transaction: committed on success, rolled back on any error."""
+        with self._writer() as session, session.begin():
+            yield session
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[Session]:
+        with self._reader() as session, session.begin():
+            yield session
+
+    @staticmethod
+    def is_outage(err: BaseException) -> bool:
+        """Whether `err` says the database cannot work now (connection lost, locked
+        past the busy timeout, disk full), not that one row's data is refused."""
+        return isinstance(err, OperationalError | InterfaceError)
+
+    def reachable(self) -> bool:
+        """Whether the database answers at all (tells an outage from one bad row)."""
+        try:
+            with self.read() as session:
+                session.execute(text("SELECT 1"))
+        except Exception:  # noqa: BLE001 - any failure to answer is "not reachable"
+            return False
+        return True
+
+    # --- migrations --------------------------------------------------------
+
+    def current_revision(self) -> str | None:
+        with self.engine.connect() as conn:
+            rev: str | None = MigrationContext.configure(conn).get_current_revision()
+            conn.rollback()
+            return rev
+
+    def head_revision(self) -> str | None:
+        return ScriptDirectory.from_config(_alembic_config(self.url)).get_current_head()
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest revision; safe when many processes start at once."""
+        if self.current_revision() == self.head_revision():
+            return
+        with self._migration_lock():
+            if self.current_revision() != self.head_revision():
+                with self.engine.begin() as conn:
+                    cfg = _alembic_config(self.url)
+                    cfg.attributes["connection"] = conn
+                    command.upgrade(cfg, "head")
+
+    @contextlib.contextmanager
+    def _migration_lock(self) -> Iterator[None]:
+        if self.is_sqlite:
+            database = make_url(self.url).database
+            if not database or database == ":memory:":
+                yield
+                return
+            lock_path = Path(f"{database}.migrate.lock")
+            with lock_path.open("a") as fh:
+                fcntl.flock(fh, fcntl.LOCK_EX)
+                try:
+                    yield
+                finally:
+                    fcntl.flock(fh, fcntl.LOCK_UN)
+        elif self.engine.dialect.name == "postgresql":
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT pg_advisory_lock(727274)"))
+                try:
+                    yield
+                finally:
+                    conn.execute(text("SELECT pg_advisory_unlock(727274)"))
+                    conn.commit()
+        else:
+            yield
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def open_ledger(url: str, *, migrate: bool = True) -> Ledger:
+    """Open the ledger at `url`, applying migrations unless told not to."""
+    try:
+        ledger = Ledger(url)
+    except Exception as err:
+        raise SettingsError(f"INGEST_DATABASE_URL: cannot open the ledger: {err}") from err
+    if migrate:
+        ledger.migrate()
+    return ledger

@@ -1,0 +1,366 @@
+"""What the watcher writes: new file rows and the batches that group them.
+
+Content hash is identity: a file whose bytes match an earlier live row is
+recorded as a `duplicate` of it at once (unless re-uploads are allowed), and
+gets that row's `image_id` as soon as it is known.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from sqlalchemy import Table, bindparam, func, insert, select, update
+from sqlalchemy.orm import Session
+
+from reka_ingest.core.states import BatchState, FileState, Reason
+from reka_ingest.files.names import clean_text
+from reka_ingest.files.sidecars import SIDECAR_SUFFIX
+from reka_ingest.ledger.db import Ledger
+from reka_ingest.ledger.schema import MAX_MESSAGE_CHARS, MAX_PATH_CHARS, Batch, File
+
+
+@dataclass(frozen=True, slots=True)
+class NewFile:
+    """A whole, claimed, hashed file, ready to be recorded."""
+
+    path: str  # as the user dropped it, relative to source_root
+    source_root: str
+    work_path: str  # where its bytes are now
+    origin: str  # event | scan | backfill | recovery
+    size: int
+    mtime: float
+    sha256: str | None
+    seen_at: float
+    sidecar: dict[str, object] | None = None
+    index_flag: bool = True
+    # Set when the file is already known to be bad (bad sidecar, empty, ...).
+    reason: Reason | None = None
+    message: str | None = None
+
+
+def failed_file(
+    *,
+    path: str,
+    source_root: str,
+    work_path: str,
+    origin: str,
+    seen_at: float,
+    reason: Reason,
+    message: str,
+) -> NewFile:
+    """A file already known to fail, before its bytes were read: no size, no hash."""
+    return NewFile(
+        path=path,
+        source_root=source_root,
+        work_path=work_path,
+        origin=origin,
+        size=0,
+        mtime=0.0,
+        sha256=None,
+        seen_at=seen_at,
+        reason=reason,
+        message=message,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """What became of one NewFile: queued (for batching) or already final."""
+
+    file_id: int
+    state: FileState
+    size: int
+    work_path: str  # which NewFile this is (skipped files leave gaps)
+    duplicate_of: int | None = None
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+_IN_CHUNK = 500  # values per `IN (...)` list: well under every backend's parameter limit
+_NOT_ORIGINALS = (FileState.FAILED, FileState.DUPLICATE)
+
+
+def _row(f: NewFile, now: float) -> dict[str, Any]:
+    """Every column of a new row, so one multi-row INSERT can carry many of them."""
+    return {
+        "path": f.path,
+        "source_root": f.source_root,
+        "work_path": f.work_path,
+        "origin": f.origin,
+        "size": f.size,
+        "mtime": f.mtime,
+        "sha256": f.sha256,
+        "sidecar": f.sidecar,
+        "index_flag": f.index_flag,
+        "seen_at": f.seen_at,
+        "updated_at": now,
+        "attempts": 0,
+        "polls": 0,
+        "possible_duplicate": False,
+        "state": FileState.QUEUED,
+        "reason": f.reason,
+        "message": f.message,
+        "duplicate_of": None,
+        "image_id": None,
+        "image_url": None,
+        "finished_at": now if f.reason is not None else None,
+    }
+
+
+def for_ledger(f: NewFile) -> NewFile:
+    """`f` with every text field storable: names shown by the `%XX` rule, no NUL, bounded.
+
+    A claimed file's work path is already plain text (the claim names it); an
+    entry recorded in place keeps its real path in the file system, and its row
+    the shown form.
+    """
+    cleaned = dataclasses.replace(
+        f,
+        path=clean_text(f.path, MAX_PATH_CHARS),
+        source_root=clean_text(f.source_root, MAX_PATH_CHARS),
+        work_path=clean_text(f.work_path, MAX_PATH_CHARS),
+        message=None if f.message is None else clean_text(f.message, MAX_MESSAGE_CHARS),
+    )
+    return f if cleaned == f else cleaned
+
+
+def _known_paths(s: Session, paths: list[str]) -> set[str]:
+    known: set[str] = set()
+    for i in range(0, len(paths), _IN_CHUNK):
+        chunk = paths[i : i + _IN_CHUNK]
+        known.update(s.scalars(select(File.work_path).where(File.work_path.in_(chunk))))
+    return known
+
+
+def _live_originals(s: Session, hashes: set[str]) -> dict[str, tuple[int, str | None, str | None]]:
+    """For each hash, the earliest row with those bytes that is not failed or a duplicate."""
+    out: dict[str, tuple[int, str | None, str | None]] = {}
+    ordered = sorted(hashes)
+    for i in range(0, len(ordered), _IN_CHUNK):
+        for r in s.execute(
+            select(File.id, File.sha256, File.image_id, File.image_url)
+            .where(File.sha256.in_(ordered[i : i + _IN_CHUNK]))
+            .where(File.state.notin_(_NOT_ORIGINALS))
+            .order_by(File.id)
+        ):
+            out.setdefault(r.sha256, (r.id, r.image_id, r.image_url))
+    return out
+
+
+def _insert(s: Session, rows: list[dict[str, Any]]) -> dict[str, int]:
+    """One executemany INSERT, then the new ids by work path (unique).
+
+    Not `RETURNING`: to keep the ids in parameter order, SQLite falls back to one
+    statement per row; an indexed lookup afterwards is much cheaper.
+    """
+    if not rows:
+        return {}
+    s.execute(insert(cast(Table, File.__table__)), rows)
+    paths = [r["work_path"] for r in rows]
+    ids: dict[str, int] = {}
+    for i in range(0, len(paths), _IN_CHUNK):
+        chunk = paths[i : i + _IN_CHUNK]
+        query = select(File.work_path, File.id).where(File.work_path.in_(chunk))
+        ids.update((row.work_path, row.id) for row in s.execute(query))
+    return ids
+
+
+def record_files(
+    ledger: Ledger, given: Sequence[NewFile], *, now: float, allow_reupload: bool = False
+) -> list[Recorded]:
+    """Insert one row per file in one transaction; a work path already recorded is skipped.
+
+    In bulk: one query for known work paths, one for earlier live copies of the
+    same bytes, one multi-row INSERT (and a second for copies of bytes first
+    seen in this same group, which point at the first of them).
+    """
+    if not given:
+        return []
+    # The stored work path -> the caller's (they differ for names that are not UTF-8).
+    files = [for_ledger(f) for f in given]
+    caller_path = {f.work_path: g.work_path for f, g in zip(files, given, strict=True)}
+    with ledger.write() as s:
+        known = _known_paths(s, [f.work_path for f in files])
+        fresh: list[NewFile] = []
+        for f in files:
+            if f.work_path not in known:
+                known.add(f.work_path)
+                fresh.append(f)
+        originals = (
+            {}
+            if allow_reupload
+            else _live_originals(s, {f.sha256 for f in fresh if f.sha256 and f.reason is None})
+        )
+        first: list[tuple[NewFile, dict[str, Any]]] = []
+        later: list[tuple[NewFile, dict[str, Any]]] = []
+        firsts_here: set[str] = set()
+        for f in fresh:
+            row = _row(f, now)
+            if f.reason is not None:
+                row["state"] = FileState.FAILED
+            elif f.sha256 and not allow_reupload:
+                if f.sha256 in originals:
+                    _mark_duplicate(row, originals[f.sha256], now)
+                elif f.sha256 in firsts_here:
+                    later.append((f, row))
+                    continue
+                else:
+                    firsts_here.add(f.sha256)
+            first.append((f, row))
+        ids = _insert(s, [r for _, r in first])
+        for f, row in first:
+            if f.sha256 in firsts_here and row["state"] == FileState.QUEUED:
+                originals.setdefault(f.sha256, (ids[f.work_path], None, None))
+        for f, row in later:
+            _mark_duplicate(row, originals[f.sha256 or ""], now)
+        ids.update(_insert(s, [r for _, r in later]))
+        rows = {f.work_path: row for f, row in first + later}
+        return [
+            Recorded(
+                file_id=ids[f.work_path],
+                state=FileState(rows[f.work_path]["state"]),
+                size=f.size,
+                work_path=caller_path[f.work_path],
+                duplicate_of=rows[f.work_path]["duplicate_of"],
+            )
+            for f in fresh
+        ]
+
+
+def _mark_duplicate(
+    row: dict[str, Any], original: tuple[int, str | None, str | None], now: float
+) -> None:
+    row.update(
+        state=FileState.DUPLICATE,
+        reason=Reason.DUPLICATE_CONTENT,
+        duplicate_of=original[0],
+        image_id=original[1],
+        image_url=original[2],
+        message=f"same bytes as file {original[0]}",
+        finished_at=now,
+    )
+
+
+def create_batch(ledger: Ledger, file_ids: Sequence[int], *, now: float) -> int:
+    """Group queued, unbatched files into a new batch in state `queued`; returns its id."""
+    return create_batches(ledger, [file_ids], now=now)[0]
+
+
+def create_batches(ledger: Ledger, groups: Sequence[Sequence[int]], *, now: float) -> list[int]:
+    """New `queued` batches, one per group of queued, unbatched files, in one
+    transaction; returns their ids in order.
+
+    A burst closes a batch every few milliseconds: one write (and one commit)
+    per batch was a fifth of the watcher's time, and held the write lock from
+    the workers once per batch.
+    """
+    if not groups:
+        return []
+    with ledger.write() as s:
+        batches = [
+            Batch(state=BatchState.QUEUED, created_at=now, queued_at=now, attempts=0)
+            for _ in groups
+        ]
+        s.add_all(batches)
+        s.flush()
+        files = cast(Table, File.__table__)
+        s.execute(
+            update(files)
+            .where(
+                files.c.id == bindparam("fid"),
+                files.c.state == FileState.QUEUED,
+                files.c.batch_id.is_(None),
+            )
+            .values(batch_id=bindparam("bid"), queued_at=now, updated_at=now),
+            [
+                {"fid": file_id, "bid": batch.id}
+                for batch, ids in zip(batches, groups, strict=True)
+                for file_id in ids
+            ],
+        )
+        ids = [b.id for b in batches]
+        totals = {
+            r.batch_id: (r.n, r.total or 0)
+            for r in s.execute(
+                select(
+                    File.batch_id,
+                    func.count().label("n"),
+                    func.sum(File.size).label("total"),
+                )
+                .where(File.batch_id.in_(ids))
+                .group_by(File.batch_id)
+            )
+        }
+        for batch in batches:
+            batch.file_count, batch.total_bytes = totals.get(batch.id, (0, 0))
+        return ids
+
+
+def unbatched_files(ledger: Ledger, *, limit: int = 10_000) -> list[tuple[int, int]]:
+    """Queued rows that never made it into a batch (the watcher stopped in between)."""
+    with ledger.read() as s:
+        rows = s.execute(
+            select(File.id, File.size)
+            .where(File.state == FileState.QUEUED, File.batch_id.is_(None))
+            .order_by(File.id)
+            .limit(limit)
+        ).all()
+        return [(r.id, r.size) for r in rows]
+
+
+def known_work_paths(ledger: Ledger, paths: Sequence[str]) -> set[str]:
+    """Which of these paths already have a row (for recovery after a crash and the
+    backfill); paths as the filesystem gives them, compared in the ledger's form."""
+    stored: dict[str, list[str]] = {}
+    for path in paths:
+        stored.setdefault(clean_text(path, MAX_PATH_CHARS), []).append(path)
+    keys = list(stored)
+    found: set[str] = set()
+    with ledger.read() as s:
+        for start in range(0, len(keys), _IN_CHUNK):
+            chunk = keys[start : start + _IN_CHUNK]
+            for known in s.scalars(select(File.work_path).where(File.work_path.in_(chunk))):
+                found.update(stored[known])
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class TakenImage:
+    """A recorded image that would have owned a given sidecar (for `late_sidecar`)."""
+
+    file_id: int
+    path: str
+    state: str
+    image_id: str | None
+    taken_at: float
+
+
+def images_owning(ledger: Ledger, *, source_root: str, sidecar_rel: str) -> list[TakenImage]:
+    """Rows of images dropped under `source_root` that `sidecar_rel` belongs to by the
+    pairing rule (`photo.jpg` for `photo.jpg.json`, any `photo.*` for `photo.json`),
+    newest first. Both paths are in the ledger's shown form."""
+    stem = sidecar_rel.removesuffix(SIDECAR_SUFFIX)
+    like = stem.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + ".%"
+    with ledger.read() as s:
+        rows = s.execute(
+            select(File.id, File.path, File.state, File.image_id, File.seen_at, File.queued_at)
+            .where(File.source_root == source_root)
+            .where((File.path == stem) | File.path.like(like, escape="\\"))
+            .order_by(File.id.desc())
+            .limit(_IN_CHUNK)
+        ).all()
+    return [
+        TakenImage(
+            file_id=r.id,
+            path=r.path,
+            state=r.state,
+            image_id=r.image_id,
+            taken_at=r.queued_at or r.seen_at,
+        )
+        for r in rows
+        if (r.path == stem or os.path.splitext(r.path)[0] == stem)
+        and not r.path.lower().endswith(SIDECAR_SUFFIX)
+    ]

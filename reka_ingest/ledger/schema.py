@@ -1,0 +1,100 @@
+"""Table definitions. Times are seconds since the epoch (float): portable
+across SQLite and PostgreSQL and cheap to compare in SQL."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+# Foreign text is bounded before it reaches a column (see reka_ingest.files.names): the
+# longest path kept, and the longest message.
+MAX_PATH_CHARS = 8192
+MAX_MESSAGE_CHARS = 4000
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Batch(Base):
+    __tablename__ = "batches"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    file_count: Mapped[int] = mapped_column(Integer, default=0)
+    total_bytes: Mapped[int] = mapped_column(Integer, default=0)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("batches.id"), default=None)
+    created_at: Mapped[float] = mapped_column(Float)
+    queued_at: Mapped[float | None] = mapped_column(Float, default=None)
+    started_at: Mapped[float | None] = mapped_column(Float, default=None)
+    finished_at: Mapped[float | None] = mapped_column(Float, default=None)
+    lease_until: Mapped[float | None] = mapped_column(Float, default=None)
+    next_attempt_at: Mapped[float | None] = mapped_column(Float, default=None, index=True)
+    request_id: Mapped[str | None] = mapped_column(String(128), default=None)
+    last_error: Mapped[str | None] = mapped_column(Text, default=None)
+
+
+class File(Base):
+    __tablename__ = "files"
+    __table_args__ = (
+        Index("ix_files_state_next_poll_at", "state", "next_poll_at"),
+        Index("ix_files_sha256_state", "sha256", "state"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    # Where the user put it (relative to the inbox or the scanned root) and where it is now.
+    path: Mapped[str] = mapped_column(Text)
+    source_root: Mapped[str] = mapped_column(Text)
+    work_path: Mapped[str] = mapped_column(Text, unique=True)
+    final_path: Mapped[str | None] = mapped_column(Text, default=None)
+    origin: Mapped[str] = mapped_column(String(16))  # event | scan | backfill | recovery
+    size: Mapped[int] = mapped_column(Integer)
+    mtime: Mapped[float] = mapped_column(Float)
+    sha256: Mapped[str | None] = mapped_column(String(64), default=None)
+    sidecar: Mapped[dict[str, object] | None] = mapped_column(JSON, default=None)
+    index_flag: Mapped[bool] = mapped_column(Boolean, default=True)
+    content_type: Mapped[str | None] = mapped_column(String(64), default=None)
+
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    reason: Mapped[str | None] = mapped_column(String(32), default=None, index=True)
+    message: Mapped[str | None] = mapped_column(Text, default=None)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    batch_id: Mapped[int | None] = mapped_column(ForeignKey("batches.id"), default=None, index=True)
+    duplicate_of: Mapped[int | None] = mapped_column(ForeignKey("files.id"), default=None)
+    possible_duplicate: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    image_id: Mapped[str | None] = mapped_column(String(128), default=None, index=True)
+    image_url: Mapped[str | None] = mapped_column(Text, default=None)
+    indexing_status: Mapped[int | None] = mapped_column(Integer, default=None)
+    upload_timestamp: Mapped[float | None] = mapped_column(Float, default=None)
+    upload_request_id: Mapped[str | None] = mapped_column(String(128), default=None)
+    poll_request_id: Mapped[str | None] = mapped_column(String(128), default=None)
+    next_poll_at: Mapped[float | None] = mapped_column(Float, default=None)
+    poll_delay: Mapped[float | None] = mapped_column(Float, default=None)
+    polls: Mapped[int] = mapped_column(Integer, default=0)
+
+    seen_at: Mapped[float] = mapped_column(Float)
+    queued_at: Mapped[float | None] = mapped_column(Float, default=None)
+    uploaded_at: Mapped[float | None] = mapped_column(Float, default=None)
+    indexed_at: Mapped[float | None] = mapped_column(Float, default=None)
+    finished_at: Mapped[float | None] = mapped_column(Float, default=None, index=True)
+    updated_at: Mapped[float] = mapped_column(Float)

@@ -1,0 +1,484 @@
+"""What the upload task writes: claiming a batch under a lease, the outcome of
+each file (with the hash of the bytes it really sent), releasing a batch to try
+again, and splitting one after a 413.
+
+Every function here is one short write transaction and safe to call twice:
+a claim checks the batch's state and lease in the same statement that takes it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy.orm import Session
+
+from reka_ingest.core.states import BATCH_TERMINAL, BatchState, FileState, Reason
+from reka_ingest.files.names import clean_text
+from reka_ingest.ledger.db import Ledger
+from reka_ingest.ledger.schema import MAX_MESSAGE_CHARS, Batch, File
+
+_FILES = cast(Table, File.__table__)
+
+# Core executemany UPDATEs by id (the ORM's bulk UPDATE costs several times more
+# Python per row); bind names differ from column names, as Core requires.
+_RECORD_UPLOADED = (
+    update(_FILES)
+    .where(_FILES.c.id == bindparam("b_id"))
+    .values(
+        state=bindparam("b_state"),
+        reason=bindparam("b_reason"),
+        image_id=bindparam("b_image_id"),
+        image_url=bindparam("b_image_url"),
+        indexing_status=bindparam("b_indexing_status"),
+        upload_timestamp=bindparam("b_upload_timestamp"),
+        upload_request_id=bindparam("b_request_id"),
+        uploaded_at=bindparam("b_now"),
+        indexed_at=bindparam("b_indexed_at"),
+        finished_at=bindparam("b_finished_at"),
+        next_poll_at=bindparam("b_next_poll_at"),
+        poll_delay=bindparam("b_poll_delay"),
+        updated_at=bindparam("b_now"),
+    )
+)
+_SET_FINAL_PATH = (
+    update(_FILES)
+    .where(_FILES.c.id == bindparam("b_id"))
+    .values(final_path=bindparam("b_final_path"), updated_at=bindparam("b_now"))
+)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchFile:
+    id: int
+    path: str
+    work_path: str
+    size: int
+    sha256: str | None
+    sidecar: dict[str, object] | None
+    index_flag: bool
+    possible_duplicate: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedBatch:
+    batch_id: int
+    attempt: int
+    files: list[BatchFile]
+    # The previous holder's lease ran out while its request may have been sent.
+    outcome_unknown: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Rehashed:
+    """A file whose upload carried other bytes than the ones hashed at its claim
+    (rewritten through a handle held open across the claim, say)."""
+
+    file_id: int
+    claimed_sha256: str | None
+    sha256: str  # of the bytes sent
+    size: int  # of the bytes sent
+
+
+@dataclass(frozen=True, slots=True)
+class Requeued:
+    """A row queued again, with no batch: it needs one."""
+
+    file_id: int
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class Uploaded:
+    """One result of an upload, in the file's terms."""
+
+    file_id: int
+    image_id: str
+    image_url: str
+    indexing_status: int
+    upload_timestamp: float
+    state: FileState
+    reason: Reason | None = None
+    next_poll_at: float | None = None
+    poll_delay: float | None = None
+
+
+def claim_batch(ledger: Ledger, batch_id: int, *, now: float, lease: float) -> ClaimedBatch | None:
+    """Take a batch for upload, or None when it is finished or another worker holds it."""
+    with ledger.write() as s:
+        batch = s.execute(
+            select(Batch).where(Batch.id == batch_id).with_for_update()
+        ).scalar_one_or_none()
+        if batch is None or batch.state in BATCH_TERMINAL:
+            return None
+        if batch.state == BatchState.UPLOADING and (batch.lease_until or 0.0) > now:
+            return None
+        if batch.state == BatchState.DEFERRED and (batch.next_attempt_at or 0.0) > now:
+            return None
+        outcome_unknown = batch.state == BatchState.UPLOADING
+        if outcome_unknown:
+            s.execute(
+                update(File)
+                .where(File.batch_id == batch_id, File.state == FileState.UPLOADING)
+                .values(possible_duplicate=True, updated_at=now)
+            )
+        batch.state = BatchState.UPLOADING
+        batch.attempts += 1
+        batch.lease_until = now + lease
+        batch.started_at = now
+        batch.next_attempt_at = None
+        rows = s.execute(  # the columns a BatchFile needs, not whole ORM objects
+            select(
+                File.id,
+                File.path,
+                File.work_path,
+                File.size,
+                File.sha256,
+                File.sidecar,
+                File.index_flag,
+                File.possible_duplicate,
+            )
+            .where(
+                File.batch_id == batch_id,
+                File.state.in_([FileState.QUEUED, FileState.UPLOADING]),
+            )
+            .order_by(File.id)
+        ).all()
+        files = [
+            BatchFile(
+                id=r.id,
+                path=r.path,
+                work_path=r.work_path,
+                size=r.size,
+                sha256=r.sha256,
+                sidecar=r.sidecar,
+                index_flag=r.index_flag,
+                possible_duplicate=r.possible_duplicate,
+            )
+            for r in rows
+        ]
+        if not files:
+            batch.state = BatchState.DONE
+            batch.finished_at = now
+            batch.lease_until = None
+        return ClaimedBatch(batch.id, batch.attempts, files, outcome_unknown)
+
+
+def mark_uploading(ledger: Ledger, file_ids: Sequence[int], *, now: float) -> None:
+    """Just before the request: from here on, its outcome may be unknown."""
+    with ledger.write() as s:
+        s.execute(
+            update(File)
+            .where(File.id.in_(list(file_ids)))
+            .values(state=FileState.UPLOADING, attempts=File.attempts + 1, updated_at=now)
+        )
+
+
+def flag_possible_duplicates(ledger: Ledger, file_ids: Sequence[int], *, now: float) -> None:
+    """A request for these files may have been stored though no answer came back."""
+    ids = list(file_ids)
+    if not ids:
+        return
+    with ledger.write() as s:
+        s.execute(
+            update(File).where(File.id.in_(ids)).values(possible_duplicate=True, updated_at=now)
+        )
+
+
+def record_uploaded(
+    ledger: Ledger,
+    results: Sequence[Uploaded],
+    *,
+    request_id: str | None,
+    now: float,
+    rehashed: Sequence[Rehashed] = (),
+) -> list[Requeued]:
+    """Write each file's upload result, and hand its image id to its duplicates.
+
+    One executemany UPDATE for the batch's rows, and one look for their
+    duplicates (`duplicate_of` has no index: a statement per file scanned the
+    whole table once per file, which grew with the ledger).
+
+    In the same write, each `rehashed` file gets the hash and size of the bytes
+    it sent, and the rows recorded as copies of it by the old hash are given
+    back to what those bytes really are (`_reassign_copies`); returns the rows
+    that must be uploaded after all (queued, with no batch yet).
+    """
+    if not results:
+        return []
+    final = (FileState.INDEXED, FileState.STORED, FileState.FAILED)
+    rows: list[dict[str, Any]] = [
+        {
+            "b_id": r.file_id,
+            "b_state": r.state,
+            "b_reason": r.reason,
+            "b_image_id": r.image_id,
+            "b_image_url": r.image_url,
+            "b_indexing_status": r.indexing_status,
+            "b_upload_timestamp": r.upload_timestamp,
+            "b_request_id": request_id,
+            "b_now": now,
+            "b_indexed_at": now if r.state == FileState.INDEXED else None,
+            "b_finished_at": now if r.state in final else None,
+            "b_next_poll_at": r.next_poll_at,
+            "b_poll_delay": r.poll_delay,
+        }
+        for r in results
+    ]
+    by_id = {r.file_id: r for r in results}
+    requeued: list[Requeued] = []
+    with ledger.write() as s:
+        s.execute(_RECORD_UPLOADED, rows)
+        for change in rehashed:
+            requeued.extend(_record_rehashed(s, change, now))
+        originals = s.scalars(
+            select(File.duplicate_of).where(File.duplicate_of.in_(list(by_id))).distinct()
+        ).all()
+        for original in originals:
+            if original is None:
+                continue
+            r = by_id[original]
+            s.execute(
+                update(File)
+                .where(File.duplicate_of == original)
+                .values(image_id=r.image_id, image_url=r.image_url, updated_at=now)
+            )
+    return requeued
+
+
+_NOT_ORIGINALS = (FileState.FAILED, FileState.DUPLICATE)  # as intake decides copies
+
+
+def _record_rehashed(s: Session, change: Rehashed, now: float) -> list[Requeued]:
+    """The sent bytes' hash and size on the file's row, and its copies reassigned."""
+    old = change.claimed_sha256
+    s.execute(
+        update(File)
+        .where(File.id == change.file_id)
+        .values(
+            sha256=change.sha256,
+            size=change.size,
+            message=(
+                "the file changed after it was claimed: sha256"
+                f" {(old or 'none')[:12]} at the claim, {change.sha256[:12]} sent"
+            ),
+            updated_at=now,
+        )
+    )
+    return _reassign_copies(s, change.file_id, old, now) if old else []
+
+
+def _reassign_copies(s: Session, file_id: int, old: str, now: float) -> list[Requeued]:
+    """Rows recorded as `duplicate`s of `file_id` for bytes it never sent (hash `old`).
+
+    They are copies of each other, not of it. If another live row holds those
+    bytes, they point at it (and share its image id once known); otherwise the
+    first is queued again, to be uploaded as what it is, from where its bytes
+    are now (its `final_path`: done/, or kept; a deleted copy then fails
+    `file_missing` at its upload), and the others point at that one. Returns
+    the row queued again, if any.
+    """
+    copies = s.execute(
+        select(File.id, File.size, File.work_path, File.final_path)
+        .where(
+            File.sha256 == old,
+            File.state == FileState.DUPLICATE,
+            File.duplicate_of == file_id,
+        )
+        .order_by(File.id)
+    ).all()
+    if not copies:
+        return []
+    live = s.execute(
+        select(File.id, File.image_id, File.image_url)
+        .where(File.sha256 == old, File.state.notin_(_NOT_ORIGINALS), File.id != file_id)
+        .order_by(File.id)
+        .limit(1)
+    ).first()
+    requeued: list[Requeued] = []
+    if live is None:
+        first, copies = copies[0], copies[1:]
+        s.execute(
+            update(File)
+            .where(File.id == first.id)
+            .values(
+                state=FileState.QUEUED,
+                reason=None,
+                duplicate_of=None,
+                image_id=None,
+                image_url=None,
+                batch_id=None,
+                finished_at=None,
+                work_path=first.final_path or first.work_path,
+                final_path=None,
+                queued_at=now,
+                message=(
+                    f"queued again: recorded as a copy of file {file_id},"
+                    " which changed after its claim and sent other bytes"
+                ),
+                updated_at=now,
+            )
+        )
+        requeued.append(Requeued(first.id, first.size))
+        target: tuple[int, str | None, str | None] = (first.id, None, None)
+    else:
+        target = (live.id, live.image_id, live.image_url)
+    if copies:
+        s.execute(
+            update(File)
+            .where(File.id.in_([c.id for c in copies]))
+            .values(
+                duplicate_of=target[0],
+                image_id=target[1],
+                image_url=target[2],
+                message=(
+                    f"same bytes as file {target[0]}"
+                    f" (file {file_id} changed after its claim and sent other bytes)"
+                ),
+                updated_at=now,
+            )
+        )
+    return requeued
+
+
+def fail_files(
+    ledger: Ledger, file_ids: Sequence[int], reason: Reason, message: str, *, now: float
+) -> None:
+    """Give files their final `failed` outcome; their duplicates share it (same bytes)."""
+    ids = list(file_ids)
+    if not ids:
+        return
+    message = clean_text(message, MAX_MESSAGE_CHARS)  # an error's text is foreign text
+    with ledger.write() as s:
+        s.execute(
+            update(File)
+            .where(File.id.in_(ids))
+            .values(
+                state=FileState.FAILED,
+                reason=reason,
+                message=message,
+                finished_at=now,
+                next_poll_at=None,
+                updated_at=now,
+            )
+        )
+        s.execute(
+            update(File)
+            .where(File.duplicate_of.in_(ids), File.state == FileState.DUPLICATE)
+            .values(
+                state=FileState.FAILED,
+                reason=reason,
+                message=f"same bytes as a file that failed: {message}",
+                updated_at=now,
+            )
+        )
+
+
+def release_batch(
+    ledger: Ledger,
+    batch_id: int,
+    *,
+    now: float,
+    error: str,
+    next_attempt_at: float | None = None,
+    refund_attempt: bool = False,
+) -> None:
+    """Give a batch back after a passing failure: its files wait again, nothing is lost.
+
+    `refund_attempt`: the claim's attempt is given back, because no request was
+    answered for it by a fault (the shared budget said wait, or the API said 429);
+    waiting for the quota never brings a batch closer to `upload_max_retries`.
+    """
+    attempts = Batch.attempts - 1 if refund_attempt else Batch.attempts
+    with ledger.write() as s:
+        s.execute(
+            update(File)
+            .where(File.batch_id == batch_id, File.state == FileState.UPLOADING)
+            .values(state=FileState.QUEUED, updated_at=now)
+        )
+        s.execute(
+            update(Batch)
+            .where(Batch.id == batch_id)
+            .values(
+                state=BatchState.DEFERRED if next_attempt_at else BatchState.QUEUED,
+                next_attempt_at=next_attempt_at,
+                lease_until=None,
+                last_error=error[:2000],
+                attempts=attempts,
+            )
+        )
+
+
+def finish_batch(
+    ledger: Ledger,
+    batch_id: int,
+    *,
+    now: float,
+    request_id: str | None,
+    final_paths: Sequence[tuple[int, str]] = (),
+) -> None:
+    """The batch is done; `final_paths` (file id, where its bytes went) in the same write."""
+    with ledger.write() as s:
+        _write_final_paths(s, final_paths, now)
+        s.execute(
+            update(Batch)
+            .where(Batch.id == batch_id)
+            .values(state=BatchState.DONE, finished_at=now, lease_until=None, request_id=request_id)
+        )
+
+
+def split_batch(ledger: Ledger, batch_id: int, *, now: float, error: str) -> list[int]:
+    """Replace a batch by two halves (after a 413); returns the new batch ids."""
+    with ledger.write() as s:
+        rows = s.execute(
+            select(File.id, File.size)
+            .where(
+                File.batch_id == batch_id,
+                File.state.in_([FileState.QUEUED, FileState.UPLOADING]),
+            )
+            .order_by(File.id)
+        ).all()
+        half = (len(rows) + 1) // 2
+        new_ids: list[int] = []
+        for part in (rows[:half], rows[half:]):
+            if not part:
+                continue
+            child = Batch(
+                state=BatchState.QUEUED,
+                parent_id=batch_id,
+                created_at=now,
+                queued_at=now,
+                attempts=0,
+                file_count=len(part),
+                total_bytes=sum(r.size for r in part),
+            )
+            s.add(child)
+            s.flush()
+            s.execute(
+                update(File)
+                .where(File.id.in_([r.id for r in part]))
+                .values(batch_id=child.id, state=FileState.QUEUED, updated_at=now)
+            )
+            new_ids.append(child.id)
+        s.execute(
+            update(Batch)
+            .where(Batch.id == batch_id)
+            .values(state=BatchState.SPLIT, finished_at=now, lease_until=None, last_error=error)
+        )
+        return new_ids
+
+
+def set_final_path(ledger: Ledger, moves: Sequence[tuple[int, str]], *, now: float) -> None:
+    """Record where each file's bytes went after its outcome (done/, failed/)."""
+    if not moves:
+        return
+    with ledger.write() as s:
+        _write_final_paths(s, moves, now)
+
+
+def _write_final_paths(s: Session, moves: Sequence[tuple[int, str]], now: float) -> None:
+    if moves:
+        rows = [{"b_id": i, "b_final_path": path, "b_now": now} for i, path in moves]
+        s.execute(_SET_FINAL_PATH, rows)

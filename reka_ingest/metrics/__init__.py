@@ -1,0 +1,1 @@
+"""Metrics: counters every process adds to, and the collector a scrape reads."""

@@ -1,0 +1,352 @@
+"""The Prometheus view of the service: what Flower lacks.
+
+Everything is read at scrape time, from the ledger (files by state, by
+origin, by failure reason; the oldest active file; drop-to-indexed latency)
+and from Redis (queue depth; the counters that worker processes add to in
+`reka_ingest.metrics.counters`; the shared API budget). Nothing lives in this
+process's memory, so any number of endpoints, and any number of worker
+processes on any number of machines, agree.
+
+A part that cannot be read (Redis down, the database unreachable) is reported
+by `reka_ingest_up{part=...}` = 0 and its metrics are left out of that scrape;
+the rest still answer.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Final
+from wsgiref.simple_server import WSGIServer
+
+import redis
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+from sqlalchemy import Select, case, func, select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from reka_ingest.core.logs import get_logger
+from reka_ingest.core.settings import Settings
+from reka_ingest.core.states import ACTIVE, BatchState, FileState
+from reka_ingest.ledger import Ledger, open_ledger
+from reka_ingest.ledger.schema import Batch, File
+from reka_ingest.metrics.counters import (
+    API_RESPONSES_KEY,
+    BUDGET_KEY,
+    RECONCILE_KEY,
+    redis_client,
+)
+from worker.celery_app import CONTROL_QUEUE, UPLOAD_QUEUE
+
+log = get_logger(__name__)
+
+PREFIX: Final = "reka_ingest"
+DEFAULT_PORT: Final = 9464
+QUEUES: Final = (UPLOAD_QUEUE, CONTROL_QUEUE)
+# kombu's Redis transport keeps one list per priority step: "q", "q\x06\x163", ...
+KOMBU_PRIORITY_SEP: Final = "\x06\x16"
+KOMBU_PRIORITY_STEPS: Final = (3, 6, 9)
+KOMBU_UNACKED_KEY: Final = "unacked"
+# Seconds from a file being seen to it being indexed. The daily quota can hold
+# a file for hours, so the buckets reach a day.
+LATENCY_BUCKETS: Final = (1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400)
+ORIGINS: Final = ("event", "scan", "backfill", "recovery")
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    remaining: int | None
+    limit: int | None
+    reset_at: float | None
+
+
+def read_budget(client: redis.Redis[bytes], key: str = BUDGET_KEY) -> Budget | None:
+    """The shared API budget at `key`: a hash (remaining, limit, reset_at) or an integer."""
+    kind = _s(client.type(key))  # type: ignore[no-untyped-call]  # types-redis leaves it bare
+    if kind == "string":
+        raw = client.get(key)
+        return Budget(_int(raw), None, None)
+    if kind == "hash":
+        h = {_s(k): _s(v) for k, v in client.hgetall(key).items()}
+        return Budget(_int(h.get("remaining")), _int(h.get("limit")), _float(h.get("reset_at")))
+    return None
+
+
+def queue_depth(client: redis.Redis[bytes], queue: str) -> int:
+    """Messages waiting in one Celery queue on Redis (every priority list)."""
+    keys = [queue, *(f"{queue}{KOMBU_PRIORITY_SEP}{p}" for p in KOMBU_PRIORITY_STEPS)]
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        pipe.llen(key)
+    return sum(int(n) for n in pipe.execute())
+
+
+class IngestCollector(Collector):
+    """A custom collector: every value computed when Prometheus asks."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        client: redis.Redis[bytes],
+        *,
+        clock: Callable[[], float],
+        budget_key: str = BUDGET_KEY,
+    ) -> None:
+        self.ledger = ledger
+        self.redis = client
+        self.clock = clock
+        self.budget_key = budget_key
+
+    def describe(self) -> Iterable[Metric]:
+        return []  # collected fresh at each scrape; nothing to pre-register
+
+    def collect(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily(
+            f"{PREFIX}_up",
+            "Whether this scrape could read each part (1) or not (0).",
+            labels=["part"],
+        )
+        ledger_metrics: list[Metric] = []
+        try:
+            ledger_metrics = list(self._from_ledger())
+        except SQLAlchemyError as err:
+            log.warning("metrics_ledger_unreadable", error=type(err).__name__)
+        redis_metrics: list[Metric] = []
+        try:
+            redis_metrics = list(self._from_redis())
+        except redis.RedisError as err:
+            log.warning("metrics_redis_unreadable", error=type(err).__name__)
+        up.add_metric(["ledger"], 1.0 if ledger_metrics else 0.0)
+        up.add_metric(["redis"], 1.0 if redis_metrics else 0.0)
+        yield up
+        yield from ledger_metrics
+        yield from redis_metrics
+
+    # --- the ledger -------------------------------------------------------------
+
+    def _from_ledger(self) -> Iterator[Metric]:
+        now = self.clock()
+        latency = File.indexed_at - File.seen_at
+        with self.ledger.read() as s:
+            by_state = _counts(s, select(File.state, func.count()).group_by(File.state))
+            by_origin = _counts(s, select(File.origin, func.count()).group_by(File.origin))
+            by_reason = _counts(
+                s,
+                select(File.reason, func.count())
+                .where(File.state == FileState.FAILED)
+                .group_by(File.reason),
+            )
+            batches = _counts(s, select(Batch.state, func.count()).group_by(Batch.state))
+            oldest = s.scalar(select(func.min(File.seen_at)).where(File.state.in_(list(ACTIVE))))
+            row = s.execute(
+                select(
+                    *(func.sum(case((latency <= b, 1), else_=0)) for b in LATENCY_BUCKETS),
+                    func.count(),
+                    func.sum(latency),
+                ).where(File.state == FileState.INDEXED, File.indexed_at.is_not(None))
+            ).one()
+
+        files = GaugeMetricFamily(
+            f"{PREFIX}_files", "Files in the ledger by state.", labels=["state"]
+        )
+        for state in FileState:
+            files.add_metric([state.value], float(by_state.get(state.value, 0)))
+        yield files
+
+        failed = GaugeMetricFamily(
+            f"{PREFIX}_files_failed", "Failed files by reason code.", labels=["reason"]
+        )
+        for reason, count in sorted(by_reason.items()):
+            failed.add_metric([reason], float(count))
+        yield failed
+
+        found = CounterMetricFamily(
+            f"{PREFIX}_files_found",
+            "Files recorded, by how they were found: event (watchdog), scan (the periodic "
+            "or startup scan), backfill (reka-ingest scan DIR), recovery (found in the work "
+            "area after a crash).",
+            labels=["origin"],
+        )
+        for origin in sorted({*ORIGINS, *by_origin}):
+            found.add_metric([origin], float(by_origin.get(origin, 0)))
+        yield found
+
+        batch_gauge = GaugeMetricFamily(f"{PREFIX}_batches", "Batches by state.", labels=["state"])
+        for bstate in BatchState:
+            batch_gauge.add_metric([bstate.value], float(batches.get(bstate.value, 0)))
+        yield batch_gauge
+
+        yield GaugeMetricFamily(
+            f"{PREFIX}_oldest_active_file_age_seconds",
+            "Seconds since the oldest file not yet final (queued, uploading, indexing) "
+            "was seen; 0 when there is none.",
+            value=max(0.0, now - oldest) if oldest is not None else 0.0,
+        )
+
+        *cumulative, count, total = row
+        buckets = [
+            (_bucket_label(b), float(n or 0))
+            for b, n in zip(LATENCY_BUCKETS, cumulative, strict=True)
+        ]
+        buckets.append(("+Inf", float(count or 0)))
+        yield HistogramMetricFamily(
+            f"{PREFIX}_drop_to_indexed_seconds",
+            "Seconds from a file being seen in the inbox to Reka reporting it indexed.",
+            buckets=buckets,
+            sum_value=float(total or 0.0),
+        )
+
+    # --- Redis --------------------------------------------------------------------
+
+    def _from_redis(self) -> Iterator[Metric]:
+        depth = GaugeMetricFamily(
+            f"{PREFIX}_queue_depth",
+            "Messages waiting in each Celery queue (Redis LLEN).",
+            labels=["queue"],
+        )
+        for queue in QUEUES:
+            depth.add_metric([queue], float(queue_depth(self.redis, queue)))
+        unacked = GaugeMetricFamily(
+            f"{PREFIX}_queue_unacked",
+            "Messages taken by a worker and not yet acknowledged (all queues).",
+            value=float(self.redis.hlen(KOMBU_UNACKED_KEY)),
+        )
+
+        responses = CounterMetricFamily(
+            f"{PREFIX}_api_responses",
+            "Reka API responses by endpoint and HTTP status, from every worker process.",
+            labels=["endpoint", "status"],
+        )
+        rate_limited = 0
+        for field, value in sorted(_hash(self.redis, API_RESPONSES_KEY).items()):
+            endpoint, _, status = field.rpartition(":")
+            responses.add_metric([endpoint, status], float(value))
+            if status == "429":
+                rate_limited += value
+        throttled = CounterMetricFamily(
+            f"{PREFIX}_api_rate_limited",
+            "Reka API answers 429 (rate limited), every endpoint, every worker process.",
+            value=float(rate_limited),
+        )
+
+        reconcile = _hash(self.redis, RECONCILE_KEY)
+        resent_batches = CounterMetricFamily(
+            f"{PREFIX}_reconcile_batches",
+            "Batches the beat sweep sent again, by why: lease_expired (a worker died or "
+            "hung), lost_message (queued, never taken), deferred_due (its wait was over).",
+            labels=["why"],
+        )
+        resent_files = CounterMetricFamily(
+            f"{PREFIX}_reconcile_files",
+            "Files in the batches the beat sweep sent again, by why (as for batches).",
+            labels=["why"],
+        )
+        for why in ("lease_expired", "lost_message", "deferred_due"):
+            resent_batches.add_metric([why], float(reconcile.get(f"batches:{why}", 0)))
+            resent_files.add_metric([why], float(reconcile.get(f"files:{why}", 0)))
+
+        budget = read_budget(self.redis, self.budget_key)
+        yield depth
+        yield unacked
+        yield responses
+        yield throttled
+        yield resent_batches
+        yield resent_files
+        yield GaugeMetricFamily(
+            f"{PREFIX}_budget_known",
+            f"1 when the shared API budget is published in Redis (key {self.budget_key}).",
+            value=1.0 if budget is not None else 0.0,
+        )
+        if budget is not None:
+            rows: tuple[tuple[str, float | None, str], ...] = (
+                ("remaining", budget.remaining, "Upload requests left in the shared API budget."),
+                ("limit", budget.limit, "Upload requests the shared API budget allows per window."),
+                (
+                    "reset_timestamp_seconds",
+                    budget.reset_at,
+                    "When the shared API budget refills (epoch seconds).",
+                ),
+            )
+            for name, known, text in rows:
+                if known is not None:
+                    yield GaugeMetricFamily(f"{PREFIX}_budget_{name}", text, value=float(known))
+
+
+def build_registry(collector: IngestCollector) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    return registry
+
+
+@dataclass
+class MetricsServer:
+    """A running endpoint; `close()` stops it and releases the ledger and Redis."""
+
+    server: WSGIServer
+    thread: threading.Thread
+    collector: IngestCollector
+
+    @property
+    def port(self) -> int:
+        return int(self.server.server_port)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+        self.collector.ledger.dispose()
+        self.collector.redis.close()
+
+
+def open_collector(settings: Settings, *, clock: Callable[[], float]) -> IngestCollector:
+    ledger = open_ledger(settings.ingest.ledger_url, migrate=False)
+    return IngestCollector(ledger, redis_client(settings.ingest.broker_url), clock=clock)
+
+
+def serve(settings: Settings, *, host: str, port: int, clock: Callable[[], float]) -> MetricsServer:
+    """Serve /metrics on host:port in a background thread (port 0: any free port)."""
+    collector = open_collector(settings, clock=clock)
+    server, thread = start_http_server(port, addr=host, registry=build_registry(collector))
+    return MetricsServer(server, thread, collector)
+
+
+# --- small readers --------------------------------------------------------------
+
+
+def _s(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _int(value: bytes | str | None) -> int | None:
+    try:
+        return int(float(_s(value))) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _float(value: bytes | str | None) -> float | None:
+    try:
+        return float(_s(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _counts(session: Session, stmt: Select[str, int] | Select[str | None, int]) -> dict[str, int]:
+    """A `label, count` query as a dict (a NULL label reads as "none")."""
+    return {str(label): int(n) for label, n in session.execute(stmt).all()}
+
+
+def _hash(client: redis.Redis[bytes], key: str) -> dict[str, int]:
+    return {_s(k): int(v) for k, v in client.hgetall(key).items()}
+
+
+def _bucket_label(bound: float) -> str:
+    return str(float(bound))

@@ -1,0 +1,472 @@
+"""`RekaClient`: the five image endpoints of the Reka Vision API over one httpx.Client.
+
+One client per process: it owns a connection pool with explicit timeouts and
+limits (from `RekaSettings`). `shared_client()` hands each process its own,
+built lazily and rebuilt after a fork, because Celery prefork children must
+not share their parent's sockets.
+
+Every method either returns the documented shape or raises an `ApiError`
+carrying the response's `X-Request-ID`; no httpx or JSON exception leaves this
+module (see `reka_ingest.reka.errors`). Success is not logged at INFO: the caller's
+canonical line does that.
+"""
+
+from __future__ import annotations
+
+import builtins
+import hashlib
+import io
+import json
+import os
+import threading
+from collections.abc import Generator, Sequence
+from contextlib import ExitStack
+from types import TracebackType
+from typing import Any, BinaryIO, TypeVar, cast
+from urllib.parse import quote
+
+import httpx
+from pydantic import SecretStr, ValidationError
+
+from reka_ingest.core import constants as c
+from reka_ingest.core.errors import ApiProtocolError, ApiUsageError, SettingsError
+from reka_ingest.core.logs import get_logger
+from reka_ingest.core.settings import RekaSettings, load_settings
+from reka_ingest.metrics import counters as metrics_counters
+from reka_ingest.reka.errors import call_translated, error_from_response, parse_rate_limit, safe_url
+from reka_ingest.reka.models import (
+    ApiModel,
+    DeleteResult,
+    Image,
+    ImageList,
+    SearchMode,
+    SearchResult,
+    SearchResultList,
+    SentBytes,
+    UploadItem,
+    UploadResult,
+)
+
+__all__ = [
+    "HashingReader",
+    "RekaClient",
+    "UploadResult",
+    "reset_shared_client",
+    "shared_client",
+]
+
+log = get_logger(__name__)
+
+M = TypeVar("M", bound=ApiModel)
+TimeoutArg = httpx.Timeout | float | None
+
+USER_AGENT = "reka-ingest"
+
+
+class _ApiKeyAuth(httpx.Auth):
+    """Adds `X-Api-Key` to each request, so the key is not in the client's default headers."""
+
+    def __init__(self, key: SecretStr) -> None:
+        self._key = key
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        request.headers[c.API_KEY_HEADER] = self._key.get_secret_value()
+        yield request
+
+    def __repr__(self) -> str:
+        return "_ApiKeyAuth(key=***)"
+
+
+def _default_timeout() -> httpx.Timeout:
+    return httpx.Timeout(
+        connect=c.DEFAULT_CONNECT_TIMEOUT,
+        read=c.DEFAULT_READ_TIMEOUT,
+        write=c.DEFAULT_WRITE_TIMEOUT,
+        pool=c.DEFAULT_POOL_TIMEOUT,
+    )
+
+
+def _default_limits() -> httpx.Limits:
+    return httpx.Limits(
+        max_connections=c.DEFAULT_MAX_CONNECTIONS,
+        max_keepalive_connections=c.DEFAULT_MAX_KEEPALIVE,
+    )
+
+
+def _check_key(api_key: str | SecretStr) -> SecretStr:
+    secret = api_key if isinstance(api_key, SecretStr) else SecretStr(api_key)
+    value = secret.get_secret_value()
+    # A header value must be visible ASCII; httpx would fail later with the key in its error.
+    if (
+        not value
+        or not value.isascii()
+        or not value.isprintable()
+        or any(ch.isspace() for ch in value)
+    ):
+        raise ApiUsageError("the API key must be non-empty printable ASCII without spaces")
+    return secret
+
+
+class HashingReader:
+    """An open file as httpx reads it into a multipart part, hashing what it hands out.
+
+    How httpx 0.28 uses a file part (`httpx/_multipart.py` FileField): the
+    length from `fileno()` and fstat when the request is built (so the body
+    keeps its Content-Length), `seek(0)` before the part is rendered (again if
+    it is rendered again), then `read(64 KiB)` until b"". So the digest starts
+    over at a seek to 0, and once the request is sent `sent` is the sha256 and
+    length of exactly the bytes it carried, even if the file changed since it
+    was claimed and hashed. Any other seek would break that, so it is refused.
+    """
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self._raw = raw
+        self._digest = hashlib.sha256()
+        self._size = 0
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self._raw.read(size)
+        self._digest.update(chunk)
+        self._size += len(chunk)
+        return chunk
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        """Rewind (a position of 0 starts the digest over), or stay where it is."""
+        if (offset, whence) in ((0, os.SEEK_SET), (0, os.SEEK_CUR)) or (
+            whence == os.SEEK_SET and offset == self._size
+        ):
+            position = self._raw.seek(offset, whence)
+            if position == 0:
+                self._digest = hashlib.sha256()
+                self._size = 0
+            return position
+        raise io.UnsupportedOperation("a hashing reader only rewinds to the start")
+
+    def tell(self) -> int:
+        return self._size
+
+    def fileno(self) -> int:
+        return self._raw.fileno()
+
+    @property
+    def sent(self) -> SentBytes:
+        """The bytes read since the last rewind: after a request, the bytes it carried."""
+        return SentBytes(sha256=self._digest.hexdigest(), size=self._size)
+
+
+class RekaClient:
+    """The Reka Vision image API: upload, get, list, delete, search.
+
+    Thread-safe (httpx.Client is); not fork-safe: code that may run in a
+    forked worker gets its client from a per-process accessor
+    (`shared_client()` here, or `worker.runtime`). `timeout` and `limits`
+    default to the named defaults in `reka_ingest.core.constants`; `transport` (tests)
+    replaces httpx's own, and `limits` with it, since they only shape the
+    default transport's pool.
+    """
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        api_key: str | SecretStr,
+        path_prefix: str = c.DEFAULT_API_PATH_PREFIX,
+        timeout: httpx.Timeout | None = None,
+        limits: httpx.Limits | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self._key = _check_key(api_key)
+        self._prefix = path_prefix.rstrip("/")
+        self.base_url = base_url.rstrip("/")
+        self._http = call_translated(
+            lambda: httpx.Client(
+                base_url=self.base_url,
+                auth=_ApiKeyAuth(self._key),
+                headers={"User-Agent": USER_AGENT},
+                timeout=timeout if timeout is not None else _default_timeout(),
+                limits=limits if limits is not None else _default_limits(),
+                transport=transport,
+                follow_redirects=False,
+            ),
+            secrets=self._secrets,
+        )
+
+    @classmethod
+    def from_settings(
+        cls, settings: RekaSettings, *, transport: httpx.BaseTransport | None = None
+    ) -> RekaClient:
+        """The client `settings` describe; fails naming REKA_API_KEY when there is no key."""
+        if settings.api_key is None:
+            raise SettingsError("REKA_API_KEY: not set; the Reka client needs an API key")
+        return cls(
+            base_url=settings.api_base_url,
+            api_key=settings.api_key,
+            path_prefix=settings.api_path_prefix,
+            timeout=settings.timeout(),
+            limits=settings.limits(),
+            transport=transport,
+        )
+
+    # --- lifecycle -----------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the connection pool. Safe to call twice."""
+        self._http.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._http.is_closed
+
+    def __enter__(self) -> RekaClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        shown = safe_url(httpx.URL(self.base_url))
+        return f"RekaClient(base_url={shown!r}, path_prefix={self._prefix!r})"
+
+    # --- endpoints -----------------------------------------------------------------
+
+    def upload(self, items: Sequence[UploadItem], *, timeout: TimeoutArg = None) -> UploadResult:
+        """Upload `items` in ONE multipart request; results come back in input order.
+
+        Each file is streamed from disk in chunks (httpx reads the open file
+        objects through a `HashingReader`) and closed afterwards whatever
+        happens; the result's `sent` says what each part carried. A file that
+        cannot be opened raises OSError before anything is sent: the caller
+        checked the files, so that is its bug or a race it must record.
+        """
+        if not items:
+            raise ApiUsageError("upload needs at least one item")
+        metadata = json.dumps(
+            {
+                "requests": [
+                    {"indexing_config": {"index": item.index}, "metadata": item.metadata}
+                    for item in items
+                ]
+            },
+            separators=(",", ":"),
+        )
+        with ExitStack() as stack:
+            files: builtins.list[tuple[str, tuple[str, BinaryIO, str]]] = []
+            readers: builtins.list[HashingReader] = []
+            for item in items:
+                reader = HashingReader(stack.enter_context(item.path.open("rb")))
+                readers.append(reader)
+                # httpx only reads, rewinds and measures a part (see HashingReader).
+                files.append(("images", (item.filename, cast(BinaryIO, reader), item.content_type)))
+            response = self._send(
+                "POST",
+                "/images/upload",
+                data={"metadata": metadata},
+                files=files,
+                timeout=timeout,
+            )
+        images = self._parse(response, ImageList).results
+        request_id = response.headers.get(c.REQUEST_ID_HEADER)
+        if len(images) != len(items):
+            raise ApiProtocolError(
+                f"upload sent {len(items)} images but the answer has {len(images)} results",
+                status=response.status_code,
+                request_id=request_id,
+            )
+        return UploadResult(
+            images=images,
+            request_id=request_id,
+            rate_limit=parse_rate_limit(response.headers),
+            sent=[reader.sent for reader in readers],
+        )
+
+    def get(self, image_id: str, *, timeout: TimeoutArg = None) -> Image:
+        """One image by id; `ApiNotFound` when there is none."""
+        response = self._send("GET", f"/images/{_path_id(image_id)}", timeout=timeout)
+        return self._parse(response, Image)
+
+    def list(
+        self,
+        limit: int = c.LIST_LIMIT_DEFAULT,
+        offset: int = 0,
+        *,
+        timeout: TimeoutArg = None,
+    ) -> builtins.list[Image]:
+        """A page of images; there is no total and no cursor, so page by offset."""
+        if not _is_int(limit) or not 1 <= limit <= c.LIST_LIMIT_MAX:
+            raise ApiUsageError(f"limit must be an integer in 1..{c.LIST_LIMIT_MAX}, got {limit!r}")
+        if not _is_int(offset) or offset < 0:
+            raise ApiUsageError(f"offset must be an integer >= 0, got {offset!r}")
+        response = self._send(
+            "GET", "/images", params={"limit": limit, "offset": offset}, timeout=timeout
+        )
+        return self._parse(response, ImageList).results
+
+    def delete(self, image_id: str, *, timeout: TimeoutArg = None) -> DeleteResult:
+        """Delete one image; `ApiNotFound` when there is none."""
+        response = self._send("DELETE", f"/images/{_path_id(image_id)}", timeout=timeout)
+        return self._parse(response, DeleteResult)
+
+    def search(
+        self,
+        query: str,
+        *,
+        max_results: int = c.SEARCH_MAX_RESULTS_DEFAULT,
+        search_mode: SearchMode | str = SearchMode.VISION,
+        image_weight: float | None = None,
+        text_weight: float | None = None,
+        threshold: float | None = None,
+        timeout: TimeoutArg = None,
+    ) -> builtins.list[SearchResult]:
+        """Images matching `query`, best first. Counts against the daily search quota."""
+        if not isinstance(query, str):
+            raise ApiUsageError(f"query must be a string, got {type(query).__name__}")
+        if not _is_int(max_results) or max_results < 1:
+            raise ApiUsageError(f"max_results must be an integer >= 1, got {max_results!r}")
+        try:
+            mode = SearchMode(search_mode)
+        except ValueError:
+            raise ApiUsageError(f"unknown search_mode {search_mode!r}") from None
+        body: dict[str, Any] = {
+            "query": query,
+            "max_results": max_results,
+            "search_mode": mode.value,
+        }
+        optional = {
+            "image_weight": image_weight,
+            "text_weight": text_weight,
+            "threshold": threshold,
+        }
+        body.update({name: value for name, value in optional.items() if value is not None})
+        response = self._send("POST", "/images/search", json=body, timeout=timeout)
+        return self._parse(response, SearchResultList).results
+
+    # --- plumbing ------------------------------------------------------------------
+
+    @property
+    def _secrets(self) -> tuple[str]:
+        return (self._key.get_secret_value(),)
+
+    def _send(
+        self, method: str, path: str, *, timeout: TimeoutArg = None, **kwargs: Any
+    ) -> httpx.Response:
+        """One request; a non-2xx answer or any httpx failure raises an ApiError."""
+        url = f"{self._prefix}{path}"
+        response = call_translated(
+            lambda: self._http.request(
+                method,
+                url,
+                timeout=httpx.USE_CLIENT_DEFAULT if timeout is None else timeout,
+                **kwargs,
+            ),
+            secrets=self._secrets,
+        )
+        metrics_counters.api_response(method, url, response.status_code)
+        if not response.is_success:
+            error = error_from_response(response, secrets=self._secrets)
+            log.debug(
+                "reka_api_error",
+                method=method,
+                path=url,
+                status=response.status_code,
+                request_id=error.request_id,
+                error_type=error.error_type,
+            )
+            raise error
+        return response
+
+    def _parse(self, response: httpx.Response, model: type[M]) -> M:
+        """The body as `model`; not JSON or not that shape -> ApiProtocolError."""
+        request_id = response.headers.get(c.REQUEST_ID_HEADER)
+        where = f"{response.request.method} {response.request.url.path}"
+        try:
+            value = model.model_validate_json(response.content)
+        except ValidationError as err:
+            first = err.errors(include_url=False, include_input=False)[0]
+            loc = ".".join(str(part) for part in first["loc"]) or "body"
+            raise ApiProtocolError(
+                f"unexpected answer to {where}: {loc}: {first['msg']}"
+                f" ({err.error_count()} problem(s))",
+                status=response.status_code,
+                request_id=request_id,
+            ) from None
+        _stamp(value, request_id)
+        return value
+
+
+def _stamp(value: ApiModel, request_id: str | None) -> None:
+    """Record the response's request id on a model and every model inside it."""
+    value._request_id = request_id
+    for name in type(value).model_fields:
+        inner = getattr(value, name)
+        items = inner if isinstance(inner, builtins.list) else [inner]
+        for item in items:
+            if isinstance(item, ApiModel):
+                _stamp(item, request_id)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _path_id(image_id: str) -> str:
+    """An image id as one path segment: percent-encoded, never empty."""
+    if not isinstance(image_id, str) or not image_id:
+        raise ApiUsageError(f"image_id must be a non-empty string, got {image_id!r}")
+    return quote(image_id, safe="")
+
+
+# --- one client per process --------------------------------------------------------
+
+_lock = threading.Lock()
+_shared: tuple[int, RekaSettings, RekaClient] | None = None
+
+
+def shared_client(settings: RekaSettings | None = None) -> RekaClient:
+    """This process's client, built on first use and rebuilt in a forked child.
+
+    `settings` defaults to the environment's (`REKA_*`); passing different
+    settings than the current client's closes it and builds a new one.
+    """
+    global _shared  # noqa: PLW0603 - the per-process client is the point of this function
+    pid = os.getpid()
+    with _lock:
+        if settings is None:
+            if _shared is not None and _shared[0] == pid:
+                return _shared[2]
+            settings = load_settings().reka
+        if _shared is not None and _shared[0] == pid:
+            if _shared[1] == settings:
+                return _shared[2]
+            _shared[2].close()
+        client = RekaClient.from_settings(settings)
+        _shared = (pid, settings, client)
+        return client
+
+
+def reset_shared_client() -> None:
+    """Close and forget this process's client (worker shutdown, tests)."""
+    global _shared  # noqa: PLW0603 - see shared_client
+    with _lock:
+        if _shared is not None and _shared[0] == os.getpid():
+            _shared[2].close()
+        _shared = None
+
+
+def _after_fork_in_child() -> None:
+    """In a forked child: a fresh lock (the parent's may be held) and no inherited client.
+
+    The inherited client is dropped, not closed: closing would shut down
+    connections (TLS sessions included) the parent still uses.
+    """
+    global _lock, _shared  # noqa: PLW0603 - resetting process-wide state after fork
+    _lock = threading.Lock()
+    _shared = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
