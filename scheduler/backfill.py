@@ -24,7 +24,7 @@ from pathlib import Path
 from reka_ingest.core.logs import get_logger
 from reka_ingest.core.settings import IngestSettings
 from reka_ingest.core.states import Reason
-from reka_ingest.files.names import shown
+from reka_ingest.core.text import shown
 from reka_ingest.ledger import Ledger
 from reka_ingest.ledger.intake import NewFile, failed_file, known_work_paths
 from scheduler.batcher import Batcher, BatchLimits, Enqueue, ledger_batch_groups, ledger_batches

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from reka_ingest.core.logs import get_logger
 from reka_ingest.core.settings import IngestSettings
 from reka_ingest.core.states import FileState, Reason
-from reka_ingest.files.names import shown
+from reka_ingest.core.text import shown
 from reka_ingest.files.outbox import file_done, file_failed
 from reka_ingest.files.sidecars import candidates
 from reka_ingest.ledger import Ledger

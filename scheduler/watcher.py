@@ -41,7 +41,7 @@ from reka_ingest.core.errors import LedgerUnavailable
 from reka_ingest.core.logs import get_logger
 from reka_ingest.core.settings import IngestSettings, ObserverKind
 from reka_ingest.core.states import Reason
-from reka_ingest.files.names import shown
+from reka_ingest.core.text import shown
 from reka_ingest.ledger import Ledger
 from reka_ingest.ledger.intake import NewFile, TakenImage, failed_file, images_owning
 from scheduler.batcher import Batcher, BatchLimits, Enqueue, ledger_batch_groups, ledger_batches

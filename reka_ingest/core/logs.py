@@ -14,7 +14,7 @@ from typing import Any
 import structlog
 
 from reka_ingest.core.settings import LogFormat
-from reka_ingest.files.names import shown
+from reka_ingest.core.text import shown
 
 _SECRET_KEYS = frozenset({"api_key", "password", "authorization", "x-api-key", "redis_url"})
 

@@ -1,23 +1,10 @@
-"""File names as bytes, shown as text: one rule for every place a name is seen.
+"""Names the service derives from a file's name (claim names in `work/`, names in
+`done/` and `failed/`, `NAME.error.json`), kept within `NAME_MAX`.
 
-A POSIX name is any bytes but `/` and NUL. Python gives such a name to us as
-`str` with each byte that is not UTF-8 carried as a lone surrogate
-(`os.fsdecode`, `surrogateescape`); such a string cannot be stored in a text
-column, written as UTF-8 or sent in a request. So every name that leaves the
-filesystem layer (the ledger's `path`, `files --json/--csv`, logs, reason
-files) goes through `shown`:
-
-    a name that is valid UTF-8 is shown as it is;
-    each byte that is not is shown as `%XX` (two uppercase hex digits):
-    b"caf\\xe9.jpg" -> "caf%E9.jpg".
-
-Names the service derives (claim names in `work/`, names in `done/` and
-`failed/`, `NAME.error.json`) are built from the shown form and kept within
-`NAME_MAX` by `fit_name`, which shortens the stem and adds a short hash of the
-whole name so two long names never collide; the full name stays in the
-ledger and the reason file. `clean_text` bounds any other foreign string
-(a message, an error's text) before it reaches a column: no NUL, no lone
-surrogate, at most a given length.
+They are built from the name's shown form (reka_ingest.core.text, the `%XX`
+rule) by `fit_name`, which shortens the stem and adds a short hash of the whole
+name so two long names never collide; the full name stays in the ledger and the
+reason file.
 """
 
 from __future__ import annotations
@@ -26,41 +13,11 @@ import hashlib
 import os
 from typing import Final
 
+from reka_ingest.core.text import shown
+
 NAME_MAX: Final = 255  # bytes in one path component (Linux, macOS, most filesystems)
 _HASH_CHARS: Final = 8
 _MAX_EXT_BYTES: Final = 16  # an extension longer than this is not kept apart when shortening
-_SURROGATE_LOW: Final = 0xDC80
-_SURROGATE_HIGH: Final = 0xDCFF
-
-
-def shown(name: str) -> str:
-    """`name` (as `os.fsdecode` gives it) as valid UTF-8 text, by the `%XX` rule."""
-    if name.isascii():
-        return name
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        pass
-    else:
-        return name
-    out: list[str] = []
-    for ch in name:
-        code = ord(ch)
-        if _SURROGATE_LOW <= code <= _SURROGATE_HIGH:
-            out.append(f"%{code - 0xDC00:02X}")  # a byte that was not UTF-8
-        elif 0xD800 <= code <= 0xDFFF:
-            out.append(f"%{code:04X}")  # any other lone surrogate (not from a name)
-        else:
-            out.append(ch)
-    return "".join(out)
-
-
-def clean_text(text: str, limit: int | None = None) -> str:
-    """A foreign string made safe for a text column: shown, no NUL, at most `limit` chars."""
-    text = shown(text).replace("\x00", "\\0")
-    if limit is not None and len(text) > limit:
-        text = text[: max(0, limit - 3)] + "..."
-    return text
 
 
 def utf8_len(text: str) -> int:

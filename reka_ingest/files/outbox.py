@@ -37,7 +37,8 @@ from typing import Any
 
 from reka_ingest.core.logs import get_logger
 from reka_ingest.core.settings import AfterUpload, IngestSettings
-from reka_ingest.files.names import fit_name, fit_path, shown
+from reka_ingest.core.text import shown
+from reka_ingest.files.names import fit_name, fit_path
 from reka_ingest.files.sidecars import SIDECAR_SUFFIX, find_sidecar
 
 log = get_logger(__name__)

@@ -17,7 +17,7 @@ from sqlalchemy import Table, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from reka_ingest.core.states import BatchState, FileState, Reason
-from reka_ingest.files.names import clean_text
+from reka_ingest.core.text import clean_text
 from reka_ingest.files.sidecars import SIDECAR_SUFFIX
 from reka_ingest.ledger.db import Ledger
 from reka_ingest.ledger.schema import MAX_MESSAGE_CHARS, MAX_PATH_CHARS, Batch, File

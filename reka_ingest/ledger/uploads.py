@@ -16,7 +16,7 @@ from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from reka_ingest.core.states import BATCH_TERMINAL, BatchState, FileState, Reason
-from reka_ingest.files.names import clean_text
+from reka_ingest.core.text import clean_text
 from reka_ingest.ledger.db import Ledger
 from reka_ingest.ledger.schema import MAX_MESSAGE_CHARS, Batch, File
 

@@ -8,7 +8,8 @@ import os
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reka_ingest.files.names import NAME_MAX, clean_text, fit_name, fit_path, shown, utf8_len
+from reka_ingest.core.text import clean_text, shown
+from reka_ingest.files.names import NAME_MAX, fit_name, fit_path, utf8_len
 
 # Any POSIX name: bytes but "/" and NUL, not "." or "..", at most NAME_MAX bytes.
 names = (
