@@ -29,7 +29,7 @@ def _drop_secrets(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
 
 def _show_names(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
     """File names are bytes: a value carrying bytes that are not UTF-8 is shown by
-    the `%XX` rule (reka_ingest.files.names), so no log line fails to encode or lies."""
+    the `%XX` rule (reka_ingest.core.text), so no log line fails to encode or lies."""
     for key, value in event.items():
         if isinstance(value, str):
             event[key] = shown(value)

@@ -24,7 +24,7 @@ NAMING = {
 }
 
 
-# Foreign text is bounded before it reaches a column (see reka_ingest.files.names): the
+# Foreign text is bounded before it reaches a column (see reka_ingest.core.text): the
 # longest path kept, and the longest message.
 MAX_PATH_CHARS = 8192
 MAX_MESSAGE_CHARS = 4000
