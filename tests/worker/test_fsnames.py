@@ -1,5 +1,6 @@
-"""Names as bytes (reka_ingest.core.text, reka_ingest.files.names), by property: any
-name the filesystem allows is shown as valid UTF-8 by the one `%XX` rule, and every name derived from it fits."""
+"""Names as bytes (reka_ingest.core.text, reka_ingest.files.names), by property:
+any name the filesystem allows is shown as valid UTF-8 by the one `%XX` rule,
+and every name derived from it fits."""
 
 from __future__ import annotations
 
