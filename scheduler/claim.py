@@ -39,7 +39,6 @@ from reka_ingest.files.names import fit_name
 from reka_ingest.files.sidecars import SIDECAR_SUFFIX, candidates
 from scheduler.constants import (
     CLAIM_FOLDER_FILES,
-    HASH_CHUNK_BYTES,
     INBOX_TAG_CHARS,
     MAX_CLAIM_NAME,
     MAX_OPEN_CLAIM_FOLDERS,
@@ -239,16 +238,3 @@ def prune_claim_folders(work_dir: str, tag: str, keep: set[str]) -> int:
             continue
         removed += 1
     return removed
-
-
-def sha256_of(fd: int) -> str:
-    """Stream an open file's bytes through sha256, `HASH_CHUNK_BYTES` at a time."""
-    digest = hashlib.sha256()
-    buf = bytearray(HASH_CHUNK_BYTES)
-    view = memoryview(buf)
-    while True:
-        n = os.readv(fd, [buf])
-        if not n:
-            break
-        digest.update(view[:n])
-    return digest.hexdigest()

@@ -19,8 +19,6 @@ TEMP_SUFFIXES: Final = (".tmp", ".part", ".crdownload", "~")
 
 # How long a file may keep changing (INGEST_NEVER_STABLE_AFTER) and a sidecar
 # may wait for its image (INGEST_ORPHAN_SIDECAR_AFTER) are settings.
-# Streamed hashing: bytes read per call.
-HASH_CHUNK_BYTES: Final = 1024 * 1024
 # A sidecar or `_defaults.json` larger than this is refused, not read.
 MAX_SIDECAR_BYTES: Final = 1024 * 1024
 # JSON nested deeper than this (arrays and objects) is refused before it is parsed:

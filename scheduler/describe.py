@@ -17,9 +17,9 @@ import stat
 
 from reka_ingest.core.errors import FileRejected
 from reka_ingest.core.states import Reason
+from reka_ingest.files.hashing import sha256_of
 from reka_ingest.ledger.intake import NewFile
 from scheduler import sidecar as sc
-from scheduler.claim import sha256_of
 
 
 def _open(work_path: str) -> int:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import os
 import secrets
 import shutil
@@ -29,6 +28,7 @@ import typer
 
 from reka_ingest.core.settings import IngestSettings, load_settings
 from reka_ingest.core.states import Reason
+from reka_ingest.files.hashing import digest_file
 from reka_ingest.files.outbox import ERROR_SUFFIX
 from reka_ingest.ledger import Ledger, open_ledger
 from reka_ingest.ledger.intake import create_batch
@@ -42,7 +42,6 @@ NOT_RETRIABLE = {
     Reason.BAD_SIDECAR: "re-drop the image with its fixed sidecar into the inbox",
     Reason.ORPHAN_SIDECAR: "a sidecar without an image has nothing to upload",
 }
-HASH_CHUNK = 1024 * 1024
 
 
 def _in_place(settings: IngestSettings, f: FailedFile) -> bool:
@@ -89,16 +88,6 @@ def _move_into_work(settings: IngestSettings, src: Path) -> Path:
     return target
 
 
-def _digest(path: Path) -> tuple[int, str]:
-    h = hashlib.sha256()
-    size = 0
-    with path.open("rb") as fh:
-        while chunk := fh.read(HASH_CHUNK):
-            h.update(chunk)
-            size += len(chunk)
-    return size, h.hexdigest()
-
-
 def _batches(settings: IngestSettings, files: list[Requeue]) -> Iterator[list[int]]:
     """Consecutive groups within the batch limits (files and bytes)."""
     group: list[int] = []
@@ -140,7 +129,7 @@ def requeue(
             skipped.setdefault(src, []).append(f.path)
             continue
         try:
-            size, sha256 = _digest(src)
+            digest = digest_file(src)
             work = src if _in_place(ingest, f) else _move_into_work(ingest, src)
         except OSError as err:
             skipped.setdefault(f"cannot be read or moved ({err.strerror})", []).append(f.path)
@@ -148,7 +137,7 @@ def requeue(
         if not _in_place(ingest, f) and f.final_path and f.final_path.endswith(ERROR_SUFFIX):
             with contextlib.suppress(OSError):  # the reason file no longer applies
                 Path(f.final_path).unlink()
-        ready.append(Requeue(f.id, str(work), size, sha256))
+        ready.append(Requeue(f.id, str(work), digest.size, digest.sha256))
     now = time.time()
     reset = set(requeue_failed(ledger, ready, now=now))
     batches = [

@@ -44,6 +44,8 @@ DEFAULT_ORPHAN_SIDECAR_AFTER: Final = 300.0
 # How long an image waits for a sidecar written after it (INGEST_SIDECAR_WAIT): a
 # camera or script that saves the image, then its metadata, needs a few seconds.
 DEFAULT_SIDECAR_WAIT: Final = 5.0
+# Streamed hashing (`reka_ingest.files.hashing`): bytes read per call.
+HASH_CHUNK_BYTES: Final = 1024 * 1024
 
 LIST_LIMIT_DEFAULT: Final = 20
 LIST_LIMIT_MAX: Final = 100

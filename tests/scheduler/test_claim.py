@@ -13,6 +13,7 @@ import pytest
 from reka_ingest.core.errors import SettingsError
 from reka_ingest.core.settings import Settings
 from reka_ingest.core.states import Reason
+from reka_ingest.files.hashing import sha256_of
 from scheduler.claim import (
     ClaimFolders,
     check_same_filesystem,
@@ -21,7 +22,6 @@ from scheduler.claim import (
     inbox_tag,
     prune_claim_folders,
     rel_dir_of_claim,
-    sha256_of,
 )
 from scheduler.describe import describe
 

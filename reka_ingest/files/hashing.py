@@ -1,0 +1,49 @@
+"""A file's content hash: sha256 of its bytes, streamed, `HASH_CHUNK_BYTES` at a time.
+
+The content hash is a file's identity (the same bytes are never uploaded
+twice), so every reader that records one (the watcher's claim, `reka-ingest
+retry`) computes it here. The hash of the bytes an upload really carried is
+taken by the client as it streams them (`reka_ingest.reka.client.HashingReader`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+
+from reka_ingest.core.constants import HASH_CHUNK_BYTES
+
+
+@dataclass(frozen=True, slots=True)
+class Digest:
+    """The sha256 (hex) and the length of the bytes read."""
+
+    sha256: str
+    size: int
+
+
+def digest_of(fd: int) -> Digest:
+    """Stream an open file's bytes, from where it stands to its end, through sha256."""
+    digest = hashlib.sha256()
+    size = 0
+    buf = bytearray(HASH_CHUNK_BYTES)
+    view = memoryview(buf)
+    while n := os.readv(fd, [buf]):
+        digest.update(view[:n])
+        size += n
+    return Digest(digest.hexdigest(), size)
+
+
+def sha256_of(fd: int) -> str:
+    """The sha256 (hex) of an open file's bytes."""
+    return digest_of(fd).sha256
+
+
+def digest_file(path: str | os.PathLike[str]) -> Digest:
+    """The sha256 and length of the file at `path`."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return digest_of(fd)
+    finally:
+        os.close(fd)
