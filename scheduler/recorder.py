@@ -18,7 +18,6 @@ group for the next flush (`LedgerUnavailable`). Moving a file to `done/` or
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from reka_ingest.core.errors import LedgerUnavailable
 from reka_ingest.core.logs import get_logger
 from reka_ingest.core.settings import IngestSettings
 from reka_ingest.core.states import FileState, Reason
-from reka_ingest.files.outbox import file_done, file_failed
+from reka_ingest.files.outbox import file_done, file_failed, in_work_area
 from reka_ingest.ledger import Ledger
 from reka_ingest.ledger.intake import NewFile, Recorded, record_files
 from reka_ingest.ledger.uploads import set_final_path
@@ -72,7 +71,6 @@ class Recorder:
         self.group_size = group_size
         self.totals = RecordCounts()
         self._group: list[NewFile] = []
-        self._work_prefix = os.path.join(os.path.realpath(settings.work_dir), "")
 
     def __len__(self) -> int:
         return len(self._group)
@@ -196,10 +194,6 @@ class Recorder:
             self.ledger, part, now=self.clock(), allow_reupload=self.settings.allow_reupload
         )
 
-    def _in_place(self, new: NewFile) -> bool:
-        folder = os.path.join(os.path.realpath(os.path.dirname(new.work_path)), "")
-        return not folder.startswith(self._work_prefix)
-
     def _done(self, new: NewFile, rec: Recorded) -> str | None:
         log.info(
             "recorder.duplicate", file_id=rec.file_id, path=new.path, duplicate_of=rec.duplicate_of
@@ -209,7 +203,7 @@ class Recorder:
             work_path=new.work_path,
             rel_path=new.path,
             file_id=rec.file_id,
-            in_place=self._in_place(new),
+            in_place=not in_work_area(self.settings, new.work_path),
         )
 
     def _failed(self, new: NewFile, rec: Recorded) -> str | None:
@@ -221,7 +215,7 @@ class Recorder:
             reason=str(new.reason or Reason.UPLOAD_FAILED),
             message=new.message or "",
             extra={"sha256": new.sha256, "origin": new.origin},
-            in_place=self._in_place(new),
+            in_place=not in_work_area(self.settings, new.work_path),
         )
 
 

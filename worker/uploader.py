@@ -334,7 +334,7 @@ def _record_results(
             work_path=f.work_path,
             rel_path=f.path,
             file_id=f.id,
-            in_place=_in_place(rt, f),
+            in_place=not in_work_area(rt.settings.ingest, f.work_path),
         )
         if final is not None:
             moves.append((f.id, final))
@@ -401,16 +401,12 @@ def _move_failed(rt: Runtime, f: ops.BatchFile, reason: Reason, message: str) ->
         reason=reason,
         message=message,
         extra={"sha256": f.sha256},
-        in_place=_in_place(rt, f),
+        in_place=not in_work_area(rt.settings.ingest, f.work_path),
     )
     if error_file is None:
         log.warning("failed_file_not_moved", file_id=f.id, reason=reason)
         return
     ops.set_final_path(rt.ledger, [(f.id, error_file)], now=rt.clock())
-
-
-def _in_place(rt: Runtime, f: ops.BatchFile) -> bool:
-    return not in_work_area(rt.settings.ingest, f.work_path)
 
 
 def _api_message(err: Exception, fallback: str) -> str:

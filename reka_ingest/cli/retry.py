@@ -29,7 +29,7 @@ import typer
 from reka_ingest.core.settings import IngestSettings, load_settings
 from reka_ingest.core.states import Reason
 from reka_ingest.files.hashing import digest_file
-from reka_ingest.files.outbox import ERROR_SUFFIX
+from reka_ingest.files.outbox import ERROR_SUFFIX, in_work_area
 from reka_ingest.ledger import Ledger, open_ledger
 from reka_ingest.ledger.intake import create_batch
 from reka_ingest.ledger.retry import FailedFile, Requeue, failed_files, requeue_failed
@@ -44,10 +44,6 @@ NOT_RETRIABLE = {
 }
 
 
-def _in_place(settings: IngestSettings, f: FailedFile) -> bool:
-    return settings.work_dir.resolve() not in Path(f.work_path).resolve().parents
-
-
 def _bytes_at(settings: IngestSettings, f: FailedFile) -> Path | None:
     """Where the failed file's bytes are now: failed/ (beside its reason file), or in place.
 
@@ -55,7 +51,7 @@ def _bytes_at(settings: IngestSettings, f: FailedFile) -> Path | None:
     it (or when its move failed) its `final_path` is where the upload put it
     (done/); that counts too.
     """
-    if _in_place(settings, f):
+    if not in_work_area(settings, f.work_path):
         candidates = [Path(f.work_path)]
     else:
         candidates = [Path(f.work_path)]  # never moved (the outbox could not)
@@ -128,13 +124,14 @@ def requeue(
         if isinstance(src, str):
             skipped.setdefault(src, []).append(f.path)
             continue
+        in_place = not in_work_area(ingest, f.work_path)
         try:
             digest = digest_file(src)
-            work = src if _in_place(ingest, f) else _move_into_work(ingest, src)
+            work = src if in_place else _move_into_work(ingest, src)
         except OSError as err:
             skipped.setdefault(f"cannot be read or moved ({err.strerror})", []).append(f.path)
             continue
-        if not _in_place(ingest, f) and f.final_path and f.final_path.endswith(ERROR_SUFFIX):
+        if not in_place and f.final_path and f.final_path.endswith(ERROR_SUFFIX):
             with contextlib.suppress(OSError):  # the reason file no longer applies
                 Path(f.final_path).unlink()
         ready.append(Requeue(f.id, str(work), digest.size, digest.sha256))

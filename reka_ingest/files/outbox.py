@@ -110,7 +110,13 @@ def _work_roots(work_dir: Path) -> frozenset[str]:
 
 
 def in_work_area(settings: IngestSettings, path: str) -> bool:
-    """Whether `path` lies below the work area (else it was recorded in place)."""
+    """Whether `path` lies below the work area; a file whose path does not was
+    recorded in place (a backfill, a refused link) and never moves.
+
+    The one test of it, for the recorder, the uploader, the poll sweep and
+    `reka-ingest retry`: a plain prefix test against the work area as configured
+    and as resolved (the backfill refuses roots that overlap the data folder, so
+    no in-place path reaches the work area through a link)."""
     return any(path.startswith(os.path.join(root, "")) for root in _work_roots(settings.work_dir))
 
 
