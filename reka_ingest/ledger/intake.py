@@ -127,12 +127,14 @@ def for_ledger(f: NewFile) -> NewFile:
     return f if cleaned == f else cleaned
 
 
-def _known_paths(s: Session, paths: list[str]) -> set[str]:
-    known: set[str] = set()
+def _ids_by_work_path(s: Session, paths: Sequence[str]) -> dict[str, int]:
+    """The rows among these work paths (in the ledger's form): work path -> id."""
+    ids: dict[str, int] = {}
     for i in range(0, len(paths), _IN_CHUNK):
         chunk = paths[i : i + _IN_CHUNK]
-        known.update(s.scalars(select(File.work_path).where(File.work_path.in_(chunk))))
-    return known
+        query = select(File.work_path, File.id).where(File.work_path.in_(chunk))
+        ids.update((row.work_path, row.id) for row in s.execute(query))
+    return ids
 
 
 def _live_originals(s: Session, hashes: set[str]) -> dict[str, tuple[int, str | None, str | None]]:
@@ -159,13 +161,7 @@ def _insert(s: Session, rows: list[dict[str, Any]]) -> dict[str, int]:
     if not rows:
         return {}
     s.execute(insert(cast(Table, File.__table__)), rows)
-    paths = [r["work_path"] for r in rows]
-    ids: dict[str, int] = {}
-    for i in range(0, len(paths), _IN_CHUNK):
-        chunk = paths[i : i + _IN_CHUNK]
-        query = select(File.work_path, File.id).where(File.work_path.in_(chunk))
-        ids.update((row.work_path, row.id) for row in s.execute(query))
-    return ids
+    return _ids_by_work_path(s, [r["work_path"] for r in rows])
 
 
 def record_files(
@@ -183,7 +179,7 @@ def record_files(
     files = [for_ledger(f) for f in given]
     caller_path = {f.work_path: g.work_path for f, g in zip(files, given, strict=True)}
     with ledger.write() as s:
-        known = _known_paths(s, [f.work_path for f in files])
+        known = set(_ids_by_work_path(s, [f.work_path for f in files]))
         fresh: list[NewFile] = []
         for f in files:
             if f.work_path not in known:
@@ -317,14 +313,9 @@ def known_work_paths(ledger: Ledger, paths: Sequence[str]) -> set[str]:
     stored: dict[str, list[str]] = {}
     for path in paths:
         stored.setdefault(clean_text(path, MAX_PATH_CHARS), []).append(path)
-    keys = list(stored)
-    found: set[str] = set()
     with ledger.read() as s:
-        for start in range(0, len(keys), _IN_CHUNK):
-            chunk = keys[start : start + _IN_CHUNK]
-            for known in s.scalars(select(File.work_path).where(File.work_path.in_(chunk))):
-                found.update(stored[known])
-    return found
+        known = _ids_by_work_path(s, list(stored))
+    return {path for form in known for path in stored[form]}
 
 
 @dataclass(frozen=True, slots=True)
