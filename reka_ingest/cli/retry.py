@@ -4,8 +4,8 @@
 For each matching failed row whose bytes are still there: the file moves
 from failed/ back into a fresh claim folder in the work area (one rename; a
 file recorded in place, by a backfill, stays where it is), its row becomes
-`queued` again (`reka_ingest.ledger.retry`), and the files are grouped into
-batches by the usual count and byte limits and enqueued. A batch whose message
+`queued` again (`reka_ingest.ledger.retry`), and the files are packed into
+batches by the watcher's `Batcher` (its count and byte limits) and enqueued. A batch whose message
 cannot be sent is still in the ledger: beat's sweep sends it later.
 
 Exit status: 0 when every matching file was requeued, some were, or none
@@ -21,7 +21,6 @@ import os
 import secrets
 import shutil
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import typer
@@ -31,8 +30,8 @@ from reka_ingest.core.states import Reason
 from reka_ingest.files.hashing import digest_file
 from reka_ingest.files.outbox import ERROR_SUFFIX, in_work_area
 from reka_ingest.ledger import Ledger, open_ledger
-from reka_ingest.ledger.intake import create_batch
 from reka_ingest.ledger.retry import FailedFile, Requeue, failed_files, requeue_failed
+from scheduler.batcher import Batcher, BatchLimits, ledger_batch_groups, ledger_batches
 from worker.celery_app import create_app, send_upload
 
 RETRY_FOLDER_PREFIX = "retry-"
@@ -84,21 +83,6 @@ def _move_into_work(settings: IngestSettings, src: Path) -> Path:
     return target
 
 
-def _batches(settings: IngestSettings, files: list[Requeue]) -> Iterator[list[int]]:
-    """Consecutive groups within the batch limits (files and bytes)."""
-    group: list[int] = []
-    nbytes = 0
-    for f in files:
-        full = len(group) >= settings.batch_max_files
-        if group and (full or nbytes + f.size > settings.batch_max_bytes):
-            yield group
-            group, nbytes = [], 0
-        group.append(f.file_id)
-        nbytes += f.size
-    if group:
-        yield group
-
-
 def _source(ingest: IngestSettings, f: FailedFile) -> Path | str:
     """The file's bytes to send again, or why it cannot be retried."""
     if f.reason in NOT_RETRIABLE:
@@ -137,10 +121,16 @@ def requeue(
         ready.append(Requeue(f.id, str(work), digest.size, digest.sha256))
     now = time.time()
     reset = set(requeue_failed(ledger, ready, now=now))
-    batches = [
-        create_batch(ledger, group, now=now)
-        for group in _batches(ingest, [r for r in ready if r.file_id in reset])
-    ]
+    # Packed by the watcher's rule; the command enqueues the batches itself.
+    batcher = Batcher(
+        BatchLimits.from_settings(ingest),
+        create=ledger_batches(ledger, lambda: now),
+        create_many=ledger_batch_groups(ledger, lambda: now),
+        enqueue=lambda _batch_id: None,
+        clock=lambda: now,
+    )
+    batches = batcher.add_many((r.file_id, r.size) for r in ready if r.file_id in reset)
+    batches += batcher.flush()
     return batches, len(reset), skipped
 
 
