@@ -26,43 +26,26 @@ import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ValidationError
 
 from reka_ingest.core.errors import FileRejected
+from reka_ingest.core.states import Reason
 from reka_ingest.files.sidecars import candidates, find_sidecar
+from reka_ingest.reka.models import SecurityMetadata
 from scheduler.constants import DEFAULTS_NAME, MAX_SIDECAR_BYTES, MAX_SIDECAR_DEPTH
 
 __all__ = ["DefaultsReader", "candidates", "find_sidecar", "load", "merge", "read_object"]
-from reka_ingest.core.states import Reason
 
 INDEX_KEY = "index"
 _SHOWN_INPUT_CHARS = 60
 
 
-class Detection(BaseModel):
-    model_config = ConfigDict(strict=True, extra="allow")
+class SidecarFields(SecurityMetadata):
+    """The keys we check: Reka's image metadata (`reka_ingest.reka.models`) and our
+    own `index`; any other key is passed through as it is. Validated with
+    `strict=True` (nested detections too): a documented field's value must have
+    its documented type, never be converted to it."""
 
-    class_name: str
-    bounding_box: list[int]
-    confidence: float | None = None
-    is_license_plate: bool = False
-    license_plate_number: str | None = None
-    ncic_category: str | None = None
-
-
-class SidecarFields(BaseModel):
-    """The keys we check; any other key is passed through as it is."""
-
-    model_config = ConfigDict(strict=True, extra="allow")
-
-    camera_id: str | None = None
-    recorded_timestamp_utc: int | None = None
-    video_clip_id: str | None = None
-    org_id: str | None = None
-    site_id: str | None = None
-    event_id: str | None = None
-    caption: str | None = None
-    detection_metadata: list[Detection] | None = None
     index: bool = True
 
 
@@ -191,7 +174,7 @@ def merge(layers: Sequence[Layer]) -> Sidecar:
     if not merged:
         return NO_SIDECAR
     try:
-        fields = SidecarFields.model_validate(merged)
+        fields = SidecarFields.model_validate(merged, strict=True)
     except ValidationError as err:
         problems = []
         for item in err.errors():

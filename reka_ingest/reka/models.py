@@ -72,7 +72,9 @@ class DetectionMetadata(ApiModel):
 
 
 class SecurityMetadata(ApiModel):
-    """The metadata search returns with each hit; every key may be null."""
+    """An image's metadata: what search returns with each hit (every key may be
+    null), and the schema a sidecar's documented keys are checked against
+    (`scheduler.sidecar`)."""
 
     camera_id: str | None = None
     recorded_timestamp_utc: int | None = None
