@@ -23,7 +23,7 @@ from pathlib import Path
 
 from reka_ingest.core.logs import get_logger
 from reka_ingest.core.settings import IngestSettings
-from reka_ingest.core.states import Reason
+from reka_ingest.core.states import Origin, Reason
 from reka_ingest.core.text import shown
 from reka_ingest.ledger import Ledger
 from reka_ingest.ledger.intake import NewFile, failed_file, known_work_paths
@@ -35,8 +35,6 @@ from scheduler.sidecar import DefaultsReader, find_sidecar
 from scheduler.walk import walk
 
 log = get_logger(__name__)
-
-BACKFILL_ORIGIN = "backfill"
 
 
 @dataclass(slots=True)
@@ -141,7 +139,7 @@ def _unreadable(folder: str, top: str, error: str, now: float) -> NewFile:
         path=rel + os.sep,
         source_root=top,
         work_path=folder,
-        origin=BACKFILL_ORIGIN,
+        origin=Origin.BACKFILL,
         seen_at=now,
         reason=Reason.UNREADABLE,
         message=f"cannot list this folder: {error}; its files were not taken",
@@ -172,7 +170,7 @@ def _describe(
             path=rel_path,
             source_root=top,
             work_path=entry.path,
-            origin=BACKFILL_ORIGIN,
+            origin=Origin.BACKFILL,
             seen_at=now,
             reason=Reason.REFUSED_PATH,
             message=message,
@@ -184,7 +182,7 @@ def _describe(
             path=rel_path,
             source_root=top,
             work_path=entry.path,
-            origin=BACKFILL_ORIGIN,
+            origin=Origin.BACKFILL,
             seen_at=now,
             reason=Reason.REFUSED_PATH,
             message=(
@@ -197,7 +195,7 @@ def _describe(
         entry.path,
         rel_path=rel_path,
         source_root=top,
-        origin=BACKFILL_ORIGIN,
+        origin=Origin.BACKFILL,
         seen_at=now,
         sidecar_path=find_sidecar(entry.path),
         defaults=defaults,

@@ -16,7 +16,7 @@ import os
 import stat
 
 from reka_ingest.core.errors import FileRejected
-from reka_ingest.core.states import Reason
+from reka_ingest.core.states import Origin, Reason
 from reka_ingest.files.hashing import sha256_of
 from reka_ingest.ledger.intake import NewFile
 from scheduler import sidecar as sc
@@ -54,7 +54,7 @@ def describe(
     *,
     rel_path: str,
     source_root: str,
-    origin: str,
+    origin: Origin,
     seen_at: float,
     sidecar_path: str | None,
     defaults: sc.DefaultsReader | None,

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 from reka_ingest.core.logs import get_logger
 from reka_ingest.core.settings import IngestSettings
-from reka_ingest.core.states import FileState, Reason
+from reka_ingest.core.states import FileState, Origin, Reason
 from reka_ingest.core.text import shown
 from reka_ingest.files.outbox import file_done, file_failed
 from reka_ingest.files.sidecars import candidates
@@ -49,8 +49,6 @@ from scheduler.recorder import Recorder
 from scheduler.sidecar import DefaultsReader
 
 log = get_logger(__name__)
-
-RECOVERY_ORIGIN = "recovery"
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,7 +166,7 @@ def recover_claims(
                 path=orphan.rel_path,
                 source_root=source_root,
                 work_path=orphan.work_path,
-                origin=RECOVERY_ORIGIN,
+                origin=Origin.RECOVERY,
                 seen_at=clock(),
                 reason=Reason.ORPHAN_SIDECAR,
                 message="a sidecar found alone in the work area at start, with no image "
@@ -179,7 +177,7 @@ def recover_claims(
                 orphan.work_path,
                 rel_path=orphan.rel_path,
                 source_root=source_root,
-                origin=RECOVERY_ORIGIN,
+                origin=Origin.RECOVERY,
                 seen_at=clock(),
                 sidecar_path=orphan.sidecar_path,
                 defaults=defaults,

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from reka_ingest.core.constants import DEFAULT_NEVER_STABLE_AFTER
+from reka_ingest.core.states import Origin
 
 NS_PER_SECOND = 1_000_000_000
 # Float slack when comparing elapsed times with the intervals they were scheduled by.
@@ -48,7 +49,7 @@ class Verdict(StrEnum):
 
 @dataclass(slots=True)
 class _Entry:
-    origin: str
+    origin: Origin
     first_seen: float
     due: float
     sig: Signature | None = None
@@ -85,7 +86,7 @@ class StabilityTracker:
     def __contains__(self, path: object) -> bool:
         return path in self._entries
 
-    def origin(self, path: str) -> str:
+    def origin(self, path: str) -> Origin:
         return self._entries[path].origin
 
     def first_seen(self, path: str) -> float:
@@ -93,7 +94,7 @@ class StabilityTracker:
 
     # --- what the caller reports ----------------------------------------------
 
-    def seen(self, path: str, origin: str, sig: Signature | None = None) -> bool:
+    def seen(self, path: str, origin: Origin, sig: Signature | None = None) -> bool:
         """A path was reported (event or scan); returns True if it is new to us.
 
         A new path is first looked at after `stable_interval` (it is most likely
@@ -111,7 +112,7 @@ class StabilityTracker:
         self._push(path, entry)
         return True
 
-    def closed(self, path: str, origin: str) -> None:
+    def closed(self, path: str, origin: Origin) -> None:
         """A close-after-write was reported: look when the age rule can first pass.
 
         The writer just wrote, so its mtime is about now and the file cannot be
@@ -128,7 +129,7 @@ class StabilityTracker:
             entry.due = due
             self._push(path, entry)
 
-    def moved(self, path: str, origin: str) -> None:
+    def moved(self, path: str, origin: Origin) -> None:
         """A file was renamed into place: look now; the move counts as a close.
 
         Unlike `closed`, the mtime is not assumed to be now (the file was most
@@ -144,7 +145,7 @@ class StabilityTracker:
         self._push(path, entry)
 
     def defer(
-        self, path: str, origin: str, first_seen: float, sig: Signature, until: float
+        self, path: str, origin: Origin, first_seen: float, sig: Signature, until: float
     ) -> None:
         """A whole file that must wait (for its sidecar): look again at `until`, when
         it is whole at once if `sig` has not changed; its first-seen time is kept."""
@@ -189,7 +190,7 @@ class StabilityTracker:
         now = self.clock()
         entry = self._entries.get(path)
         if entry is None:
-            entry = self._entries[path] = _Entry(origin="scan", first_seen=now, due=now)
+            entry = self._entries[path] = _Entry(origin=Origin.SCAN, first_seen=now, due=now)
         if sig is None:
             self.forget(path)
             return Verdict.GONE

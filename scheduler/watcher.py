@@ -40,7 +40,7 @@ from watchdog.observers.polling import PollingObserver
 from reka_ingest.core.errors import LedgerUnavailable
 from reka_ingest.core.logs import get_logger
 from reka_ingest.core.settings import IngestSettings, ObserverKind
-from reka_ingest.core.states import Reason
+from reka_ingest.core.states import Origin, Reason
 from reka_ingest.core.text import shown
 from reka_ingest.ledger import Ledger
 from reka_ingest.ledger.intake import NewFile, TakenImage, failed_file, images_owning
@@ -70,9 +70,6 @@ from scheduler.stability import StabilityTracker, Verdict
 from scheduler.walk import walk
 
 log = get_logger(__name__)
-
-ORIGIN_EVENT = "event"
-ORIGIN_SCAN = "scan"
 
 
 @dataclass(slots=True)
@@ -346,11 +343,11 @@ class Watcher:
             taken += 1
             if path not in self._refused:
                 if kind is Kind.CLOSED:
-                    self.tracker.closed(path, ORIGIN_EVENT)
+                    self.tracker.closed(path, Origin.EVENT)
                 elif kind is Kind.MOVED:
-                    self.tracker.moved(path, ORIGIN_EVENT)
+                    self.tracker.moved(path, Origin.EVENT)
                 else:
-                    self.tracker.seen(path, ORIGIN_EVENT)
+                    self.tracker.seen(path, Origin.EVENT)
             if taken >= MAX_EVENTS_PER_TICK:
                 break
             try:
@@ -374,7 +371,7 @@ class Watcher:
                 st = entry.stat(follow_symlinks=False)
             except OSError:
                 continue
-            self.tracker.seen(path, ORIGIN_SCAN, (st.st_size, st.st_mtime_ns))
+            self.tracker.seen(path, Origin.SCAN, (st.st_size, st.st_mtime_ns))
             missed += 1
         self.stats.scans += 1
         self.stats.scan_found_missed += missed
@@ -402,7 +399,7 @@ class Watcher:
             self._failed(
                 folder,
                 work_path=folder,
-                origin=ORIGIN_SCAN,
+                origin=Origin.SCAN,
                 seen_at=self.clock(),
                 reason=Reason.UNREADABLE,
                 message=f"cannot list this folder: {error}; its files come in once it can be read",
@@ -517,7 +514,7 @@ class Watcher:
             self._failed(
                 path,
                 work_path=work_path,
-                origin=ORIGIN_SCAN,
+                origin=Origin.SCAN,
                 seen_at=since,
                 reason=reason,
                 message=message,
@@ -555,7 +552,9 @@ class Watcher:
         elif verdict is Verdict.NEVER_STABLE:
             self._take(path, origin, seen_at, never_stable=True)
 
-    def _wait_for_sidecar(self, path: str, origin: str, seen_at: float, st: os.stat_result) -> bool:
+    def _wait_for_sidecar(
+        self, path: str, origin: Origin, seen_at: float, st: os.stat_result
+    ) -> bool:
         """Hold a whole image with no sidecar beside it until INGEST_SIDECAR_WAIT has
         passed since it last changed (writers often save the metadata second)."""
         # ctime: when the file last changed here (a write, a rename in). Unlike
@@ -571,7 +570,7 @@ class Watcher:
     def _isolated(self, path: str, err: BaseException) -> None:
         """An unexpected error on one path: that path fails alone, recorded in place
         (it was not claimed: a claimed file's errors are `describe`'s to record)."""
-        origin = self.tracker.origin(path) if path in self.tracker else ORIGIN_SCAN
+        origin = self.tracker.origin(path) if path in self.tracker else Origin.SCAN
         self.tracker.forget(path)
         self.stats.isolated += 1
         log.error(
@@ -604,7 +603,7 @@ class Watcher:
     def _refuse(
         self,
         path: str,
-        origin: str,
+        origin: Origin,
         seen_at: float,
         message: str,
         reason: Reason = Reason.REFUSED_PATH,
@@ -628,7 +627,7 @@ class Watcher:
         path: str,
         *,
         work_path: str,
-        origin: str,
+        origin: Origin,
         seen_at: float,
         reason: Reason,
         message: str,
@@ -644,7 +643,7 @@ class Watcher:
             message=message,
         )
 
-    def _take(self, path: str, origin: str, seen_at: float, *, never_stable: bool) -> None:
+    def _take(self, path: str, origin: Origin, seen_at: float, *, never_stable: bool) -> None:
         """Claim a whole (or given-up) file and hand it to the recorder."""
         if not self._folder_ok(os.path.dirname(path)):
             self._refuse(path, origin, seen_at, "a folder on its path is a symbolic link")
@@ -684,7 +683,7 @@ class Watcher:
         self.recorder.add(new)
 
     def _describe(
-        self, claimed: Claimed, origin: str, seen_at: float, *, never_stable: bool
+        self, claimed: Claimed, origin: Origin, seen_at: float, *, never_stable: bool
     ) -> NewFile:
         path = os.path.join(self.root, claimed.rel_path)
         if never_stable:

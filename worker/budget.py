@@ -26,7 +26,7 @@ Redis keys (API key by fingerprint, a short hash, never the key itself):
                                              to wait until
 
 When Redis cannot be reached, `try_acquire` answers `Wait(now +
-REDIS_DOWN_WAIT)` with `why="redis_unavailable"`: never unlimited traffic,
+REDIS_DOWN_WAIT)` with `why=WaitReason.REDIS_UNAVAILABLE`: never unlimited traffic,
 never an exception into the task. The uploader defers the batch in the ledger
 for that short time, without spending an attempt; Redis is the broker too, so
 little else moves while it is down. `follow` logs and drops a Redis error (the
@@ -49,6 +49,7 @@ from reka_ingest.core.constants import RATE_LIMIT_WINDOW_SECONDS, STANDIN_DEV_AP
 from reka_ingest.core.errors import RateLimitInfo
 from reka_ingest.core.logs import get_logger
 from reka_ingest.core.settings import Settings
+from reka_ingest.core.states import WaitReason
 
 log = get_logger(__name__)
 
@@ -91,13 +92,10 @@ class Grant:
 
 @dataclass(frozen=True, slots=True)
 class Wait:
-    """No request before `until` (epoch seconds).
-
-    `why`: daily_limit | per_second | server_pause | redis_unavailable.
-    """
+    """No request before `until` (epoch seconds), and why."""
 
     until: float
-    why: str
+    why: WaitReason
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +121,7 @@ class BudgetSnapshot:
 
 
 # KEYS: window, pause, published.  ARGV: now, per_day, window, per_second, member.
-# Replies {"grant", remaining (-1: no daily limit)} or {"wait", until, why}.
+# Replies {"grant", remaining (-1: no daily limit)} or {"wait", until, why (a WaitReason)}.
 _ACQUIRE: Final = """
 local now = tonumber(ARGV[1])
 local per_day = tonumber(ARGV[2])
@@ -256,12 +254,12 @@ class Budget:
             reply = self._acquire(keys=list(self._keys), args=args)
         except redis.RedisError as err:
             log.warning("budget_unavailable", fp=self.fp, error=type(err).__name__)
-            return Wait(now + REDIS_DOWN_WAIT, "redis_unavailable")
+            return Wait(now + REDIS_DOWN_WAIT, WaitReason.REDIS_UNAVAILABLE)
         kind = _text(reply[0])
         if kind == "grant":
             remaining = int(_text(reply[1]))
             return Grant(None if remaining < 0 else remaining)
-        return Wait(float(_text(reply[1])), _text(reply[2]))
+        return Wait(float(_text(reply[1])), WaitReason(_text(reply[2])))
 
     def follow(
         self, info: RateLimitInfo, *, rate_limited: bool = False, now: float | None = None

@@ -48,7 +48,7 @@ from reka_ingest.core.errors import (
     RetryableError,
 )
 from reka_ingest.core.logs import get_logger
-from reka_ingest.core.states import FileState, Reason
+from reka_ingest.core.states import BatchOutcome, FileState, Reason
 from reka_ingest.files.outbox import (
     file_done,
     file_failed,
@@ -76,7 +76,7 @@ class BatchReport:
     """What one run did; the task logs it as the batch's one canonical line."""
 
     batch_id: int
-    outcome: str = "skipped"  # skipped | done | split | deferred | failed
+    outcome: BatchOutcome = BatchOutcome.SKIPPED
     files: int = 0
     bytes: int = 0
     uploaded: int = 0
@@ -106,8 +106,8 @@ def upload_batch(rt: Runtime, batch_id: int) -> BatchReport:
         ops.mark_uploading(rt.ledger, [f.id for f in files], now=rt.clock())
         _send(rt, report, claimed.attempt, files, items)
     else:
-        report.outcome = "failed" if claimed.files else "done"
-    if report.outcome not in ("deferred", "split"):
+        report.outcome = BatchOutcome.FAILED if claimed.files else BatchOutcome.DONE
+    if report.outcome not in (BatchOutcome.DEFERRED, BatchOutcome.SPLIT):
         ops.finish_batch(
             rt.ledger,
             batch_id,
@@ -185,7 +185,7 @@ def _send(
             report.enqueue = ops.split_batch(
                 rt.ledger, report.batch_id, now=rt.clock(), error=str(err)
             )
-            report.outcome = "split"
+            report.outcome = BatchOutcome.SPLIT
             return
         reason = Reason.TOO_LARGE if isinstance(err, ApiPayloadTooLarge) else Reason.API_REJECTED
         _fail(rt, files, reason, _api_message(err, "the API rejected the image"))
@@ -200,10 +200,10 @@ def _send(
         report.final_paths, requeued = _record_results(rt, files, result)
         report.enqueue = _batch_requeued(rt, requeued)
         report.uploaded = len(files)
-        report.outcome = "done"
+        report.outcome = BatchOutcome.DONE
         return
     report.failed += len(files)
-    report.outcome = "failed"
+    report.outcome = BatchOutcome.FAILED
 
 
 def _take_budget(rt: Runtime, report: BatchReport) -> bool:
@@ -239,7 +239,7 @@ def _defer(rt: Runtime, report: BatchReport, until: float, error: str) -> None:
         next_attempt_at=until,
         refund_attempt=True,
     )
-    report.outcome = "deferred"
+    report.outcome = BatchOutcome.DEFERRED
 
 
 def _retry_later(
@@ -272,7 +272,7 @@ def _retry_later(
             f"gave up after {attempt} attempts; last error: {err}",
         )
         report.failed += len(files)
-        report.outcome = "failed"
+        report.outcome = BatchOutcome.FAILED
         return
     wait = backoff(attempt, base=policy.base, cap=policy.cap)
     if isinstance(err, ApiRateLimited) and err.retry_after:
@@ -281,7 +281,7 @@ def _retry_later(
     ops.release_batch(
         rt.ledger, report.batch_id, now=rt.clock(), error=str(err), next_attempt_at=report.retry_at
     )
-    report.outcome = "deferred"
+    report.outcome = BatchOutcome.DEFERRED
 
 
 def _record_results(

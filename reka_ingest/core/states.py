@@ -64,3 +64,31 @@ class Reason(StrEnum):
     INTAKE_FAILED = "intake_failed"
     # A sidecar that came after its image had already been taken.
     LATE_SIDECAR = "late_sidecar"
+
+
+class Origin(StrEnum):
+    """How a file was found; stored with its row (the metrics count files by it)."""
+
+    EVENT = "event"  # a watchdog event in the inbox
+    SCAN = "scan"  # the inbox scan at start and every INGEST_SCAN_INTERVAL
+    BACKFILL = "backfill"  # `reka-ingest backfill` of an existing tree, recorded in place
+    RECOVERY = "recovery"  # claimed before a crash, recorded at the watcher's next start
+
+
+class BatchOutcome(StrEnum):
+    """What one run of `upload_batch` did; the batch's canonical log line says it."""
+
+    SKIPPED = "skipped"  # not taken: gone, final, held by another run, or not due yet
+    DONE = "done"  # the request went out and every file got its result
+    SPLIT = "split"  # replaced by two halves (413, or a 400 in a batch of several)
+    DEFERRED = "deferred"  # waits in the ledger for a time (budget, backoff)
+    FAILED = "failed"  # its files failed (rejected, or out of attempts)
+
+
+class WaitReason(StrEnum):
+    """Why the shared API budget says to wait (`worker.budget.Wait.why`)."""
+
+    DAILY_LIMIT = "daily_limit"  # the day's requests are used up
+    PER_SECOND = "per_second"  # INGEST_UPLOADS_PER_SECOND reached this second
+    SERVER_PAUSE = "server_pause"  # the server asked every worker to wait (429, remaining 0)
+    REDIS_UNAVAILABLE = "redis_unavailable"  # the shared count cannot be read

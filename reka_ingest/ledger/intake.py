@@ -16,7 +16,7 @@ from typing import Any, cast
 from sqlalchemy import Table, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
-from reka_ingest.core.states import BatchState, FileState, Reason
+from reka_ingest.core.states import BatchState, FileState, Origin, Reason
 from reka_ingest.core.text import clean_text
 from reka_ingest.files.sidecars import SIDECAR_SUFFIX
 from reka_ingest.ledger.db import Ledger
@@ -30,7 +30,7 @@ class NewFile:
     path: str  # as the user dropped it, relative to source_root
     source_root: str
     work_path: str  # where its bytes are now
-    origin: str  # event | scan | backfill | recovery
+    origin: Origin
     size: int
     mtime: float
     sha256: str | None
@@ -47,7 +47,7 @@ def failed_file(
     path: str,
     source_root: str,
     work_path: str,
-    origin: str,
+    origin: Origin,
     seen_at: float,
     reason: Reason,
     message: str,

@@ -66,7 +66,7 @@ class File(Base):
     source_root: Mapped[str] = mapped_column(Text)
     work_path: Mapped[str] = mapped_column(Text, unique=True)
     final_path: Mapped[str | None] = mapped_column(Text, default=None)
-    origin: Mapped[str] = mapped_column(String(16))  # event | scan | backfill | recovery
+    origin: Mapped[str] = mapped_column(String(16))  # an Origin
     size: Mapped[int] = mapped_column(Integer)
     mtime: Mapped[float] = mapped_column(Float)
     sha256: Mapped[str | None] = mapped_column(String(64), default=None)

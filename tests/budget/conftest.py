@@ -10,6 +10,7 @@ import pytest
 import redis
 
 from reka_ingest.core.settings import Settings
+from reka_ingest.core.states import Origin
 from reka_ingest.ledger import open_ledger
 from reka_ingest.ledger.intake import NewFile, create_batch, record_files
 from reka_ingest.standin.config import StandinConfig
@@ -107,7 +108,7 @@ def stage_one_per_batch(rt: Runtime, count: int, *, seed: int = 0) -> list[int]:
             path=f"sub/img{seed + i}.jpg",
             source_root=str(rt.settings.ingest.inbox),
             work_path=str(path),
-            origin="event",
+            origin=Origin.EVENT,
             size=len(data),
             mtime=0.0,
             sha256=hashlib.sha256(data).hexdigest(),

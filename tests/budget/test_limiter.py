@@ -11,6 +11,7 @@ import redis
 from reka_ingest.core.bundled_redis import free_port
 from reka_ingest.core.constants import RATE_LIMIT_WINDOW_SECONDS as DAY
 from reka_ingest.core.errors import RateLimitInfo
+from reka_ingest.core.states import WaitReason
 from reka_ingest.metrics import counters as metrics_counters
 from tests.budget.conftest import T0
 from tests.support.clock import Clock
@@ -28,9 +29,9 @@ def test_n_slots_then_a_wait_until_the_oldest_request_leaves(
         answers.append(budget.try_acquire())
     assert answers == [Grant(2), Grant(1), Grant(0)]
     clock.now = T0 + 100
-    assert budget.try_acquire() == Wait(T0 + DAY, "daily_limit")
+    assert budget.try_acquire() == Wait(T0 + DAY, WaitReason.DAILY_LIMIT)
     # Refused requests are not counted: the wait stays the same.
-    assert budget.try_acquire() == Wait(T0 + DAY, "daily_limit")
+    assert budget.try_acquire() == Wait(T0 + DAY, WaitReason.DAILY_LIMIT)
 
 
 def test_the_window_rolls_with_the_clock(make_budget: Callable[..., Budget], clock: Clock) -> None:
@@ -39,10 +40,10 @@ def test_the_window_rolls_with_the_clock(make_budget: Callable[..., Budget], clo
     clock.now = T0 + 60
     assert isinstance(budget.try_acquire(), Grant)
     clock.now = T0 + DAY - 0.001
-    assert budget.try_acquire() == Wait(T0 + DAY, "daily_limit")
+    assert budget.try_acquire() == Wait(T0 + DAY, WaitReason.DAILY_LIMIT)
     clock.now = T0 + DAY  # the first request leaves; the second is still counted
     assert budget.try_acquire() == Grant(0)
-    assert budget.try_acquire() == Wait(T0 + 60 + DAY, "daily_limit")
+    assert budget.try_acquire() == Wait(T0 + 60 + DAY, WaitReason.DAILY_LIMIT)
     clock.now = T0 + 60 + DAY
     assert budget.try_acquire() == Grant(0)
 
@@ -75,7 +76,9 @@ def test_racing_workers_never_share_the_last_slots(make_budget: Callable[..., Bu
         grants = [a for a in answers if isinstance(a, Grant)]
         assert len(grants) == slots
         assert sorted(g.remaining or 0 for g in grants) == list(range(slots))
-        assert all(a == Wait(T0 + DAY, "daily_limit") for a in answers if isinstance(a, Wait))
+        assert all(
+            a == Wait(T0 + DAY, WaitReason.DAILY_LIMIT) for a in answers if isinstance(a, Wait)
+        )
 
 
 def test_per_second_limit(make_budget: Callable[..., Budget], clock: Clock) -> None:
@@ -84,7 +87,7 @@ def test_per_second_limit(make_budget: Callable[..., Budget], clock: Clock) -> N
     clock.now = T0 + 0.25
     assert budget.try_acquire() == Grant(None)
     clock.now = T0 + 0.5
-    assert budget.try_acquire() == Wait(T0 + 1, "per_second")
+    assert budget.try_acquire() == Wait(T0 + 1, WaitReason.PER_SECOND)
     clock.now = T0 + 1
     assert budget.try_acquire() == Grant(None)
 
@@ -97,7 +100,7 @@ def test_remaining_zero_from_the_server_pauses_every_worker(
     assert isinstance(two.try_acquire(), Grant)
     paused = one.follow(RateLimitInfo(limit=100, remaining=0, reset_seconds=600))
     assert paused == T0 + 600
-    assert two.try_acquire() == Wait(T0 + 600, "server_pause")
+    assert two.try_acquire() == Wait(T0 + 600, WaitReason.SERVER_PAUSE)
     # A shorter pause reported later does not shorten the one in force.
     assert two.follow(RateLimitInfo(remaining=0, reset_seconds=5)) == T0 + 600
     clock.now = T0 + 600
@@ -110,13 +113,13 @@ def test_a_429_retry_after_pauses_every_worker_even_when_unlimited(
     one, two = make_budget(per_day=0), make_budget(per_day=0)
     assert two.try_acquire() == Grant(None)
     one.follow(RateLimitInfo(retry_after_seconds=30), rate_limited=True)
-    assert two.try_acquire() == Wait(T0 + 30, "server_pause")
+    assert two.try_acquire() == Wait(T0 + 30, WaitReason.SERVER_PAUSE)
     assert two.snapshot().paused_until == T0 + 30
     clock.now = T0 + 30
     assert two.try_acquire() == Grant(None)
     # A 429 that names no time still pauses, briefly.
     one.follow(RateLimitInfo(), rate_limited=True)
-    assert two.try_acquire() == Wait(clock.now + b.RATE_LIMITED_PAUSE, "server_pause")
+    assert two.try_acquire() == Wait(clock.now + b.RATE_LIMITED_PAUSE, WaitReason.SERVER_PAUSE)
 
 
 def test_unlimited_counts_nothing(
@@ -164,9 +167,9 @@ def test_keys_name_a_fingerprint_never_the_api_key(
 def test_redis_down_defers_briefly_and_never_raises(clock: Clock) -> None:
     dead = f"redis://127.0.0.1:{free_port()}/0"
     budget = Budget(redis_client(dead), fp="fp-down", per_day=100, clock=clock)
-    assert budget.try_acquire() == Wait(T0 + b.REDIS_DOWN_WAIT, "redis_unavailable")
+    assert budget.try_acquire() == Wait(T0 + b.REDIS_DOWN_WAIT, WaitReason.REDIS_UNAVAILABLE)
     unlimited = Budget(redis_client(dead), fp="fp-down", per_day=0, clock=clock)
-    assert unlimited.try_acquire() == Wait(T0 + b.REDIS_DOWN_WAIT, "redis_unavailable")
+    assert unlimited.try_acquire() == Wait(T0 + b.REDIS_DOWN_WAIT, WaitReason.REDIS_UNAVAILABLE)
     assert budget.follow(RateLimitInfo(retry_after_seconds=7), rate_limited=True) == T0 + 7
     snap = budget.snapshot()
     assert snap.error is not None and "unreachable" in snap.error and snap.remaining is None

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from reka_ingest.core.settings import IngestSettings
-from reka_ingest.core.states import FileState, Reason
+from reka_ingest.core.states import FileState, Origin, Reason
 from reka_ingest.ledger import Ledger
 from reka_ingest.ledger.intake import NewFile, record_files
 from scheduler.claim import ClaimFolders, claim, inbox_tag
@@ -129,7 +129,7 @@ def _claimed_row(
         path=name,
         source_root=str(settings.inbox.resolve()),
         work_path=claimed.work_path,
-        origin="event",
+        origin=Origin.EVENT,
         size=len(data),
         mtime=0.0,
         seen_at=time.time(),

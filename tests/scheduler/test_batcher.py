@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import pytest
 
+from reka_ingest.core.states import Origin
 from reka_ingest.ledger import Ledger
 from reka_ingest.ledger.intake import NewFile, Recorded, record_files
 from reka_ingest.ledger.schema import Batch, File
@@ -124,7 +125,7 @@ def recorded(ledger: Ledger, clock: Clock, sizes: list[int]) -> list[Recorded]:
             path=f"{i}.jpg",
             source_root="/in",
             work_path=f"/w/{i}.jpg",
-            origin="event",
+            origin=Origin.EVENT,
             size=size,
             mtime=0.0,
             sha256=f"{i:064x}",

@@ -12,7 +12,7 @@ import pytest
 
 from reka_ingest.core.errors import SettingsError
 from reka_ingest.core.settings import Settings
-from reka_ingest.core.states import Reason
+from reka_ingest.core.states import Origin, Reason
 from reka_ingest.files.hashing import sha256_of
 from scheduler.claim import (
     ClaimFolders,
@@ -171,7 +171,7 @@ def test_describe_refuses_a_symlink_in_the_work_area(tmp_path: Path) -> None:
         str(link),
         rel_path="link.jpg",
         source_root=str(tmp_path),
-        origin="event",
+        origin=Origin.EVENT,
         seen_at=0.0,
         sidecar_path=None,
         defaults=None,
@@ -194,7 +194,7 @@ def test_describe_fails_files_that_can_never_upload(
         str(path),
         rel_path="p.jpg",
         source_root=str(tmp_path),
-        origin="event",
+        origin=Origin.EVENT,
         seen_at=0.0,
         sidecar_path=None,
         defaults=None,

@@ -25,7 +25,7 @@ import pytest
 
 from reka_ingest.core.errors import LedgerUnavailable
 from reka_ingest.core.settings import IngestSettings
-from reka_ingest.core.states import FileState, Reason
+from reka_ingest.core.states import FileState, Origin, Reason
 from reka_ingest.files.names import NAME_MAX
 from reka_ingest.ledger import Ledger, db, open_ledger
 from reka_ingest.ledger.intake import NewFile
@@ -201,7 +201,7 @@ def test_a_row_the_ledger_refuses_fails_alone_and_the_rest_of_its_group_is_recor
                 path=f"{i}.jpg",
                 source_root=str(settings.inbox),
                 work_path=str(work / f"{i}.jpg"),
-                origin="scan",
+                origin=Origin.SCAN,
                 size=10,
                 mtime=0.0,
                 sha256=f"{i:064x}",
@@ -330,7 +330,7 @@ def test_a_ledger_that_does_not_answer_keeps_the_group_and_splits_nothing(
                 path=f"{i}.jpg",
                 source_root=str(settings.inbox),
                 work_path=str(tmp_path / f"{i}.jpg"),
-                origin="scan",
+                origin=Origin.SCAN,
                 size=10,
                 mtime=0.0,
                 sha256=f"{i:064x}",

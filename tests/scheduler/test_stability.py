@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import pytest
 
+from reka_ingest.core.states import Origin
 from scheduler.stability import NS_PER_SECOND, Signature, StabilityTracker, Verdict
 from tests.support.clock import Clock
 
@@ -50,7 +51,7 @@ def run_until_verdict(
 def test_a_steady_old_file_is_whole_after_two_looks(clock: Clock) -> None:
     t = tracker(clock)
     written = clock.now - 30
-    t.seen("a.jpg", "event")
+    t.seen("a.jpg", Origin.EVENT)
     assert t.due(10) == []  # first look only after stable_interval
     clock.now += 0.5
     assert t.due(10) == ["a.jpg"]
@@ -65,7 +66,7 @@ def test_a_steady_old_file_is_whole_after_two_looks(clock: Clock) -> None:
 
 def test_a_growing_file_is_never_whole_while_it_grows(clock: Clock) -> None:
     t = tracker(clock)
-    t.seen("a.jpg", "event")
+    t.seen("a.jpg", Origin.EVENT)
     for step in range(40):
         clock.now += 0.5
         for path in t.due(10):
@@ -77,7 +78,7 @@ def test_a_growing_file_is_never_whole_while_it_grows(clock: Clock) -> None:
 def test_min_age_holds_a_steady_but_fresh_file(clock: Clock) -> None:
     t = tracker(clock, stable=0.5, min_age=5.0)
     written = clock.now
-    t.seen("a.jpg", "event")
+    t.seen("a.jpg", Origin.EVENT)
     looks: list[float] = []
 
     def look(_: str) -> Signature:
@@ -92,8 +93,8 @@ def test_min_age_holds_a_steady_but_fresh_file(clock: Clock) -> None:
 def test_a_close_shortens_the_wait_but_not_the_min_age(clock: Clock) -> None:
     t = tracker(clock, stable=10.0, min_age=1.0)
     written = clock.now
-    t.seen("a.jpg", "event")
-    t.closed("a.jpg", "event")  # closed after writing
+    t.seen("a.jpg", Origin.EVENT)
+    t.closed("a.jpg", Origin.EVENT)  # closed after writing
     assert t.next_due() == pytest.approx(written + 1.0)  # not before the age rule can pass
     clock.now = written + 0.999
     assert t.due(10) == []
@@ -106,7 +107,7 @@ def test_a_close_shortens_the_wait_but_not_the_min_age(clock: Clock) -> None:
 
 def test_a_close_still_waits_for_min_age_when_the_writer_was_slow(clock: Clock) -> None:
     t = tracker(clock, stable=10.0, min_age=1.0)
-    t.closed("a.jpg", "event")
+    t.closed("a.jpg", Origin.EVENT)
     clock.now += 1.0
     assert t.due(10) == ["a.jpg"]
     # it was written again after the close was reported (mtime newer than the close)
@@ -115,7 +116,7 @@ def test_a_close_still_waits_for_min_age_when_the_writer_was_slow(clock: Clock) 
 
 def test_a_close_followed_by_more_writes_does_not_count(clock: Clock) -> None:
     t = tracker(clock, stable=10.0, min_age=1.0)
-    t.closed("a.jpg", "event")
+    t.closed("a.jpg", Origin.EVENT)
     closed_at = clock.now
     clock.now += 2.0
     # written again after the close (a writer reopening per chunk), then quiet
@@ -128,8 +129,8 @@ def test_a_close_followed_by_more_writes_does_not_count(clock: Clock) -> None:
 
 def test_a_file_moved_in_with_an_old_mtime_is_whole_at_the_first_look(clock: Clock) -> None:
     t = tracker(clock, stable=10.0, min_age=1.0)
-    t.seen("a.jpg", "event")  # created as a link or a .part elsewhere, then renamed
-    t.moved("a.jpg", "event")
+    t.seen("a.jpg", Origin.EVENT)  # created as a link or a .part elsewhere, then renamed
+    t.moved("a.jpg", Origin.EVENT)
     assert t.due(10) == ["a.jpg"]  # at once: no stable_interval, no min_age wait
     assert t.check("a.jpg", sig(100, clock.now - 30)) is Verdict.WHOLE
 
@@ -137,7 +138,7 @@ def test_a_file_moved_in_with_an_old_mtime_is_whole_at_the_first_look(clock: Clo
 def test_a_file_moved_in_fresh_still_waits_for_min_age(clock: Clock) -> None:
     t = tracker(clock, stable=10.0, min_age=1.0)
     written = clock.now - 0.2
-    t.moved("a.jpg", "event")
+    t.moved("a.jpg", Origin.EVENT)
     assert t.due(10) == ["a.jpg"]
     assert t.check("a.jpg", sig(100, written)) is Verdict.WAIT
     assert t.next_due() == pytest.approx(written + 1.0)  # the age rule, not stable_interval
@@ -148,7 +149,7 @@ def test_a_file_moved_in_fresh_still_waits_for_min_age(clock: Clock) -> None:
 
 def test_a_file_written_after_its_move_in_is_not_taken_on_the_move(clock: Clock) -> None:
     t = tracker(clock, stable=10.0, min_age=1.0)
-    t.moved("a.jpg", "event")
+    t.moved("a.jpg", Origin.EVENT)
     moved_at = clock.now
     clock.now += 2.0
     assert t.due(10) == ["a.jpg"]
@@ -160,7 +161,7 @@ def test_a_file_written_after_its_move_in_is_not_taken_on_the_move(clock: Clock)
 def test_a_future_mtime_falls_back_to_how_long_we_saw_it_unchanged(clock: Clock) -> None:
     t = tracker(clock, stable=0.5, min_age=2.0)
     skewed = clock.now + 3600  # a share whose clock runs an hour ahead
-    t.seen("a.jpg", "scan", sig(100, skewed))
+    t.seen("a.jpg", Origin.SCAN, sig(100, skewed))
     start = clock.now
     assert run_until_verdict(t, clock, lambda _: sig(100, skewed)) is Verdict.WHOLE
     assert clock.now - start >= 2.0
@@ -169,7 +170,7 @@ def test_a_future_mtime_falls_back_to_how_long_we_saw_it_unchanged(clock: Clock)
 def test_a_file_that_never_settles_is_given_up_on(clock: Clock) -> None:
     t = tracker(clock, give_up=30.0)
     first = clock.now
-    t.seen("a.jpg", "event")
+    t.seen("a.jpg", Origin.EVENT)
     size = iter(range(1, 10_000))
     verdict = run_until_verdict(t, clock, lambda _: sig(next(size), clock.now))
     assert verdict is Verdict.NEVER_STABLE
@@ -179,7 +180,7 @@ def test_a_file_that_never_settles_is_given_up_on(clock: Clock) -> None:
 
 def test_gone_files_are_forgotten(clock: Clock) -> None:
     t = tracker(clock)
-    t.seen("a.jpg", "event")
+    t.seen("a.jpg", Origin.EVENT)
     clock.now += 1
     assert t.due(10) == ["a.jpg"]
     assert t.check("a.jpg", None) is Verdict.GONE
@@ -189,8 +190,8 @@ def test_gone_files_are_forgotten(clock: Clock) -> None:
 def test_a_scan_sighting_counts_as_the_first_look(clock: Clock) -> None:
     t = tracker(clock)
     old = clock.now - 100
-    assert t.seen("a.jpg", "scan", sig(5, old)) is True
-    assert t.seen("a.jpg", "event") is False  # already tracked: no reschedule
+    assert t.seen("a.jpg", Origin.SCAN, sig(5, old)) is True
+    assert t.seen("a.jpg", Origin.EVENT) is False  # already tracked: no reschedule
     assert t.origin("a.jpg") == "scan"
     clock.now += 0.5
     assert t.due(10) == ["a.jpg"]
@@ -200,8 +201,8 @@ def test_a_scan_sighting_counts_as_the_first_look(clock: Clock) -> None:
 def test_due_hands_out_each_path_once_until_checked(clock: Clock) -> None:
     t = tracker(clock)
     for i in range(5):
-        t.seen(f"{i}.jpg", "event")
-        t.closed(f"{i}.jpg", "event")  # a second heap item for the same path
+        t.seen(f"{i}.jpg", Origin.EVENT)
+        t.closed(f"{i}.jpg", Origin.EVENT)  # a second heap item for the same path
     clock.now += 1
     first = t.due(3)
     rest = t.due(10)

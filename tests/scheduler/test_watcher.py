@@ -19,7 +19,7 @@ from sqlalchemy import select
 from watchdog.events import FileCreatedEvent
 
 from reka_ingest.core.settings import IngestSettings
-from reka_ingest.core.states import FileState, Reason
+from reka_ingest.core.states import FileState, Origin, Reason
 from reka_ingest.ledger import Ledger
 from reka_ingest.ledger.intake import NewFile, record_files
 from reka_ingest.ledger.schema import Batch
@@ -229,7 +229,7 @@ def test_crash_recovery_records_claimed_files_and_batches_rows(
                 path="unbatched.jpg",
                 source_root=str(settings.inbox),
                 work_path=str(settings.work_dir / "x" / "unbatched.jpg"),
-                origin="event",
+                origin=Origin.EVENT,
                 size=3,
                 mtime=0.0,
                 sha256="0" * 64,

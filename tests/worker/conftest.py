@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from reka_ingest.core.settings import Settings
+from reka_ingest.core.states import Origin
 from reka_ingest.ledger import open_ledger
 from reka_ingest.ledger.intake import NewFile, create_batch, record_files
 from reka_ingest.ledger.queries import list_files
@@ -78,7 +79,7 @@ def stage(rt: Runtime, blobs: dict[str, bytes], *, root: Path | None = None) -> 
                 path=rel,
                 source_root=str(root or rt.settings.ingest.inbox),
                 work_path=str(path),
-                origin="event" if root is None else "backfill",
+                origin=Origin.EVENT if root is None else Origin.BACKFILL,
                 size=len(data),
                 mtime=0.0,
                 sha256=hashlib.sha256(data).hexdigest(),

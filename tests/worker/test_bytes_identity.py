@@ -16,7 +16,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from reka_ingest.core.states import FileState, Reason
+from reka_ingest.core.states import FileState, Origin, Reason
 from reka_ingest.files.outbox import file_done
 from reka_ingest.ledger.intake import NewFile, Recorded, create_batch, record_files
 from reka_ingest.ledger.queries import list_files
@@ -40,7 +40,7 @@ def record(rt: Runtime, rel: str, path: Path, data: bytes, **extra: object) -> R
         path=rel,
         source_root=str(rt.settings.ingest.inbox),
         work_path=str(path),
-        origin="event",
+        origin=Origin.EVENT,
         size=len(data),
         mtime=0.0,
         sha256=sha(data),
@@ -197,7 +197,7 @@ def test_false_copies_point_at_another_live_row_with_their_bytes_when_there_is_o
             path=name,
             source_root="/in",
             work_path=str(work / name),
-            origin="event",
+            origin=Origin.EVENT,
             size=10,
             mtime=0.0,
             sha256=old,

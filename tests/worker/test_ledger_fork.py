@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from reka_ingest.core.states import Origin
 from reka_ingest.ledger import open_ledger
 from reka_ingest.ledger.intake import NewFile, record_files
 from reka_ingest.ledger.queries import list_files
@@ -17,7 +18,7 @@ def _new(name: str) -> NewFile:
         path=name,
         source_root="/in",
         work_path=f"/work/{name}",
-        origin="event",
+        origin=Origin.EVENT,
         size=1,
         mtime=1.0,
         sha256=name.ljust(64, "0"),

@@ -13,7 +13,7 @@ import pytest
 
 from reka_ingest.core.bundled_redis import free_port
 from reka_ingest.core.settings import Settings
-from reka_ingest.core.states import FileState, Reason
+from reka_ingest.core.states import BatchOutcome, FileState, Origin, Reason
 from reka_ingest.ledger import Ledger, open_ledger
 from reka_ingest.ledger.intake import NewFile, create_batch, record_files
 from reka_ingest.ledger.queries import list_files
@@ -72,7 +72,7 @@ def stage(
                 path=f"sub/{name}",
                 source_root=str(rt.settings.ingest.inbox),
                 work_path=str(path),
-                origin="event",
+                origin=Origin.EVENT,
                 size=len(data),
                 mtime=0.0,
                 sha256=hashlib.sha256(data).hexdigest(),
@@ -134,7 +134,7 @@ def test_413_splits_until_each_request_fits(rt: Runtime, standin: RunningStandin
         report = upload_batch(rt, pending.pop())
         outcomes.append(report.outcome)
         pending.extend(report.enqueue)
-    assert outcomes.count("split") >= 2
+    assert outcomes.count(BatchOutcome.SPLIT) >= 2
     assert {f.state for f in list_files(rt.ledger)} == {FileState.INDEXING}
 
 
