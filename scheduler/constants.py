@@ -6,11 +6,9 @@ from __future__ import annotations
 
 from typing import Final
 
-from reka_ingest.files import sidecars as sidecar_files
-
 # --- Names --------------------------------------------------------------------
 
-SIDECAR_SUFFIX: Final = sidecar_files.SIDECAR_SUFFIX
+# (A sidecar's suffix is `reka_ingest.files.sidecars.SIDECAR_SUFFIX`.)
 DEFAULTS_NAME: Final = "_defaults.json"
 # Partial downloads, editor backups and temp files: never taken while so named.
 TEMP_SUFFIXES: Final = (".tmp", ".part", ".crdownload", "~")

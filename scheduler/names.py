@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import os
 
-from scheduler.constants import DEFAULTS_NAME, SIDECAR_SUFFIX, TEMP_SUFFIXES
+from reka_ingest.files.sidecars import SIDECAR_SUFFIX
+from scheduler.constants import DEFAULTS_NAME, TEMP_SUFFIXES
 
 
 def is_hidden(name: str) -> bool:

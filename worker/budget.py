@@ -16,14 +16,14 @@ Times come from the injected clock (the runtime's `rt.clock`), never from
 Redis, so tests move time; machines are expected to keep their clocks in sync
 (NTP), as the ledger's times already are.
 
-Redis keys (API key by fingerprint, a short hash, never the key itself):
+Redis keys (named in `reka_ingest.core.constants`; the API key by its
+fingerprint, a short hash, never the key itself):
 
-    reka_ingest:budget                       hash: remaining, limit, reset_at (published
-                                             for the metrics collector and `status --watch`)
-    reka_ingest:budget:<fp>:window           sorted set: one member per request, scored
-                                             by its time; trimmed to the window
-    reka_ingest:budget:<fp>:paused_until     string: epoch seconds the server asked us
-                                             to wait until
+    BUDGET_KEY          hash: remaining, limit, reset_at (published for the
+                        metrics collector and `status --watch`)
+    BUDGET_WINDOW_KEY   sorted set: one member per request, scored by its time;
+                        trimmed to the window
+    BUDGET_PAUSE_KEY    string: epoch seconds the server asked us to wait until
 
 When Redis cannot be reached, `try_acquire` answers `Wait(now +
 REDIS_DOWN_WAIT)` with `why=WaitReason.REDIS_UNAVAILABLE`: never unlimited traffic,
@@ -45,7 +45,18 @@ from typing import Any, Final
 
 import redis
 
-from reka_ingest.core.constants import RATE_LIMIT_WINDOW_SECONDS, STANDIN_DEV_API_KEY
+from reka_ingest.core.constants import (
+    API_KEY_FINGERPRINT_CHARS,
+    BUDGET_KEY,
+    BUDGET_KEY_TTL_MARGIN,
+    BUDGET_PAUSE_KEY,
+    BUDGET_WINDOW_KEY,
+    RATE_LIMIT_WINDOW_SECONDS,
+    RATE_LIMITED_PAUSE,
+    REDIS_DOWN_WAIT,
+    REDIS_TIMEOUT,
+    STANDIN_DEV_API_KEY,
+)
 from reka_ingest.core.errors import RateLimitInfo
 from reka_ingest.core.logs import get_logger
 from reka_ingest.core.settings import Settings
@@ -53,18 +64,9 @@ from reka_ingest.core.states import WaitReason
 
 log = get_logger(__name__)
 
-# Every key this module reads or writes starts here; the bare prefix is the
-# published summary hash that `reka_ingest.metrics.counters.BUDGET_KEY` names too.
-PREFIX: Final = "reka_ingest:budget"
-
-REDIS_TIMEOUT: Final = 2.0  # seconds; an upload must not hang on the budget
-REDIS_DOWN_WAIT: Final = 30.0  # seconds a batch waits when Redis cannot be reached
-RATE_LIMITED_PAUSE: Final = 1.0  # seconds to pause after a 429 that named no time
-KEY_TTL_MARGIN: Final = 60  # seconds a key outlives what it records (then Redis drops it)
-
 
 def fingerprint(api_key: str | None) -> str:
-    """A short, stable name for an API key: 12 hex digits of its SHA-256.
+    """A short, stable name for an API key: the first hex digits of its SHA-256.
 
     No key configured means the local stand-in server, which `reka-ingest run`
     starts with its documented key; `status` in another shell then reads the
@@ -72,15 +74,15 @@ def fingerprint(api_key: str | None) -> str:
     """
     if not api_key:
         api_key = STANDIN_DEV_API_KEY
-    return hashlib.sha256(api_key.encode()).hexdigest()[:12]
+    return hashlib.sha256(api_key.encode()).hexdigest()[:API_KEY_FINGERPRINT_CHARS]
 
 
 def window_key(fp: str) -> str:
-    return f"{PREFIX}:{fp}:window"
+    return BUDGET_WINDOW_KEY.format(fp=fp)
 
 
 def pause_key(fp: str) -> str:
-    return f"{PREFIX}:{fp}:paused_until"
+    return BUDGET_PAUSE_KEY.format(fp=fp)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +122,8 @@ class BudgetSnapshot:
         }
 
 
-# KEYS: window, pause, published.  ARGV: now, per_day, window, per_second, member.
+# KEYS: window, pause, published.  ARGV: now, per_day, window, per_second, member,
+# ttl margin.
 # Replies {"grant", remaining (-1: no daily limit)} or {"wait", until, why (a WaitReason)}.
 _ACQUIRE: Final = """
 local now = tonumber(ARGV[1])
@@ -156,7 +159,7 @@ if per_second > 0 then
   end
 end
 redis.call('ZADD', KEYS[1], num(now), ARGV[5])
-redis.call('EXPIRE', KEYS[1], math.ceil(span) + 60)
+redis.call('EXPIRE', KEYS[1], math.ceil(span) + tonumber(ARGV[6]))
 if per_day == 0 then
   return {'grant', '-1'}
 end
@@ -223,7 +226,7 @@ class Budget:
         self.per_second = per_second
         self.window = window
         self._clock = clock
-        self._keys = (window_key(fp), pause_key(fp), PREFIX)
+        self._keys = (window_key(fp), pause_key(fp), BUDGET_KEY)
         self._acquire = client.register_script(_ACQUIRE)
         self._pause = client.register_script(_PAUSE)
 
@@ -249,7 +252,14 @@ class Budget:
         """Take one request slot now, or say until when none is free."""
         now = self._clock() if now is None else now
         member = f"{now!r}:{secrets.token_hex(6)}"
-        args = [repr(now), self.per_day, repr(float(self.window)), self.per_second, member]
+        args = [
+            repr(now),
+            self.per_day,
+            repr(float(self.window)),
+            self.per_second,
+            member,
+            BUDGET_KEY_TTL_MARGIN,
+        ]
         try:
             reply = self._acquire(keys=list(self._keys), args=args)
         except redis.RedisError as err:
@@ -272,8 +282,8 @@ class Budget:
         until = now + wait
         try:
             reply = self._pause(
-                keys=[self._keys[1], PREFIX],
-                args=[repr(until), math.ceil(wait) + KEY_TTL_MARGIN],
+                keys=[self._keys[1], BUDGET_KEY],
+                args=[repr(until), math.ceil(wait) + BUDGET_KEY_TTL_MARGIN],
             )
         except redis.RedisError as err:
             log.warning("budget_unavailable", fp=self.fp, error=type(err).__name__)

@@ -20,6 +20,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
+from reka_ingest.core.constants import (
+    POLL_BATCH_LIMIT,
+    POLL_LEASE_SECONDS,
+    POLL_ROUNDS_PER_SWEEP,
+    POLL_SWEEP_SHARE,
+    SETTLE_LIMIT,
+)
 from reka_ingest.core.errors import ApiNotFound, IngestError
 from reka_ingest.core.logs import get_logger
 from reka_ingest.core.settings import IngestSettings
@@ -39,18 +46,6 @@ from worker.indexing import decide
 from worker.runtime import Runtime
 
 log = get_logger(__name__)
-
-POLL_LEASE_SECONDS = 120.0  # a sweep that dies leaves its rows to the next one after this
-POLL_BATCH_LIMIT = 500  # rows taken per claim
-# Claims per sweep while they come back full: one claim of 500 per 3 s sweep capped
-# indexing at ~170 files/s, well under what uploads reach. Two bounds keep a sweep
-# short: a number of rounds, and no new round after half the sweep interval, so the
-# next sweep does not start beside it and take the worker's other upload process.
-POLL_ROUNDS_PER_SWEEP = 10
-POLL_SWEEP_SHARE = 0.5
-# Failed files settled per sweep: a backlog (an outage that failed thousands) clears
-# over a few sweeps instead of making one long.
-SETTLE_LIMIT = 500
 
 
 @dataclass(frozen=True, slots=True)

@@ -83,6 +83,52 @@ CONTENT_TYPES: Final[dict[str, str]] = {
     "TIFF": "image/tiff",
 }
 
+# --- The shared API budget, in Redis (worker.budget) ---------------------------
+
+# Every budget key starts here. The bare prefix is the published summary hash
+# (`remaining`, `limit`, `reset_at`) the workers write and the metrics
+# collector, `status` and `status --watch` read.
+BUDGET_KEY: Final = "reka_ingest:budget"
+# Per API key, by its fingerprint (`fp`, never the key): a sorted set with one
+# member per request in the window, and the epoch seconds the server asked every
+# worker to wait until.
+BUDGET_WINDOW_KEY: Final = BUDGET_KEY + ":{fp}:window"
+BUDGET_PAUSE_KEY: Final = BUDGET_KEY + ":{fp}:paused_until"
+# Hex digits of an API key's SHA-256 that name it in keys and logs.
+API_KEY_FINGERPRINT_CHARS: Final = 12
+# Seconds a Redis call on the upload path may take: an upload must not hang on it.
+REDIS_TIMEOUT: Final = 2.0
+# Seconds a batch waits when Redis cannot be reached to count it.
+REDIS_DOWN_WAIT: Final = 30.0
+# Seconds every worker pauses after a 429 that named no time.
+RATE_LIMITED_PAUSE: Final = 1.0
+# Seconds a budget key outlives what it records (then Redis drops it).
+BUDGET_KEY_TTL_MARGIN: Final = 60
+
+# --- Indexing polls (worker.poller) ----------------------------------------------
+
+# A sweep that dies leaves the rows it took to the next sweep after this long.
+POLL_LEASE_SECONDS: Final = 120.0
+# Rows taken per claim.
+POLL_BATCH_LIMIT: Final = 500
+# Claims per sweep while they come back full, and the share of the sweep
+# interval after which no new claim starts: a sweep keeps up with uploads, yet
+# ends before the next one starts beside it and takes the worker's other
+# upload process.
+POLL_ROUNDS_PER_SWEEP: Final = 10
+POLL_SWEEP_SHARE: Final = 0.5
+# Failed files settled per sweep: a backlog (an outage that failed thousands)
+# clears over a few sweeps instead of making one long.
+SETTLE_LIMIT: Final = 500
+
+# --- The ledger -----------------------------------------------------------------
+
+# How long SQLite waits for another connection's write lock before it gives up.
+SQLITE_BUSY_TIMEOUT_MS: Final = 30_000
+# The PostgreSQL advisory lock held while migrations run, so that processes
+# starting together migrate one at a time (any number no other lock uses).
+MIGRATION_LOCK_KEY: Final = 727274
+
 # --- HTTP client defaults ------------------------------------------------------
 
 DEFAULT_CONNECT_TIMEOUT: Final = 5.0

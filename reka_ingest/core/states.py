@@ -26,6 +26,8 @@ TERMINAL: Final = frozenset(
 )
 ACTIVE: Final = frozenset(set(FileState) - TERMINAL)
 UPLOADED: Final = frozenset({FileState.INDEXING, FileState.INDEXED, FileState.STORED})
+# A row in these states is never the original a copy of its bytes points at.
+NOT_ORIGINALS: Final = (FileState.FAILED, FileState.DUPLICATE)
 
 
 class BatchState(StrEnum):

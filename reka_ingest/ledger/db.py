@@ -27,10 +27,10 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from reka_ingest.core.constants import MIGRATION_LOCK_KEY, SQLITE_BUSY_TIMEOUT_MS
 from reka_ingest.core.errors import SettingsError
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
-SQLITE_BUSY_TIMEOUT_MS = 30_000
 _IMMEDIATE = "reka_ingest_immediate"
 
 
@@ -164,11 +164,11 @@ class Ledger:
                     fcntl.flock(fh, fcntl.LOCK_UN)
         elif self.engine.dialect.name == "postgresql":
             with self.engine.connect() as conn:
-                conn.execute(text("SELECT pg_advisory_lock(727274)"))
+                conn.execute(text(f"SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})"))
                 try:
                     yield
                 finally:
-                    conn.execute(text("SELECT pg_advisory_unlock(727274)"))
+                    conn.execute(text(f"SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})"))
                     conn.commit()
         else:
             yield

@@ -16,7 +16,7 @@ from typing import Any, cast
 from sqlalchemy import Table, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
-from reka_ingest.core.states import BatchState, FileState, Origin, Reason
+from reka_ingest.core.states import NOT_ORIGINALS, BatchState, FileState, Origin, Reason
 from reka_ingest.core.text import clean_text
 from reka_ingest.files.sidecars import SIDECAR_SUFFIX
 from reka_ingest.ledger.db import Ledger
@@ -80,7 +80,6 @@ class Recorded:
 
 
 _IN_CHUNK = 500  # values per `IN (...)` list: well under every backend's parameter limit
-_NOT_ORIGINALS = (FileState.FAILED, FileState.DUPLICATE)
 
 
 def _row(f: NewFile, now: float) -> dict[str, Any]:
@@ -145,7 +144,7 @@ def _live_originals(s: Session, hashes: set[str]) -> dict[str, tuple[int, str | 
         for r in s.execute(
             select(File.id, File.sha256, File.image_id, File.image_url)
             .where(File.sha256.in_(ordered[i : i + _IN_CHUNK]))
-            .where(File.state.notin_(_NOT_ORIGINALS))
+            .where(File.state.notin_(NOT_ORIGINALS))
             .order_by(File.id)
         ):
             out.setdefault(r.sha256, (r.id, r.image_id, r.image_url))

@@ -15,7 +15,7 @@ from typing import Any, cast
 from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.orm import Session
 
-from reka_ingest.core.states import BATCH_TERMINAL, BatchState, FileState, Reason
+from reka_ingest.core.states import BATCH_TERMINAL, NOT_ORIGINALS, BatchState, FileState, Reason
 from reka_ingest.core.text import clean_text
 from reka_ingest.ledger.db import Ledger
 from reka_ingest.ledger.schema import MAX_MESSAGE_CHARS, Batch, File
@@ -248,9 +248,6 @@ def record_uploaded(
     return requeued
 
 
-_NOT_ORIGINALS = (FileState.FAILED, FileState.DUPLICATE)  # as intake decides copies
-
-
 def _record_rehashed(s: Session, change: Rehashed, now: float) -> list[Requeued]:
     """The sent bytes' hash and size on the file's row, and its copies reassigned."""
     old = change.claimed_sha256
@@ -293,7 +290,7 @@ def _reassign_copies(s: Session, file_id: int, old: str, now: float) -> list[Req
         return []
     live = s.execute(
         select(File.id, File.image_id, File.image_url)
-        .where(File.sha256 == old, File.state.notin_(_NOT_ORIGINALS), File.id != file_id)
+        .where(File.sha256 == old, File.state.notin_(NOT_ORIGINALS), File.id != file_id)
         .order_by(File.id)
         .limit(1)
     ).first()

@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import redis
 
+from reka_ingest.core import constants as c
 from reka_ingest.core.bundled_redis import free_port
 from reka_ingest.core.constants import RATE_LIMIT_WINDOW_SECONDS as DAY
 from reka_ingest.core.errors import RateLimitInfo
@@ -119,7 +120,7 @@ def test_a_429_retry_after_pauses_every_worker_even_when_unlimited(
     assert two.try_acquire() == Grant(None)
     # A 429 that names no time still pauses, briefly.
     one.follow(RateLimitInfo(), rate_limited=True)
-    assert two.try_acquire() == Wait(clock.now + b.RATE_LIMITED_PAUSE, WaitReason.SERVER_PAUSE)
+    assert two.try_acquire() == Wait(clock.now + c.RATE_LIMITED_PAUSE, WaitReason.SERVER_PAUSE)
 
 
 def test_unlimited_counts_nothing(
@@ -144,8 +145,8 @@ def test_snapshot_and_the_published_summary(
     snap = budget.snapshot()
     assert (snap.used, snap.remaining, snap.refills_at, snap.paused_until) == (2, 3, T0 + DAY, None)
     # The summary the metrics collector and `status --watch` read, under the key they expect.
-    assert b.PREFIX == metrics_counters.BUDGET_KEY
-    published = {k.decode(): float(v) for k, v in rclient.hgetall(b.PREFIX).items()}
+    assert c.BUDGET_KEY == metrics_counters.BUDGET_KEY
+    published = {k.decode(): float(v) for k, v in rclient.hgetall(c.BUDGET_KEY).items()}
     assert published == {"remaining": 3, "limit": 5, "reset_at": T0 + DAY}
 
 
@@ -160,16 +161,16 @@ def test_keys_name_a_fingerprint_never_the_api_key(
     budget.follow(RateLimitInfo(remaining=0, reset_seconds=9))
     budget.close()
     keys = sorted(k.decode() for k in rclient.keys("*"))
-    assert keys == sorted([b.PREFIX, b.window_key(fp), b.pause_key(fp)])
-    assert all(k.startswith(b.PREFIX) and secret not in k for k in keys)
+    assert keys == sorted([c.BUDGET_KEY, b.window_key(fp), b.pause_key(fp)])
+    assert all(k.startswith(c.BUDGET_KEY) and secret not in k for k in keys)
 
 
 def test_redis_down_defers_briefly_and_never_raises(clock: Clock) -> None:
     dead = f"redis://127.0.0.1:{free_port()}/0"
     budget = Budget(redis_client(dead), fp="fp-down", per_day=100, clock=clock)
-    assert budget.try_acquire() == Wait(T0 + b.REDIS_DOWN_WAIT, WaitReason.REDIS_UNAVAILABLE)
+    assert budget.try_acquire() == Wait(T0 + c.REDIS_DOWN_WAIT, WaitReason.REDIS_UNAVAILABLE)
     unlimited = Budget(redis_client(dead), fp="fp-down", per_day=0, clock=clock)
-    assert unlimited.try_acquire() == Wait(T0 + b.REDIS_DOWN_WAIT, WaitReason.REDIS_UNAVAILABLE)
+    assert unlimited.try_acquire() == Wait(T0 + c.REDIS_DOWN_WAIT, WaitReason.REDIS_UNAVAILABLE)
     assert budget.follow(RateLimitInfo(retry_after_seconds=7), rate_limited=True) == T0 + 7
     snap = budget.snapshot()
     assert snap.error is not None and "unreachable" in snap.error and snap.remaining is None

@@ -11,6 +11,7 @@ import pytest
 
 from reka_ingest.core.bundled_redis import free_port
 from reka_ingest.core.constants import RATE_LIMIT_WINDOW_SECONDS as DAY
+from reka_ingest.core.constants import REDIS_DOWN_WAIT
 from reka_ingest.core.states import BatchState, FileState
 from reka_ingest.ledger.db import Ledger
 from reka_ingest.ledger.queries import list_files
@@ -20,7 +21,6 @@ from reka_ingest.standin.runner import RunningStandin
 from tests.budget.conftest import T0, stage_one_per_batch
 from tests.support.clock import Clock
 from tests.support.images import image_bytes
-from worker.budget import REDIS_DOWN_WAIT
 from worker.runtime import Runtime
 from worker.uploader import upload_batch
 

@@ -17,6 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from reka_ingest.cli.main import app
+from reka_ingest.core.constants import POLL_LEASE_SECONDS
 from reka_ingest.core.states import FileState, Reason
 from reka_ingest.ledger.polling import take_unsettled_failures
 from reka_ingest.ledger.queries import list_files
@@ -25,7 +26,7 @@ from tests.budget.test_retry_and_status import use_env
 from tests.support.clock import Clock
 from tests.support.images import image_bytes
 from tests.worker.conftest import KEY, rows_by_path, stage
-from worker.poller import POLL_LEASE_SECONDS, poll_due
+from worker.poller import poll_due
 from worker.runtime import Runtime
 from worker.uploader import upload_batch
 
