@@ -10,10 +10,10 @@ folder, base64url>]`: the tag says which inbox claimed it (recovery after a
 crash takes back only its own), the encoded folder lets recovery restore the
 path the user dropped the file under (left out when the name would grow too
 long). `ClaimFolders` keeps one folder open per relative folder and puts many
-claims in it (a `mkdir` per file was the watcher's largest cost after hashing,
-and the worker's `rmdir` per file its largest of all); it opens a new one when
-a name, or a sidecar name one of its images could own, is already there, so
-in any claim folder each sidecar belongs to exactly one image. Workers remove
+claims in it (so neither the watcher's claim nor the worker's cleanup costs a
+folder per file); it opens a new one when a name, or a sidecar name one of its
+images could own, is already there, so in any claim folder each sidecar
+belongs to exactly one image. Workers remove
 a claim folder once it is empty; the watcher's scans remove what is left.
 
 The rename is atomic only within one filesystem, so `check_same_filesystem`

@@ -4,9 +4,8 @@ watchdog (7.1) pairs IN_MOVED_FROM with IN_MOVED_TO in a delay queue that it
 searches from the front, twice for every IN_MOVED_TO. An inbox sees a great
 many unpaired moves: every file the watcher claims leaves with an IN_MOVED_FROM
 (work/ is not watched), every file moved in from elsewhere arrives with an
-unpaired IN_MOVED_TO. In a burst the queue holds thousands of events, and
-profiling the bench showed that search as the largest cost of the watcher
-process (quadratic in the burst).
+unpaired IN_MOVED_TO. In a burst the queue holds thousands of events, and that
+search is quadratic in the burst.
 
 `IndexedMoveGrouper` keeps the same contract for folders (same order, a
 folder's IN_MOVED_FROM held back `DELAY` seconds waiting for its partner, pairs
@@ -146,11 +145,11 @@ class _WatchGroup(InotifyWatchGroup):
 
     A file's creation, close after writing and arrival by rename are handed to
     `sink(kind, path)` on the inotify thread, skipping the grouper, the emitter
-    thread, three event objects and the dispatcher thread (together a third of
-    the watcher's time in a burst); a file leaving (IN_MOVED_FROM: every claim)
-    is dropped there, as the watcher has nothing to do for it. Folder events, and
-    the file events watchdog makes up for a new folder's contents, take
-    watchdog's own way, so watches follow folders exactly as before.
+    thread, three event objects and the dispatcher thread for every file; a file
+    leaving (IN_MOVED_FROM: every claim) is dropped there, as the watcher has
+    nothing to do for it. Folder events, and the file events watchdog makes up for
+    a new folder's contents, take watchdog's own way, so watches follow folders
+    exactly as watchdog's do.
     """
 
     sink: Sink | None = None

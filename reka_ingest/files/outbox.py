@@ -49,7 +49,8 @@ _NAME_RESERVE = 40
 _FLAT_EXT_MAX = 16
 
 
-# Paths are plain strings here: pathlib's parsing was a sixth of a worker's time.
+# Paths are plain strings here (os.path, not pathlib): this runs for every file a
+# worker finishes, and a string costs no parsing.
 
 
 def _free_name(target: str, file_id: int) -> str:
@@ -72,8 +73,8 @@ def _flat(root: Path, rel_path: str, file_id: int) -> str:
     return os.path.join(root, f"{file_id}{ext if len(ext) <= _FLAT_EXT_MAX else ''}")
 
 
-# Folders this process made (or found) under done/ and failed/: a mkdir per file
-# cost more than the move itself. A folder removed since is made again on demand.
+# Folders this process made (or found) under done/ and failed/, so a move makes
+# its folder once, not once per file. A folder removed since is made again on demand.
 _made: set[str] = set()
 
 

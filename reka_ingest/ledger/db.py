@@ -84,10 +84,11 @@ class Ledger:
             database = parsed.database
             if database and database != ":memory:":
                 Path(database).parent.mkdir(parents=True, exist_ok=True)
-            # Pooled connections (SQLAlchemy's default for a file): with one connection
-            # per checkout, closing the process's last one checkpointed the WAL into
-            # the database (with an fsync) after every transaction, ~6 ms each. A
-            # forked child drops the inherited pool (see _after_fork_in_child).
+            # Pooled connections (SQLAlchemy's default for a file): closing a
+            # process's last connection checkpoints the WAL into the database (with
+            # an fsync), so one connection per checkout would do that after every
+            # transaction. A forked child drops the inherited pool (see
+            # _after_fork_in_child).
         else:
             options["pool_pre_ping"] = True
         options.update(engine_options or {})

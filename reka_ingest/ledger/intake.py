@@ -248,9 +248,9 @@ def create_batches(ledger: Ledger, groups: Sequence[Sequence[int]], *, now: floa
     """New `queued` batches, one per group of queued, unbatched files, in one
     transaction; returns their ids in order.
 
-    A burst closes a batch every few milliseconds: one write (and one commit)
-    per batch was a fifth of the watcher's time, and held the write lock from
-    the workers once per batch.
+    A burst closes a batch every few milliseconds: one transaction for all of
+    them keeps the commits, and the write lock the workers wait for, to one per
+    call instead of one per batch.
     """
     if not groups:
         return []

@@ -72,8 +72,8 @@ _FILES = File.metadata.tables[File.__tablename__]
 def record_polls(ledger: Ledger, outcomes: list[PollOutcome], *, now: float) -> None:
     """Write each poll's outcome; a row no longer `indexing` is left alone.
 
-    Outcomes are grouped by the columns they set, one executemany per group (a
-    statement built per row cost ~2.6 ms, more than the Get Image call itself).
+    Outcomes are grouped by the columns they set, one executemany per group,
+    not a statement built per row.
     """
     groups: dict[tuple[str, ...], list[dict[str, object]]] = {}
     for o in outcomes:
