@@ -1,12 +1,14 @@
-"""The beat schedule: short, frequent sweeps. Each entry expires after one
-interval, so a backlog of sweeps never piles up behind busy workers."""
+"""The beat schedule: short, frequent sweeps, named by task (the worker
+registers them under these names, `reka_ingest.core.queues`). Each entry
+expires after one interval, so a backlog of sweeps never piles up behind busy
+workers."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from reka_ingest.core.queues import CONTROL_QUEUE, TASK_POLL_DUE, TASK_SWEEP_BATCHES
 from reka_ingest.core.settings import IngestSettings
-from worker.celery_app import CONTROL_QUEUE, TASK_POLL_DUE, TASK_SWEEP_BATCHES
 
 
 def beat_schedule(settings: IngestSettings) -> dict[str, dict[str, Any]]:

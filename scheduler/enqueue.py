@@ -1,7 +1,9 @@
-"""The production `enqueue`: one Celery message per batch, carrying its id only.
+"""Sending work to the workers: a producer-only Celery app, and the
+production `enqueue`, one message per batch carrying its id only.
 
-The app is the producer-only Celery app from `worker.celery_app.create_app`;
-nothing is imported from Celery until a command asks for it.
+The app knows no task: it sends by name (`send_task`), with the broker,
+queues and routes of `reka_ingest.core.queues`, the names the worker registers
+its tasks under.
 """
 
 from __future__ import annotations
@@ -10,13 +12,20 @@ from collections.abc import Callable
 
 from celery import Celery
 
+from reka_ingest.core.queues import send_upload, sender_config
 from reka_ingest.core.settings import Settings
-from worker.celery_app import create_app, send_upload
+
+
+def producer_app(settings: Settings, *, name: str = "reka_ingest") -> Celery:
+    """A Celery app that only sends (close it when done)."""
+    app = Celery(name, set_as_current=False)
+    app.conf.update(sender_config(settings.ingest))
+    return app
 
 
 def celery_enqueue(settings: Settings) -> tuple[Callable[[int], None], Celery]:
     """`enqueue(batch_id)` sending `upload_batch(batch_id)`, and the app (close it when done)."""
-    app = create_app(settings)
+    app = producer_app(settings)
 
     def enqueue(batch_id: int) -> None:
         send_upload(app, batch_id)

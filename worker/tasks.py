@@ -1,5 +1,6 @@
 """The Celery tasks: thin. Each takes ids (or nothing), calls a plain function
-with this process's runtime, and logs one canonical line."""
+with this process's runtime, and logs one canonical line. Task and queue names
+come from `reka_ingest.core.queues`, which the scheduler sends by."""
 
 from __future__ import annotations
 
@@ -8,15 +9,15 @@ import time
 from celery import Celery
 
 from reka_ingest.core.logs import get_logger
-from reka_ingest.ledger.reconcile import batches_to_send
-from reka_ingest.metrics import counters as metrics_counters
-from worker.celery_app import (
+from reka_ingest.core.queues import (
     CONTROL_QUEUE,
     TASK_POLL_DUE,
     TASK_SWEEP_BATCHES,
     TASK_UPLOAD_BATCH,
     send_upload,
 )
+from reka_ingest.ledger.reconcile import batches_to_send
+from reka_ingest.metrics import counters as metrics_counters
 from worker.poller import poll_due
 from worker.runtime import get_runtime
 from worker.uploader import upload_batch
@@ -27,7 +28,10 @@ SWEEP_LIMIT = 1000
 
 
 def register(app: Celery) -> None:
-    @app.task(name=TASK_UPLOAD_BATCH, ignore_result=True)
+    """Register the tasks on `app` alone (not shared with other apps: producers send
+    by name)."""
+
+    @app.task(name=TASK_UPLOAD_BATCH, ignore_result=True, shared=False)
     def upload_batch_task(batch_id: int) -> None:
         started = time.monotonic()
         report = upload_batch(get_runtime(), int(batch_id))
@@ -48,11 +52,11 @@ def register(app: Celery) -> None:
             duration=round(time.monotonic() - started, 3),
         )
 
-    @app.task(name=TASK_POLL_DUE, ignore_result=True, queue=CONTROL_QUEUE)
+    @app.task(name=TASK_POLL_DUE, ignore_result=True, queue=CONTROL_QUEUE, shared=False)
     def poll_due_task() -> None:
         poll_due(get_runtime())
 
-    @app.task(name=TASK_SWEEP_BATCHES, ignore_result=True, queue=CONTROL_QUEUE)
+    @app.task(name=TASK_SWEEP_BATCHES, ignore_result=True, queue=CONTROL_QUEUE, shared=False)
     def sweep_batches_task() -> None:
         rt = get_runtime()
         ids = batches_to_send(

@@ -26,22 +26,24 @@ from typing import IO
 from reka_ingest.cli.pid_file import PidFile
 from reka_ingest.core.logs import get_logger
 from reka_ingest.core.parent_death import die_with_parent
+from reka_ingest.core.queues import CONTROL_QUEUE, UPLOAD_QUEUE
 from reka_ingest.core.settings import IngestSettings
-from worker.celery_app import CONTROL_QUEUE, UPLOAD_QUEUE
 
 log = get_logger(__name__)
 
-CELERY_APP = "scheduler.app"
+WORKER_APP = "worker.celery_app"  # runs the tasks
+BEAT_APP = "scheduler.app"  # sends them by name on a schedule; Flower watches through it
 STOP_TIMEOUT = 20.0
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
-def celery_argv(*args: str) -> list[str]:
-    return [sys.executable, "-m", "celery", "-A", CELERY_APP, *args]
+def celery_argv(app: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", "celery", "-A", app, *args]
 
 
 def worker_argv(settings: IngestSettings, *, concurrency: int | None = None) -> list[str]:
     return celery_argv(
+        WORKER_APP,
         "worker",
         "--queues",
         f"{UPLOAD_QUEUE},{CONTROL_QUEUE}",
@@ -57,6 +59,7 @@ def worker_argv(settings: IngestSettings, *, concurrency: int | None = None) -> 
 
 def beat_argv(settings: IngestSettings) -> list[str]:
     return celery_argv(
+        BEAT_APP,
         "beat",
         "--loglevel",
         settings.log_level,
@@ -68,6 +71,7 @@ def beat_argv(settings: IngestSettings) -> list[str]:
 def flower_argv(settings: IngestSettings) -> list[str]:
     # Basic auth, when set, goes in through FLOWER_BASIC_AUTH (see flower_env), never argv.
     return celery_argv(
+        BEAT_APP,
         "flower",
         f"--address={settings.flower_host}",
         f"--port={settings.flower_port}",

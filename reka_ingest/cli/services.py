@@ -1,4 +1,5 @@
-"""`reka-ingest worker`, `beat`, `flower`: thin wrappers over `celery -A scheduler.app ...`.
+"""`reka-ingest worker`, `beat`, `flower`: thin wrappers over `celery -A APP ...`
+(`worker.celery_app` for the worker, `scheduler.app` for beat and Flower).
 
 Each replaces this process with Celery's own command (exec), so signals and
 exit codes are Celery's. Extra arguments pass through to Celery.

@@ -24,12 +24,13 @@ from rich.table import Table
 from rich.text import Text
 from sqlalchemy import select
 
+from reka_ingest.core.queues import QUEUES
 from reka_ingest.core.settings import Settings
 from reka_ingest.core.states import ACTIVE, FileState
 from reka_ingest.ledger import Ledger, open_ledger
 from reka_ingest.ledger.queries import summary
 from reka_ingest.ledger.schema import File
-from reka_ingest.metrics.collector import QUEUES, Budget, queue_depth, read_budget
+from reka_ingest.metrics.collector import Budget, queue_depth, read_budget
 from reka_ingest.metrics.counters import redis_client
 
 REFRESH_SECONDS = 1.0

@@ -34,6 +34,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from reka_ingest.core.logs import get_logger
+from reka_ingest.core.queues import QUEUES
 from reka_ingest.core.settings import Settings
 from reka_ingest.core.states import ACTIVE, BatchState, FileState
 from reka_ingest.ledger import Ledger, open_ledger
@@ -44,13 +45,11 @@ from reka_ingest.metrics.counters import (
     RECONCILE_KEY,
     redis_client,
 )
-from worker.celery_app import CONTROL_QUEUE, UPLOAD_QUEUE
 
 log = get_logger(__name__)
 
 PREFIX: Final = "reka_ingest"
 DEFAULT_PORT: Final = 9464
-QUEUES: Final = (UPLOAD_QUEUE, CONTROL_QUEUE)
 # kombu's Redis transport keeps one list per priority step: "q", "q\x06\x163", ...
 KOMBU_PRIORITY_SEP: Final = "\x06\x16"
 KOMBU_PRIORITY_STEPS: Final = (3, 6, 9)

@@ -16,12 +16,14 @@ from pathlib import Path
 import redis
 
 from reka_ingest.cli.processes import cli_argv
+from reka_ingest.core.queues import send_upload
+from reka_ingest.core.states import Origin
 from reka_ingest.ledger import open_ledger
 from reka_ingest.ledger.intake import NewFile, create_batch, record_files
 from reka_ingest.metrics.counters import API_RESPONSES_KEY
+from scheduler.enqueue import producer_app
 from tests.support.images import image_bytes
 from tests.support.service import API_KEY, Service, wait_for
-from worker.celery_app import create_app, send_upload
 
 FILES_PER_BATCH = 3
 BATCHES = 2
@@ -37,7 +39,7 @@ class RunResult:
     metrics_page: str
 
 
-def _stage(service: Service, names_and_bytes: list[tuple[str, bytes]], origin: str) -> int:
+def _stage(service: Service, names_and_bytes: list[tuple[str, bytes]], origin: Origin) -> int:
     settings = service.settings().ingest
     new = []
     for name, data in names_and_bytes:
@@ -82,11 +84,11 @@ def small_run(root: Path, redis_url: str, *, log_level: str = "INFO") -> Iterato
         svc.start_standin()
         svc.start_worker()
         svc.start_beat()
-        app = create_app(svc.settings())
+        app = producer_app(svc.settings())
         counters = redis.Redis.from_url(redis_url)
         try:
             first = _stage(
-                svc, [(f"event{i}.jpg", image_bytes(100 + i)) for i in range(3)], "event"
+                svc, [(f"event{i}.jpg", image_bytes(100 + i)) for i in range(3)], Origin.EVENT
             )
             send_upload(app, first)
             wait_for(
@@ -96,8 +98,9 @@ def small_run(root: Path, redis_url: str, *, log_level: str = "INFO") -> Iterato
                 on_timeout=svc.diagnose,
             )
             svc.standin_post("/_standin/faults", {"burst_429_share": 0.0})
-            second = _stage(svc, [(f"scan{i}.jpg", image_bytes(200 + i)) for i in range(3)], "scan")
-            bad = _stage(svc, [("notes.jpg", b"this is not a picture")], "scan")
+            scanned = [(f"scan{i}.jpg", image_bytes(200 + i)) for i in range(3)]
+            second = _stage(svc, scanned, Origin.SCAN)
+            bad = _stage(svc, [("notes.jpg", b"this is not a picture")], Origin.SCAN)
             for batch_id in (second, bad):
                 send_upload(app, batch_id)
             counts = svc.wait_terminal(TOTAL, 60)

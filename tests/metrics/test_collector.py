@@ -13,6 +13,7 @@ import redis
 from prometheus_client import generate_latest
 
 from reka_ingest.core.bundled_redis import free_port
+from reka_ingest.core.queues import CONTROL_QUEUE, UPLOAD_QUEUE
 from reka_ingest.core.settings import Settings
 from reka_ingest.ledger import Ledger
 from reka_ingest.metrics import counters as metrics_counters
@@ -31,7 +32,6 @@ from reka_ingest.metrics.counters import (
     redis_client,
 )
 from tests.metrics.support import add_batch, add_file, samples, value
-from worker.celery_app import CONTROL_QUEUE, UPLOAD_QUEUE
 
 NOW = 10_000.0
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from reka_ingest.core.queues import UPLOAD_QUEUE
 from tests.metrics.real_run import BAD_FILES, FILES_PER_BATCH, TOTAL, small_run
 from tests.metrics.support import samples, value
-from worker.celery_app import UPLOAD_QUEUE
 
 
 def test_metrics_page_after_a_small_real_run(tmp_path: Path, redis_url: str) -> None:
