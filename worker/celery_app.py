@@ -2,7 +2,8 @@
 
 Built from the broker, queue and route configuration every app shares
 (`reka_ingest.core.queues`), plus what only a consumer needs; the tasks are
-registered under the names kept there.
+registered under the names kept there, and this process's one `Runtime` is
+started by the pool child's process-init signal (`worker.signals`).
 
 Delivery: late acknowledgement, rejected back to the queue when a worker dies,
 prefetch 1 (an upload holds its process for seconds; prefetching would strand
@@ -21,6 +22,7 @@ from celery import Celery
 from reka_ingest.core.queues import CONTROL_QUEUE, UPLOAD_QUEUE, send_upload, sender_config
 from reka_ingest.core.settings import Settings, load_settings
 from worker import signals, tasks
+from worker.runtime import ProcessRuntime, Runtime
 
 __all__ = ["CONTROL_QUEUE", "UPLOAD_QUEUE", "create_app", "send_upload", "worker_config"]
 
@@ -41,12 +43,13 @@ def worker_config(settings: Settings) -> dict[str, Any]:
 
 
 def create_app(settings: Settings | None = None, *, name: str = "reka_ingest") -> Celery:
-    """The worker app: shared configuration, the tasks and their signal handlers."""
+    """The worker app: shared configuration, the tasks, and the per-process runtime's start."""
     settings = settings or load_settings()
     app = Celery(name, set_as_current=False)
     app.conf.update(sender_config(settings.ingest) | worker_config(settings))
-    tasks.register(app)
-    signals.connect(settings)
+    process = ProcessRuntime(lambda: Runtime.start(settings))
+    tasks.register(app, process.get)
+    signals.connect(settings, process)
     return app
 
 

@@ -5,6 +5,7 @@ come from `reka_ingest.core.queues`, which the scheduler sends by."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from celery import Celery
 
@@ -17,9 +18,8 @@ from reka_ingest.core.queues import (
     send_upload,
 )
 from reka_ingest.ledger.reconcile import batches_to_send
-from reka_ingest.metrics import counters as metrics_counters
 from worker.poller import poll_due
-from worker.runtime import get_runtime
+from worker.runtime import Runtime
 from worker.uploader import upload_batch
 
 log = get_logger(__name__)
@@ -27,14 +27,14 @@ log = get_logger(__name__)
 SWEEP_LIMIT = 1000
 
 
-def register(app: Celery) -> None:
+def register(app: Celery, runtime: Callable[[], Runtime]) -> None:
     """Register the tasks on `app` alone (not shared with other apps: producers send
-    by name)."""
+    by name); each call of `runtime` gives this process's Runtime."""
 
     @app.task(name=TASK_UPLOAD_BATCH, ignore_result=True, shared=False)
     def upload_batch_task(batch_id: int) -> None:
         started = time.monotonic()
-        report = upload_batch(get_runtime(), int(batch_id))
+        report = upload_batch(runtime(), int(batch_id))
         for child in report.enqueue:
             send_upload(app, child)
         log.info(
@@ -54,11 +54,11 @@ def register(app: Celery) -> None:
 
     @app.task(name=TASK_POLL_DUE, ignore_result=True, queue=CONTROL_QUEUE, shared=False)
     def poll_due_task() -> None:
-        poll_due(get_runtime())
+        poll_due(runtime())
 
     @app.task(name=TASK_SWEEP_BATCHES, ignore_result=True, queue=CONTROL_QUEUE, shared=False)
     def sweep_batches_task() -> None:
-        rt = get_runtime()
+        rt = runtime()
         ids = batches_to_send(
             rt.ledger,
             now=rt.clock(),
@@ -67,6 +67,7 @@ def register(app: Celery) -> None:
         )
         for batch_id in ids:
             send_upload(app, batch_id)
-        metrics_counters.reconciled(rt.ledger, ids)
+        if rt.counters is not None:
+            rt.counters.resent(rt.ledger, ids)
         if ids:
             log.info("sweep_batches", sent=len(ids), first=ids[0], last=ids[-1])

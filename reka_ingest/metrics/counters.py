@@ -7,24 +7,22 @@ response by endpoint and status (429s among them), and each batch the beat
 sweep sent again. Everything else is derived from the ledger and Redis at
 scrape time (`reka_ingest.metrics.collector`).
 
-A worker installs the sink once per process (`connect`, from the Celery
-signals); until then every hook is a no-op, so the client and the uploader
-stay usable without Redis (tests, one-off scripts). Counting never breaks the
-work it counts: a Redis error is logged and dropped.
+A worker process's runtime owns one `CounterSink` and hands its `on_response`
+to the Reka client as the client's observer; code without a sink counts
+nothing. Counting never breaks the work it counts: a Redis error is logged
+and dropped.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 
 import redis
 from sqlalchemy import func, select
 
 from reka_ingest.core.logs import get_logger
-from reka_ingest.core.settings import Settings
 from reka_ingest.ledger.db import Ledger
 from reka_ingest.ledger.schema import Batch, File
 
@@ -66,12 +64,26 @@ def endpoint_of(method: str, path: str) -> str:
 
 @dataclass
 class CounterSink:
-    """The Redis side of the counters; one per process."""
+    """The Redis side of the counters; one per worker process (its runtime's)."""
 
     client: redis.Redis[bytes]
 
+    @classmethod
+    def connect(cls, url: str) -> CounterSink:
+        """A sink counting into the Redis at `url` (connected on first count)."""
+        return cls(redis_client(url))
+
+    def on_response(self, method: str, path: str, status: int) -> None:
+        """Count one API response: the Reka client's observer."""
+        self.api_response(endpoint_of(method, path), status)
+
     def api_response(self, endpoint: str, status: int) -> None:
         self._incr(API_RESPONSES_KEY, {f"{endpoint}:{status}": 1})
+
+    def resent(self, ledger: Ledger, batch_ids: Sequence[int]) -> None:
+        """Count the batches the beat sweep sent again, and their files, by why."""
+        if batch_ids:
+            self.reconciled(resent_by_why(ledger, batch_ids))
 
     def reconciled(self, by_why: dict[str, tuple[int, int]]) -> None:
         """`by_why`: why (see `why_resent`) -> (batches, files) the sweep sent again."""
@@ -80,6 +92,9 @@ class CounterSink:
             fields[f"batches:{why}"] = batches
             fields[f"files:{why}"] = files
         self._incr(RECONCILE_KEY, fields)
+
+    def close(self) -> None:
+        self.client.close()
 
     def _incr(self, key: str, fields: dict[str, int]) -> None:
         if not fields:
@@ -91,47 +106,6 @@ class CounterSink:
             pipe.execute()
         except redis.RedisError as err:
             log.warning("metrics_counter_failed", key=key, error=type(err).__name__)
-
-
-_sink: CounterSink | None = None
-_lock = threading.Lock()
-_connected = False
-
-
-def install(url: str | None) -> None:
-    """Count into the Redis at `url` from now on (None: stop counting)."""
-    global _sink  # noqa: PLW0603 - one sink per process, like the HTTP client
-    with _lock:
-        _sink = CounterSink(redis_client(url)) if url is not None else None
-
-
-def connect(settings: Settings) -> None:
-    """Install the sink in every Celery worker process (prefork children and solo)."""
-    global _connected  # noqa: PLW0603 - signal receivers are process-wide by nature
-    if _connected:
-        return
-    _connected = True
-    url = settings.ingest.broker_url
-    # Celery only where a worker runs: the client imports this module too.
-    from celery import signals  # noqa: PLC0415
-
-    @signals.worker_init.connect(weak=False)
-    def _on_worker_init(**_: Any) -> None:
-        install(url)
-
-    @signals.worker_process_init.connect(weak=False)
-    def _on_process_init(**_: Any) -> None:
-        install(url)  # a fresh connection pool in each forked child
-
-
-# --- the hooks (one line each where they are called) ---------------------------
-
-
-def api_response(method: str, path: str, status: int) -> None:
-    """Count one API response (reka_client._send)."""
-    sink = _sink
-    if sink is not None:
-        sink.api_response(endpoint_of(method, path), status)
 
 
 def why_resent(state: str, last_error: str | None) -> str:
@@ -148,11 +122,8 @@ def why_resent(state: str, last_error: str | None) -> str:
     return "deferred_due" if last_error else "lost_message"
 
 
-def reconciled(ledger: Ledger, batch_ids: Sequence[int]) -> None:
-    """Count the batches the beat sweep sent again, and their files (tasks.sweep_batches)."""
-    sink = _sink
-    if sink is None or not batch_ids:
-        return
+def resent_by_why(ledger: Ledger, batch_ids: Sequence[int]) -> dict[str, tuple[int, int]]:
+    """Why each batch the sweep sent again was sent: why -> (batches, files)."""
     with ledger.read() as s:
         rows = s.execute(
             select(Batch.state, Batch.last_error, func.count(File.id))
@@ -166,4 +137,4 @@ def reconciled(ledger: Ledger, batch_ids: Sequence[int]) -> None:
         why = why_resent(str(state), last_error)
         batches, total = by_why.get(why, (0, 0))
         by_why[why] = (batches + 1, total + int(files))
-    sink.reconciled(by_why)
+    return by_why

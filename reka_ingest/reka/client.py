@@ -1,9 +1,10 @@
 """`RekaClient`: the five image endpoints of the Reka Vision API over one httpx.Client.
 
-One client per process: it owns a connection pool with explicit timeouts and
-limits (from `RekaSettings`). `shared_client()` hands each process its own,
-built lazily and rebuilt after a fork, because Celery prefork children must
-not share their parent's sockets.
+A client owns a connection pool with explicit timeouts and limits (from
+`RekaSettings`); it is not fork-safe, so whoever holds one makes it in the
+process that uses it (a worker's runtime does, in each pool child). An
+optional observer hears of every response (method, path, status): the worker
+wires it to its metrics counters; this module knows nothing of them.
 
 Every method either returns the documented shape or raises an `ApiError`
 carrying the response's `X-Request-ID`; no httpx or JSON exception leaves this
@@ -18,8 +19,7 @@ import hashlib
 import io
 import json
 import os
-import threading
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from contextlib import ExitStack
 from types import TracebackType
 from typing import Any, BinaryIO, TypeVar, cast
@@ -31,8 +31,7 @@ from pydantic import SecretStr, ValidationError
 from reka_ingest.core import constants as c
 from reka_ingest.core.errors import ApiProtocolError, ApiUsageError, SettingsError
 from reka_ingest.core.logs import get_logger
-from reka_ingest.core.settings import RekaSettings, load_settings
-from reka_ingest.metrics import counters as metrics_counters
+from reka_ingest.core.settings import RekaSettings
 from reka_ingest.reka.errors import call_translated, error_from_response, parse_rate_limit, safe_url
 from reka_ingest.reka.models import (
     ApiModel,
@@ -50,15 +49,17 @@ from reka_ingest.reka.models import (
 __all__ = [
     "HashingReader",
     "RekaClient",
+    "ResponseObserver",
     "UploadResult",
-    "reset_shared_client",
-    "shared_client",
 ]
 
 log = get_logger(__name__)
 
 M = TypeVar("M", bound=ApiModel)
 TimeoutArg = httpx.Timeout | float | None
+# Told of each answer the API gave: (method, path, status). It must not raise;
+# if it does, the error is logged and the call goes on.
+ResponseObserver = Callable[[str, str, int], None]
 
 USER_AGENT = "reka-ingest"
 
@@ -157,12 +158,11 @@ class HashingReader:
 class RekaClient:
     """The Reka Vision image API: upload, get, list, delete, search.
 
-    Thread-safe (httpx.Client is); not fork-safe: code that may run in a
-    forked worker gets its client from a per-process accessor
-    (`shared_client()` here, or `worker.runtime`). `timeout` and `limits`
-    default to the named defaults in `reka_ingest.core.constants`; `transport` (tests)
-    replaces httpx's own, and `limits` with it, since they only shape the
-    default transport's pool.
+    Thread-safe (httpx.Client is); not fork-safe: make it in the process that
+    uses it. `timeout` and `limits` default to the named defaults in
+    `reka_ingest.core.constants`; `transport` (tests) replaces httpx's own,
+    and `limits` with it, since they only shape the default transport's pool.
+    `on_response` hears of every answer, success or error.
     """
 
     def __init__(
@@ -174,8 +174,10 @@ class RekaClient:
         timeout: httpx.Timeout | None = None,
         limits: httpx.Limits | None = None,
         transport: httpx.BaseTransport | None = None,
+        on_response: ResponseObserver | None = None,
     ) -> None:
         self._key = _check_key(api_key)
+        self._on_response = on_response
         self._prefix = path_prefix.rstrip("/")
         self.base_url = base_url.rstrip("/")
         self._http = call_translated(
@@ -193,7 +195,11 @@ class RekaClient:
 
     @classmethod
     def from_settings(
-        cls, settings: RekaSettings, *, transport: httpx.BaseTransport | None = None
+        cls,
+        settings: RekaSettings,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        on_response: ResponseObserver | None = None,
     ) -> RekaClient:
         """The client `settings` describe; fails naming REKA_API_KEY when there is no key."""
         if settings.api_key is None:
@@ -205,6 +211,7 @@ class RekaClient:
             timeout=settings.timeout(),
             limits=settings.limits(),
             transport=transport,
+            on_response=on_response,
         )
 
     # --- lifecycle -----------------------------------------------------------------
@@ -365,7 +372,7 @@ class RekaClient:
             ),
             secrets=self._secrets,
         )
-        metrics_counters.api_response(method, url, response.status_code)
+        self._observe(method, url, response.status_code)
         if not response.is_success:
             error = error_from_response(response, secrets=self._secrets)
             log.debug(
@@ -378,6 +385,14 @@ class RekaClient:
             )
             raise error
         return response
+
+    def _observe(self, method: str, path: str, status: int) -> None:
+        if self._on_response is None:
+            return
+        try:
+            self._on_response(method, path, status)
+        except Exception as err:  # noqa: BLE001 - observing never breaks the call it observes
+            log.warning("reka_observer_failed", method=method, path=path, error=repr(err))
 
     def _parse(self, response: httpx.Response, model: type[M]) -> M:
         """The body as `model`; not JSON or not that shape -> ApiProtocolError."""
@@ -418,55 +433,3 @@ def _path_id(image_id: str) -> str:
     if not isinstance(image_id, str) or not image_id:
         raise ApiUsageError(f"image_id must be a non-empty string, got {image_id!r}")
     return quote(image_id, safe="")
-
-
-# --- one client per process --------------------------------------------------------
-
-_lock = threading.Lock()
-_shared: tuple[int, RekaSettings, RekaClient] | None = None
-
-
-def shared_client(settings: RekaSettings | None = None) -> RekaClient:
-    """This process's client, built on first use and rebuilt in a forked child.
-
-    `settings` defaults to the environment's (`REKA_*`); passing different
-    settings than the current client's closes it and builds a new one.
-    """
-    global _shared  # noqa: PLW0603 - the per-process client is the point of this function
-    pid = os.getpid()
-    with _lock:
-        if settings is None:
-            if _shared is not None and _shared[0] == pid:
-                return _shared[2]
-            settings = load_settings().reka
-        if _shared is not None and _shared[0] == pid:
-            if _shared[1] == settings:
-                return _shared[2]
-            _shared[2].close()
-        client = RekaClient.from_settings(settings)
-        _shared = (pid, settings, client)
-        return client
-
-
-def reset_shared_client() -> None:
-    """Close and forget this process's client (worker shutdown, tests)."""
-    global _shared  # noqa: PLW0603 - see shared_client
-    with _lock:
-        if _shared is not None and _shared[0] == os.getpid():
-            _shared[2].close()
-        _shared = None
-
-
-def _after_fork_in_child() -> None:
-    """In a forked child: a fresh lock (the parent's may be held) and no inherited client.
-
-    The inherited client is dropped, not closed: closing would shut down
-    connections (TLS sessions included) the parent still uses.
-    """
-    global _lock, _shared  # noqa: PLW0603 - resetting process-wide state after fork
-    _lock = threading.Lock()
-    _shared = None
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)

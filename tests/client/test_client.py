@@ -23,7 +23,7 @@ from reka_ingest.core.errors import (
     SettingsError,
 )
 from reka_ingest.core.settings import RekaSettings
-from reka_ingest.reka.client import RekaClient, reset_shared_client, shared_client
+from reka_ingest.reka.client import RekaClient
 from reka_ingest.reka.models import DeleteResult, SearchMode, UploadItem
 from tests.client.conftest import (
     API_KEY,
@@ -503,70 +503,51 @@ def test_upload_item_refuses_non_json_metadata() -> None:
         )
 
 
-# --- one client per process ------------------------------------------------------------------
+# --- the response observer -----------------------------------------------------------------
 
 
-@pytest.fixture
-def settings() -> RekaSettings:
-    return RekaSettings(api_key=SecretStr(API_KEY), api_base_url="http://127.0.0.1:9")
+def _observed(handler: Any, observer: Any) -> RekaClient:
+    return RekaClient(
+        base_url="http://reka.test",
+        api_key=API_KEY,
+        transport=httpx.MockTransport(handler),
+        on_response=observer,
+    )
 
 
-def test_shared_client_is_shared(settings: RekaSettings) -> None:
-    try:
-        first = shared_client(settings)
-        assert shared_client(settings) is first
-        assert shared_client() is first
-    finally:
-        reset_shared_client()
-    assert first.closed
+def test_the_observer_hears_every_answer_success_or_error() -> None:
+    heard: list[tuple[str, str, int]] = []
+    answers = iter([ok(image_json()), _answer_500(httpx.Request("GET", "http://x"))])
+    with _observed(lambda request: next(answers), lambda *call: heard.append(call)) as client:
+        client.get("img-1")
+        with pytest.raises(ApiServerError):
+            client.delete("img/2")
+    assert heard == [("GET", "/v1/images/img-1", 200), ("DELETE", "/v1/images/img%2F2", 500)]
 
 
-def test_shared_client_rebuilt_for_other_settings(settings: RekaSettings) -> None:
-    try:
-        first = shared_client(settings)
-        other = RekaSettings(api_key=SecretStr(API_KEY), api_base_url="http://127.0.0.1:10")
-        second = shared_client(other)
-        assert second is not first
-        assert first.closed
-    finally:
-        reset_shared_client()
+def test_no_answer_no_observation() -> None:
+    heard: list[tuple[str, str, int]] = []
+    client = _observed(_answer_drop, lambda *call: heard.append(call))
+    with client, pytest.raises(ApiConnectionError):
+        client.get("img-1")
+    assert heard == []
 
 
-def test_shared_client_rebuilt_for_another_pid(
-    settings: RekaSettings, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    try:
-        first = shared_client(settings)
-        monkeypatch.setattr(os, "getpid", lambda: -1)
-        second = shared_client(settings)
-        assert second is not first
-        assert not first.closed  # another process's client is dropped, never closed
-    finally:
-        monkeypatch.undo()
-        reset_shared_client()
+def test_a_failing_observer_never_breaks_the_call() -> None:
+    def observer(method: str, path: str, status: int) -> None:
+        raise RuntimeError("counting is down")
+
+    with _observed(lambda request: ok(image_json()), observer) as client:
+        assert client.get("img-1").image_id == "img-1"
 
 
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
-def test_shared_client_after_a_real_fork(settings: RekaSettings) -> None:
-    """A forked child gets its own client and leaves the parent's open."""
-    try:
-        parent = shared_client(settings)
-        read_end, write_end = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # the child: report and leave without running pytest's teardown
-            verdict = b"0"
-            try:
-                child = shared_client(settings)
-                verdict = b"1" if child is not parent and not parent.closed else b"0"
-            finally:
-                os.write(write_end, verdict)
-                os._exit(0)
-        os.close(write_end)
-        verdict = os.read(read_end, 1)
-        os.close(read_end)
-        os.waitpid(pid, 0)
-        assert verdict == b"1"
-        assert shared_client(settings) is parent
-        assert not parent.closed
-    finally:
-        reset_shared_client()
+def test_from_settings_passes_the_observer_on() -> None:
+    heard: list[tuple[str, str, int]] = []
+    settings = RekaSettings(api_key=SecretStr(API_KEY), api_base_url="http://reka.test")
+    with RekaClient.from_settings(
+        settings,
+        transport=httpx.MockTransport(lambda request: ok(image_json())),
+        on_response=lambda *call: heard.append(call),
+    ) as client:
+        client.get("img-1")
+    assert [status for _, _, status in heard] == [200]

@@ -16,7 +16,6 @@ from reka_ingest.core.bundled_redis import free_port
 from reka_ingest.core.queues import CONTROL_QUEUE, UPLOAD_QUEUE
 from reka_ingest.core.settings import Settings
 from reka_ingest.ledger import Ledger
-from reka_ingest.metrics import counters as metrics_counters
 from reka_ingest.metrics.collector import (
     KOMBU_PRIORITY_SEP,
     LATENCY_BUCKETS,
@@ -31,6 +30,7 @@ from reka_ingest.metrics.counters import (
     endpoint_of,
     redis_client,
 )
+from reka_ingest.reka.client import RekaClient
 from tests.metrics.support import add_batch, add_file, samples, value
 
 NOW = 10_000.0
@@ -132,10 +132,11 @@ def test_budget_is_read_from_its_key_when_published(
 
 
 def _count_responses(url: str, n: int) -> None:
-    metrics_counters.install(url)
+    sink = CounterSink.connect(url)
     for i in range(n):
-        metrics_counters.api_response("POST", "/v1/images/upload", 429 if i % 4 == 0 else 200)
-        metrics_counters.api_response("GET", f"/v1/images/img-{i}", 200)
+        sink.on_response("POST", "/v1/images/upload", 429 if i % 4 == 0 else 200)
+        sink.on_response("GET", f"/v1/images/img-{i}", 200)
+    sink.close()
 
 
 def test_counters_add_up_across_processes(
@@ -155,10 +156,31 @@ def test_counters_add_up_across_processes(
     assert value(p, "reka_ingest_api_rate_limited_total") == 40
 
 
-def test_without_an_installed_sink_counting_is_a_no_op(rclient: redis.Redis[bytes]) -> None:
-    metrics_counters.install(None)
-    metrics_counters.api_response("POST", "/v1/images/upload", 200)
+def _answer(request: httpx.Request) -> httpx.Response:
+    image = {"image_id": "img-1", "image_url": "u", "indexing_status": 2, "upload_timestamp": 1.0}
+    return httpx.Response(200, json=image)
+
+
+def test_a_client_without_an_observer_counts_nothing(rclient: redis.Redis[bytes]) -> None:
+    transport = httpx.MockTransport(_answer)
+    with RekaClient(base_url="http://reka.test", api_key="k", transport=transport) as client:
+        client.get("img-1")
     assert rclient.exists(API_RESPONSES_KEY) == 0
+
+
+def test_a_client_observed_by_a_sink_counts_each_response(
+    ledger: Ledger, rclient: redis.Redis[bytes], redis_url: str
+) -> None:
+    sink = CounterSink.connect(redis_url)
+    transport = httpx.MockTransport(_answer)
+    with RekaClient(
+        base_url="http://reka.test", api_key="k", transport=transport, on_response=sink.on_response
+    ) as client:
+        client.get("img-1")
+        client.get("img-2")
+    sink.close()
+    p = page(ledger, rclient)
+    assert value(p, "reka_ingest_api_responses_total", endpoint="get", status="200") == 2
 
 
 def test_a_dead_redis_never_breaks_the_counted_work() -> None:
@@ -177,12 +199,12 @@ def test_reconciled_batches_and_files_by_why(
     add_file(ledger, 10, state="queued", batch_id=lost)
     for n in range(20, 22):
         add_file(ledger, n, state="queued", batch_id=due)
-    metrics_counters.install(redis_url)
+    sink = CounterSink.connect(redis_url)
     try:
-        metrics_counters.reconciled(ledger, [lease, lost, due])
-        metrics_counters.reconciled(ledger, [lease])
+        sink.resent(ledger, [lease, lost, due])
+        sink.resent(ledger, [lease])
     finally:
-        metrics_counters.install(None)
+        sink.close()
     p = page(ledger, rclient)
     assert value(p, "reka_ingest_reconcile_batches_total", why="lease_expired") == 2
     assert value(p, "reka_ingest_reconcile_files_total", why="lease_expired") == 6
