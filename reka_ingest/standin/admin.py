@@ -9,28 +9,31 @@ import hashlib
 from typing import Final
 
 from pydantic import ValidationError
+from starlette.responses import Response
 
-from reka_ingest.standin.api import Call, current_status
-from reka_ingest.standin.asgi import Reply, json_reply
+from reka_ingest.standin.api import current_status
+from reka_ingest.standin.bodies import read_json
 from reka_ingest.standin.errors import invalid, not_found
+from reka_ingest.standin.pipeline import Call
+from reka_ingest.standin.replies import JsonReply
 
 FAULTS_BODY_MAX_BYTES: Final = 64 * 1024
 
 
-async def stats(call: Call) -> Reply:
+async def stats(call: Call) -> Response:
     state = call.state
-    return json_reply(state.stats.snapshot(images_stored=len(state.store)))
+    return JsonReply(state.stats.snapshot(images_stored=len(state.store)))
 
 
-async def image_detail(call: Call) -> Reply:
+async def image_detail(call: Call) -> Response:
     """What the server received for one image: metadata, index flag, name, type, size, sha256."""
     state = call.state
-    image_id = call.image_id or ""
+    image_id = call.image_id
     record = state.store.get(image_id)
     data = state.store.data(image_id)
     if record is None or data is None:
         raise not_found(f"image {image_id!r} not found")
-    return json_reply(
+    return JsonReply(
         {
             "image_id": record.image_id,
             "filename": record.filename,
@@ -48,13 +51,13 @@ async def image_detail(call: Call) -> Reply:
     )
 
 
-async def get_faults(call: Call) -> Reply:
-    return json_reply(call.state.faults.knobs.model_dump(mode="json"))
+async def get_faults(call: Call) -> Response:
+    return JsonReply(call.state.faults.knobs.model_dump(mode="json"))
 
 
-async def set_faults(call: Call) -> Reply:
+async def set_faults(call: Call) -> Response:
     """Change some fault knobs: a JSON object of knob -> value; the rest stay."""
-    body = await call.request.json_body(FAULTS_BODY_MAX_BYTES)
+    body = await read_json(call.request, FAULTS_BODY_MAX_BYTES)
     if not isinstance(body, dict):
         raise invalid("faults body must be a JSON object", param="body")
     try:
@@ -64,20 +67,20 @@ async def set_faults(call: Call) -> Reply:
             {"param": ".".join(str(p) for p in e["loc"]), "message": e["msg"]} for e in err.errors()
         ]
         raise invalid("invalid fault knobs", param="body", details=details) from None
-    return json_reply(knobs.model_dump(mode="json"))
+    return JsonReply(knobs.model_dump(mode="json"))
 
 
-async def reset(call: Call) -> Reply:
+async def reset(call: Call) -> Response:
     call.state.reset()
-    return json_reply({"status": "success", "message": "stand-in state reset"})
+    return JsonReply({"status": "success", "message": "stand-in state reset"})
 
 
-async def file(call: Call) -> Reply:
+async def file(call: Call) -> Response:
     """The bytes behind an `image_url`, with the sniffed content type."""
     store = call.state.store
-    image_id = call.image_id or ""
+    image_id = call.image_id
     record = store.get(image_id)
     data = store.data(image_id)
     if record is None or data is None:
         raise not_found(f"image {image_id!r} not found")
-    return Reply(200, data, content_type=record.content_type.encode())
+    return Response(data, media_type=record.content_type)

@@ -1,49 +1,50 @@
-"""Handlers of the five Reka endpoints. Each takes the call and returns a `Reply`
-or raises `ApiError`; auth, faults, quota and headers are the app's job."""
+"""Handlers of the five Reka endpoints. Each takes the call and returns a reply
+or raises `ApiError`; auth, faults, quota and headers are the pipeline's job
+(reka_ingest.standin.pipeline)."""
 
 from __future__ import annotations
 
 import asyncio
 import re
 import uuid
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any, Final
 
+from starlette.requests import Request
+from starlette.responses import Response
+
 from reka_ingest.core.constants import LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, IndexingStatus
-from reka_ingest.standin import multipart
-from reka_ingest.standin.asgi import Reply, Request, json_reply
-from reka_ingest.standin.errors import invalid, not_found, too_large
+from reka_ingest.standin.bodies import read_json
+from reka_ingest.standin.errors import invalid, not_found
+from reka_ingest.standin.form import IMAGES_PARAM, read_upload
 from reka_ingest.standin.indexing import status_at, will_fail
 from reka_ingest.standin.metadata import PARAM as METADATA_PARAM
 from reka_ingest.standin.metadata import parse_entries, security_metadata
+from reka_ingest.standin.pipeline import Call
+from reka_ingest.standin.replies import JsonReply
 from reka_ingest.standin.search import parse_request, rank
 from reka_ingest.standin.sniff import sniff_content_type
 from reka_ingest.standin.state import StandinState
 from reka_ingest.standin.store import ImageRecord
 
 FILES_PATH: Final = "/_standin/files/"
-IMAGES_PARAM: Final = "images"
 SEARCH_BODY_MAX_BYTES: Final = 1024 * 1024
 
 
-@dataclass(frozen=True, slots=True)
-class Call:
-    """One authenticated request on its way through a handler."""
-
-    state: StandinState
-    request: Request
-    image_id: str | None = None  # from the path, for get and delete
+def base_url(request: Request) -> str:
+    """Scheme and host the client used, for absolute URLs in replies."""
+    return f"{request.scope.get('scheme', 'http')}://{request.headers.get('host', 'localhost')}"
 
 
-def image_url(base_url: str, image_id: str) -> str:
-    return f"{base_url}{FILES_PATH}{image_id}"
+def image_url(base: str, image_id: str) -> str:
+    return f"{base}{FILES_PATH}{image_id}"
 
 
-def image_json(record: ImageRecord, base_url: str, status: IndexingStatus) -> dict[str, Any]:
+def image_json(record: ImageRecord, base: str, status: IndexingStatus) -> dict[str, Any]:
     """The API's `Image`: all four keys, always."""
     return {
         "image_id": record.image_id,
-        "image_url": image_url(base_url, record.image_id),
+        "image_url": image_url(base, record.image_id),
         "indexing_status": int(status),
         "upload_timestamp": record.upload_timestamp,
     }
@@ -53,36 +54,13 @@ def current_status(record: ImageRecord, now: float) -> IndexingStatus:
     return status_at(index=record.index, ready_at=record.ready_at, fails=record.fails, now=now)
 
 
-def _image_parts(
-    parts: list[multipart.Part], max_images: int, max_bytes: int
-) -> list[multipart.Part]:
-    images = [p for p in parts if p.name == IMAGES_PARAM]
-    if len(images) > max_images:
-        raise too_large(
-            f"{len(images)} images in one request; at most {max_images}", param=IMAGES_PARAM
-        )
-    for i, part in enumerate(images):
-        if len(part.data) > max_bytes:
-            raise too_large(
-                f"image {i} is {len(part.data)} bytes; at most {max_bytes}",
-                param=f"{IMAGES_PARAM}[{i}]",
-            )
-    if not images:
-        raise invalid("at least one `images` part is required", param=IMAGES_PARAM)
-    return images
-
-
-async def upload(call: Call) -> Reply:
+async def upload(call: Call) -> Response:
     """POST /v1/images/upload: validate everything first, then store all or nothing."""
     state, request = call.state, call.request
     config = state.config
-    boundary = multipart.boundary_of(request.headers.get("content-type", ""))
-    parts = multipart.parse(await request.body(config.max_request_bytes), boundary)
-    images = _image_parts(parts, config.max_images_per_request, config.max_image_bytes)
-    meta_parts = [p for p in parts if p.name == METADATA_PARAM]
-    if not meta_parts:
-        raise invalid("the `metadata` part is required", param=METADATA_PARAM)
-    entries = parse_entries(meta_parts[-1].data)
+    form = await read_upload(request, config)
+    images = form.images
+    entries = parse_entries(form.metadata)
     if len(entries) != len(images):
         raise invalid(
             f"{len(images)} images but {len(entries)} metadata entries",
@@ -123,8 +101,8 @@ async def upload(call: Call) -> Reply:
     for record in records:
         state.store.add(record)
     state.stats.upload(len(records), sum(r.size for r in records))
-    base = request.base_url
-    return json_reply(
+    base = base_url(request)
+    return JsonReply(
         {
             # What each image is at this moment, as a get would say: 1 while its index
             # delay runs, and already 2 (or 3) when the delay is 0.
@@ -139,24 +117,26 @@ def _write_all(state: StandinState, pairs: list[tuple[ImageRecord, bytes]]) -> N
 
 
 def _record(call: Call) -> ImageRecord:
-    record = call.state.store.get(call.image_id or "")
+    record = call.state.store.get(call.image_id)
     if record is None:
         raise not_found(f"image {call.image_id!r} not found")
     return record
 
 
-async def get_image(call: Call) -> Reply:
+async def get_image(call: Call) -> Response:
     """GET /v1/images/{id}: the Image, not wrapped."""
     record = _record(call)
     status = current_status(record, call.state.clock())
-    return json_reply(image_json(record, call.request.base_url, status))
+    return JsonReply(image_json(record, base_url(call.request), status))
 
 
 _INTEGER: Final = re.compile(r"[+-]?[0-9]+")
 _BIG_DIGITS: Final = 30  # more digits than any bound or store size; parsed as "huge"
 
 
-def _int_param(query: dict[str, str], name: str, default: int, low: int, high: int | None) -> int:
+def _int_param(
+    query: Mapping[str, str], name: str, default: int, low: int, high: int | None
+) -> int:
     """A query integer within `low..high`, or a 400 `validation_error` naming `name`.
 
     Only ASCII digits with an optional sign count as an integer (the OpenAPI
@@ -165,7 +145,7 @@ def _int_param(query: dict[str, str], name: str, default: int, low: int, high: i
     every page, so parsing never depends on Python's int-string digit limit.
     """
     raw = query.get(name)
-    if raw is None:
+    if not raw:  # absent, or blank (`?limit=`)
         return default
     if _INTEGER.fullmatch(raw) is None:
         raise invalid(f"{name} must be an integer", param=name)
@@ -179,32 +159,32 @@ def _int_param(query: dict[str, str], name: str, default: int, low: int, high: i
     return value
 
 
-async def list_images(call: Call) -> Reply:
+async def list_images(call: Call) -> Response:
     """GET /v1/images?limit=&offset=: a page in upload order; no total, no cursor."""
-    query = call.request.query
+    query = call.request.query_params
     limit = _int_param(query, "limit", LIST_LIMIT_DEFAULT, 1, LIST_LIMIT_MAX)
     offset = _int_param(query, "offset", 0, 0, None)
     now = call.state.clock()
-    base = call.request.base_url
+    base = base_url(call.request)
     store = call.state.store
     # An offset past the end is an empty page; clamped first, because the store's
     # slicing refuses an index larger than sys.maxsize (that was a 500).
     page = store.page(min(offset, len(store)), limit)
-    return json_reply({"results": [image_json(r, base, current_status(r, now)) for r in page]})
+    return JsonReply({"results": [image_json(r, base, current_status(r, now)) for r in page]})
 
 
-async def delete_image(call: Call) -> Reply:
+async def delete_image(call: Call) -> Response:
     """DELETE /v1/images/{id}."""
-    image_id = call.image_id or ""
+    image_id = call.image_id
     if not call.state.store.delete(image_id):
         raise not_found(f"image {image_id!r} not found")
-    return json_reply({"status": "success", "message": f"Image {image_id} deleted"})
+    return JsonReply({"status": "success", "message": f"Image {image_id} deleted"})
 
 
-async def search_images(call: Call) -> Reply:
+async def search_images(call: Call) -> Response:
     """POST /v1/images/search: indexed images ranked by `reka_ingest.standin.search`."""
     state = call.state
-    search = parse_request(await call.request.json_body(SEARCH_BODY_MAX_BYTES))
+    search = parse_request(await read_json(call.request, SEARCH_BODY_MAX_BYTES))
     now = state.clock()
     records = {
         r.image_id: r
@@ -212,8 +192,8 @@ async def search_images(call: Call) -> Reply:
         if current_status(r, now) is IndexingStatus.INDEXED
     }
     ranked = rank(search, ((r.image_id, r.upload_timestamp, r.metadata) for r in records.values()))
-    base = call.request.base_url
-    return json_reply(
+    base = base_url(call.request)
+    return JsonReply(
         {
             "results": [
                 {

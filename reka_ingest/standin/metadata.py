@@ -124,7 +124,7 @@ def _entry(raw: Any, i: int) -> UploadEntry:
     return UploadEntry(index=index, metadata=validate_metadata(raw.get("metadata"), param))
 
 
-def parse_entries(raw: bytes) -> list[UploadEntry]:
+def parse_entries(raw: str | bytes) -> list[UploadEntry]:
     """The validated entries of a `metadata` part; 400 naming the field when wrong."""
     try:
         doc = json.loads(raw)

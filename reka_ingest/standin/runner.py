@@ -1,8 +1,8 @@
 """Start the stand-in server: blocking in this process, or in a thread for tests.
 
-`serve(config)` is what `reka-ingest fake-api` and `python -m reka_ingest.standin` run: one
-uvicorn process, uvloop and httptools, no access log unless asked (it costs
-throughput the benchmarks measure).
+`serve(config)` is what `reka-ingest fake-api` runs: one uvicorn process,
+uvloop and httptools, no access log unless asked (it costs throughput the
+benchmarks measure).
 
 `serve_in_thread(config)` is for tests and in-process tools: uvicorn runs in a
 daemon thread on 127.0.0.1, the context manager returns once the socket
@@ -23,9 +23,10 @@ from types import FrameType
 from typing import Any, Final
 
 import uvicorn
+from starlette.applications import Starlette
 
 from reka_ingest.core.logs import get_logger
-from reka_ingest.standin.app import StandinApp, create_app
+from reka_ingest.standin.app import create_app
 from reka_ingest.standin.config import StandinConfig
 from reka_ingest.standin.state import StandinState
 
@@ -38,7 +39,7 @@ _STOP_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM)
 log = get_logger(__name__)
 
 
-def _uvicorn_config(app: StandinApp, config: StandinConfig, host: str, port: int) -> uvicorn.Config:
+def _uvicorn_config(app: Starlette, config: StandinConfig, host: str, port: int) -> uvicorn.Config:
     return uvicorn.Config(
         app,
         host=host,
@@ -76,7 +77,7 @@ def _stop_signals_end_cleanly() -> Iterator[None]:
 
 def serve(config: StandinConfig) -> None:
     """Run the server in this process until Ctrl-C or SIGTERM (main thread only)."""
-    app = create_app(config)
+    app = create_app(StandinState.create(config, time.time))
     log.info(
         "standin_start",
         host=config.host,
@@ -94,13 +95,9 @@ class RunningStandin:
     base_url: str
     host: str
     port: int
-    app: StandinApp
+    app: Starlette
+    state: StandinState  # store, stats, quotas and fault knobs (tests read these)
     config: StandinConfig
-
-    @property
-    def state(self) -> StandinState:
-        """Store, stats, quotas and fault knobs of the running server (tests read these)."""
-        return self.app.state
 
     @property
     def api_key(self) -> str:
@@ -136,7 +133,8 @@ def serve_in_thread(
     `STANDIN_PORT`), otherwise a free one chosen by the OS.
     """
     config = config if config is not None else StandinConfig()
-    app = create_app(config, clock=clock if clock is not None else time.time)
+    state = StandinState.create(config, clock if clock is not None else time.time)
+    app = create_app(state)
     server = uvicorn.Server(_uvicorn_config(app, config, LOOPBACK, _pick_port(config)))
     thread = threading.Thread(target=server.run, name="standin-server", daemon=True)
     thread.start()
@@ -153,7 +151,12 @@ def serve_in_thread(
         pass
     try:
         yield RunningStandin(
-            base_url=f"http://{LOOPBACK}:{port}", host=LOOPBACK, port=port, app=app, config=config
+            base_url=f"http://{LOOPBACK}:{port}",
+            host=LOOPBACK,
+            port=port,
+            app=app,
+            state=state,
+            config=config,
         )
     finally:
         server.should_exit = True
