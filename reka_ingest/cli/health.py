@@ -47,9 +47,9 @@ def _backends(settings: Settings, timeout: float) -> str | None:
 
 
 def _worker(settings: Settings, timeout: float) -> str | None:
-    from worker.celery_app import create_app  # noqa: PLC0415 - only with --worker
+    from scheduler.enqueue import producer_app  # noqa: PLC0415 - only with --worker
 
-    app = create_app(settings)
+    app = producer_app(settings)
     try:
         replies = app.control.ping(timeout=timeout)
     finally:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import typer
 
+from reka_ingest.core.queues import send_upload
 from reka_ingest.core.settings import IngestSettings, load_settings
 from reka_ingest.core.states import Reason
 from reka_ingest.files.hashing import digest_file
@@ -32,7 +33,7 @@ from reka_ingest.files.outbox import ERROR_SUFFIX, in_work_area
 from reka_ingest.ledger import Ledger, open_ledger
 from reka_ingest.ledger.retry import FailedFile, Requeue, failed_files, requeue_failed
 from scheduler.batcher import Batcher, BatchLimits, ledger_batch_groups, ledger_batches
-from worker.celery_app import create_app, send_upload
+from scheduler.enqueue import producer_app
 
 RETRY_FOLDER_PREFIX = "retry-"
 # The merged sidecar of these is what failed; only dropping the image again with a
@@ -152,7 +153,7 @@ def command(
     finally:
         ledger.dispose()
     if batches:
-        app = create_app(settings)
+        app = producer_app(settings)
         try:
             for batch_id in batches:
                 send_upload(app, batch_id)
