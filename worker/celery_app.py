@@ -19,13 +19,12 @@ from typing import Any
 
 from celery import Celery
 
-from reka_ingest.core.queues import CONTROL_QUEUE, UPLOAD_QUEUE, sender_config
+from reka_ingest.core.queues import sender_config
 from reka_ingest.core.settings import Settings, load_settings
 from worker import signals, tasks
 from worker.runtime import ProcessRuntime, Runtime
 
-# CONTROL_QUEUE, UPLOAD_QUEUE: the queues this app consumes (defined in reka_ingest.core.queues).
-__all__ = ["CONTROL_QUEUE", "UPLOAD_QUEUE", "create_app", "worker_config"]
+__all__ = ["create_app", "worker_config"]
 
 
 def worker_config(settings: Settings) -> dict[str, Any]:

@@ -33,15 +33,15 @@ from sqlalchemy import Select, case, func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from reka_ingest.core.constants import BUDGET_KEY
 from reka_ingest.core.logs import get_logger
 from reka_ingest.core.queues import QUEUES
 from reka_ingest.core.settings import Settings
-from reka_ingest.core.states import ACTIVE, BatchState, FileState
+from reka_ingest.core.states import ACTIVE, BatchState, FileState, Origin
 from reka_ingest.ledger import Ledger, open_ledger
 from reka_ingest.ledger.schema import Batch, File
 from reka_ingest.metrics.counters import (
     API_RESPONSES_KEY,
-    BUDGET_KEY,
     RECONCILE_KEY,
     redis_client,
 )
@@ -57,7 +57,7 @@ KOMBU_UNACKED_KEY: Final = "unacked"
 # Seconds from a file being seen to it being indexed. The daily quota can hold
 # a file for hours, so the buckets reach a day.
 LATENCY_BUCKETS: Final = (1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400)
-ORIGINS: Final = ("event", "scan", "backfill", "recovery")
+ORIGINS: Final = tuple(str(origin) for origin in Origin)
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,7 @@ from typing import Final
 import redis
 from sqlalchemy import func, select
 
+from reka_ingest.core.constants import REDIS_TIMEOUT
 from reka_ingest.core.logs import get_logger
 from reka_ingest.ledger.db import Ledger
 from reka_ingest.ledger.schema import Batch, File
@@ -31,12 +32,9 @@ log = get_logger(__name__)
 # Every Redis key the metrics read or write, named once.
 API_RESPONSES_KEY: Final = "reka_ingest:metrics:api_responses"  # field "<endpoint>:<status>"
 RECONCILE_KEY: Final = "reka_ingest:metrics:reconcile"  # fields "batches:<why>", "files:<why>"
-# The shared API budget (issue 4's limiter). Expected: a hash with integer
-# fields `remaining` and `limit` and a float `reset_at` (epoch seconds); a
-# plain integer string is read as `remaining` alone.
-BUDGET_KEY: Final = "reka_ingest:budget"
-
-REDIS_TIMEOUT: Final = 2.0  # seconds; a counter must never hold an upload for long
+# The shared API budget's published summary (core.constants.BUDGET_KEY): a hash
+# with integer fields `remaining` and `limit` and a float `reset_at` (epoch
+# seconds); a plain integer string is read as `remaining` alone.
 
 
 def redis_client(url: str) -> redis.Redis[bytes]:

@@ -13,7 +13,7 @@ from reka_ingest.core.bundled_redis import free_port
 from reka_ingest.core.constants import RATE_LIMIT_WINDOW_SECONDS as DAY
 from reka_ingest.core.errors import RateLimitInfo
 from reka_ingest.core.states import WaitReason
-from reka_ingest.metrics import counters as metrics_counters
+from reka_ingest.metrics import collector
 from tests.budget.conftest import T0
 from tests.support.clock import Clock
 from worker import budget as b
@@ -144,8 +144,10 @@ def test_snapshot_and_the_published_summary(
     budget.try_acquire()
     snap = budget.snapshot()
     assert (snap.used, snap.remaining, snap.refills_at, snap.paused_until) == (2, 3, T0 + DAY, None)
-    # The summary the metrics collector and `status --watch` read, under the key they expect.
-    assert c.BUDGET_KEY == metrics_counters.BUDGET_KEY
+    # The summary the metrics collector and `status --watch` read, under the key they read.
+    assert collector.read_budget(rclient) == collector.Budget(
+        remaining=3, limit=5, reset_at=T0 + DAY
+    )
     published = {k.decode(): float(v) for k, v in rclient.hgetall(c.BUDGET_KEY).items()}
     assert published == {"remaining": 3, "limit": 5, "reset_at": T0 + DAY}
 

@@ -17,13 +17,13 @@ from reka_ingest.cli.main import app
 from reka_ingest.core.bundled_redis import free_port
 from reka_ingest.core.constants import RATE_LIMIT_WINDOW_SECONDS as DAY
 from reka_ingest.core.errors import RateLimitInfo
+from reka_ingest.core.queues import UPLOAD_QUEUE
 from reka_ingest.core.states import FileState, Reason
 from reka_ingest.ledger.queries import list_files
 from reka_ingest.ledger.uploads import flag_possible_duplicates
 from reka_ingest.standin.runner import RunningStandin
 from tests.budget.conftest import KEY, T0, stage_one_per_batch
 from tests.support.clock import Clock
-from worker.celery_app import UPLOAD_QUEUE
 from worker.poller import poll_due
 from worker.runtime import Runtime
 from worker.uploader import upload_batch

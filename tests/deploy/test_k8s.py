@@ -9,8 +9,8 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
+from reka_ingest.core.queues import UPLOAD_QUEUE
 from tests.deploy.support import K8S, load_all, load_yaml
-from worker.celery_app import UPLOAD_QUEUE
 
 KUBERNETES_VERSION = "1.30.0"
 CRD_KINDS = {"ScaledObject", "TriggerAuthentication"}

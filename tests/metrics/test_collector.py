@@ -13,6 +13,7 @@ import redis
 from prometheus_client import generate_latest
 
 from reka_ingest.core.bundled_redis import free_port
+from reka_ingest.core.constants import BUDGET_KEY
 from reka_ingest.core.queues import CONTROL_QUEUE, UPLOAD_QUEUE
 from reka_ingest.core.settings import Settings
 from reka_ingest.ledger import Ledger
@@ -25,7 +26,6 @@ from reka_ingest.metrics.collector import (
 )
 from reka_ingest.metrics.counters import (
     API_RESPONSES_KEY,
-    BUDGET_KEY,
     CounterSink,
     endpoint_of,
     redis_client,

@@ -13,9 +13,10 @@ import flower.events
 import redis
 from prometheus_client import generate_latest
 
+from reka_ingest.core.constants import BUDGET_KEY
 from reka_ingest.ledger import Ledger
 from reka_ingest.metrics.collector import IngestCollector, build_registry
-from reka_ingest.metrics.counters import API_RESPONSES_KEY, BUDGET_KEY, redis_client
+from reka_ingest.metrics.counters import API_RESPONSES_KEY, redis_client
 from tests.metrics.support import add_file, samples
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "reka-ingest.json"

@@ -14,10 +14,11 @@ from rich.console import Console
 
 from reka_ingest.cli.processes import cli_argv
 from reka_ingest.cli.watch_status import Snapshot, duration, render, take_snapshot
+from reka_ingest.core.constants import BUDGET_KEY
 from reka_ingest.core.queues import UPLOAD_QUEUE
 from reka_ingest.ledger import Ledger, open_ledger
 from reka_ingest.ledger.schema import File
-from reka_ingest.metrics.counters import BUDGET_KEY, redis_client
+from reka_ingest.metrics.counters import redis_client
 from tests.metrics.support import add_file
 
 NOW = 50_000.0
