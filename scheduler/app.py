@@ -13,6 +13,7 @@ from typing import Any
 from celery import Celery, signals
 
 from reka_ingest.core.logs import configure_logging
+from reka_ingest.core.queues import lazy_app
 from reka_ingest.core.settings import Settings, load_settings
 from scheduler.beat import beat_schedule
 from scheduler.enqueue import producer_app
@@ -32,13 +33,4 @@ def build(settings: Settings | None = None) -> Celery:
     return app
 
 
-_app: Celery | None = None
-
-
-def __getattr__(name: str) -> Any:
-    global _app  # noqa: PLW0603 - the lazily built module attribute `app`
-    if name in ("app", "celery"):
-        if _app is None:
-            _app = build()
-        return _app
-    raise AttributeError(name)
+__getattr__ = lazy_app(build)

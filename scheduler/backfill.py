@@ -146,6 +146,20 @@ def _unreadable(folder: str, top: str, error: str, now: float) -> NewFile:
     )
 
 
+def _refusal(path: str, st: os.stat_result | None) -> str | None:
+    """Why a backfill will not take the entry at `path` where it is, if it will not."""
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        link = stat.S_ISLNK(st.st_mode)
+        return "symbolic links are never followed" if link else "not a regular file"
+    if shown(path) != path:
+        return (
+            "its path has bytes that are not UTF-8 (shown as %XX); a backfill reads "
+            "files where they are and cannot name this one to the worker: rename it, "
+            "or drop it into the watched inbox, which takes any name"
+        )
+    return None
+
+
 def _describe(
     entry: os.DirEntry[str],
     top: str,
@@ -160,24 +174,10 @@ def _describe(
         st = entry.stat(follow_symlinks=False)
     except OSError:
         st = None
-    if st is not None and not stat.S_ISREG(st.st_mode):
-        message = (
-            "symbolic links are never followed"
-            if stat.S_ISLNK(st.st_mode)
-            else "not a regular file"
-        )
-        return failed_file(
-            path=rel_path,
-            source_root=top,
-            work_path=entry.path,
-            origin=Origin.BACKFILL,
-            seen_at=now,
-            reason=Reason.REFUSED_PATH,
-            message=message,
-        )
-    if st is not None and now - st.st_mtime < settings.min_file_age:
+    if st is not None and now - st.st_mtime < settings.min_file_age and stat.S_ISREG(st.st_mode):
         return None
-    if shown(entry.path) != entry.path:
+    refusal = _refusal(entry.path, st)
+    if refusal is not None:
         return failed_file(
             path=rel_path,
             source_root=top,
@@ -185,11 +185,7 @@ def _describe(
             origin=Origin.BACKFILL,
             seen_at=now,
             reason=Reason.REFUSED_PATH,
-            message=(
-                "its path has bytes that are not UTF-8 (shown as %XX); a backfill reads "
-                "files where they are and cannot name this one to the worker: rename it, "
-                "or drop it into the watched inbox, which takes any name"
-            ),
+            message=refusal,
         )
     return describe(
         entry.path,

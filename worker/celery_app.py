@@ -19,7 +19,7 @@ from typing import Any
 
 from celery import Celery
 
-from reka_ingest.core.queues import sender_config
+from reka_ingest.core.queues import lazy_app, sender_config
 from reka_ingest.core.settings import Settings, load_settings
 from worker import signals, tasks
 from worker.runtime import ProcessRuntime, Runtime
@@ -53,13 +53,4 @@ def create_app(settings: Settings | None = None, *, name: str = "reka_ingest") -
     return app
 
 
-_app: Celery | None = None
-
-
-def __getattr__(name: str) -> Any:
-    global _app  # noqa: PLW0603 - the lazily built module attribute `app`
-    if name in ("app", "celery"):
-        if _app is None:
-            _app = create_app()
-        return _app
-    raise AttributeError(name)
+__getattr__ = lazy_app(create_app)

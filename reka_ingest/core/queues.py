@@ -16,7 +16,7 @@ through bindings stored in Redis, and drop.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 from kombu import Exchange, Queue
@@ -80,3 +80,19 @@ def sender_config(settings: IngestSettings) -> dict[str, Any]:
 def send_upload(app: Celery, batch_id: int) -> None:
     """Enqueue one batch by id: the only thing a message ever carries."""
     app.send_task(TASK_UPLOAD_BATCH, args=[batch_id], queue=UPLOAD_QUEUE)
+
+
+def lazy_app(build: Callable[[], Celery]) -> Callable[[str], Any]:
+    """A module `__getattr__` that builds the module's Celery app on first use, as
+    `celery -A MODULE` asks for `MODULE.app` (or `.celery`): importing the module
+    alone reads no settings and opens no connection."""
+    built: list[Celery] = []
+
+    def attribute(name: str) -> Any:
+        if name not in ("app", "celery"):
+            raise AttributeError(name)
+        if not built:
+            built.append(build())
+        return built[0]
+
+    return attribute
