@@ -11,12 +11,12 @@ import redis
 
 from reka_ingest.core.settings import Settings
 from reka_ingest.core.states import Origin
-from reka_ingest.ledger import open_ledger
 from reka_ingest.ledger.intake import NewFile, create_batch, record_files
 from reka_ingest.standin.config import StandinConfig
 from reka_ingest.standin.runner import RunningStandin, serve_in_thread
 from tests.support.clock import Clock
 from tests.support.images import image_bytes
+from tests.support.runtimes import runtimes
 from worker.budget import Budget, redis_client
 from worker.runtime import Runtime
 
@@ -76,22 +76,8 @@ def make_runtime(
     redis_url: str,
 ) -> Iterator[Callable[..., Runtime]]:
     """A worker's runtime against the stand-in and the real Redis; overrides by setting name."""
-    made: list[Runtime] = []
-
-    def make(**overrides: object) -> Runtime:
-        base: dict[str, object] = {
-            "api_key": KEY,
-            "api_base_url": standin.base_url,
-            "redis_url": redis_url,
-        }
-        settings = make_settings(**(base | overrides))
-        runtime = Runtime(settings, open_ledger(settings.ingest.ledger_url), clock=clock)
-        made.append(runtime)
-        return runtime
-
-    yield make
-    for runtime in made:
-        runtime.close()
+    with runtimes(make_settings, standin, clock, redis_url, KEY) as make:
+        yield make
 
 
 def stage_one_per_batch(rt: Runtime, count: int, *, seed: int = 0) -> list[int]:

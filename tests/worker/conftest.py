@@ -13,13 +13,13 @@ import pytest
 
 from reka_ingest.core.settings import Settings
 from reka_ingest.core.states import Origin
-from reka_ingest.ledger import open_ledger
 from reka_ingest.ledger.intake import NewFile, create_batch, record_files
 from reka_ingest.ledger.queries import list_files
 from reka_ingest.ledger.schema import File
 from reka_ingest.standin.config import StandinConfig
 from reka_ingest.standin.runner import RunningStandin, serve_in_thread
 from tests.support.clock import Clock
+from tests.support.runtimes import runtimes
 from worker.runtime import Runtime
 
 KEY = "test-key-worker"
@@ -45,22 +45,8 @@ def make_rt(
     make_settings: Callable[..., Settings], standin: RunningStandin, clock: Clock, redis_url: str
 ) -> Iterator[Callable[..., Runtime]]:
     """Runtimes against the stand-in and the real Redis; overrides by setting name."""
-    made: list[Runtime] = []
-
-    def make(**overrides: object) -> Runtime:
-        base: dict[str, object] = {
-            "api_key": KEY,
-            "api_base_url": standin.base_url,
-            "redis_url": redis_url,
-        }
-        settings = make_settings(**(base | overrides))
-        runtime = Runtime(settings, open_ledger(settings.ingest.ledger_url), clock=clock)
-        made.append(runtime)
-        return runtime
-
-    yield make
-    for runtime in made:
-        runtime.close()
+    with runtimes(make_settings, standin, clock, redis_url, KEY) as make:
+        yield make
 
 
 def stage(rt: Runtime, blobs: dict[str, bytes], *, root: Path | None = None) -> int:

@@ -18,29 +18,13 @@ from reka_ingest.ledger import Ledger, open_ledger
 from reka_ingest.ledger.intake import NewFile, create_batch, record_files
 from reka_ingest.ledger.queries import list_files
 from reka_ingest.ledger.uploads import claim_batch, mark_uploading
-from reka_ingest.standin.config import StandinConfig
-from reka_ingest.standin.runner import RunningStandin, serve_in_thread
+from reka_ingest.standin.runner import RunningStandin
 from tests.support.clock import Clock
 from tests.support.images import image_bytes
+from tests.worker.conftest import KEY
 from worker.poller import poll_due
 from worker.runtime import Runtime
 from worker.uploader import upload_batch
-
-KEY = "test-key-upload-flow"
-
-
-@pytest.fixture
-def clock() -> Clock:
-    """One clock for the worker and the stand-in, so a test can move both."""
-    return Clock()
-
-
-@pytest.fixture
-def standin(clock: Clock) -> Iterator[RunningStandin]:
-    # Indexing takes a moment (on this clock), so uploads answer 1 and the poller has work.
-    config = StandinConfig(api_keys=(KEY,), port=0, seed=1, index_delay=1.0)
-    with serve_in_thread(config, clock=clock) as server:
-        yield server
 
 
 @pytest.fixture
