@@ -60,6 +60,29 @@ def _work_files(settings: IngestSettings) -> list[str]:
     return [p.name for p in Path(settings.work_dir).rglob("*") if p.is_file()]
 
 
+def _recorder(settings: IngestSettings, ledger: Ledger) -> Recorder:
+    """A recorder whose batches stay in the ledger (these tests look at recording)."""
+    batcher = Batcher(BatchLimits.from_settings(settings), create=lambda ids: 0, enqueue=no_enqueue)
+    return Recorder(settings, ledger, batcher, group_size=1000)
+
+
+def _new_file(
+    settings: IngestSettings, work_path: Path, i: int, sidecar: dict[str, object] | None = None
+) -> NewFile:
+    """File `i` as the watcher would hand it to the recorder (its hash made up)."""
+    return NewFile(
+        path=f"{i}.jpg",
+        source_root=str(settings.inbox),
+        work_path=str(work_path),
+        origin=Origin.SCAN,
+        size=10,
+        mtime=0.0,
+        sha256=f"{i:064x}",
+        seen_at=time.time(),
+        sidecar=sidecar,
+    )
+
+
 def _assert_names_fit(folder: Path) -> None:
     for dirpath, dirnames, filenames in os.walk(os.fsencode(folder)):
         for name in dirnames + filenames:
@@ -190,26 +213,14 @@ def test_a_row_the_ledger_refuses_fails_alone_and_the_rest_of_its_group_is_recor
     fast_settings: Callable[..., IngestSettings], ledger: Ledger
 ) -> None:
     settings = fast_settings()
-    batcher = Batcher(BatchLimits.from_settings(settings), create=lambda ids: 0, enqueue=no_enqueue)
-    recorder = Recorder(settings, ledger, batcher, group_size=1000)
+    recorder = _recorder(settings, ledger)
     work = settings.work_dir / "t"
     work.mkdir(parents=True)
     for i in range(9):
         (work / f"{i}.jpg").write_bytes(image_bytes(i))
-        recorder.add(
-            NewFile(
-                path=f"{i}.jpg",
-                source_root=str(settings.inbox),
-                work_path=str(work / f"{i}.jpg"),
-                origin=Origin.SCAN,
-                size=10,
-                mtime=0.0,
-                sha256=f"{i:064x}",
-                seen_at=time.time(),
-                # A value JSON cannot hold: this row's INSERT fails, and its group's.
-                sidecar={"caption": {1, 2}} if i == 6 else None,
-            )
-        )
+        # A value JSON cannot hold: this row's INSERT fails, and its group's.
+        sidecar: dict[str, object] | None = {"caption": {1, 2}} if i == 6 else None
+        recorder.add(_new_file(settings, work / f"{i}.jpg", i, sidecar))
     counts = recorder.flush()
     assert (counts.recorded, counts.queued, counts.failed, counts.isolated) == (9, 8, 1, 1)
     rows = files_by_path(ledger)
@@ -322,21 +333,9 @@ def test_a_ledger_that_does_not_answer_keeps_the_group_and_splits_nothing(
     path = tmp_path / "locked.db"
     ledger = open_ledger(f"sqlite:///{path}")
     settings = fast_settings()
-    batcher = Batcher(BatchLimits.from_settings(settings), create=lambda ids: 0, enqueue=no_enqueue)
-    recorder = Recorder(settings, ledger, batcher, group_size=1000)
+    recorder = _recorder(settings, ledger)
     for i in range(6):
-        recorder.add(
-            NewFile(
-                path=f"{i}.jpg",
-                source_root=str(settings.inbox),
-                work_path=str(tmp_path / f"{i}.jpg"),
-                origin=Origin.SCAN,
-                size=10,
-                mtime=0.0,
-                sha256=f"{i:064x}",
-                seen_at=time.time(),
-            )
-        )
+        recorder.add(_new_file(settings, tmp_path / f"{i}.jpg", i))
     holder = sqlite3.connect(path, isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")  # another process holding the write lock
     try:
