@@ -74,8 +74,10 @@ def make_runtime(
     standin: RunningStandin,
     clock: Clock,
     redis_url: str,
+    database_url: str,
 ) -> Iterator[Callable[..., Runtime]]:
-    """A worker's runtime against the stand-in and the real Redis; overrides by setting name."""
+    """A worker's runtime against the stand-in, the real Redis and the test's database
+    (each test runs on SQLite and on PostgreSQL); overrides by setting name."""
     with runtimes(make_settings, standin, clock, redis_url, KEY) as make:
         yield make
 

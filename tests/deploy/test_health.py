@@ -9,25 +9,40 @@ from pathlib import Path
 
 from reka_ingest.cli.processes import cli_argv
 from reka_ingest.core.bundled_redis import free_port
-from reka_ingest.ledger import open_ledger
+from reka_ingest.ledger import Ledger
 
 
-def health(tmp_path: Path, redis_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+def health(
+    tmp_path: Path, redis_url: str, *args: str, database_url: str | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
         "INGEST_REDIS_URL": redis_url,
         "INGEST_DATA_DIR": str(tmp_path / "var"),
         "INGEST_LOG_FORMAT": "json",
     }
+    if database_url is not None:
+        env["INGEST_DATABASE_URL"] = database_url
     return subprocess.run(
         cli_argv("health", *args), env=env, capture_output=True, text=True, timeout=60, check=False
     )
 
 
-def test_healthy_when_redis_and_the_ledger_answer(tmp_path: Path, redis_url: str) -> None:
-    open_ledger(f"sqlite:///{tmp_path / 'var' / 'ledger.db'}").dispose()
-    done = health(tmp_path, redis_url)
+def test_healthy_when_redis_and_the_ledger_answer(
+    tmp_path: Path, redis_url: str, ledger: Ledger
+) -> None:
+    done = health(tmp_path, redis_url, database_url=ledger.url)
     assert (done.returncode, done.stdout.strip()) == (0, "healthy"), done.stderr
+
+
+def test_an_unreachable_postgresql_ledger_is_named_and_its_password_masked(
+    tmp_path: Path, redis_url: str
+) -> None:
+    dead = f"postgresql+psycopg://ingest:pg-secret-41@127.0.0.1:{free_port()}/ingest"
+    done = health(tmp_path, redis_url, database_url=dead)
+    assert done.returncode == 1
+    assert "ledger" in done.stderr, done.stderr
+    assert "pg-secret-41" not in done.stdout + done.stderr
 
 
 def test_unhealthy_names_the_part_and_masks_the_password(tmp_path: Path) -> None:

@@ -1,6 +1,6 @@
 """Fixtures of the worker tests that run uploads and polls without Celery: one
 clock for the worker and the stand-in, the stand-in on loopback, and runtimes
-(real SQLite ledger, real Redis) built with setting overrides."""
+(a real ledger on each database, real Redis) built with setting overrides."""
 
 from __future__ import annotations
 
@@ -42,9 +42,14 @@ def standin(clock: Clock) -> Iterator[RunningStandin]:
 
 @pytest.fixture
 def make_rt(
-    make_settings: Callable[..., Settings], standin: RunningStandin, clock: Clock, redis_url: str
+    make_settings: Callable[..., Settings],
+    standin: RunningStandin,
+    clock: Clock,
+    redis_url: str,
+    database_url: str,
 ) -> Iterator[Callable[..., Runtime]]:
-    """Runtimes against the stand-in and the real Redis; overrides by setting name."""
+    """Runtimes against the stand-in, the real Redis and the test's database (each
+    test runs on SQLite and on PostgreSQL); overrides by setting name."""
     with runtimes(make_settings, standin, clock, redis_url, KEY) as make:
         yield make
 

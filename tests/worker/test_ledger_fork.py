@@ -5,10 +5,9 @@ connections are neither used nor closed by the child."""
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from reka_ingest.core.states import Origin
-from reka_ingest.ledger import open_ledger
+from reka_ingest.ledger import Ledger
 from reka_ingest.ledger.intake import NewFile, record_files
 from reka_ingest.ledger.queries import list_files
 
@@ -26,21 +25,17 @@ def _new(name: str) -> NewFile:
     )
 
 
-def test_parent_and_forked_child_both_write(tmp_path: Path) -> None:
-    ledger = open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
-    try:
-        record_files(ledger, [_new("before")], now=1.0)  # the parent's pool now holds one
-        pid = os.fork()
-        if pid == 0:  # the child: exit code says whether its write worked
-            code = 1
-            try:
-                record_files(ledger, [_new("child")], now=2.0)
-                code = 0
-            finally:
-                os._exit(code)
-        _, status = os.waitpid(pid, 0)
-        assert os.waitstatus_to_exitcode(status) == 0
-        record_files(ledger, [_new("after")], now=3.0)  # the parent's connection still works
-        assert sorted(f.path for f in list_files(ledger)) == ["after", "before", "child"]
-    finally:
-        ledger.dispose()
+def test_parent_and_forked_child_both_write(ledger: Ledger) -> None:
+    record_files(ledger, [_new("before")], now=1.0)  # the parent's pool now holds one
+    pid = os.fork()
+    if pid == 0:  # the child: exit code says whether its write worked
+        code = 1
+        try:
+            record_files(ledger, [_new("child")], now=2.0)
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    record_files(ledger, [_new("after")], now=3.0)  # the parent's connection still works
+    assert sorted(f.path for f in list_files(ledger)) == ["after", "before", "child"]

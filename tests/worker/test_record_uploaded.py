@@ -3,10 +3,8 @@ original's image id handed to the duplicates recorded after it."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from reka_ingest.core.states import FileState, Origin
-from reka_ingest.ledger import open_ledger
+from reka_ingest.ledger import Ledger
 from reka_ingest.ledger.intake import NewFile, record_files
 from reka_ingest.ledger.queries import list_files
 from reka_ingest.ledger.uploads import Uploaded, record_uploaded
@@ -25,29 +23,25 @@ def _new(name: str, sha: str) -> NewFile:
     )
 
 
-def test_results_land_on_their_rows_and_duplicates_get_the_image_id(tmp_path: Path) -> None:
-    ledger = open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
-    try:
-        first = record_files(ledger, [_new("a.jpg", "a" * 64), _new("b.jpg", "b" * 64)], now=10.0)
-        copy = record_files(ledger, [_new("a-copy.jpg", "a" * 64)], now=11.0)
-        assert copy[0].state == FileState.DUPLICATE
-        results = [
-            Uploaded(
-                file_id=rec.file_id,
-                image_id=f"img-{rec.file_id}",
-                image_url=f"https://x/{rec.file_id}",
-                indexing_status=1,
-                upload_timestamp=20.0,
-                state=FileState.INDEXING if i == 0 else FileState.INDEXED,
-                next_poll_at=22.0 if i == 0 else None,
-                poll_delay=2.0 if i == 0 else None,
-            )
-            for i, rec in enumerate(first)
-        ]
-        record_uploaded(ledger, results, request_id="req-1", now=20.0)
-        rows = {f.path: f for f in list_files(ledger)}
-    finally:
-        ledger.dispose()
+def test_results_land_on_their_rows_and_duplicates_get_the_image_id(ledger: Ledger) -> None:
+    first = record_files(ledger, [_new("a.jpg", "a" * 64), _new("b.jpg", "b" * 64)], now=10.0)
+    copy = record_files(ledger, [_new("a-copy.jpg", "a" * 64)], now=11.0)
+    assert copy[0].state == FileState.DUPLICATE
+    results = [
+        Uploaded(
+            file_id=rec.file_id,
+            image_id=f"img-{rec.file_id}",
+            image_url=f"https://x/{rec.file_id}",
+            indexing_status=1,
+            upload_timestamp=20.0,
+            state=FileState.INDEXING if i == 0 else FileState.INDEXED,
+            next_poll_at=22.0 if i == 0 else None,
+            poll_delay=2.0 if i == 0 else None,
+        )
+        for i, rec in enumerate(first)
+    ]
+    record_uploaded(ledger, results, request_id="req-1", now=20.0)
+    rows = {f.path: f for f in list_files(ledger)}
     a, b, dup = rows["a.jpg"], rows["b.jpg"], rows["a-copy.jpg"]
     assert (a.state, a.image_id, a.next_poll_at, a.indexed_at) == (
         "indexing",
