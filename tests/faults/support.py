@@ -148,7 +148,7 @@ class Tally:
 
     def row(self) -> str:
         return (
-            f"{self.scenario:<28} dropped={self.dropped:<4} terminal={self.terminal:<4} "
+            f"{self.scenario:<44} dropped={self.dropped:<4} terminal={self.terminal:<4} "
             f"lost={self.lost:<3} uploaded_twice={self.uploaded_twice:<3} "
             f"flagged={self.flagged:<3} wall={self.wall_s:.1f}s"
         )
@@ -223,7 +223,7 @@ def audit(svc: Service, scenario: str, dropped: list[str], started: float) -> Au
     )
     states = dict(Counter(r.state for r in rows))
     tally = Tally(
-        scenario=scenario,
+        scenario=f"{scenario} ({svc.ledger.engine.dialect.name})",
         dropped=len(dropped),
         terminal=terminal,
         lost=len(lost),
