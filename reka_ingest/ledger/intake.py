@@ -2,18 +2,21 @@
 
 Content hash is identity: a file whose bytes match an earlier live row is
 recorded as a `duplicate` of it at once (unless re-uploads are allowed), and
-gets that row's `image_id` as soon as it is known.
+gets that row's `image_id` as soon as it is known. Several watchers may decide
+at once on one ledger; `lock_content` makes those decisions take turns per
+content hash (see there).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, func, insert, select, update
+from sqlalchemy import Table, bindparam, func, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from reka_ingest.core.states import NOT_ORIGINALS, BatchState, FileState, Origin, Reason
@@ -80,6 +83,69 @@ class Recorded:
 
 
 _IN_CHUNK = 500  # values per `IN (...)` list: well under every backend's parameter limit
+
+# Above this many distinct hashes, one transaction takes the whole-intake lock
+# instead of one lock per hash: PostgreSQL's shared lock table holds about
+# `max_locks_per_transaction` (64 by default) locks per connection, and a burst
+# of groups of 500 from a dozen watchers would fill it for every session.
+HASH_LOCKS_MAX = 64
+# The whole-intake lock, in the two-integer key space of advisory locks (apart
+# from the one-bigint space of the per-hash locks and the migration lock).
+_INTAKE_LOCK = (0x52_45_4B_41, 1)  # "REKA", intake
+
+
+def content_lock_key(sha256: str) -> int:
+    """The advisory lock key of one content hash: its first 64 bits, signed (bigint)."""
+    try:
+        head = bytes.fromhex(sha256[:16])
+    except ValueError:
+        head = b""
+    if len(head) != 8:  # not a hex digest: any stable 64 bits of it will do
+        head = hashlib.sha256(sha256.encode("utf-8", "surrogatepass")).digest()[:8]
+    return int.from_bytes(head, "big", signed=True)
+
+
+def lock_content(s: Session, hashes: Iterable[str]) -> None:
+    """Wait for, and hold until `s` ends, the right to decide what these bytes are.
+
+    Call it in a write transaction before reading which rows hold these hashes
+    (intake's duplicate decision; anything that makes a row the live original
+    of a hash or stops it being one); whoever holds it sees every decision made
+    before it as committed, and no other decision about these hashes is made
+    until it commits or rolls back.
+
+    PostgreSQL: under READ COMMITTED two transactions can both read "no live
+    row for this hash" and both insert one (two watchers sharing the ledger
+    uploaded the same bytes twice). So each hash gets a transaction-scoped
+    advisory lock (`pg_advisory_xact_lock` on `content_lock_key`), taken in
+    ascending key order so two groups sharing hashes never wait on each other
+    in a cycle, under a shared hold of the whole-intake lock; a group of more
+    than `HASH_LOCKS_MAX` hashes takes the whole-intake lock exclusively
+    instead (one lock, not hundreds). The read after it takes a new snapshot
+    (READ COMMITTED, the default), so it sees what the previous holder wrote.
+
+    SQLite: nothing to do. Every write transaction begins with `BEGIN
+    IMMEDIATE` (reka_ingest.ledger.db), which takes the database's one write
+    lock before the first read; a second intake waits at its BEGIN until the
+    first has committed, then reads its rows.
+    """
+    bind = s.get_bind()
+    if bind.dialect.name != "postgresql":
+        return
+    keys = sorted({content_lock_key(h) for h in hashes})
+    if not keys:
+        return
+    whole = {"k1": _INTAKE_LOCK[0], "k2": _INTAKE_LOCK[1]}
+    if len(keys) > HASH_LOCKS_MAX:
+        s.execute(text("SELECT pg_advisory_xact_lock(:k1, :k2)"), whole)
+        return
+    s.execute(text("SELECT pg_advisory_xact_lock_shared(:k1, :k2)"), whole)
+    # One round trip; a function scan yields the array's elements in order, so
+    # the locks are taken in ascending key order.
+    s.execute(
+        text("SELECT pg_advisory_xact_lock(k) FROM unnest(CAST(:keys AS bigint[])) AS k"),
+        {"keys": keys},
+    )
 
 
 def _row(f: NewFile, now: float) -> dict[str, Any]:
@@ -151,6 +217,16 @@ def _live_originals(s: Session, hashes: set[str]) -> dict[str, tuple[int, str | 
     return out
 
 
+def _decide_originals(
+    s: Session, fresh: Sequence[NewFile]
+) -> dict[str, tuple[int, str | None, str | None]]:
+    """The live originals of these files' bytes, with the right to add to them
+    (`lock_content`) held until the transaction ends."""
+    hashes = {f.sha256 for f in fresh if f.sha256 and f.reason is None}
+    lock_content(s, hashes)
+    return _live_originals(s, hashes)
+
+
 def _insert(s: Session, rows: list[dict[str, Any]]) -> dict[str, int]:
     """One executemany INSERT, then the new ids by work path (unique).
 
@@ -170,7 +246,9 @@ def record_files(
 
     In bulk: one query for known work paths, one for earlier live copies of the
     same bytes, one multi-row INSERT (and a second for copies of bytes first
-    seen in this same group, which point at the first of them).
+    seen in this same group, which point at the first of them). The lookup of
+    earlier copies and the inserts are one decision per hash: `lock_content`
+    keeps another watcher on the same ledger from making its own at once.
     """
     if not given:
         return []
@@ -184,11 +262,7 @@ def record_files(
             if f.work_path not in known:
                 known.add(f.work_path)
                 fresh.append(f)
-        originals = (
-            {}
-            if allow_reupload
-            else _live_originals(s, {f.sha256 for f in fresh if f.sha256 and f.reason is None})
-        )
+        originals = {} if allow_reupload else _decide_originals(s, fresh)
         first: list[tuple[NewFile, dict[str, Any]]] = []
         later: list[tuple[NewFile, dict[str, Any]]] = []
         firsts_here: set[str] = set()
