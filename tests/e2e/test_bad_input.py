@@ -63,11 +63,12 @@ TRAVERSAL_META = {
 
 
 @pytest.fixture
-def service(tmp_path: Path, redis_url: str) -> Iterator[Service]:
+def service(tmp_path: Path, redis_url: str, database_url: str) -> Iterator[Service]:
     svc = Service(
         tmp_path,
         redis_url,
         env={
+            "INGEST_DATABASE_URL": database_url,
             "INGEST_MAX_IMAGE_BYTES": str(MAX_IMAGE_BYTES),
             "INGEST_SCAN_INTERVAL": "1.0",
             "INGEST_ORPHAN_SIDECAR_AFTER": "3",

@@ -22,8 +22,13 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
 
 
 @pytest.fixture
-def service(tmp_path: Path, redis_url: str) -> Iterator[Service]:
-    svc = Service(tmp_path, redis_url, standin_env={"STANDIN_INDEX_DELAY": "0.5"})
+def service(tmp_path: Path, redis_url: str, database_url: str) -> Iterator[Service]:
+    svc = Service(
+        tmp_path,
+        redis_url,
+        env={"INGEST_DATABASE_URL": database_url},
+        standin_env={"STANDIN_INDEX_DELAY": "0.5"},
+    )
     try:
         yield svc
     finally:

@@ -86,8 +86,9 @@ LATE_SIDECAR = b"late.jpg.json"
 
 
 @pytest.fixture
-def service(tmp_path: Path, redis_url: str) -> Iterator[Service]:
-    svc = Service(tmp_path, redis_url, env=ENV, standin_env={"STANDIN_INDEX_DELAY": "0.3"})
+def service(tmp_path: Path, redis_url: str, database_url: str) -> Iterator[Service]:
+    env = {**ENV, "INGEST_DATABASE_URL": database_url}
+    svc = Service(tmp_path, redis_url, env=env, standin_env={"STANDIN_INDEX_DELAY": "0.3"})
     try:
         yield svc
     finally:
@@ -232,7 +233,8 @@ def test_a_poison_drill_fails_each_poison_alone_and_survives_a_restart(
     # Stop everything, start again on the same data: the start survives what is
     # there, and a good file dropped now is indexed.
     svc.stop()
-    again = Service(tmp_path, redis_url, env=ENV, standin_env={"STANDIN_INDEX_DELAY": "0.3"})
+    env = {**ENV, "INGEST_DATABASE_URL": service.env["INGEST_DATABASE_URL"]}
+    again = Service(tmp_path, redis_url, env=env, standin_env={"STANDIN_INDEX_DELAY": "0.3"})
     try:
         again.start()
         write_at(again.inbox, b"after-restart.jpg", good_bytes(99))

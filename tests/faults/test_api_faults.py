@@ -46,12 +46,17 @@ FAULTS = {
 
 
 @pytest.fixture
-def service(tmp_path: Path, redis_url: str) -> Iterator[Service]:
+def service(tmp_path: Path, redis_url: str, database_url: str) -> Iterator[Service]:
     svc = Service(
         tmp_path,
         redis_url,
         # Few retries, so some batches run out of them (4 attempts, ~2% of batches).
-        env={**FAULT_ENV, "INGEST_BATCH_MAX_FILES": "5", "INGEST_UPLOAD_MAX_RETRIES": "3"},
+        env={
+            **FAULT_ENV,
+            "INGEST_DATABASE_URL": database_url,
+            "INGEST_BATCH_MAX_FILES": "5",
+            "INGEST_UPLOAD_MAX_RETRIES": "3",
+        },
         standin_env=STANDIN_ENV,
     )
     try:

@@ -47,15 +47,27 @@ def own_redis(tmp_path: Path) -> Iterator[list[BundledRedis]]:
             server.stop()
 
 
-@pytest.mark.parametrize("keep_data", [True, False], ids=["with-data", "without-data"])
+# Each Redis case once, each on one of the two ledgers (the ledger is not what this
+# drill is about; the PostgreSQL drill restarts the database itself).
+@pytest.mark.parametrize(
+    ("keep_data", "database_url"),
+    [(True, "sqlite"), (False, "postgresql")],
+    ids=["with-data-sqlite", "without-data-postgresql"],
+    indirect=["database_url"],
+)
 @pytest.mark.timeout(150)
 def test_redis_restarted_mid_run_loses_nothing(
-    tmp_path: Path, own_redis: list[BundledRedis], results_file: Path, keep_data: bool
+    tmp_path: Path,
+    own_redis: list[BundledRedis],
+    results_file: Path,
+    keep_data: bool,
+    database_url: str,
 ) -> None:
     port = free_port()
     first = BundledRedis(tmp_path / "redis", port, persist=keep_data).start()
     own_redis.append(first)
-    svc = Service(tmp_path / "svc", first.url, env=FAULT_ENV, standin_env=STANDIN_ENV)
+    env = {**FAULT_ENV, "INGEST_DATABASE_URL": database_url}
+    svc = Service(tmp_path / "svc", first.url, env=env, standin_env=STANDIN_ENV)
     try:
         svc.start()
         started = time.monotonic()

@@ -43,8 +43,9 @@ PAUSE = 0.3
 
 
 @pytest.fixture
-def service(tmp_path: Path, redis_url: str) -> Iterator[Service]:
-    svc = Service(tmp_path, redis_url, env=FAULT_ENV, standin_env=STANDIN_ENV)
+def service(tmp_path: Path, redis_url: str, database_url: str) -> Iterator[Service]:
+    env = {**FAULT_ENV, "INGEST_DATABASE_URL": database_url}
+    svc = Service(tmp_path, redis_url, env=env, standin_env=STANDIN_ENV)
     try:
         yield svc
     finally:

@@ -45,8 +45,9 @@ LATENCY = 4.0  # seconds each /v1 request waits at the stand-in before its work
 
 
 @pytest.fixture
-def service(tmp_path: Path, redis_url: str) -> Iterator[Service]:
-    svc = Service(tmp_path, redis_url, env=FAULT_ENV, standin_env=STANDIN_ENV)
+def service(tmp_path: Path, redis_url: str, database_url: str) -> Iterator[Service]:
+    env = {**FAULT_ENV, "INGEST_DATABASE_URL": database_url}
+    svc = Service(tmp_path, redis_url, env=env, standin_env=STANDIN_ENV)
     try:
         yield svc
     finally:
