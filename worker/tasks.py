@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+import redis
 from celery import Celery
 
 from reka_ingest.core.logs import get_logger
@@ -18,6 +19,7 @@ from reka_ingest.core.queues import (
     send_upload,
 )
 from reka_ingest.ledger.reconcile import batches_to_send
+from worker import parked
 from worker.poller import poll_due
 from worker.runtime import Runtime
 from worker.uploader import upload_batch
@@ -58,16 +60,39 @@ def register(app: Celery, runtime: Callable[[], Runtime]) -> None:
 
     @app.task(name=TASK_SWEEP_BATCHES, ignore_result=True, queue=CONTROL_QUEUE, shared=False)
     def sweep_batches_task() -> None:
-        rt = runtime()
-        ids = batches_to_send(
-            rt.ledger,
-            now=rt.clock(),
-            requeue_after=rt.settings.ingest.requeue_after,
-            limit=SWEEP_LIMIT,
+        sweep_batches(runtime(), lambda batch_id: send_upload(app, batch_id))
+
+
+def sweep_batches(rt: Runtime, send: Callable[[int], object]) -> list[int]:
+    """Beat's batch sweep: first the accepted answers parked in Redis go to the ledger
+    (so their batches are never listed to be sent again), then the batches due
+    are sent (`send(batch_id)`); returns the ids sent."""
+    try:
+        applied = parked.drain(rt)
+    except redis.RedisError as err:
+        # Parked answers cannot be read now; a batch sent below still looks for its
+        # own before anything is uploaded (and nothing is, without Redis's budget).
+        log.warning("sweep_parked_unreadable", error=str(err))
+        applied = []
+    recorded = [a for a in applied if a.recorded]
+    if applied:
+        log.info(
+            "sweep_parked",
+            recorded=len(recorded),
+            still_parked=len(applied) - len(recorded),
+            failed=sum(1 for a in applied if a.gave_up),
         )
-        for batch_id in ids:
-            send_upload(app, batch_id)
-        if rt.counters is not None:
-            rt.counters.resent(rt.ledger, ids)
-        if ids:
-            log.info("sweep_batches", sent=len(ids), first=ids[0], last=ids[-1])
+    due = batches_to_send(
+        rt.ledger,
+        now=rt.clock(),
+        requeue_after=rt.settings.ingest.requeue_after,
+        limit=SWEEP_LIMIT,
+    )
+    ids = [child for a in recorded for child in a.enqueue] + due
+    for batch_id in ids:
+        send(batch_id)
+    if rt.counters is not None:
+        rt.counters.resent(rt.ledger, due)
+    if ids:
+        log.info("sweep_batches", sent=len(ids), first=ids[0], last=ids[-1])
+    return ids

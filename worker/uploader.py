@@ -20,7 +20,15 @@ Outcomes by error:
     401                                      -> files fail with `auth_failed`, and
         `reka-ingest retry --reason auth_failed` sends them again once the key is fixed.
 Running it twice for one batch is safe: the claim lets one run in, and a run
-after a worker died flags the files whose request may have gone out.
+after a worker died flags the files whose request may have gone out; a batch
+whose lease ran out again after its last attempt (INGEST_UPLOAD_MAX_RETRIES)
+fails at that claim instead of being sent once more.
+
+An answer the server accepted is never lost to our own database
+(`worker.parked`): its recording is retried through a ledger outage
+(INGEST_LEDGER_RETRY_SECONDS), then parked in Redis; a run of a batch with a
+parked answer applies it instead of sending the batch again, and so does beat's
+sweep.
 
 The hash recorded is the hash of the bytes sent: the client hashes each file as
 it streams it, and a file that changed after its claim gets the sent bytes'
@@ -34,6 +42,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import redis
 from pydantic import ValidationError
 
 from reka_ingest.core.errors import (
@@ -48,17 +57,16 @@ from reka_ingest.core.errors import (
     RetryableError,
 )
 from reka_ingest.core.logs import get_logger
-from reka_ingest.core.states import BatchOutcome, FileState, Reason
+from reka_ingest.core.states import BatchOutcome, Reason
 from reka_ingest.files.outbox import (
-    file_done,
     file_failed,
     in_work_area,
     remove_empty_claim_folders,
 )
 from reka_ingest.files.validate import check_image
 from reka_ingest.ledger import uploads as ops
-from reka_ingest.ledger.intake import create_batches
 from reka_ingest.reka.models import UploadItem, UploadResult
+from worker import parked
 from worker.backoff import RetryPolicy, backoff
 from worker.budget import Wait, pause_for
 from worker.indexing import decide
@@ -86,17 +94,29 @@ class BatchReport:
     final_paths: list[tuple[int, str]] = field(default_factory=list)  # recorded at the finish
     retry_at: float | None = None
     enqueue: list[int] = field(default_factory=list)  # new batches to send (after a split)
+    settled: bool = False  # the outcome's recording finished the batch (or parked it)
 
 
 def upload_batch(rt: Runtime, batch_id: int) -> BatchReport:
     report = BatchReport(batch_id)
+    if _parked_outcome_applied(rt, report):
+        return report  # its answer was parked: recorded now (or still waiting), never resent
+    settings = rt.settings.ingest
+    claimed_at = rt.clock()
     claimed = ops.claim_batch(
-        rt.ledger, batch_id, now=rt.clock(), lease=rt.settings.ingest.batch_lease
+        rt.ledger,
+        batch_id,
+        now=claimed_at,
+        lease=settings.batch_lease,
+        max_attempts=settings.upload_max_retries + 1,
     )
     if claimed is None:
         return report
     if claimed.outcome_unknown:
         log.warning("batch_outcome_unknown", batch_id=batch_id, attempt=claimed.attempt)
+    if claimed.given_up:
+        _gave_up(rt, report, claimed)
+        return report
     report.files = len(claimed.files)
     report.bytes = sum(f.size for f in claimed.files)
     files, items = _prepare(rt, claimed.files, report)
@@ -104,19 +124,75 @@ def upload_batch(rt: Runtime, batch_id: int) -> BatchReport:
         return report  # deferred in the ledger until the shared budget has room
     if files:
         ops.mark_uploading(rt.ledger, [f.id for f in files], now=rt.clock())
-        _send(rt, report, claimed.attempt, files, items)
+        _send(
+            rt, report, claimed.attempt, files, items, lease_until=claimed_at + settings.batch_lease
+        )
     else:
         report.outcome = BatchOutcome.FAILED if claimed.files else BatchOutcome.DONE
-    if report.outcome not in (BatchOutcome.DEFERRED, BatchOutcome.SPLIT):
+    _finish(rt, report, claimed)
+    return report
+
+
+def _finish(rt: Runtime, report: BatchReport, claimed: ops.ClaimedBatch) -> None:
+    """The batch done, unless it waits (in the ledger) or its accepted answer finished it
+    (or waits in Redis); the emptied claim folders removed."""
+    if not report.settled:
+        if report.outcome in (BatchOutcome.DEFERRED, BatchOutcome.SPLIT):
+            return
         ops.finish_batch(
             rt.ledger,
-            batch_id,
+            report.batch_id,
             now=rt.clock(),
             request_id=report.request_id,
             final_paths=report.final_paths,
         )
-        remove_empty_claim_folders(rt.settings.ingest, (f.work_path for f in claimed.files))
-    return report
+    remove_empty_claim_folders(rt.settings.ingest, (f.work_path for f in claimed.files))
+
+
+def _parked_outcome_applied(rt: Runtime, report: BatchReport) -> bool:
+    """Whether the batch had an accepted answer parked (see `worker.parked`): then it is
+    applied here instead of sending the batch again, and the run ends."""
+    try:
+        applied = parked.take_over(rt, report.batch_id)
+    except redis.RedisError as err:
+        # Cannot tell whether its answer is parked; nothing is sent without Redis
+        # anyway: the shared budget says wait, and the batch is deferred briefly.
+        log.warning("parked_unknown", batch_id=report.batch_id, error=str(err))
+        return False
+    if applied is None:
+        return False
+    report.files = applied.files
+    report.enqueue = list(applied.enqueue)
+    if applied.busy:
+        report.error = "its parked outcome is being recorded by another run"
+    elif applied.gave_up:
+        report.outcome = BatchOutcome.FAILED
+        report.failed = applied.files
+        report.error = applied.error
+    elif applied.recorded:
+        report.outcome = BatchOutcome.DONE
+        report.uploaded = applied.files
+    else:
+        report.outcome = BatchOutcome.DEFERRED
+        report.error = f"its outcome stays parked: {applied.error}"
+    return True
+
+
+def _gave_up(rt: Runtime, report: BatchReport, claimed: ops.ClaimedBatch) -> None:
+    """The claim failed the files of a batch out of attempts: their bytes to failed/."""
+    message = claimed.message or "gave up: out of attempts"
+    log.error(
+        "batch_gave_up",
+        batch_id=report.batch_id,
+        attempts=claimed.attempt,
+        files=len(claimed.given_up),
+    )
+    for f in claimed.given_up:
+        _move_failed(rt, f, Reason.UPLOAD_FAILED, message)
+    remove_empty_claim_folders(rt.settings.ingest, (f.work_path for f in claimed.given_up))
+    report.files = report.failed = len(claimed.given_up)
+    report.error = message
+    report.outcome = BatchOutcome.FAILED
 
 
 def _prepare(
@@ -162,6 +238,8 @@ def _send(
     attempt: int,
     files: list[ops.BatchFile],
     items: list[UploadItem],
+    *,
+    lease_until: float,
 ) -> None:
     """One request for the batch, and what each kind of answer means for its files."""
     try:
@@ -197,9 +275,19 @@ def _send(
         _fail(rt, files, Reason.UPLOAD_FAILED, _api_message(err, "the upload failed"))
     else:
         report.request_id = result.request_id
-        report.final_paths, requeued = _record_results(rt, files, result)
-        report.enqueue = _batch_requeued(rt, requeued)
         report.uploaded = len(files)
+        report.settled = True
+        outcome = _outcome(rt, report.batch_id, attempt, files, result)
+        try:
+            report.enqueue = parked.record(rt, outcome, lease_until=lease_until)
+        except parked.LedgerRefused as refused:
+            report.error = f"the ledger did not take the outcome: {refused.error}"
+            if refused.gave_up:
+                report.uploaded, report.failed = 0, len(files)
+                report.outcome = BatchOutcome.FAILED
+            else:
+                report.outcome = BatchOutcome.DEFERRED  # parked in Redis, never sent again
+            return
         report.outcome = BatchOutcome.DONE
         return
     report.failed += len(files)
@@ -284,15 +372,14 @@ def _retry_later(
     report.outcome = BatchOutcome.DEFERRED
 
 
-def _record_results(
-    rt: Runtime, files: list[ops.BatchFile], result: UploadResult
-) -> tuple[list[tuple[int, str]], list[ops.Requeued]]:
-    """Record each result, then move the files; returns where each went (recorded with
-    the batch's finish: a death before it leaves the moves to the watcher's recovery)
-    and the rows queued again because a file sent other bytes than it was hashed by."""
+def _outcome(
+    rt: Runtime, batch_id: int, attempt: int, files: list[ops.BatchFile], result: UploadResult
+) -> parked.Outcome:
+    """The accepted answer in the ledger's terms: each file's result, in input order,
+    with the hash of the bytes it sent; recorded (or parked) by `worker.parked`."""
     settings = rt.settings.ingest
     now = rt.clock()
-    results: list[ops.Uploaded] = []
+    results: list[parked.OutcomeFile] = []
     for f, image in zip(files, result.images, strict=True):
         d = decide(
             image.indexing_status,
@@ -305,8 +392,11 @@ def _record_results(
             deadline=settings.index_deadline,
         )
         results.append(
-            ops.Uploaded(
+            parked.OutcomeFile(
                 file_id=f.id,
+                path=f.path,
+                work_path=f.work_path,
+                sha256=f.sha256,
                 image_id=image.image_id,
                 image_url=image.image_url,
                 indexing_status=image.indexing_status,
@@ -317,28 +407,14 @@ def _record_results(
                 poll_delay=d.poll_delay,
             )
         )
-    requeued = ops.record_uploaded(
-        rt.ledger,
-        results,
+    return parked.Outcome(
+        batch_id=batch_id,
         request_id=result.request_id,
-        now=now,
+        uploaded_at=now,
+        attempt=attempt,
+        files=results,
         rehashed=_rehashed(files, result),
     )
-    moves: list[tuple[int, str]] = []
-    for f, r in zip(files, results, strict=True):
-        if r.state == FileState.FAILED:
-            _move_failed(rt, f, r.reason or Reason.INDEXING_FAILED, "indexing failed at upload")
-            continue
-        final = file_done(
-            settings,
-            work_path=f.work_path,
-            rel_path=f.path,
-            file_id=f.id,
-            in_place=not in_work_area(rt.settings.ingest, f.work_path),
-        )
-        if final is not None:
-            moves.append((f.id, final))
-    return moves, requeued
 
 
 def _rehashed(files: list[ops.BatchFile], result: UploadResult) -> list[ops.Rehashed]:
@@ -356,28 +432,6 @@ def _rehashed(files: list[ops.BatchFile], result: UploadResult) -> list[ops.Reha
             )
             changed.append(ops.Rehashed(f.id, f.sha256, sent.sha256, sent.size))
     return changed
-
-
-def _batch_requeued(rt: Runtime, requeued: list[ops.Requeued]) -> list[int]:
-    """New batches for rows queued again (within the batch limits); their ids, to enqueue.
-
-    Nothing else batches queued rows while the watcher runs (its start adopts
-    any left unbatched, should this process die first); the beat sweep resends
-    a batch whose message is lost.
-    """
-    settings = rt.settings.ingest
-    groups: list[list[int]] = []
-    nbytes = 0
-    for r in requeued:
-        if not groups or (
-            len(groups[-1]) >= settings.batch_max_files
-            or nbytes + r.size > settings.batch_max_bytes
-        ):
-            groups.append([])
-            nbytes = 0
-        groups[-1].append(r.file_id)
-        nbytes += r.size
-    return create_batches(rt.ledger, groups, now=rt.clock()) if groups else []
 
 
 def _fail(rt: Runtime, files: list[ops.BatchFile], reason: Reason, message: str) -> None:

@@ -257,6 +257,16 @@ class IngestSettings(BaseSettings):
     batch_lease: float = Field(
         default=600.0, gt=0, description="Seconds a worker may hold a batch before it is retaken."
     )
+    ledger_retry_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        le=3600,
+        description=(
+            "Seconds a worker keeps trying to record an upload the API accepted while the"
+            " ledger cannot be reached (never past the batch's lease); then the outcome is"
+            " parked in Redis and recorded by beat's next sweep, never sent again."
+        ),
+    )
     sweep_interval: float = Field(
         default=5.0, gt=0, description="Seconds between beat sweeps for due and stuck batches."
     )

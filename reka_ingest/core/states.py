@@ -66,6 +66,9 @@ class Reason(StrEnum):
     INTAKE_FAILED = "intake_failed"
     # A sidecar that came after its image had already been taken.
     LATE_SIDECAR = "late_sidecar"
+    # Uploaded (the server stored it: its image id is in the message), but the
+    # ledger refused to record that answer until the batch's attempts ran out.
+    RECORD_FAILED = "record_failed"
 
 
 class Origin(StrEnum):

@@ -3,7 +3,8 @@ each file (with the hash of the bytes it really sent), releasing a batch to try
 again, and splitting one after a 413.
 
 Every function here is one short write transaction and safe to call twice:
-a claim checks the batch's state and lease in the same statement that takes it.
+a claim checks the batch's state and lease in the same statement that takes it,
+and a batch that used its attempts is failed by its next claim, never sent again.
 """
 
 from __future__ import annotations
@@ -50,6 +51,18 @@ _SET_FINAL_PATH = (
 )
 
 
+_BATCH_FILE_COLUMNS = (
+    File.id,
+    File.path,
+    File.work_path,
+    File.size,
+    File.sha256,
+    File.sidecar,
+    File.index_flag,
+    File.possible_duplicate,
+)
+
+
 @dataclass(frozen=True, slots=True)
 class BatchFile:
     id: int
@@ -69,6 +82,12 @@ class ClaimedBatch:
     files: list[BatchFile]
     # The previous holder's lease ran out while its request may have been sent.
     outcome_unknown: bool
+    # Files failed by this claim instead of sent again: the batch had used its
+    # attempts (`max_attempts`) and its lease ran out once more with the outcome
+    # unknown. They are `failed` in the ledger already; their bytes still need
+    # moving to failed/ (with `message`, the reason file's text).
+    given_up: tuple[BatchFile, ...] = ()
+    message: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,8 +124,22 @@ class Uploaded:
     poll_delay: float | None = None
 
 
-def claim_batch(ledger: Ledger, batch_id: int, *, now: float, lease: float) -> ClaimedBatch | None:
-    """Take a batch for upload, or None when it is finished or another worker holds it."""
+def claim_batch(
+    ledger: Ledger,
+    batch_id: int,
+    *,
+    now: float,
+    lease: float,
+    max_attempts: int | None = None,
+) -> ClaimedBatch | None:
+    """Take a batch for upload, or None when it is finished or another worker holds it.
+
+    A batch whose lease ran out (its worker died, or its outcome could not be
+    recorded) is taken again with its files flagged `possible_duplicate`, at most
+    until it has used `max_attempts` (None: no bound): then this claim fails its
+    files (`upload_failed`, the flag kept, the message naming the attempts) and
+    finishes the batch instead of handing it out to be sent once more.
+    """
     with ledger.write() as s:
         batch = s.execute(
             select(Batch).where(Batch.id == batch_id).with_for_update()
@@ -124,22 +157,15 @@ def claim_batch(ledger: Ledger, batch_id: int, *, now: float, lease: float) -> C
                 .where(File.batch_id == batch_id, File.state == FileState.UPLOADING)
                 .values(possible_duplicate=True, updated_at=now)
             )
+            if max_attempts is not None and batch.attempts >= max_attempts:
+                return _give_up(s, batch, now)
         batch.state = BatchState.UPLOADING
         batch.attempts += 1
         batch.lease_until = now + lease
         batch.started_at = now
         batch.next_attempt_at = None
         rows = s.execute(  # the columns a BatchFile needs, not whole ORM objects
-            select(
-                File.id,
-                File.path,
-                File.work_path,
-                File.size,
-                File.sha256,
-                File.sidecar,
-                File.index_flag,
-                File.possible_duplicate,
-            )
+            select(*_BATCH_FILE_COLUMNS)
             .where(
                 File.batch_id == batch_id,
                 File.state.in_([FileState.QUEUED, FileState.UPLOADING]),
@@ -164,6 +190,55 @@ def claim_batch(ledger: Ledger, batch_id: int, *, now: float, lease: float) -> C
             batch.finished_at = now
             batch.lease_until = None
         return ClaimedBatch(batch.id, batch.attempts, files, outcome_unknown)
+
+
+def _give_up(s: Session, batch: Batch, now: float) -> ClaimedBatch:
+    """Fail a batch's unfinished files instead of a claim past its last attempt."""
+    rows = s.execute(
+        select(*_BATCH_FILE_COLUMNS)
+        .where(
+            File.batch_id == batch.id,
+            File.state.in_([FileState.QUEUED, FileState.UPLOADING]),
+        )
+        .order_by(File.id)
+    ).all()
+    message = (
+        f"gave up after {batch.attempts} attempts: the batch's lease ran out each time"
+        " before its outcome was recorded (a worker died, or the ledger could not take"
+        " the answer); the server may hold a copy of this file (possible_duplicate)"
+    )
+    files = tuple(
+        BatchFile(
+            id=r.id,
+            path=r.path,
+            work_path=r.work_path,
+            size=r.size,
+            sha256=r.sha256,
+            sidecar=r.sidecar,
+            index_flag=r.index_flag,
+            possible_duplicate=r.possible_duplicate,
+        )
+        for r in rows
+    )
+    _fail_rows(s, [f.id for f in files], Reason.UPLOAD_FAILED, message, now)
+    batch.state = BatchState.DONE
+    batch.finished_at = now
+    batch.lease_until = None
+    batch.last_error = message
+    return ClaimedBatch(batch.id, batch.attempts, [], True, given_up=files, message=message)
+
+
+def count_attempt(ledger: Ledger, batch_id: int, *, now: float, error: str) -> int:
+    """One more attempt spent on a batch without a new request (its accepted outcome
+    was refused by the ledger); returns the batch's attempts now."""
+    with ledger.write() as s:
+        s.execute(
+            update(Batch)
+            .where(Batch.id == batch_id)
+            .values(attempts=Batch.attempts + 1, last_error=clean_text(error, MAX_MESSAGE_CHARS))
+        )
+        attempts = s.scalar(select(Batch.attempts).where(Batch.id == batch_id))
+    return int(attempts or 0)
 
 
 def mark_uploading(ledger: Ledger, file_ids: Sequence[int], *, now: float) -> None:
@@ -347,30 +422,36 @@ def fail_files(
     ids = list(file_ids)
     if not ids:
         return
-    message = clean_text(message, MAX_MESSAGE_CHARS)  # an error's text is foreign text
     with ledger.write() as s:
-        s.execute(
-            update(File)
-            .where(File.id.in_(ids))
-            .values(
-                state=FileState.FAILED,
-                reason=reason,
-                message=message,
-                finished_at=now,
-                next_poll_at=None,
-                updated_at=now,
-            )
+        _fail_rows(s, ids, reason, message, now)
+
+
+def _fail_rows(s: Session, ids: list[int], reason: Reason, message: str, now: float) -> None:
+    if not ids:
+        return
+    message = clean_text(message, MAX_MESSAGE_CHARS)  # an error's text is foreign text
+    s.execute(
+        update(File)
+        .where(File.id.in_(ids))
+        .values(
+            state=FileState.FAILED,
+            reason=reason,
+            message=message,
+            finished_at=now,
+            next_poll_at=None,
+            updated_at=now,
         )
-        s.execute(
-            update(File)
-            .where(File.duplicate_of.in_(ids), File.state == FileState.DUPLICATE)
-            .values(
-                state=FileState.FAILED,
-                reason=reason,
-                message=f"same bytes as a file that failed: {message}",
-                updated_at=now,
-            )
+    )
+    s.execute(
+        update(File)
+        .where(File.duplicate_of.in_(ids), File.state == FileState.DUPLICATE)
+        .values(
+            state=FileState.FAILED,
+            reason=reason,
+            message=f"same bytes as a file that failed: {message}",
+            updated_at=now,
         )
+    )
 
 
 def release_batch(
