@@ -60,7 +60,7 @@ LOCK_KEY: Final = "reka_ingest:parked_outcomes:lock:{batch_id}"
 FORMAT: Final = 1
 # Retrying a ledger outage: the first wait, and the longest.
 RETRY_FIRST_WAIT: Final = 0.05
-RETRY_MAX_WAIT: Final = 2.0
+RETRY_MAX_WAIT: Final = 1.0
 # Never retry so close to the lease's end that another worker could retake the batch.
 LEASE_MARGIN: Final = 5.0
 # Outcomes one sweep applies at most (the rest wait for the next sweep).
