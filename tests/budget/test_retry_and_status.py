@@ -34,6 +34,7 @@ def use_env(monkeypatch: pytest.MonkeyPatch, rt: Runtime, **extra: str) -> None:
     ingest = rt.settings.ingest
     env = {
         "INGEST_DATA_DIR": str(ingest.data_dir),
+        "INGEST_DATABASE_URL": ingest.ledger_url,
         "INGEST_INBOX": str(ingest.inbox),
         "INGEST_REDIS_URL": ingest.broker_url,
         "REKA_API_BASE_URL": rt.settings.reka.api_base_url,
