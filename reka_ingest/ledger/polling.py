@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import bindparam, not_, or_, select, update
+from sqlalchemy import bindparam, exists, not_, or_, select, update
 
-from reka_ingest.core.states import BATCH_TERMINAL, FileState, Reason
+from reka_ingest.core.states import BATCH_TERMINAL, BatchState, FileState, Reason
 from reka_ingest.ledger.db import Ledger
 from reka_ingest.ledger.schema import Batch, File
 
@@ -124,6 +124,12 @@ class UnsettledFailure:
     image_id: str | None
 
 
+# A row's batch is still being finished: looked up among the few unfinished batches
+# (by the state index), not joined to every batch, which a sweep would read whole.
+_UNFINISHED = sorted(set(BatchState) - BATCH_TERMINAL)
+_in_unfinished_batch = exists().where(Batch.id == File.batch_id, Batch.state.in_(_UNFINISHED))
+
+
 def take_unsettled_failures(
     ledger: Ledger, *, settled_suffix: str, now: float, lease: float, limit: int
 ) -> list[UnsettledFailure]:
@@ -147,7 +153,6 @@ def take_unsettled_failures(
                 File.sha256,
                 File.image_id,
             )
-            .outerjoin(Batch, Batch.id == File.batch_id)
             .where(
                 File.state == FileState.FAILED,
                 File.reason.in_(INDEXING_REASONS),
@@ -155,7 +160,7 @@ def take_unsettled_failures(
                     File.final_path.is_(None),
                     not_(File.final_path.endswith(settled_suffix, autoescape=True)),
                 ),
-                or_(File.batch_id.is_(None), Batch.state.in_(BATCH_TERMINAL)),
+                ~_in_unfinished_batch,
                 or_(File.next_poll_at.is_(None), File.next_poll_at <= now),
             )
             .order_by(File.updated_at, File.id)

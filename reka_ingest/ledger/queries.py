@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from reka_ingest.core.states import ACTIVE, FileState
 from reka_ingest.ledger.db import Ledger
@@ -22,29 +24,46 @@ class Summary:
     last_finished_at: float | None
 
 
-def summary(ledger: Ledger, *, now: float) -> Summary:
-    with ledger.read() as s:
-        counts = dict(s.execute(select(File.state, func.count()).group_by(File.state)).all())
-        oldest = s.execute(
+def oldest_by_state(session: Session, states: Iterable[str]) -> dict[str, tuple[str, float]]:
+    """The first file seen in each of `states` that has any: state -> (path, seen_at).
+
+    One probe per state on the (state, seen_at) index, each a single descent: an
+    `ORDER BY seen_at LIMIT 1` over several states at once is planned as a walk
+    of `seen_at` from the oldest file, which reads every final row before the
+    first active one (active files are the newest).
+    """
+    out: dict[str, tuple[str, float]] = {}
+    for state in states:
+        row = session.execute(
             select(File.path, File.seen_at)
-            .where(File.state.in_(list(ACTIVE)))
+            .where(File.state == state)
             .order_by(File.seen_at)
             .limit(1)
         ).first()
+        if row is not None:
+            out[str(state)] = (row.path, row.seen_at)
+    return out
+
+
+def summary(ledger: Ledger, *, now: float) -> Summary:
+    """Every query here is answered from an index (see tests/ledger/test_query_plans.py)."""
+    with ledger.read() as s:
+        counts = dict(s.execute(select(File.state, func.count()).group_by(File.state)).all())
+        firsts = oldest_by_state(s, [state for state, n in counts.items() if n])
         recent = s.scalar(
             select(func.count()).where(File.finished_at.is_not(None), File.finished_at >= now - 60)
         )
-        first_seen, last_finished = s.execute(
-            select(func.min(File.seen_at), func.max(File.finished_at))
-        ).one()
+        last_finished = s.scalar(select(func.max(File.finished_at)))
+    active = [firsts[state] for state in sorted(ACTIVE) if state in firsts]
+    oldest = min(active, key=lambda first: first[1]) if active else None
     files = {state.value: int(counts.get(state.value, 0)) for state in FileState}
     return Summary(
         files=files,
         total=sum(files.values()),
-        oldest_waiting_path=oldest.path if oldest else None,
-        oldest_waiting_seen_at=oldest.seen_at if oldest else None,
+        oldest_waiting_path=oldest[0] if oldest else None,
+        oldest_waiting_seen_at=oldest[1] if oldest else None,
         finished_last_minute=int(recent or 0),
-        first_seen_at=first_seen,
+        first_seen_at=min((seen for _, seen in firsts.values()), default=None),
         last_finished_at=last_finished,
     )
 

@@ -4,17 +4,17 @@ across SQLite and PostgreSQL and cheap to compare in SQL."""
 from __future__ import annotations
 
 from sqlalchemy import (
-    JSON,
+    BigInteger,
     Boolean,
     Float,
     ForeignKey,
     Index,
     Integer,
     MetaData,
-    String,
-    Text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from reka_ingest.ledger.columns import BoundedString, SafeJSON, SafeText
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -25,9 +25,14 @@ NAMING = {
 
 
 # Foreign text is bounded before it reaches a column (see reka_ingest.core.text): the
-# longest path kept, and the longest message.
+# longest path kept, and the longest message. Every text column is one of the types
+# in reka_ingest.ledger.columns, which makes any str storable (no NUL, no lone
+# surrogate, cut to fit) on SQLite and PostgreSQL; byte counts are BigInteger.
 MAX_PATH_CHARS = 8192
 MAX_MESSAGE_CHARS = 4000
+# The longest image id kept whole (Reka's are far shorter): an id is sent back to
+# poll, so it is stored as text rather than cut at a small VARCHAR's length.
+MAX_ID_CHARS = 512
 
 
 class Base(DeclarativeBase):
@@ -38,9 +43,9 @@ class Batch(Base):
     __tablename__ = "batches"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    state: Mapped[str] = mapped_column(String(16), index=True)
+    state: Mapped[str] = mapped_column(BoundedString(16), index=True)
     file_count: Mapped[int] = mapped_column(Integer, default=0)
-    total_bytes: Mapped[int] = mapped_column(Integer, default=0)
+    total_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     parent_id: Mapped[int | None] = mapped_column(ForeignKey("batches.id"), default=None)
     created_at: Mapped[float] = mapped_column(Float)
@@ -49,8 +54,8 @@ class Batch(Base):
     finished_at: Mapped[float | None] = mapped_column(Float, default=None)
     lease_until: Mapped[float | None] = mapped_column(Float, default=None)
     next_attempt_at: Mapped[float | None] = mapped_column(Float, default=None, index=True)
-    request_id: Mapped[str | None] = mapped_column(String(128), default=None)
-    last_error: Mapped[str | None] = mapped_column(Text, default=None)
+    request_id: Mapped[str | None] = mapped_column(BoundedString(128), default=None)
+    last_error: Mapped[str | None] = mapped_column(SafeText(MAX_MESSAGE_CHARS), default=None)
 
 
 class File(Base):
@@ -58,36 +63,42 @@ class File(Base):
     __table_args__ = (
         Index("ix_files_state_next_poll_at", "state", "next_poll_at"),
         Index("ix_files_sha256_state", "sha256", "state"),
+        # The first file seen in each state (status, the oldest active file): one probe each.
+        Index("ix_files_state_seen_at", "state", "seen_at"),
+        # The drop-to-indexed histogram (metrics): read from the index alone.
+        Index("ix_files_state_indexed_at_seen_at", "state", "indexed_at", "seen_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     # Where the user put it (relative to the inbox or the scanned root) and where it is now.
-    path: Mapped[str] = mapped_column(Text)
-    source_root: Mapped[str] = mapped_column(Text)
-    work_path: Mapped[str] = mapped_column(Text, unique=True)
-    final_path: Mapped[str | None] = mapped_column(Text, default=None)
-    origin: Mapped[str] = mapped_column(String(16))  # an Origin
-    size: Mapped[int] = mapped_column(Integer)
+    path: Mapped[str] = mapped_column(SafeText(MAX_PATH_CHARS))
+    source_root: Mapped[str] = mapped_column(SafeText(MAX_PATH_CHARS))
+    work_path: Mapped[str] = mapped_column(SafeText(MAX_PATH_CHARS), unique=True)
+    final_path: Mapped[str | None] = mapped_column(SafeText(MAX_PATH_CHARS), default=None)
+    origin: Mapped[str] = mapped_column(BoundedString(16), index=True)  # an Origin
+    size: Mapped[int] = mapped_column(BigInteger)
     mtime: Mapped[float] = mapped_column(Float)
-    sha256: Mapped[str | None] = mapped_column(String(64), default=None)
-    sidecar: Mapped[dict[str, object] | None] = mapped_column(JSON, default=None)
+    sha256: Mapped[str | None] = mapped_column(BoundedString(64), default=None)
+    sidecar: Mapped[dict[str, object] | None] = mapped_column(SafeJSON, default=None)
     index_flag: Mapped[bool] = mapped_column(Boolean, default=True)
-    content_type: Mapped[str | None] = mapped_column(String(64), default=None)
+    content_type: Mapped[str | None] = mapped_column(BoundedString(64), default=None)
 
-    state: Mapped[str] = mapped_column(String(16), index=True)
-    reason: Mapped[str | None] = mapped_column(String(32), default=None, index=True)
-    message: Mapped[str | None] = mapped_column(Text, default=None)
+    state: Mapped[str] = mapped_column(BoundedString(16), index=True)
+    reason: Mapped[str | None] = mapped_column(BoundedString(32), default=None, index=True)
+    message: Mapped[str | None] = mapped_column(SafeText(MAX_MESSAGE_CHARS), default=None)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     batch_id: Mapped[int | None] = mapped_column(ForeignKey("batches.id"), default=None, index=True)
-    duplicate_of: Mapped[int | None] = mapped_column(ForeignKey("files.id"), default=None)
+    duplicate_of: Mapped[int | None] = mapped_column(
+        ForeignKey("files.id"), default=None, index=True
+    )
     possible_duplicate: Mapped[bool] = mapped_column(Boolean, default=False)
 
-    image_id: Mapped[str | None] = mapped_column(String(128), default=None, index=True)
-    image_url: Mapped[str | None] = mapped_column(Text, default=None)
+    image_id: Mapped[str | None] = mapped_column(SafeText(MAX_ID_CHARS), default=None, index=True)
+    image_url: Mapped[str | None] = mapped_column(SafeText(), default=None)
     indexing_status: Mapped[int | None] = mapped_column(Integer, default=None)
     upload_timestamp: Mapped[float | None] = mapped_column(Float, default=None)
-    upload_request_id: Mapped[str | None] = mapped_column(String(128), default=None)
-    poll_request_id: Mapped[str | None] = mapped_column(String(128), default=None)
+    upload_request_id: Mapped[str | None] = mapped_column(BoundedString(128), default=None)
+    poll_request_id: Mapped[str | None] = mapped_column(BoundedString(128), default=None)
     next_poll_at: Mapped[float | None] = mapped_column(Float, default=None)
     poll_delay: Mapped[float | None] = mapped_column(Float, default=None)
     polls: Mapped[int] = mapped_column(Integer, default=0)

@@ -14,6 +14,7 @@ the rest still answer.
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ from reka_ingest.core.queues import QUEUES
 from reka_ingest.core.settings import Settings
 from reka_ingest.core.states import ACTIVE, BatchState, FileState, Origin
 from reka_ingest.ledger import Ledger, open_ledger
+from reka_ingest.ledger.queries import oldest_by_state
 from reka_ingest.ledger.schema import Batch, File
 from reka_ingest.metrics.counters import (
     API_RESPONSES_KEY,
@@ -132,6 +134,9 @@ class IngestCollector(Collector):
     # --- the ledger -------------------------------------------------------------
 
     def _from_ledger(self) -> Iterator[Metric]:
+        """Every query here is answered from an index (tests/ledger/test_query_plans.py):
+        counts by state and by origin from the index alone, the histogram from
+        (state, indexed_at, seen_at) alone."""
         now = self.clock()
         latency = File.indexed_at - File.seen_at
         with self.ledger.read() as s:
@@ -144,14 +149,20 @@ class IngestCollector(Collector):
                 .group_by(File.reason),
             )
             batches = _counts(s, select(Batch.state, func.count()).group_by(Batch.state))
-            oldest = s.scalar(select(func.min(File.seen_at)).where(File.state.in_(list(ACTIVE))))
-            row = s.execute(
-                select(
-                    *(func.sum(case((latency <= b, 1), else_=0)) for b in LATENCY_BUCKETS),
-                    func.count(),
-                    func.sum(latency),
-                ).where(File.state == FileState.INDEXED, File.indexed_at.is_not(None))
-            ).one()
+            oldest = min(
+                (seen for _, seen in oldest_by_state(s, sorted(ACTIVE)).values()), default=None
+            )
+            # Each indexed file counted once, in the first bucket it fits (one CASE per
+            # row, not one sum per bucket); the cumulative counts are added up here.
+            bucket = case(
+                *((latency <= b, i) for i, b in enumerate(LATENCY_BUCKETS)),
+                else_=len(LATENCY_BUCKETS),
+            ).label("bucket")
+            per_bucket = s.execute(
+                select(bucket, func.count(), func.sum(latency))
+                .where(File.state == FileState.INDEXED, File.indexed_at.is_not(None))
+                .group_by(bucket)
+            ).all()
 
         files = GaugeMetricFamily(
             f"{PREFIX}_files", "Files in the ledger by state.", labels=["state"]
@@ -190,12 +201,17 @@ class IngestCollector(Collector):
             value=max(0.0, now - oldest) if oldest is not None else 0.0,
         )
 
-        *cumulative, count, total = row
+        counts = [0] * (len(LATENCY_BUCKETS) + 1)
+        total = 0.0
+        for index, n, latency_sum in per_bucket:
+            counts[int(index)] = int(n)
+            total += float(latency_sum or 0.0)
+        cumulative = list(itertools.accumulate(counts))
         buckets = [
-            (_bucket_label(b), float(n or 0))
-            for b, n in zip(LATENCY_BUCKETS, cumulative, strict=True)
+            (_bucket_label(b), float(n))
+            for b, n in zip(LATENCY_BUCKETS, cumulative[:-1], strict=True)
         ]
-        buckets.append(("+Inf", float(count or 0)))
+        buckets.append(("+Inf", float(cumulative[-1])))
         yield HistogramMetricFamily(
             f"{PREFIX}_drop_to_indexed_seconds",
             "Seconds from a file being seen in the inbox to Reka reporting it indexed.",

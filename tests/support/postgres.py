@@ -60,6 +60,12 @@ class PostgresCluster:
         self._create(name, template=TEMPLATE)
         return self.url(name)
 
+    def empty_database(self) -> str:
+        """A new database with no ledger in it at all (for migrations); returns its URL."""
+        name = f"empty_{next(self._names)}"
+        self._create(name, template=None)
+        return self.url(name)
+
     def drop(self, url: str) -> None:
         """Drop a test's database, closing whatever connections a test left open."""
         name = url.rsplit("/", 1)[1].split("?", 1)[0]
