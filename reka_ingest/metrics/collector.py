@@ -14,7 +14,6 @@ the rest still answer.
 
 from __future__ import annotations
 
-import itertools
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -152,17 +151,13 @@ class IngestCollector(Collector):
             oldest = min(
                 (seen for _, seen in oldest_by_state(s, sorted(ACTIVE)).values()), default=None
             )
-            # Each indexed file counted once, in the first bucket it fits (one CASE per
-            # row, not one sum per bucket); the cumulative counts are added up here.
-            bucket = case(
-                *((latency <= b, i) for i, b in enumerate(LATENCY_BUCKETS)),
-                else_=len(LATENCY_BUCKETS),
-            ).label("bucket")
-            per_bucket = s.execute(
-                select(bucket, func.count(), func.sum(latency))
-                .where(File.state == FileState.INDEXED, File.indexed_at.is_not(None))
-                .group_by(bucket)
-            ).all()
+            row = s.execute(
+                select(
+                    *(func.sum(case((latency <= b, 1), else_=0)) for b in LATENCY_BUCKETS),
+                    func.count(),
+                    func.sum(latency),
+                ).where(File.state == FileState.INDEXED, File.indexed_at.is_not(None))
+            ).one()
 
         files = GaugeMetricFamily(
             f"{PREFIX}_files", "Files in the ledger by state.", labels=["state"]
@@ -201,17 +196,12 @@ class IngestCollector(Collector):
             value=max(0.0, now - oldest) if oldest is not None else 0.0,
         )
 
-        counts = [0] * (len(LATENCY_BUCKETS) + 1)
-        total = 0.0
-        for index, n, latency_sum in per_bucket:
-            counts[int(index)] = int(n)
-            total += float(latency_sum or 0.0)
-        cumulative = list(itertools.accumulate(counts))
+        *cumulative, count, total = row
         buckets = [
-            (_bucket_label(b), float(n))
-            for b, n in zip(LATENCY_BUCKETS, cumulative[:-1], strict=True)
+            (_bucket_label(b), float(n or 0))
+            for b, n in zip(LATENCY_BUCKETS, cumulative, strict=True)
         ]
-        buckets.append(("+Inf", float(cumulative[-1])))
+        buckets.append(("+Inf", float(count or 0)))
         yield HistogramMetricFamily(
             f"{PREFIX}_drop_to_indexed_seconds",
             "Seconds from a file being seen in the inbox to Reka reporting it indexed.",
