@@ -87,6 +87,11 @@ def command(  # noqa: PLR0917 - typer maps each knob to one parameter
     index_fail_share: float | None = typer.Option(
         None, help="Share of indexed images that end at status 3.", rich_help_panel=_FAULTS
     ),
+    retention: float | None = typer.Option(
+        None,
+        help="Seconds an image is kept after its upload, then gone (0: for ever).",
+        rich_help_panel=_FAULTS,
+    ),
 ) -> None:
     """Run the stand-in Reka Vision API server (loopback by default) until Ctrl-C.
 

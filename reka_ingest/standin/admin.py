@@ -1,7 +1,12 @@
 """The `/_standin/` surface: what tests, drills and benchmarks in another
 process need to see and steer the server. All of it needs a valid key,
 except `/_standin/files/{id}`, which plays the part of Reka's image URLs
-(a client fetches those without its API key)."""
+(a client fetches those without its API key).
+
+`POST /_standin/images/{id}/expire` forgets one image as the retention would
+(Reka's developer tier deletes images 30 days after upload): gone from list,
+get, search and its image URL, counted in `images_expired`, and unlike Delete
+Image never faulted, rate-limited or counted as a client's request."""
 
 from __future__ import annotations
 
@@ -46,9 +51,18 @@ async def image_detail(call: Call) -> Response:
             "upload_timestamp": record.upload_timestamp,
             "ready_at": record.ready_at,
             "fails": record.fails,
+            "expires_at": record.expires_at,
             "indexing_status": int(current_status(record, state.clock())),
         }
     )
+
+
+async def expire_image(call: Call) -> Response:
+    """Forget one image now, as its retention running out would; 404 if unknown."""
+    image_id = call.image_id
+    if not await call.state.remove(image_id, expired=True):
+        raise not_found(f"image {image_id!r} not found")
+    return JsonReply({"status": "success", "message": f"Image {image_id} expired"})
 
 
 async def get_faults(call: Call) -> Response:

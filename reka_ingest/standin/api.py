@@ -37,6 +37,13 @@ def base_url(request: Request) -> str:
 
 
 def image_url(base: str, image_id: str) -> str:
+    """Where the image's bytes are fetched, without a key, on the host the client used.
+
+    Reka documents `image_url` only as a string; the stand-in's is an absolute
+    URL it serves itself (reka_ingest.standin.admin.file): exactly the bytes
+    uploaded, with their sniffed content type, and a 404 once the image is
+    deleted or expired.
+    """
     return f"{base}{FILES_PATH}{image_id}"
 
 
@@ -91,6 +98,7 @@ async def upload(call: Call) -> Response:
                 upload_timestamp=now,
                 ready_at=now + knobs.index_delay,
                 fails=will_fail(image_id, config.seed, knobs.index_fail_share),
+                expires_at=now + knobs.retention if knobs.retention > 0 else None,
             )
         )
     pairs = [(record, part.data) for record, part in zip(records, images, strict=True)]
@@ -174,9 +182,9 @@ async def list_images(call: Call) -> Response:
 
 
 async def delete_image(call: Call) -> Response:
-    """DELETE /v1/images/{id}."""
+    """DELETE /v1/images/{id}: gone from list, get, search and its image_url."""
     image_id = call.image_id
-    if not call.state.store.delete(image_id):
+    if not await call.state.remove(image_id, expired=False):
         raise not_found(f"image {image_id!r} not found")
     return JsonReply({"status": "success", "message": f"Image {image_id} deleted"})
 

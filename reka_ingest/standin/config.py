@@ -33,10 +33,11 @@ class DropWhen(StrEnum):
 class FaultKnobs(BaseModel):
     """Every fault knob, changeable at runtime by `POST /_standin/faults`.
 
-    Index delay and index-fail share live here too: slow and failing indexing
-    are faults a drill turns on and off while the server runs. They apply to
-    images uploaded after the change (each image keeps the values it was
-    uploaded under).
+    Index delay, index-fail share and retention live here too: slow and
+    failing indexing, and images that expire, are what a drill turns on and
+    off while the server runs. They apply to images uploaded after the change
+    (each image keeps the values it was uploaded under: an image's expiry is
+    fixed when it arrives, as its indexing is).
     """
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -65,6 +66,12 @@ class FaultKnobs(BaseModel):
     )
     index_fail_share: _Share = Field(
         default=0.0, description="Share of indexed images that end at status 3."
+    )
+    retention: float = Field(
+        default=0.0,
+        ge=0.0,
+        allow_inf_nan=False,
+        description="Seconds an image is kept after its upload, then gone; 0 = kept for ever.",
     )
 
 
@@ -111,6 +118,8 @@ class StandinConfig(BaseSettings):
     burst_429_retry_after: int = Field(default=1, ge=0)
     index_delay: float = Field(default=0.0, ge=0.0)
     index_fail_share: _Share = 0.0
+    # Reka's developer tier deletes an image 30 days after its upload (shared/reka-api.md).
+    retention: float = Field(default=0.0, ge=0.0, allow_inf_nan=False)
 
     @field_validator("api_keys", mode="before")
     @classmethod

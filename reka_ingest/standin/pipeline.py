@@ -1,7 +1,9 @@
 """What happens to a routed request before and after its handler: key, faults, quota, reply.
 
-A request goes: key (401) -> [API routes only] latency, fault plan (429
-burst, 500, drop-before), quota (429) -> handler -> [drop-after] -> reply.
+A request goes: expiry -> key (401) -> [API routes only] latency, fault plan
+(429 burst, 500, drop-before), quota (429) -> handler -> [drop-after] -> reply.
+Expiry first, on every route: images whose retention ran out are gone before
+anything looks (reka_ingest.standin.store), whoever asks.
 Every reply, errors included, carries `X-Request-ID` and the four rate-limit
 headers (`replies.finish`).
 
@@ -166,6 +168,7 @@ async def serve(state: StandinState, endpoint: Endpoint, request: Request) -> Re
     info = state.upload_quota.fresh()
     drop_after = False
     try:
+        await state.expire()
         if endpoint.guard is not Guard.PUBLIC:
             key = _key(state, request)
             info = state.upload_quota.peek(key)

@@ -29,6 +29,7 @@ DELETE: Final = Endpoint("delete", api.delete_image, Guard.API)
 FILE: Final = Endpoint("file", admin.file, Guard.PUBLIC)
 STATS: Final = Endpoint("admin.stats", admin.stats, Guard.ADMIN)
 IMAGE_DETAIL: Final = Endpoint("admin.image", admin.image_detail, Guard.ADMIN)
+EXPIRE: Final = Endpoint("admin.expire", admin.expire_image, Guard.ADMIN)
 GET_FAULTS: Final = Endpoint("admin.faults", admin.get_faults, Guard.ADMIN)
 SET_FAULTS: Final = Endpoint("admin.faults", admin.set_faults, Guard.ADMIN)
 RESET: Final = Endpoint("admin.reset", admin.reset, Guard.ADMIN)
@@ -45,6 +46,7 @@ _IMAGES: Final = (
 _ADMIN: Final = (
     ("GET", "/files/{image_id}", FILE),
     ("GET", "/images/{image_id}", IMAGE_DETAIL),
+    ("POST", "/images/{image_id}/expire", EXPIRE),
     ("GET", "/stats", STATS),
     ("GET", "/faults", GET_FAULTS),
     ("POST", "/faults", SET_FAULTS),

@@ -8,7 +8,7 @@ from typing import Any
 
 
 class Stats:
-    """Requests by endpoint and status, plus upload totals."""
+    """Requests by endpoint and status, plus upload totals and images removed."""
 
     def __init__(self) -> None:
         self.requests: dict[str, Counter[str]] = {}
@@ -16,6 +16,8 @@ class Stats:
         self.images_received = 0  # images in those requests
         self.bytes_received = 0  # image bytes in those requests
         self.connections_dropped = 0
+        self.images_deleted = 0  # by Delete Image
+        self.images_expired = 0  # by the retention, or POST /_standin/images/{id}/expire
 
     def count(self, endpoint: str, status: int | str) -> None:
         self.requests.setdefault(endpoint, Counter())[str(status)] += 1
@@ -32,5 +34,7 @@ class Stats:
             "images_received": self.images_received,
             "bytes_received": self.bytes_received,
             "connections_dropped": self.connections_dropped,
+            "images_deleted": self.images_deleted,
+            "images_expired": self.images_expired,
             "images_stored": images_stored,
         }

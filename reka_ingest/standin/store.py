@@ -9,13 +9,24 @@ still knows its images.
 Writing is split in two so a folder store can do its disk I/O off the event
 loop: `write()` (bytes and sidecar; safe to call from a worker thread, touches
 no shared dict) and `add()` (makes the record visible; call on the loop).
+Removing is split the same way: `take()` (the record leaves every view at
+once; on the loop) and `erase()` (the folder's files; from a worker thread).
+
+An image uploaded under a retention carries `expires_at`; the store keeps
+those in a heap, soonest first, and `expired(now)` takes every one whose time
+has come, so an expiry costs O(log n) and nothing is scanned. Nothing runs in
+the background: the app calls `expired()` before it serves each request
+(`StandinState.expire`), so a test that moves its clock sees the images go on
+its next request.
 """
 
 from __future__ import annotations
 
 import contextlib
+import heapq
 import itertools
 import json
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Final, Protocol
@@ -44,6 +55,7 @@ class ImageRecord:
     upload_timestamp: float
     ready_at: float  # when indexing ends (status leaves 1)
     fails: bool  # indexing ends at 3 instead of 2
+    expires_at: float | None = None  # gone from then on; None: kept (and sidecars of old)
 
 
 class Store(Protocol):
@@ -55,7 +67,9 @@ class Store(Protocol):
     def add(self, record: ImageRecord) -> None: ...
     def get(self, image_id: str) -> ImageRecord | None: ...
     def data(self, image_id: str) -> bytes | None: ...
-    def delete(self, image_id: str) -> bool: ...
+    def take(self, image_id: str) -> bool: ...
+    def erase(self, image_ids: Iterable[str]) -> None: ...
+    def expired(self, now: float) -> list[str]: ...
     def page(self, offset: int, limit: int) -> list[ImageRecord]: ...
     def records(self) -> list[ImageRecord]: ...
     def clear(self) -> None: ...
@@ -70,12 +84,16 @@ class MemoryStore:
     def __init__(self) -> None:
         self._records: dict[str, ImageRecord] = {}
         self._blobs: dict[str, bytes] = {}
+        # (expires_at, image_id) of records that expire; may hold ids already removed.
+        self._expiry: list[tuple[float, str]] = []
 
     def write(self, record: ImageRecord, data: bytes) -> None:
         self._blobs[record.image_id] = data
 
     def add(self, record: ImageRecord) -> None:
         self._records[record.image_id] = record
+        if record.expires_at is not None:
+            heapq.heappush(self._expiry, (record.expires_at, record.image_id))
 
     def get(self, image_id: str) -> ImageRecord | None:
         return self._records.get(image_id)
@@ -83,9 +101,22 @@ class MemoryStore:
     def data(self, image_id: str) -> bytes | None:
         return self._blobs.get(image_id) if image_id in self._records else None
 
-    def delete(self, image_id: str) -> bool:
+    def take(self, image_id: str) -> bool:
+        """Out of every view (list, get, search, image URL); False if it was not there."""
         self._blobs.pop(image_id, None)
         return self._records.pop(image_id, None) is not None
+
+    def erase(self, image_ids: Iterable[str]) -> None:
+        """What `take` left behind outside the dicts: nothing, in memory."""
+
+    def expired(self, now: float) -> list[str]:
+        """Take every image whose `expires_at` has come (<= now); their ids, for `erase`."""
+        gone = []
+        while self._expiry and self._expiry[0][0] <= now:
+            _, image_id = heapq.heappop(self._expiry)
+            if self.take(image_id):  # a deleted image left its entry behind
+                gone.append(image_id)
+        return gone
 
     def page(self, offset: int, limit: int) -> list[ImageRecord]:
         return list(itertools.islice(self._records.values(), offset, offset + limit))
@@ -96,6 +127,7 @@ class MemoryStore:
     def clear(self) -> None:
         self._records.clear()
         self._blobs.clear()
+        self._expiry.clear()
 
     def __len__(self) -> int:
         return len(self._records)
@@ -123,7 +155,7 @@ class FolderStore(MemoryStore):
                 found.append((doc[_SEQUENCE], ImageRecord(**doc[_RECORD])))
         found.sort(key=lambda pair: pair[0])
         for _, record in found:
-            self._records[record.image_id] = record
+            self.add(record)  # an expired one goes on the first request
         return found[-1][0] + 1 if found else 0
 
     def _blob(self, image_id: str) -> Path:
@@ -143,16 +175,17 @@ class FolderStore(MemoryStore):
         except FileNotFoundError:
             return None
 
-    def delete(self, image_id: str) -> bool:
-        found = self._records.pop(image_id, None) is not None
-        for suffix in (_BLOB_SUFFIX, _RECORD_SUFFIX):
-            with contextlib.suppress(FileNotFoundError):
-                (self.root / f"{image_id}{suffix}").unlink()
-        return found
+    def erase(self, image_ids: Iterable[str]) -> None:
+        """Unlink the bytes and the sidecar of each image (safe from a worker thread)."""
+        for image_id in image_ids:
+            for suffix in (_BLOB_SUFFIX, _RECORD_SUFFIX):
+                with contextlib.suppress(FileNotFoundError):
+                    (self.root / f"{image_id}{suffix}").unlink()
 
     def clear(self) -> None:
-        for image_id in list(self._records):
-            self.delete(image_id)
+        ids = list(self._records)
+        super().clear()
+        self.erase(ids)
 
 
 def open_store(storage_dir: Path | None) -> Store:
