@@ -212,8 +212,8 @@ class Recorder:
             work_path=new.work_path,
             rel_path=new.path,
             file_id=rec.file_id,
-            reason=str(new.reason or Reason.UPLOAD_FAILED),
-            message=new.message or "",
+            reason=str(rec.reason or new.reason or Reason.UPLOAD_FAILED),
+            message=rec.message or new.message or "",
             extra={"sha256": new.sha256, "origin": new.origin},
             in_place=not in_work_area(self.settings, new.work_path),
         )

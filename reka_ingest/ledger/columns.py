@@ -15,6 +15,12 @@ applies to names; applied twice it changes nothing, so values cleaned before
 (and values compared in a WHERE clause, which go through the same type) match
 what is stored. A string that needs none of it is passed through untouched.
 
+An indexed path (`files.work_path`, unique) is also kept within
+`MAX_KEY_BYTES` bytes of UTF-8 (`keyable`): PostgreSQL refuses a btree entry
+past about 2,700 bytes, and a POSIX path may be 4,096. A longer one keeps its
+head and ends in `~` and 16 hex digits of its hash, so two never meet; the
+intake fails such a file alone (`refused_path`, see `ledger.intake.for_ledger`).
+
 The JSON sidecar gets the same rule on every string in it (keys and values):
 PostgreSQL's `json` keeps `\\u0000` and a lone `\\udc80` as text it cannot turn
 into `jsonb` or extract with `->>`.
@@ -22,6 +28,7 @@ into `jsonb` or extract with `->>`.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from sqlalchemy import JSON, String, Text
@@ -40,6 +47,24 @@ def storable(value: str, limit: int | None = None) -> str:
     ):
         return value
     return clean_text(value, limit)
+
+
+# PostgreSQL's btree entries are at most a third of a page (2,704 bytes of 8 KiB);
+# an indexed text value stays well under it, on every ledger alike.
+MAX_KEY_BYTES = 2000
+_KEY_HASH_HEX = 16
+
+
+def keyable(value: str) -> str:
+    """`value` as an indexed text column stores it: storable, and at most
+    `MAX_KEY_BYTES` bytes of UTF-8 (a longer one: its head, `~`, 16 hex of its hash)."""
+    value = storable(value)
+    raw = value.encode("utf-8")
+    if len(raw) <= MAX_KEY_BYTES:
+        return value
+    digest = hashlib.sha256(raw).hexdigest()[:_KEY_HASH_HEX]
+    head = raw[: MAX_KEY_BYTES - _KEY_HASH_HEX - 1].decode("utf-8", "ignore")
+    return f"{head}~{digest}"
 
 
 def _encodes(value: str) -> bool:
@@ -88,6 +113,16 @@ class SafeText(TypeDecorator[str]):
 
     def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
         return None if value is None else storable(value, self.limit)
+
+
+class KeyText(TypeDecorator[str]):
+    """`TEXT` under a btree index: any str, stored by `keyable`."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+        return None if value is None else keyable(value)
 
 
 class SafeJSON(TypeDecorator[Any]):

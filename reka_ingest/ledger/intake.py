@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from reka_ingest.core.states import NOT_ORIGINALS, BatchState, FileState, Origin, Reason
 from reka_ingest.core.text import clean_text
 from reka_ingest.files.sidecars import SIDECAR_SUFFIX
+from reka_ingest.ledger.columns import MAX_KEY_BYTES, keyable
 from reka_ingest.ledger.db import Ledger
 from reka_ingest.ledger.schema import MAX_MESSAGE_CHARS, MAX_PATH_CHARS, Batch, File
 
@@ -80,6 +81,9 @@ class Recorded:
     work_path: str  # which NewFile this is (skipped files leave gaps)
     duplicate_of: int | None = None
     extra: dict[str, object] = field(default_factory=dict)
+    # Why a file failed at intake, as recorded (it may have been found here: `for_ledger`).
+    reason: Reason | None = None
+    message: str | None = None
 
 
 _IN_CHUNK = 500  # values per `IN (...)` list: well under every backend's parameter limit
@@ -180,14 +184,25 @@ def for_ledger(f: NewFile) -> NewFile:
 
     A claimed file's work path is already plain text (the claim names it); an
     entry recorded in place keeps its real path in the file system, and its row
-    the shown form.
+    the shown form. A work path too long to index is stored by its `keyable`
+    form, which names no file: such a file, unless already failed, fails alone
+    (`refused_path`), on every ledger alike.
     """
+    work_path = keyable(f.work_path)
+    reason, message = f.reason, f.message
+    if reason is None and work_path != clean_text(f.work_path):
+        reason = Reason.REFUSED_PATH
+        message = (
+            f"its path is {len(os.fsencode(f.work_path))} bytes long; the ledger indexes"
+            f" paths of at most {MAX_KEY_BYTES} bytes: move it to a shorter path"
+        )
     cleaned = dataclasses.replace(
         f,
         path=clean_text(f.path, MAX_PATH_CHARS),
         source_root=clean_text(f.source_root, MAX_PATH_CHARS),
-        work_path=clean_text(f.work_path, MAX_PATH_CHARS),
-        message=None if f.message is None else clean_text(f.message, MAX_MESSAGE_CHARS),
+        work_path=work_path,
+        reason=reason,
+        message=None if message is None else clean_text(message, MAX_MESSAGE_CHARS),
     )
     return f if cleaned == f else cleaned
 
@@ -294,6 +309,8 @@ def record_files(
                 size=f.size,
                 work_path=caller_path[f.work_path],
                 duplicate_of=rows[f.work_path]["duplicate_of"],
+                reason=rows[f.work_path]["reason"],
+                message=rows[f.work_path]["message"],
             )
             for f in fresh
         ]
@@ -385,7 +402,7 @@ def known_work_paths(ledger: Ledger, paths: Sequence[str]) -> set[str]:
     backfill); paths as the filesystem gives them, compared in the ledger's form."""
     stored: dict[str, list[str]] = {}
     for path in paths:
-        stored.setdefault(clean_text(path, MAX_PATH_CHARS), []).append(path)
+        stored.setdefault(keyable(path), []).append(path)
     with ledger.read() as s:
         known = _ids_by_work_path(s, list(stored))
     return {path for form in known for path in stored[form]}

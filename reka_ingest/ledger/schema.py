@@ -14,7 +14,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from reka_ingest.ledger.columns import BoundedString, SafeJSON, SafeText
+from reka_ingest.ledger.columns import BoundedString, KeyText, SafeJSON, SafeText
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -73,7 +73,7 @@ class File(Base):
     # Where the user put it (relative to the inbox or the scanned root) and where it is now.
     path: Mapped[str] = mapped_column(SafeText(MAX_PATH_CHARS))
     source_root: Mapped[str] = mapped_column(SafeText(MAX_PATH_CHARS))
-    work_path: Mapped[str] = mapped_column(SafeText(MAX_PATH_CHARS), unique=True)
+    work_path: Mapped[str] = mapped_column(KeyText(), unique=True)
     final_path: Mapped[str | None] = mapped_column(SafeText(MAX_PATH_CHARS), default=None)
     origin: Mapped[str] = mapped_column(BoundedString(16), index=True)  # an Origin
     size: Mapped[int] = mapped_column(BigInteger)

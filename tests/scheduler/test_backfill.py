@@ -124,3 +124,27 @@ def test_the_scan_command_prints_a_summary(
         led.dispose()
     refused = CliRunner().invoke(app, ["scan", str(settings.inbox), "--no-enqueue"])
     assert refused.exit_code != 0
+
+
+def test_a_path_too_long_to_index_fails_alone_and_a_rerun_records_it_once(
+    fast_settings: Callable[..., IngestSettings], ledger: Ledger, tmp_path: Path
+) -> None:
+    """PostgreSQL refuses a btree entry past ~2,700 bytes and a POSIX path may be
+    4,096: the file whose in-place path is too long to index fails alone with the
+    reason, on both ledgers, and the files beside it are recorded as usual."""
+    settings = aged(fast_settings())
+    root = tmp_path / "archive"
+    deep = root.joinpath(*["d" * 200 + f"{i:02d}" for i in range(14)])  # ~2,900 bytes
+    write_image(deep / "deep.jpg", 1)
+    write_image(root / "near.jpg", 2)
+    summary = backfill(settings, ledger, root, lambda _batch: None)
+    assert (summary.recorded, summary.queued, summary.failed) == (2, 1, 1)
+    rows = files_by_path(ledger)
+    far = rows[str((deep / "deep.jpg").relative_to(root))]
+    assert far.reason == Reason.REFUSED_PATH
+    assert "the ledger indexes paths of at most 2000 bytes" in (far.message or "")
+    assert len(far.work_path.encode()) <= 2000
+    assert rows["near.jpg"].state == FileState.QUEUED
+    again = backfill(settings, ledger, root, lambda _batch: None)
+    assert again.recorded == 0
+    assert len(files_by_path(ledger)) == 2
