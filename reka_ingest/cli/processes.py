@@ -41,7 +41,11 @@ def celery_argv(app: str, *args: str) -> list[str]:
     return [sys.executable, "-m", "celery", "-A", app, *args]
 
 
-def worker_argv(settings: IngestSettings, *, concurrency: int | None = None) -> list[str]:
+def worker_argv(
+    settings: IngestSettings, *, concurrency: int | None = None, node: str | None = None
+) -> list[str]:
+    """A Celery worker's command line; `node` names it (before `@host`), so several
+    workers started by one process each get their own node name."""
     return celery_argv(
         WORKER_APP,
         "worker",
@@ -52,7 +56,7 @@ def worker_argv(settings: IngestSettings, *, concurrency: int | None = None) -> 
         "--loglevel",
         settings.log_level,
         "--hostname",
-        f"reka-ingest-{os.getpid()}@%h",
+        f"{node or f'reka-ingest-{os.getpid()}'}@%h",
         "--task-events",
     )
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import time
 from collections import Counter
@@ -27,6 +28,7 @@ from typing import Any
 import httpx
 import psutil
 
+from reka_ingest.core.queues import TASK_UPLOAD_BATCH
 from reka_ingest.core.states import TERMINAL, FileState
 from tests.support.images import image_bytes
 from tests.support.service import API_KEY, Service
@@ -127,6 +129,37 @@ def log_events(svc: Service, prefix: str, event: str) -> list[dict[str, Any]]:
                 if record.get("event") == event:
                     out.append(record)
     return out
+
+
+def celery_tasks(svc: Service, name: str, task: str = TASK_UPLOAD_BATCH) -> tuple[list[str], int]:
+    """The `task` tasks the worker node `name` received and has not finished (prefetch
+    1: a task received is one being run), and how many it finished, by Celery's own
+    log lines in `name.log`."""
+    path = svc.data_dir / "logs" / f"{name}.log"
+    if not path.exists():
+        return [], 0
+    line_re = re.compile(
+        rf"^(?:Task |Discarding revoked task: ){re.escape(task)}\[(?P<id>[0-9a-f-]+)\]"
+        r"(?P<what> received|)"
+    )
+    open_ids: dict[str, None] = {}
+    finished = 0
+    for line in path.read_text(errors="replace").splitlines():
+        if not line.startswith("{") or task not in line:
+            continue
+        match = line_re.match(str(json.loads(line).get("event", "")))
+        if match is None:
+            continue
+        if match["what"]:
+            open_ids[match["id"]] = None
+        elif open_ids.pop(match["id"], "gone") is None:
+            finished += 1  # succeeded, raised, retried or discarded
+    return list(open_ids), finished
+
+
+def tasks_in_hand(svc: Service, name: str, task: str = TASK_UPLOAD_BATCH) -> list[str]:
+    """The `task` tasks the worker node `name` is running now (see `celery_tasks`)."""
+    return celery_tasks(svc, name, task)[0]
 
 
 def resent_by_sweep(svc: Service) -> int:

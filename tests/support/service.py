@@ -96,8 +96,17 @@ class Service:
         )
         wait_for(lambda: _listening(self.standin_port), 20, "the stand-in server to listen")
 
-    def start_worker(self, name: str = "worker") -> None:
-        self.supervisor.start(name, worker_argv(self.settings().ingest), self.env)
+    def start_worker(self, name: str = "worker", *, node: str | None = None) -> None:
+        """One worker node; `node` gives it its own Celery node name (needed when
+        several run at once: by default the name comes from this process's pid)."""
+        self.supervisor.start(name, worker_argv(self.settings().ingest, node=node), self.env)
+
+    def start_workers(self, count: int) -> list[str]:
+        """`count` worker nodes, named worker-1..N, each with its own node name."""
+        names = [f"worker-{i}" for i in range(1, count + 1)]
+        for name in names:
+            self.start_worker(name, node=f"reka-ingest-{name}-{os.getpid()}")
+        return names
 
     def start_beat(self) -> None:
         self.supervisor.start("beat", beat_argv(self.settings().ingest), self.env)
@@ -105,12 +114,16 @@ class Service:
     def start_watcher(self) -> None:
         self.supervisor.start("watcher", cli_argv("watch"), self.env)
 
-    def start(self) -> Service:
+    def start(self, *, workers: int = 1) -> Service:
+        """Stand-in, worker(s), beat, watcher; several workers are worker-1..N."""
         self.inbox.mkdir(parents=True, exist_ok=True)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         open_ledger(self.settings().ingest.ledger_url).dispose()
         self.start_standin()
-        self.start_worker()
+        if workers == 1:
+            self.start_worker()
+        else:
+            self.start_workers(workers)
         self.start_beat()
         self.start_watcher()
         return self
