@@ -3,8 +3,7 @@
 Watcher, beat and THREE worker nodes (separate `celery worker` processes, each
 with its own node name and pool), the stand-in, all on one PostgreSQL ledger
 (a fresh database of the session's server). Files are dropped in three waves
-(half, a quarter, a quarter);
-in the middle of the uploads:
+(half, a quarter, a quarter); in the middle of the uploads:
 
 1. one worker node is killed with SIGKILL while its requests are in flight at
    the slow stand-in: frozen first (SIGSTOP, sockets open) so the stand-in
