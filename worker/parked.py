@@ -31,9 +31,9 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 
 import redis
 
@@ -49,18 +49,14 @@ from reka_ingest.ledger import uploads as ops
 from reka_ingest.ledger.intake import create_batches
 from worker.backoff import RetryPolicy, backoff
 from worker.budget import redis_client
+from worker.outage import through_outage
 from worker.runtime import Runtime
 
 log = get_logger(__name__)
 
-T = TypeVar("T")
-
 PARKED_KEY: Final = "reka_ingest:parked_outcomes"  # hash: batch id -> Outcome JSON
 LOCK_KEY: Final = "reka_ingest:parked_outcomes:lock:{batch_id}"
 FORMAT: Final = 1
-# Retrying a ledger outage: the first wait, and the longest.
-RETRY_FIRST_WAIT: Final = 0.05
-RETRY_MAX_WAIT: Final = 1.0
 # Never retry so close to the lease's end that another worker could retake the batch.
 LEASE_MARGIN: Final = 5.0
 # Outcomes one sweep applies at most (the rest wait for the next sweep).
@@ -227,8 +223,8 @@ def settle(rt: Runtime, outcome: Outcome, *, retry_for: float) -> list[int]:
     """
     deadline = time.monotonic() + retry_for
     if not outcome.recorded:
-        requeued = _retrying(
-            rt,
+        requeued = through_outage(
+            rt.ledger,
             deadline,
             lambda: ops.record_uploaded(
                 rt.ledger,
@@ -246,10 +242,10 @@ def settle(rt: Runtime, outcome: Outcome, *, retry_for: float) -> list[int]:
     enqueue: list[int] = []
     if outcome.requeued:
         pending = [ops.Requeued(i, n) for i, n in outcome.requeued]
-        enqueue = _retrying(rt, deadline, lambda: batch_requeued(rt, pending))
+        enqueue = through_outage(rt.ledger, deadline, lambda: batch_requeued(rt, pending))
         outcome.requeued = []
-    _retrying(
-        rt,
+    through_outage(
+        rt.ledger,
         deadline,
         lambda: ops.finish_batch(
             rt.ledger,
@@ -261,24 +257,6 @@ def settle(rt: Runtime, outcome: Outcome, *, retry_for: float) -> list[int]:
     )
     remove_empty_claim_folders(rt.settings.ingest, (f.work_path for f in outcome.files))
     return enqueue
-
-
-def _retrying(rt: Runtime, deadline: float, step: Callable[[], T]) -> T:
-    """`step()`, again after a ledger outage (backoff) until `deadline` (monotonic)."""
-    wait = RETRY_FIRST_WAIT
-    tries = 0
-    while True:
-        tries += 1
-        try:
-            return step()
-        except Exception as err:
-            left = deadline - time.monotonic()
-            if not rt.ledger.is_outage(err) or left <= 0:
-                raise
-            pause = min(wait, left)
-            log.warning("ledger_retry", attempt=tries, wait=round(pause, 3), error=str(err))
-            time.sleep(pause)
-            wait = min(wait * 2, RETRY_MAX_WAIT)
 
 
 def _after_failure(rt: Runtime, outcome: Outcome, err: BaseException) -> bool:

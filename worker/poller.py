@@ -43,6 +43,7 @@ from reka_ingest.ledger.polling import (
 )
 from worker.backoff import next_poll_delay
 from worker.indexing import decide
+from worker.outage import through_outage
 from worker.runtime import Runtime
 
 log = get_logger(__name__)
@@ -88,7 +89,12 @@ def _poll_round(rt: Runtime, limit: int) -> PollReport:
     workers = min(rt.settings.ingest.poll_concurrency, len(due))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="poll") as pool:
         outcomes = list(pool.map(lambda d: _poll_one(rt, d), due))
-    record_polls(rt.ledger, outcomes, now=rt.clock())
+    # The rows are this round's until the lease ends: a passing outage is waited
+    # out (well within it), not left to hold them for the whole lease.
+    deadline = time.monotonic() + min(
+        rt.settings.ingest.ledger_retry_seconds, POLL_LEASE_SECONDS / 2
+    )
+    through_outage(rt.ledger, deadline, lambda: record_polls(rt.ledger, outcomes, now=rt.clock()))
     states = [o.state for o in outcomes]
     report = PollReport(
         polled=len(outcomes),
