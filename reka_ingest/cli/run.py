@@ -167,7 +167,14 @@ def _supervise(supervisor: Supervisor, ledger_url: str, stop: threading.Event) -
                 raise typer.Exit(_fail(f"stopped because a process ended: {names}; see the logs"))
             if time.monotonic() >= next_report:
                 next_report = time.monotonic() + STATUS_EVERY
-                s = summary(ledger, now=time.time())
+                try:
+                    s = summary(ledger, now=time.time())
+                except Exception as err:  # noqa: BLE001 - a progress line never stops the service
+                    line = f"progress unknown: the ledger did not answer ({type(err).__name__})"
+                    if line != last_line:
+                        typer.echo(f"[{time.strftime('%H:%M:%S')}] {line}")
+                        last_line = line
+                    continue
                 line = "  ".join(f"{k} {v}" for k, v in s.files.items() if v)
                 if line and line != last_line:
                     typer.echo(f"[{time.strftime('%H:%M:%S')}] {line}")

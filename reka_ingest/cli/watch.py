@@ -12,7 +12,7 @@ from types import FrameType
 
 from reka_ingest.core.logs import get_logger
 from reka_ingest.core.settings import load_settings
-from reka_ingest.ledger import open_ledger
+from reka_ingest.ledger import open_ledger_waiting
 from scheduler.claim import check_same_filesystem
 from scheduler.enqueue import celery_enqueue
 from scheduler.watcher import Watcher
@@ -24,7 +24,7 @@ def command() -> None:
     """Watch the inbox: take whole files, record them, batch them, enqueue uploads."""
     settings = load_settings()
     check_same_filesystem(settings.ingest)  # a SettingsError reaches stderr (reka_ingest.cli.main)
-    ledger = open_ledger(settings.ingest.ledger_url)
+    ledger = open_ledger_waiting(settings.ingest.ledger_url)
     enqueue, app = celery_enqueue(settings)
     watcher = Watcher(settings.ingest, ledger, enqueue)
 

@@ -4,6 +4,6 @@ The ledger is the truth; Redis is only transport. SQLite in WAL mode by
 default, any SQLAlchemy URL (PostgreSQL when many machines share the work).
 """
 
-from reka_ingest.ledger.db import Ledger, open_ledger
+from reka_ingest.ledger.db import Ledger, open_ledger, open_ledger_waiting
 
-__all__ = ["Ledger", "open_ledger"]
+__all__ = ["Ledger", "open_ledger", "open_ledger_waiting"]

@@ -13,8 +13,9 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from reka_ingest.core.constants import MIGRATION_LOCK_KEY, SQLITE_BUSY_TIMEOUT_MS
 from reka_ingest.core.errors import SettingsError
+from reka_ingest.core.logs import get_logger
+
+log = get_logger(__name__)
+
+# A long-running process that starts before its database waits this long at most
+# between two tries (the first wait is half a second, doubled each time).
+START_RETRY_MAX_WAIT = 30.0
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 _IMMEDIATE = "reka_ingest_immediate"
@@ -187,3 +195,28 @@ def open_ledger(url: str, *, migrate: bool = True) -> Ledger:
     if migrate:
         ledger.migrate()
     return ledger
+
+
+def open_ledger_waiting(url: str, *, sleep: Callable[[float], None] = time.sleep) -> Ledger:
+    """`open_ledger` for a long-running process (the watcher): a database that is
+    not up yet (compose starting everything at once, a PostgreSQL restart) is
+    waited for, with backoff and a log line per try; a wrong URL or any error
+    that is not an outage is raised at once."""
+    ledger = open_ledger(url, migrate=False)
+    wait, tries = 0.5, 0
+    while True:
+        tries += 1
+        try:
+            ledger.migrate()
+        except Exception as err:
+            if not ledger.is_outage(err):
+                ledger.dispose()
+                raise
+            first_line = (str(err).splitlines() or [type(err).__name__])[0]
+            log.warning("ledger_unavailable_at_start", attempt=tries, wait=wait, error=first_line)
+            sleep(wait)
+            wait = min(wait * 2, START_RETRY_MAX_WAIT)
+            continue
+        if tries > 1:
+            log.info("ledger_available", attempts=tries)
+        return ledger

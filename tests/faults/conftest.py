@@ -27,13 +27,13 @@ def pytest_terminal_summary(
         return
     terminalreporter.section("fault scenarios")
     terminalreporter.write_line(
-        f"{'scenario':<44} {'dropped':>7} {'terminal':>8} {'lost':>4} "
+        f"{'scenario':<56} {'dropped':>7} {'terminal':>8} {'lost':>4} "
         f"{'twice':>5} {'flagged':>7} {'wall s':>6}"
     )
     for line in path.read_text().splitlines():
         t = json.loads(line)
         terminalreporter.write_line(
-            f"{t['scenario']:<44} {t['dropped']:>7} {t['terminal']:>8} {t['lost']:>4} "
+            f"{t['scenario']:<56} {t['dropped']:>7} {t['terminal']:>8} {t['lost']:>4} "
             f"{t['uploaded_twice']:>5} {t['flagged']:>7} {t['wall_s']:>6}"
         )
     terminalreporter.write_line(f"(rows in {path})")

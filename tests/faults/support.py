@@ -181,7 +181,7 @@ class Tally:
 
     def row(self) -> str:
         return (
-            f"{self.scenario:<44} dropped={self.dropped:<4} terminal={self.terminal:<4} "
+            f"{self.scenario:<56} dropped={self.dropped:<4} terminal={self.terminal:<4} "
             f"lost={self.lost:<3} uploaded_twice={self.uploaded_twice:<3} "
             f"flagged={self.flagged:<3} wall={self.wall_s:.1f}s"
         )
