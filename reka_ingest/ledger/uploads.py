@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from reka_ingest.core.states import BATCH_TERMINAL, NOT_ORIGINALS, BatchState, FileState, Reason
 from reka_ingest.core.text import clean_text
 from reka_ingest.ledger.db import Ledger
+from reka_ingest.ledger.intake import lock_content
 from reka_ingest.ledger.schema import MAX_MESSAGE_CHARS, Batch, File
 
 _FILES = cast(Table, File.__table__)
@@ -305,6 +306,8 @@ def record_uploaded(
     by_id = {r.file_id: r for r in results}
     requeued: list[Requeued] = []
     with ledger.write() as s:
+        if rehashed:  # a file's bytes change identity: decide in turn with the intake
+            lock_content(s, {h for c in rehashed for h in (c.claimed_sha256, c.sha256) if h})
         s.execute(_RECORD_UPLOADED, rows)
         for change in rehashed:
             requeued.extend(_record_rehashed(s, change, now))

