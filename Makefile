@@ -18,12 +18,16 @@ venv: $(STAMP)
 run: venv
 	$(BIN)/reka-ingest run
 
+# Two test processes (pytest-xdist): most of the suite waits on real processes,
+# servers and files, so two share the two cores well. TEST_WORKERS=0 runs in one.
+TEST_WORKERS ?= 2
+
 test: venv
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 # Skips the scenarios marked slow; CI never uses this.
 test-fast: venv
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) -m "not slow" $(PYTEST_ARGS)
 
 lint: venv
 	$(BIN)/ruff check .

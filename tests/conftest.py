@@ -21,6 +21,7 @@ import redis
 from reka_ingest.core.bundled_redis import BundledRedis, free_port
 from reka_ingest.core.settings import Settings, load_settings
 from reka_ingest.ledger import Ledger, open_ledger
+from tests.support import fault_table
 from tests.support.postgres import PostgresCluster
 
 DATABASES = tuple(
@@ -28,6 +29,16 @@ DATABASES = tuple(
     for name in os.environ.get("TEST_DATABASES", "sqlite,postgresql").split(",")
     if name.strip()
 )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    fault_table.name_results_file()
+
+
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, config: pytest.Config
+) -> None:
+    fault_table.print_table(terminalreporter)
 
 
 @pytest.fixture(scope="session")

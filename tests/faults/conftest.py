@@ -1,39 +1,15 @@
-"""Fault scenarios: where their summary rows go (pytest's tmp dir, never the repo),
-and the table of them at the end of the run."""
+"""Fault scenarios: the file each writes its summary row to (the table is printed
+by the suite's top conftest; see tests/support/fault_table.py)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
-RESULTS_NAME = "faults-results.jsonl"
-RESULTS = pytest.StashKey[Path]()
+from tests.support import fault_table
 
 
 @pytest.fixture
-def results_file(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.getbasetemp() / RESULTS_NAME
-    request.config.stash[RESULTS] = path
-    return path
-
-
-def pytest_terminal_summary(
-    terminalreporter: pytest.TerminalReporter, config: pytest.Config
-) -> None:
-    path = config.stash.get(RESULTS, None)
-    if path is None or not path.exists():
-        return
-    terminalreporter.section("fault scenarios")
-    terminalreporter.write_line(
-        f"{'scenario':<56} {'dropped':>7} {'terminal':>8} {'lost':>4} "
-        f"{'twice':>5} {'flagged':>7} {'wall s':>6}"
-    )
-    for line in path.read_text().splitlines():
-        t = json.loads(line)
-        terminalreporter.write_line(
-            f"{t['scenario']:<56} {t['dropped']:>7} {t['terminal']:>8} {t['lost']:>4} "
-            f"{t['uploaded_twice']:>5} {t['flagged']:>7} {t['wall_s']:>6}"
-        )
-    terminalreporter.write_line(f"(rows in {path})")
+def results_file() -> Path:
+    return fault_table.results_file()

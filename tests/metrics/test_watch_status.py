@@ -90,6 +90,8 @@ def test_ctrl_c_ends_the_live_view_cleanly(tmp_path: Path, redis_url: str) -> No
         "INGEST_DATA_DIR": str(tmp_path / "var"),
         "COLUMNS": "100",
     }
+    watcher = redis.Redis.from_url(redis_url)
+    clients_before = len(watcher.client_list())
     proc = subprocess.Popen(
         cli_argv("status", "--watch"),
         env=env,
@@ -98,11 +100,18 @@ def test_ctrl_c_ends_the_live_view_cleanly(tmp_path: Path, redis_url: str) -> No
         start_new_session=True,
     )
     try:
-        time.sleep(3)  # a few refreshes
+        # Drawing (its first snapshot has read Redis: a slow start on a busy machine
+        # is not a failure), then a few refreshes.
+        deadline = time.monotonic() + 60
+        while len(watcher.client_list()) <= clients_before:
+            assert proc.poll() is None and time.monotonic() < deadline, "never drew"
+            time.sleep(0.1)
+        time.sleep(2)
         assert proc.poll() is None  # still drawing
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=30)
     finally:
+        watcher.close()
         if proc.poll() is None:
             proc.kill()
             proc.wait()
