@@ -44,6 +44,8 @@ STATE_STYLES = {
     FileState.STORED: "green",
     FileState.DUPLICATE: "yellow",
     FileState.FAILED: "red",
+    FileState.EXPIRED: "bright_black",
+    FileState.DELETED: "bright_black",
 }
 
 
