@@ -7,8 +7,12 @@ Scenarios (each bounded; every process started is ended by its pid):
                per ledger database (BENCH_DATABASES), the same files each time
   3. memory    the worker's peak RSS at two sizes (fresh service each)
   4. burst     the watcher alone (with Redis) under a burst of small files
+  5. check     `reka-ingest check` on a ledger of N rows against a stand-in holding
+               N images (and at N/10, for memory's growth): seconds, peak RSS,
+               requests (bench/server_check.py says how both sides are filled)
 
-Environment (defaults make the whole run take about 4-6 minutes on 2 cores):
+Environment (defaults make the whole run take about 7-9 minutes on 2 cores; the
+check at 100,000 alone about 3):
   BENCH_N=5000            images in the limit and pipeline runs
   BENCH_TRICKLE=20        trickle files (0: skip), BENCH_TRICKLE_INTERVAL=1.0 s
   BENCH_DATABASES=sqlite,postgresql   the pipeline's ledgers: one run each, in this
@@ -18,6 +22,7 @@ Environment (defaults make the whole run take about 4-6 minutes on 2 cores):
                           settings), started for the run, its CPU counted as ours
   BENCH_MEMORY_NS=1000,10000   worker memory runs ("" : skip)
   BENCH_BURST_N=100000    burst files (0: skip)
+  BENCH_CHECK_N=100000    ledger rows and stand-in images of the server check (0: skip)
   BENCH_TIMEOUT=600       seconds any one scenario may take before it fails
   BENCH_KEEP=1            keep the run folders (logs, ledgers) in bench/.cache/runs
 """
@@ -34,11 +39,15 @@ from typing import Any
 
 from bench import report
 from bench.scenarios import run_burst, run_limit, run_pipeline, run_worker_memory
+from bench.server_check import run_checks
 from bench.service import Postgres, StandIn
 from bench.workload import CACHE, jpegs
 from reka_ingest.core.settings import IngestSettings
 
 LIMIT_PASSES = 3
+# What one ledger row may add to the check's peak memory: an image id in a set (a
+# 36-character str, about 90 bytes, plus the set's slot) and change.
+CHECK_BYTES_PER_ROW = 512
 # The pipeline's result key per ledger database: SQLite's keeps the historical name.
 PIPELINE_KEYS = {"sqlite": "pipeline", "postgresql": "pipeline_postgresql"}
 
@@ -72,6 +81,7 @@ def _targets(r: dict[str, Any], cfg: dict[str, Any]) -> dict[str, dict[str, Any]
         t["burst missed"] = {"value": burst["missed"], "target": "== 0", "ok": burst["missed"] == 0}
         peak = burst["watcher_peak_rss_mb"] or 0.0
         t["burst watcher peak RSS MB"] = {"value": peak, "target": "< 300", "ok": peak < 300}
+    t.update(_check_targets(r.get("server_check")))
     mem = r.get("worker_memory") or {}
     if len(mem) >= 2:
         peaks = [max(v for k, v in p.items() if k.startswith("worker")) for p in mem.values()]
@@ -79,6 +89,38 @@ def _targets(r: dict[str, Any], cfg: dict[str, Any]) -> dict[str, dict[str, Any]
             "value": peaks,
             "target": "largest within 10% of smallest",
             "ok": max(peaks) <= 1.1 * min(peaks),
+        }
+    return t
+
+
+def _check_targets(check: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """The check finds nothing wrong on a consistent pair, and its memory grows with
+    the ledger by no more than a set of ids (CHECK_BYTES_PER_ROW)."""
+    if not check:
+        return {}
+    t: dict[str, dict[str, Any]] = {}
+    runs = check["runs"]
+    big = runs[str(check["n"])]
+    found = big["found"]
+    clean = (
+        found["rows_checked"] == big["rows"]
+        and found["images_on_server"] == big["images"]
+        and found["orphans"] == 0
+        and found["missing"] == 0
+    )
+    t[f"server check N={check['n']} agrees"] = {
+        "value": found,
+        "target": "every row and image seen; 0 orphans, 0 missing",
+        "ok": clean,
+    }
+    if len(runs) >= 2:
+        small = runs[str(min(int(k) for k in runs))]
+        grew = (big["peak_rss_mb"] or 0.0) - (small["peak_rss_mb"] or 0.0)
+        per_row = grew * 1024 * 1024 / max(1, big["rows"] - small["rows"])
+        t["server check RSS growth, bytes per row"] = {
+            "value": round(per_row, 1),
+            "target": f"<= {CHECK_BYTES_PER_ROW}",
+            "ok": per_row <= CHECK_BYTES_PER_ROW,
         }
     return t
 
@@ -159,6 +201,7 @@ def main() -> int:
     trickle_interval = float(os.environ.get("BENCH_TRICKLE_INTERVAL", "1.0"))
     memory_ns = [int(x) for x in os.environ.get("BENCH_MEMORY_NS", "1000,10000").split(",") if x]
     burst_n = _int("BENCH_BURST_N", 100_000)
+    check_n = _int("BENCH_CHECK_N", 100_000)
     databases = _databases()
     timeout = float(os.environ.get("BENCH_TIMEOUT", "600"))
     defaults = IngestSettings()
@@ -176,6 +219,7 @@ def main() -> int:
         "trickle": trickle_n,
         "memory_ns": memory_ns,
         "burst_n": burst_n,
+        "check_n": check_n,
         "databases": databases,
     }
     r: dict[str, Any] = {"config": cfg}
@@ -219,6 +263,8 @@ def main() -> int:
         if burst_n:
             print(f"burst: {burst_n} small files, watcher alone")
             r["burst"] = run_burst(standin, burst_n, root=runs / "burst", timeout=timeout)
+        if check_n:
+            r["server_check"] = run_checks(standin, check_n, root=runs / "check", timeout=timeout)
     finally:
         standin.stop()
         if not os.environ.get("BENCH_KEEP"):

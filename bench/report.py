@@ -159,6 +159,32 @@ def _pipeline_details(r: dict[str, Any]) -> list[str]:
     return out
 
 
+def _check_lines(check: dict[str, Any] | None) -> list[str]:
+    if not check:
+        return []
+    out = [
+        "",
+        "server check: `reka-ingest check --json` (its own process, default settings) on a "
+        "ledger of N rows against a stand-in of N images",
+        f"  {'N':>8}{'seconds':>9}{'peak RSS MB':>13}{'CPU s':>8}{'requests':>10}  "
+        "counted by the stand-in; found",
+    ]
+    for n, run in check["runs"].items():
+        counted = ", ".join(f"{k} {v}" for k, v in sorted(run["requests_counted"].items()))
+        found = run["found"]
+        out.append(
+            f"  {int(n):>8}{run['seconds']:>9.2f}{run['peak_rss_mb'] or 0:>13.1f}"
+            f"{run['cpu_s'] or 0:>8.2f}{run['requests_reported'] or 0:>10}  {counted}; "
+            f"orphans {found['orphans']}, missing {found['missing']}, drift {found['drift']}"
+        )
+    big = check["runs"][str(check["n"])]
+    out.append(
+        f"  filled for N={check['n']}: stand-in {big['fill_standin_s']} s (uploads of 100 tiny "
+        f"JPEGs), ledger {big['fill_ledger_s']} s (bulk INSERTs)"
+    )
+    return out
+
+
 def lines(r: dict[str, Any]) -> list[str]:
     limit = r.get("limit")
     out = [*_header(r), *_table(r), *_pipeline_details(r)]
@@ -182,6 +208,7 @@ def lines(r: dict[str, Any]) -> list[str]:
             f"{b['files_per_s']} files/s; missed {b['missed']}; by origin {b['by_origin']}; "
             f"watcher peak RSS {b['watcher_peak_rss_mb']} MB",
         ]
+    out += _check_lines(r.get("server_check"))
     out += ["", "targets:"]
     for name, t in r["targets"].items():
         out.append(f"  {'PASS' if t['ok'] else 'FAIL'}  {name}: {t['value']} ({t['target']})")

@@ -1,18 +1,27 @@
 """The beat schedule: short, frequent sweeps, named by task (the worker
 registers them under these names, `reka_ingest.core.queues`). Each entry
 expires after one interval, so a backlog of sweeps never piles up behind busy
-workers."""
+workers.
+
+The server check (`INGEST_SERVER_CHECK_INTERVAL`, off at 0) is scheduled only
+when its interval is set; a check still running when the next is due is not
+doubled (the task holds a lock in Redis)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from reka_ingest.core.queues import CONTROL_QUEUE, TASK_POLL_DUE, TASK_SWEEP_BATCHES
+from reka_ingest.core.queues import (
+    CONTROL_QUEUE,
+    TASK_POLL_DUE,
+    TASK_SERVER_CHECK,
+    TASK_SWEEP_BATCHES,
+)
 from reka_ingest.core.settings import IngestSettings
 
 
 def beat_schedule(settings: IngestSettings) -> dict[str, dict[str, Any]]:
-    return {
+    schedule: dict[str, dict[str, Any]] = {
         "poll-indexing": {
             "task": TASK_POLL_DUE,
             "schedule": settings.poll_sweep_interval,
@@ -24,3 +33,10 @@ def beat_schedule(settings: IngestSettings) -> dict[str, dict[str, Any]]:
             "options": {"queue": CONTROL_QUEUE, "expires": settings.sweep_interval},
         },
     }
+    if settings.server_check_interval > 0:
+        schedule["server-check"] = {
+            "task": TASK_SERVER_CHECK,
+            "schedule": settings.server_check_interval,
+            "options": {"queue": CONTROL_QUEUE, "expires": settings.server_check_interval},
+        }
+    return schedule

@@ -4,6 +4,7 @@ come from `reka_ingest.core.queues`, which the scheduler sends by."""
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Callable
 
@@ -14,14 +15,23 @@ from reka_ingest.core.logs import get_logger
 from reka_ingest.core.queues import (
     CONTROL_QUEUE,
     TASK_POLL_DUE,
+    TASK_SERVER_CHECK,
     TASK_SWEEP_BATCHES,
     TASK_UPLOAD_BATCH,
     send_upload,
 )
 from reka_ingest.ledger.reconcile import batches_to_send
+from reka_ingest.metrics.counters import redis_client
+from reka_ingest.metrics.server_check import (
+    COUNTS,
+    SERVER_CHECK_LOCK_KEY,
+    record_check,
+    record_failure,
+)
 from worker import parked
 from worker.poller import poll_due
 from worker.runtime import Runtime
+from worker.serverside import CheckReport, check_server
 from worker.uploader import upload_batch
 
 log = get_logger(__name__)
@@ -62,6 +72,10 @@ def register(app: Celery, runtime: Callable[[], Runtime]) -> None:
     def sweep_batches_task() -> None:
         sweep_batches(runtime(), lambda batch_id: send_upload(app, batch_id))
 
+    @app.task(name=TASK_SERVER_CHECK, ignore_result=True, queue=CONTROL_QUEUE, shared=False)
+    def server_check_task() -> None:
+        server_check(runtime())
+
 
 def sweep_batches(rt: Runtime, send: Callable[[int], object]) -> list[int]:
     """Beat's batch sweep: first the accepted answers parked in Redis go to the ledger
@@ -96,3 +110,76 @@ def sweep_batches(rt: Runtime, send: Callable[[int], object]) -> list[int]:
     if ids:
         log.info("sweep_batches", sent=len(ids), first=ids[0], last=ids[-1])
     return ids
+
+
+# Release the check's lock only if it is still ours (it may have run out and been taken).
+_RELEASE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0
+"""
+
+
+def server_check(rt: Runtime, client: redis.Redis[bytes] | None = None) -> CheckReport | None:
+    """Beat's periodic server check: `check_server(rt)`, read only, its counts and time
+    stored in Redis (`reka_ingest.metrics.server_check`) for the metrics and `status`.
+
+    One check at a time across the deployment: a lock in Redis (held at most the
+    visibility timeout, after which Redis would deliver the task again anyway)
+    makes a check sent while another still runs return None at once. A check
+    that fails (the API or the ledger out) is logged and noted in Redis with the
+    last good counts kept; it raises nothing, and the next interval tries again.
+    """
+    own = client is None
+    r = client if client is not None else redis_client(rt.settings.ingest.broker_url)
+    token = secrets.token_hex(8)
+    try:
+        try:
+            ttl = max(60, rt.settings.ingest.visibility_timeout)
+            if not r.set(SERVER_CHECK_LOCK_KEY, token, nx=True, ex=ttl):
+                log.info("server_check_skipped", why="another check is running")
+                return None
+        except redis.RedisError as err:
+            log.warning("server_check_skipped", why="redis", error=str(err))
+            return None
+        try:
+            return _checked(rt, r)
+        finally:
+            try:
+                r.eval(_RELEASE, 1, SERVER_CHECK_LOCK_KEY, token)  # type: ignore[no-untyped-call]
+            except redis.RedisError as err:
+                log.warning("server_check_unlock_failed", error=str(err))
+    finally:
+        if own:
+            r.close()
+
+
+def _checked(rt: Runtime, r: redis.Redis[bytes]) -> CheckReport | None:
+    started = rt.clock()
+    try:
+        report = check_server(rt)
+    except Exception as err:  # noqa: BLE001 - any failure is noted; the next interval retries
+        error = f"{type(err).__name__}: {err}"
+        log.warning("server_check_failed", error=error, seconds=round(rt.clock() - started, 3))
+        try:
+            record_failure(r, error, at=rt.clock())
+        except redis.RedisError as redis_err:
+            log.warning("server_check_unrecorded", error=str(redis_err))
+        return None
+    counts = {name: getattr(report, name) for name in COUNTS}
+    try:
+        record_check(r, counts, at=rt.clock(), seconds=report.seconds, notes=report.notes)
+    except redis.RedisError as err:
+        log.warning("server_check_unrecorded", error=str(err))
+    log.info(
+        "server_check",
+        images_on_server=report.images_on_server,
+        rows_checked=report.rows_checked,
+        orphans=report.orphans,
+        missing=report.missing,
+        drift=report.drift,
+        duplicates_settled=report.duplicates_settled,
+        duplicates_unsettled=report.duplicates_unsettled,
+        requests=report.requests,
+        seconds=round(report.seconds, 3),
+    )
+    return report

@@ -11,6 +11,8 @@ import json
 
 import typer
 
+from reka_ingest.cli import check as check_cmd
+from reka_ingest.cli import delete as delete_cmd
 from reka_ingest.cli import fake_api, run, scan, services, status, watch
 from reka_ingest.cli import health as health_cmd
 from reka_ingest.cli import metrics as metrics_cmd
@@ -62,6 +64,8 @@ app.command("metrics")(metrics_cmd.command)
 app.command("migrate")(migrate_cmd.command)
 app.command("health")(health_cmd.command)
 app.command("retry")(retry_cmd.command)
+app.command("check")(check_cmd.command)
+app.command("delete")(delete_cmd.command)
 app.command("watch")(watch.command)
 app.command("scan")(scan.command)
 

@@ -1,5 +1,8 @@
 """`reka-ingest retry`: queue failed files again once their cause is fixed
-(a wrong API key, a quota, a server outage, a replaced file).
+(a wrong API key, a quota, a server outage, a replaced file); `--reason expired`
+(or `deleted`) uploads again the files whose images Reka no longer holds, from
+where their bytes were kept (done/, the work area with INGEST_AFTER_UPLOAD=keep,
+or in place).
 
 For each matching failed row whose bytes are still there: the file moves
 from failed/ back into a fresh claim folder in the work area (one rename; a
@@ -49,7 +52,8 @@ def _bytes_at(settings: IngestSettings, f: FailedFile) -> Path | None:
 
     A file whose indexing failed was sent first, so until the poll sweep settles
     it (or when its move failed) its `final_path` is where the upload put it
-    (done/); that counts too.
+    (done/); that counts too. So it is for an expired or deleted file: done/ (or
+    the work area, with INGEST_AFTER_UPLOAD=keep); with `delete`, nowhere.
     """
     if not in_work_area(settings, f.work_path):
         candidates = [Path(f.work_path)]
@@ -119,7 +123,7 @@ def requeue(
         if not in_place and f.final_path and f.final_path.endswith(ERROR_SUFFIX):
             with contextlib.suppress(OSError):  # the reason file no longer applies
                 Path(f.final_path).unlink()
-        ready.append(Requeue(f.id, str(work), digest.size, digest.sha256))
+        ready.append(Requeue(f.id, str(work), digest.size, digest.sha256, f.state))
     now = time.time()
     reset = set(requeue_failed(ledger, ready, now=now))
     # Packed by the watcher's rule; the command enqueues the batches itself.
@@ -137,13 +141,17 @@ def requeue(
 
 def command(
     reason: Reason | None = typer.Option(
-        None, "--reason", help="Only files that failed for this reason (e.g. auth_failed)."
+        None,
+        "--reason",
+        help="Only files that failed for this reason (e.g. auth_failed); `expired` or"
+        " `deleted`: the files in that state (their images are gone from Reka).",
     ),
     path: str | None = typer.Option(
         None, "--path", help="Only files whose dropped path matches this glob (e.g. 'cam1/*')."
     ),
 ) -> None:
-    """Queue failed files again once the cause is fixed (wrong key, quota, a replaced file)."""
+    """Queue failed files again once the cause is fixed (wrong key, quota, a replaced file),
+    or expired ones (`--reason expired`)."""
     settings = load_settings()
     ledger = open_ledger(settings.ingest.ledger_url)
     try:

@@ -8,14 +8,17 @@ import sys
 import time
 from typing import Any
 
+import redis
 import typer
 
 from reka_ingest.cli import watch_status
-from reka_ingest.core.settings import load_settings
+from reka_ingest.core.settings import Settings, load_settings
 from reka_ingest.core.states import FileState
 from reka_ingest.ledger import open_ledger
 from reka_ingest.ledger.queries import Summary, list_files, summary
 from reka_ingest.ledger.schema import File
+from reka_ingest.metrics.counters import redis_client
+from reka_ingest.metrics.server_check import ServerCheck, describe, read_server_check
 from worker.budget import BudgetSnapshot, budget_snapshot
 
 FILE_FIELDS = (
@@ -68,7 +71,8 @@ def status(
     as_json: bool = typer.Option(False, "--json", help="One JSON object."),
     watch: bool = typer.Option(False, "--watch", help="A live view, every second; Ctrl-C exits."),
 ) -> None:
-    """Files per state, the oldest waiting file, throughput, and the API budget left."""
+    """Files per state, the oldest waiting file, throughput, the API budget left, and
+    the last server check's findings."""
     settings = load_settings()
     if watch:
         watch_status.watch(settings)
@@ -79,6 +83,14 @@ def status(
     ledger.dispose()
     budget = budget_snapshot(settings, now=now)
     data["budget"] = budget.as_json()
+    check, unreadable = read_check(settings)
+    data["server_check"] = (
+        {"unreadable": unreadable}
+        if unreadable is not None
+        else None
+        if check is None
+        else check.as_json(now)
+    )
     if as_json:
         typer.echo(json.dumps(data))
         return
@@ -97,6 +109,30 @@ def status(
         + (f"; overall {rate} files/s" if rate is not None else "")
     )
     typer.echo(budget_line(budget, now))
+    typer.echo(server_check_line(check, unreadable, now, settings.ingest.server_check_interval))
+
+
+def read_check(settings: Settings) -> tuple[ServerCheck | None, str | None]:
+    """The last server check's findings from Redis, or why they could not be read."""
+    client = redis_client(settings.ingest.broker_url)
+    try:
+        return read_server_check(client), None
+    except redis.RedisError as err:
+        return None, f"Redis did not answer ({type(err).__name__})"
+    finally:
+        client.close()
+
+
+def server_check_line(
+    check: ServerCheck | None, unreadable: str | None, now: float, interval: float
+) -> str:
+    """`server check: 3 orphans, 0 missing, 12 min ago`, `never run`, or why unknown."""
+    if unreadable is not None:
+        return f"server check: unknown, {unreadable}"
+    text = f"server check: {describe(check, now)}"
+    if check is None and interval <= 0:
+        text += " (the periodic check is off: INGEST_SERVER_CHECK_INTERVAL=0)"
+    return text
 
 
 def budget_line(b: BudgetSnapshot, now: float) -> str:

@@ -1,6 +1,7 @@
 """`reka-ingest status --watch`: a live view of the ledger, refreshed every
 second: a bar per state, throughput, time to finish, queue depth, the shared
-API budget (when the limiter publishes it) and the latest failures.
+API budget (when the limiter publishes it), the last server check's findings
+and the latest failures.
 Ctrl-C leaves it cleanly.
 
 Reading is split from drawing: `take_snapshot` reads the ledger and Redis,
@@ -32,6 +33,7 @@ from reka_ingest.ledger.queries import summary
 from reka_ingest.ledger.schema import File
 from reka_ingest.metrics.collector import Budget, queue_depth, read_budget
 from reka_ingest.metrics.counters import redis_client
+from reka_ingest.metrics.server_check import ServerCheck, describe, read_server_check
 
 REFRESH_SECONDS = 1.0
 LATEST_FAILURES = 8
@@ -44,6 +46,8 @@ STATE_STYLES = {
     FileState.STORED: "green",
     FileState.DUPLICATE: "yellow",
     FileState.FAILED: "red",
+    FileState.EXPIRED: "bright_black",
+    FileState.DELETED: "bright_black",
 }
 
 
@@ -64,6 +68,10 @@ class Snapshot:
     queues: dict[str, int] | None  # None: Redis did not answer
     budget: Budget | None
     failures: list[Failure] = field(default_factory=list)
+    # The last server check (reka_ingest.metrics.server_check); `server_check_read`
+    # False: Redis did not answer, so whether one ran is unknown.
+    server_check: ServerCheck | None = None
+    server_check_read: bool = False
 
     @property
     def active(self) -> int:
@@ -93,12 +101,15 @@ def take_snapshot(ledger: Ledger, client: redis.Redis[bytes] | None, *, now: flo
         ).all()
     queues: dict[str, int] | None = None
     budget: Budget | None = None
+    check: ServerCheck | None = None
+    check_read = False
     if client is not None:
         try:
             queues = {q: queue_depth(client, q) for q in QUEUES}
             budget = read_budget(client)
+            check, check_read = read_server_check(client), True
         except redis.RedisError:
-            queues, budget = None, None
+            queues, budget, check, check_read = None, None, None, False
     return Snapshot(
         at=now,
         files=s.files,
@@ -110,6 +121,8 @@ def take_snapshot(ledger: Ledger, client: redis.Redis[bytes] | None, *, now: flo
         queues=queues,
         budget=budget,
         failures=[Failure(p, r, m) for p, r, m in rows],
+        server_check=check,
+        server_check_read=check_read,
     )
 
 
@@ -154,6 +167,10 @@ def render(snap: Snapshot) -> RenderableType:
     else:
         facts.add_row("queues", "  ".join(f"{q} {n}" for q, n in snap.queues.items()))
     facts.add_row("API budget", _budget(snap.budget, snap.at))
+    if snap.server_check_read:
+        facts.add_row("server check", describe(snap.server_check, snap.at))
+    else:
+        facts.add_row("server check", Text("unknown (Redis did not answer)", style="red"))
 
     failures = Table(title="latest failures", expand=True, title_justify="left")
     failures.add_column("path", overflow="fold", ratio=2)

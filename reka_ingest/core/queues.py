@@ -29,6 +29,9 @@ if TYPE_CHECKING:
 TASK_UPLOAD_BATCH: Final = "reka_ingest.upload_batch"
 TASK_POLL_DUE: Final = "reka_ingest.poll_due"
 TASK_SWEEP_BATCHES: Final = "reka_ingest.sweep_batches"
+# The periodic, read-only check of the ledger against what Reka holds (beat, when
+# INGEST_SERVER_CHECK_INTERVAL is set); its findings go to Redis for metrics and status.
+TASK_SERVER_CHECK: Final = "reka_ingest.server_check"
 
 UPLOAD_QUEUE: Final = "reka_ingest.uploads"
 CONTROL_QUEUE: Final = "reka_ingest.control"
@@ -40,6 +43,7 @@ TASK_QUEUES: Final[Mapping[str, str]] = {
     TASK_UPLOAD_BATCH: UPLOAD_QUEUE,
     TASK_POLL_DUE: CONTROL_QUEUE,
     TASK_SWEEP_BATCHES: CONTROL_QUEUE,
+    TASK_SERVER_CHECK: CONTROL_QUEUE,
 }
 
 

@@ -298,6 +298,30 @@ class IngestSettings(BaseSettings):
         description="Seconds after upload until a file still indexing fails (`indexing_timeout`).",
     )
 
+    # The periodic server check (beat + worker).
+    server_check_interval: float = Field(
+        default=0.0,
+        ge=0,
+        allow_inf_nan=False,
+        description=(
+            "Seconds between beat's read-only server checks (`reka-ingest check`: orphans,"
+            " missing images, status drift, possible duplicates), whose findings reach the"
+            " metrics and `status`; 0 = off."
+        ),
+    )
+
+    # `reka-ingest check` and `reka-ingest delete`: List, Get and Delete Image and image URLs.
+    check_requests_per_second: float = Field(
+        default=10.0,
+        gt=0,
+        le=1000,
+        allow_inf_nan=False,
+        description=(
+            "Requests per second `reka-ingest check` and `delete` send to the API (List,"
+            " Get and Delete Image, image URLs): they have no published quota, so be gentle."
+        ),
+    )
+
     # Flower.
     flower_host: str = Field(
         default="127.0.0.1",

@@ -19,15 +19,37 @@ class FileState(StrEnum):
     STORED = "stored"  # uploaded with index: false (indexing_status 0)
     DUPLICATE = "duplicate"  # the same bytes were uploaded before; points at that image_id
     FAILED = "failed"  # with a reason code and a message a person can read
+    # Uploaded once, but Reka no longer holds the image (its retention ran out, or it
+    # was deleted elsewhere): found by `reka-ingest check --fix`; `retry --reason
+    # expired` sends the kept bytes again.
+    EXPIRED = "expired"
+    DELETED = "deleted"  # its image deleted from Reka on request (`reka-ingest delete`)
 
 
 TERMINAL: Final = frozenset(
-    {FileState.INDEXED, FileState.STORED, FileState.DUPLICATE, FileState.FAILED}
+    {
+        FileState.INDEXED,
+        FileState.STORED,
+        FileState.DUPLICATE,
+        FileState.FAILED,
+        FileState.EXPIRED,
+        FileState.DELETED,
+    }
 )
 ACTIVE: Final = frozenset(set(FileState) - TERMINAL)
 UPLOADED: Final = frozenset({FileState.INDEXING, FileState.INDEXED, FileState.STORED})
-# A row in these states is never the original a copy of its bytes points at.
-NOT_ORIGINALS: Final = (FileState.FAILED, FileState.DUPLICATE)
+# A row in these states is never the original a copy of its bytes points at (an
+# expired or deleted row's image is gone from Reka, so new copies are uploaded).
+NOT_ORIGINALS: Final = (
+    FileState.FAILED,
+    FileState.DUPLICATE,
+    FileState.EXPIRED,
+    FileState.DELETED,
+)
+# Rows whose image Reka should hold: `reka-ingest check` asks it about these.
+ON_SERVER: Final = frozenset({FileState.INDEXED, FileState.STORED})
+# Final rows `reka-ingest retry` sends again only when asked by their reason.
+RETRIABLE_BY_REASON: Final = frozenset({FileState.EXPIRED, FileState.DELETED})
 
 
 class BatchState(StrEnum):
@@ -69,6 +91,10 @@ class Reason(StrEnum):
     # Uploaded (the server stored it: its image id is in the message), but the
     # ledger refused to record that answer until the batch's attempts ran out.
     RECORD_FAILED = "record_failed"
+    # Reka no longer holds the uploaded image (state `expired`, by `check --fix`).
+    EXPIRED = "expired"
+    # The image was deleted from Reka on request (state `deleted`, by `reka-ingest delete`).
+    DELETED = "deleted"
 
 
 class Origin(StrEnum):

@@ -1,5 +1,6 @@
-"""What `reka-ingest retry` reads and writes: failed rows to try again, and
-turning them back into `queued` rows once their bytes are back in place.
+"""What `reka-ingest retry` reads and writes: failed rows to try again (and,
+asked by their reason, `expired` or `deleted` rows: their images are gone from
+Reka), and turning them back into `queued` rows once their bytes are back in place.
 
 Reading and writing are separate on purpose: between them the command moves
 each file back into the work area, and only a row whose file moved is reset.
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import select, update
 
-from reka_ingest.core.states import FileState, Reason
+from reka_ingest.core.states import RETRIABLE_BY_REASON, FileState, Reason
 from reka_ingest.ledger.db import Ledger
 from reka_ingest.ledger.schema import File
 
@@ -24,8 +25,9 @@ class FailedFile:
     path: str  # as the user dropped it
     reason: str | None
     work_path: str  # where it sat before its outcome (or where it lives, for in-place rows)
-    final_path: str | None  # its NAME.error.json, when the outbox wrote one
+    final_path: str | None  # its NAME.error.json, when the outbox wrote one (or done/ NAME)
     duplicate_of: int | None
+    state: str = FileState.FAILED
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,18 +38,27 @@ class Requeue:
     work_path: str
     size: int
     sha256: str
+    state: str = FileState.FAILED  # the state it was read in; a row since changed is left
 
 
 def failed_files(
     ledger: Ledger, *, reason: str | None = None, path_glob: str | None = None
 ) -> list[FailedFile]:
-    """Failed rows, optionally only those with `reason` and a path matching `path_glob`."""
-    query = select(File).where(File.state == FileState.FAILED).order_by(File.id)
+    """Failed rows, optionally only those with `reason` and a path matching `path_glob`.
+
+    `reason` `expired` or `deleted` names the rows in that state instead (their
+    images are gone from Reka; they are sent again only when asked by name).
+    """
+    by_name = {state.value for state in RETRIABLE_BY_REASON}
+    state = reason if reason in by_name else FileState.FAILED
+    query = select(File).where(File.state == state).order_by(File.id)
     if reason is not None:
         query = query.where(File.reason == reason)
     with ledger.read() as s:
         rows = [
-            FailedFile(r.id, r.path, r.reason, r.work_path, r.final_path, r.duplicate_of)
+            FailedFile(
+                r.id, r.path, r.reason, r.work_path, r.final_path, r.duplicate_of, str(r.state)
+            )
             for r in s.scalars(query)
         ]
     if path_glob is None:
@@ -56,20 +67,21 @@ def failed_files(
 
 
 def requeue_failed(ledger: Ledger, files: Sequence[Requeue], *, now: float) -> list[int]:
-    """Reset failed rows to `queued` (no batch yet) at their new work path; returns their ids.
+    """Reset failed (or expired, deleted) rows to `queued` (no batch yet) at their new
+    work path; returns their ids.
 
     Kept: identity and history (`path`, `seen_at`, `attempts`, `origin`). Cleared:
     the outcome (reason, message, finish time, final path) and any earlier upload
-    result, since the file is sent again as new. A row no longer `failed` (a
-    second run) is left alone. Rows that failed only as copies of a requeued
-    file are `duplicate`s of it again, and follow its new outcome.
+    result, since the file is sent again as new. A row no longer in the state it
+    was read in (a second run) is left alone. Rows that failed only as copies of a
+    requeued file are `duplicate`s of it again, and follow its new outcome.
     """
     done: list[int] = []
     with ledger.write() as s:
         for f in files:
             changed = s.execute(
                 update(File)
-                .where(File.id == f.file_id, File.state == FileState.FAILED)
+                .where(File.id == f.file_id, File.state == f.state)
                 .values(
                     state=FileState.QUEUED,
                     work_path=f.work_path,

@@ -46,6 +46,7 @@ from reka_ingest.metrics.counters import (
     RECONCILE_KEY,
     redis_client,
 )
+from reka_ingest.metrics.server_check import ServerCheck, read_server_check
 
 log = get_logger(__name__)
 
@@ -259,6 +260,7 @@ class IngestCollector(Collector):
             resent_files.add_metric([why], float(reconcile.get(f"files:{why}", 0)))
 
         budget = read_budget(self.redis, self.budget_key)
+        check = read_server_check(self.redis)
         yield depth
         yield unacked
         yield responses
@@ -283,6 +285,54 @@ class IngestCollector(Collector):
             for name, known, text in rows:
                 if known is not None:
                     yield GaugeMetricFamily(f"{PREFIX}_budget_{name}", text, value=float(known))
+        if check is not None:
+            yield from self._server_check(check)
+
+    def _server_check(self, check: ServerCheck) -> Iterator[Metric]:
+        """The last periodic server check (Redis key `reka_ingest:server_check`); left
+        out until a check has run (INGEST_SERVER_CHECK_INTERVAL, 0 = off)."""
+        yield GaugeMetricFamily(
+            f"{PREFIX}_server_check_last_failed",
+            "1 when the latest server check failed (its error is in `reka-ingest status`).",
+            value=1.0 if check.failed_last() else 0.0,
+        )
+        if check.at is None:
+            return
+        yield GaugeMetricFamily(
+            f"{PREFIX}_server_check_age_seconds",
+            "Seconds since the last server check finished.",
+            value=max(0.0, self.clock() - check.at),
+        )
+        yield GaugeMetricFamily(
+            f"{PREFIX}_server_check_duration_seconds",
+            "Seconds the last server check took.",
+            value=float(check.seconds or 0.0),
+        )
+        rows = (
+            ("orphans", "orphans", "Images on the server no ledger row owns (last server check)."),
+            (
+                "missing",
+                "missing",
+                "Rows the ledger calls indexed or stored whose image the server no longer "
+                "has: expired or deleted (last server check).",
+            ),
+            (
+                "drift",
+                "drift",
+                "Rows whose indexing status on the server differs from the ledger's "
+                "(last server check).",
+            ),
+            (
+                "duplicates_unsettled",
+                "duplicates_unsettled",
+                "Files flagged possible_duplicate the last server check could not settle.",
+            ),
+            ("images", "images_on_server", "Images the server held at the last server check."),
+        )
+        for name, key, text in rows:
+            yield GaugeMetricFamily(
+                f"{PREFIX}_server_{name}", text, value=float(check.counts.get(key, 0))
+            )
 
 
 def build_registry(collector: IngestCollector) -> CollectorRegistry:

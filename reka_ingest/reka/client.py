@@ -1,4 +1,5 @@
-"""`RekaClient`: the five image endpoints of the Reka Vision API over one httpx.Client.
+"""`RekaClient`: the five image endpoints of the Reka Vision API over one httpx.Client,
+and the bytes behind an image's `image_url` (fetched without the API key).
 
 A client owns a connection pool with explicit timeouts and limits (from
 `RekaSettings`); it is not fork-safe, so whoever holds one makes it in the
@@ -35,6 +36,7 @@ from reka_ingest.core.settings import RekaSettings
 from reka_ingest.reka.errors import call_translated, error_from_response, parse_rate_limit, safe_url
 from reka_ingest.reka.models import (
     ApiModel,
+    ContentDigest,
     DeleteResult,
     Image,
     ImageList,
@@ -317,6 +319,45 @@ class RekaClient:
         """Delete one image; `ApiNotFound` when there is none."""
         response = self._send("DELETE", f"/images/{_path_id(image_id)}", timeout=timeout)
         return self._parse(response, DeleteResult)
+
+    def fetch_digest(
+        self, url: str, *, max_bytes: int, timeout: TimeoutArg = None
+    ) -> ContentDigest | None:
+        """The sha256 and length of what an `image_url` serves, streamed, never kept.
+
+        Sent without the API key (an image URL is fetched as a browser would, and may
+        point at another host); redirects are followed. None when the body is longer
+        than `max_bytes` (it cannot be one of our files); a non-2xx answer raises the
+        same `ApiError` as the endpoints (`ApiNotFound` for a 404).
+        """
+        if not isinstance(url, str) or not url:
+            raise ApiUsageError(f"url must be a non-empty string, got {url!r}")
+
+        def fetch() -> tuple[int, ContentDigest | None, httpx.Response | None]:
+            with self._http.stream(
+                "GET",
+                url,
+                auth=None,
+                follow_redirects=True,
+                timeout=httpx.USE_CLIENT_DEFAULT if timeout is None else timeout,
+            ) as response:
+                if not response.is_success:
+                    response.read()
+                    return response.status_code, None, response
+                digest = hashlib.sha256()
+                size = 0
+                for chunk in response.iter_bytes():
+                    size += len(chunk)
+                    if size > max_bytes:
+                        return response.status_code, None, None
+                    digest.update(chunk)
+                return response.status_code, ContentDigest(digest.hexdigest(), size), None
+
+        status, result, failed = call_translated(fetch, secrets=self._secrets)
+        self._observe("GET", httpx.URL(url).path, status)
+        if failed is not None:
+            raise error_from_response(failed, secrets=self._secrets)
+        return result
 
     def search(
         self,

@@ -168,3 +168,11 @@ class UploadResult:
     request_id: str | None
     rate_limit: RateLimitInfo = field(default_factory=RateLimitInfo)
     sent: list[SentBytes] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class ContentDigest:
+    """What an image URL served: the sha256 (hex) and the length of its bytes."""
+
+    sha256: str
+    size: int

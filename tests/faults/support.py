@@ -11,6 +11,13 @@ The audit counts from real data only:
   `/_standin/images/{id}`);
 - flagged: rows marked `possible_duplicate`.
 The promise: lost == 0 and uploaded-twice files are a subset of flagged files.
+
+Then `check_fix` runs `check --fix` (`worker.serverside.check_server(rt,
+fix=True)`, with a runtime built from the drill service's own settings) and
+counts again from the stand-in: the copies of each sha256 it holds beyond one
+(the table's column "extra copies left after check --fix"), the rows still
+flagged `possible_duplicate`, and the rows whose own image the fix removed.
+The promise there: no extra copy, no flag left, every recorded image kept.
 """
 
 from __future__ import annotations
@@ -30,8 +37,11 @@ import psutil
 
 from reka_ingest.core.queues import TASK_UPLOAD_BATCH
 from reka_ingest.core.states import TERMINAL, FileState
+from reka_ingest.ledger import open_ledger
 from tests.support.images import image_bytes
 from tests.support.service import API_KEY, Service
+from worker.runtime import Runtime
+from worker.serverside import check_server
 
 # Small, distinct images: the scenarios are about processes, not bytes.
 IMAGE_SIZE = (24, 16)
@@ -178,12 +188,16 @@ class Tally:
     wall_s: float
     states: dict[str, int] = field(default_factory=dict)
     detail: dict[str, Any] = field(default_factory=dict)
+    # After `check --fix` (see `check_fix`); None: not run.
+    extra_after_fix: int | None = None  # copies per sha256 on the stand-in beyond one
+    flagged_after_fix: int | None = None  # rows still possible_duplicate
 
     def row(self) -> str:
         return (
             f"{self.scenario:<56} dropped={self.dropped:<4} terminal={self.terminal:<4} "
             f"lost={self.lost:<3} uploaded_twice={self.uploaded_twice:<3} "
-            f"flagged={self.flagged:<3} wall={self.wall_s:.1f}s"
+            f"flagged={self.flagged:<3} wall={self.wall_s:.1f}s "
+            f"extra_after_fix={self.extra_after_fix} flagged_after_fix={self.flagged_after_fix}"
         )
 
 
@@ -199,6 +213,11 @@ class Audit:
     wrong_image: list[str]  # rows whose image_id holds other bytes than the file's
     unexplained_failures: list[str]  # failed rows without a reason and message
     extra_rows: list[str]  # rows for paths nobody dropped, or a path twice
+    # After `check --fix` (see `check_fix`):
+    extra_copies: dict[str, int] = field(default_factory=dict)  # sha256 -> copies, if > 1
+    flags_left: list[str] = field(default_factory=list)  # rows still possible_duplicate
+    originals_gone: list[str] = field(default_factory=list)  # rows whose image was removed
+    unsettled: int | None = None  # the fix's own count of duplicates it could not settle
 
 
 def stored_images(svc: Service) -> dict[str, str]:
@@ -282,6 +301,57 @@ def audit(svc: Service, scenario: str, dropped: list[str], started: float) -> Au
         unexplained_failures=unexplained,
         extra_rows=extra,
     )
+
+
+def check_fix(svc: Service, a: Audit) -> None:
+    """`check --fix` on the drill's ledger and stand-in, then what the stand-in holds.
+
+    Fills `a.tally.extra_after_fix` (copies per sha256 beyond one, over every image
+    the stand-in holds) and `flagged_after_fix`, and on `a` the details that
+    `assert_settled` judges. Faults are off by now (`stored_images`, in `audit`)."""
+    settings = svc.settings()
+    rt = Runtime(settings, open_ledger(settings.ingest.ledger_url, migrate=False))
+    try:
+        fixed = check_server(rt, fix=True)
+    finally:
+        rt.close()
+    images = stored_images(svc)
+    copies = Counter(images.values())
+    rows = svc.files()
+    a.extra_copies = {sha: n for sha, n in copies.items() if n > 1}
+    a.flags_left = sorted(r.path for r in rows if r.possible_duplicate)
+    a.originals_gone = sorted(
+        r.path
+        for r in rows
+        if r.state in (FileState.INDEXED, FileState.STORED)
+        and (r.image_id is None or images.get(r.image_id) != r.sha256)
+    )
+    a.unsettled = fixed.duplicates_unsettled
+    a.tally.extra_after_fix = sum(n - 1 for n in a.extra_copies.values())
+    a.tally.flagged_after_fix = len(a.flags_left)
+    a.tally.detail["check_fix"] = {
+        "orphans": fixed.orphans,
+        "missing": fixed.missing,
+        "drift": fixed.drift,
+        "duplicates_settled": fixed.duplicates_settled,
+        "duplicates_unsettled": fixed.duplicates_unsettled,
+        "fixed": dict(fixed.fixed),
+        "requests": fixed.requests,
+        "seconds": round(fixed.seconds, 2),
+        "images_left": len(images),
+        "notes": list(fixed.notes),
+    }
+
+
+def assert_settled(a: Audit, svc: Service) -> None:
+    """After `check_fix`: one copy of each file on the server, every flag settled, and
+    no image a row records removed."""
+    t = a.tally
+    why = f"{t.row()}\nstates={t.states}\n{t.detail}\n{svc.diagnose()}"
+    assert t.extra_after_fix == 0, f"extra copies left after check --fix: {a.extra_copies}\n{why}"
+    assert a.flags_left == [], f"possible_duplicate left after check --fix: {a.flags_left}\n{why}"
+    assert a.unsettled == 0, f"check --fix left duplicates unsettled\n{why}"
+    assert a.originals_gone == [], f"check --fix removed recorded images: {a.originals_gone}"
 
 
 def report(tally: Tally, results: Path) -> None:

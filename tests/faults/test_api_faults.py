@@ -25,7 +25,9 @@ from tests.faults.support import (
     FAULT_ENV,
     STANDIN_ENV,
     assert_nothing_lost,
+    assert_settled,
     audit,
+    check_fix,
     drop_files,
     file_names,
     report,
@@ -102,8 +104,10 @@ def test_a_faulty_api_loses_nothing_and_flags_what_went_twice(
     upload = stats["requests"]["upload"]
     # Uploads the server stored but whose answer it dropped (drop_when=after).
     a.tally.detail["uploads_stored_unanswered"] = stats["uploads_accepted"] - upload.get("200", 0)
+    check_fix(svc, a)
     report(a.tally, results_file)
     assert_nothing_lost(a, svc)
+    assert_settled(a, svc)
     requests = stats["requests"]
     # The faults happened, to uploads in particular.
     assert requests["upload"].get("500", 0) > 0, requests

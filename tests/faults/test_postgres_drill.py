@@ -43,8 +43,10 @@ from tests.faults.support import (
     FAULT_ENV,
     STANDIN_ENV,
     assert_nothing_lost,
+    assert_settled,
     audit,
     celery_tasks,
+    check_fix,
     drop_files,
     file_names,
     freeze_tree,
@@ -202,6 +204,7 @@ def test_three_workers_survive_a_kill_and_a_database_restart(
         watcher_ledger_errors=len(log_events(svc, "watcher", "recorder.ledger_unavailable")),
         held_by_poll_lease=len(held),
     )
+    check_fix(svc, a)
     report(a.tally, results_file)
     dead = sorted(c.name for c in svc.supervisor.dead())
     assert dead == ["worker-2"], f"died besides the killed node: {dead}\n{svc.diagnose()}"
@@ -210,3 +213,4 @@ def test_three_workers_survive_a_kill_and_a_database_restart(
     assert a.tally.uploaded_twice > 0, a.tally
     assert not held, f"files held by a poll lease after the restart: {held}"
     assert_nothing_lost(a, svc)
+    assert_settled(a, svc)

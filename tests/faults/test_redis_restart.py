@@ -22,7 +22,9 @@ from tests.faults.support import (
     FAULT_ENV,
     STANDIN_ENV,
     assert_nothing_lost,
+    assert_settled,
     audit,
+    check_fix,
     drop_files,
     file_names,
     log_events,
@@ -103,8 +105,10 @@ def test_redis_restarted_mid_run_loses_nothing(
 
         scenario = f"redis restart {'with' if keep_data else 'without'} data"
         a = audit(svc, scenario, dropped, started)
+        check_fix(svc, a)
         report(a.tally, results_file)
         assert_nothing_lost(a, svc)
+        assert_settled(a, svc)
         assert a.tally.states == {FileState.INDEXED: N}, a.tally.states
         # The batches whose enqueue failed while Redis was down (and, without its
         # data, the messages it lost) were sent again by the sweep, from the ledger.

@@ -24,7 +24,9 @@ from tests.faults.support import (
     FAULT_ENV,
     STANDIN_ENV,
     assert_nothing_lost,
+    assert_settled,
     audit,
+    check_fix,
     drop_files,
     file_names,
     freeze_tree,
@@ -138,6 +140,7 @@ def test_watcher_killed_during_a_burst_records_each_file_once(
     a.tally.detail["at_kill"] = at_kill
     starts = log_events(svc, "watcher", "watcher.started")
     a.tally.detail["restart"] = {k: starts[-1].get(k) for k in ("recovered", "adopted")}
+    check_fix(svc, a)
     report(a.tally, results_file)
     assert at_kill["recorded"] < N, "the kill came after the burst"
     # The kill left files in work/ with no row; the new watcher's start took
@@ -148,6 +151,7 @@ def test_watcher_killed_during_a_burst_records_each_file_once(
         "adopted": at_kill["unbatched"],
     }, at_kill
     assert_nothing_lost(a, svc)  # includes: no path recorded twice, no unknown path
+    assert_settled(a, svc)
     assert recorded(svc) == N
     assert a.tally.states == {FileState.INDEXED: N}, a.tally.states
     assert not any(p.is_file() for p in svc.inbox.rglob("*")), "files left in the inbox"

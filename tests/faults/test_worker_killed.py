@@ -28,7 +28,9 @@ from tests.faults.support import (
     FAULT_ENV,
     STANDIN_ENV,
     assert_nothing_lost,
+    assert_settled,
     audit,
+    check_fix,
     drop_files,
     file_names,
     freeze_tree,
@@ -93,12 +95,18 @@ def test_worker_killed_mid_upload_loses_nothing(service: Service, results_file: 
 
     a = audit(svc, "worker kill -9 mid-upload", dropped, started)
     a.tally.detail["in_flight_at_kill"] = len(in_flight)
+    rows = {r.path: r for r in svc.files()}  # before check --fix settles the flags
+    check_fix(svc, a)
     report(a.tally, results_file)
     assert_nothing_lost(a, svc)
     # The frozen requests were stored: exactly their files went up twice, flagged.
     assert a.tally.uploaded_twice == len(in_flight), a.tally
-    rows = {r.path: r for r in svc.files()}
     assert all(rows[p].possible_duplicate for p in in_flight), [
         p for p in in_flight if not rows[p].possible_duplicate
     ]
     assert all(rows[p].state == FileState.INDEXED for p in dropped), a.tally.states
+    # check --fix deleted the extra copy of each: exactly one copy of every dropped
+    # file is left on the stand-in, and every possible_duplicate flag is settled.
+    assert a.tally.detail["check_fix"]["fixed"].get("extra_copies_deleted") == len(in_flight)
+    assert_settled(a, svc)
+    assert a.tally.detail["check_fix"]["images_left"] == N, a.tally.detail

@@ -18,6 +18,7 @@ import pytest
 
 RESULTS_NAME = "faults-results.jsonl"
 RESULTS_ENV = "REKA_INGEST_FAULT_RESULTS"
+FIX_COLUMN = "extra copies left after check --fix"
 
 
 def name_results_file() -> None:
@@ -37,12 +38,17 @@ def print_table(terminalreporter: pytest.TerminalReporter) -> None:
     terminalreporter.section("fault scenarios")
     terminalreporter.write_line(
         f"{'scenario':<56} {'dropped':>7} {'terminal':>8} {'lost':>4} "
-        f"{'twice':>5} {'flagged':>7} {'wall s':>6}"
+        f"{'twice':>5} {'flagged':>7} {'wall s':>6}  {FIX_COLUMN}"
     )
     for line in path.read_text().splitlines():
         t = json.loads(line)
+        extra = t.get("extra_after_fix")
         terminalreporter.write_line(
             f"{t['scenario']:<56} {t['dropped']:>7} {t['terminal']:>8} {t['lost']:>4} "
-            f"{t['uploaded_twice']:>5} {t['flagged']:>7} {t['wall_s']:>6}"
+            f"{t['uploaded_twice']:>5} {t['flagged']:>7} {t['wall_s']:>6}  "
+            f"{'not run' if extra is None else extra:>{len(FIX_COLUMN)}}"
         )
-    terminalreporter.write_line(f"(rows in {path})")
+    terminalreporter.write_line(
+        f"(rows in {path}; {FIX_COLUMN!r}: copies per sha256 the stand-in holds beyond one, "
+        "after each drill's check --fix)"
+    )
