@@ -24,7 +24,8 @@ How a check goes, in memory that does not grow with the ledger:
    and hashed (streamed, never kept) and compared with the file's sha256. A
    flagged file is *settled* when its copies on the server are known: its own
    image and the orphans with its bytes (extra copies: with `fix`, deleted), or
-   none at all when its row failed and no orphan holds its bytes. When
+   none at all when its row failed (then any orphan with its bytes is an extra
+   copy too: the row stays failed, for `retry` to send again). When
    `image_url` does not serve the original bytes (no fetched orphan matches, and
    an owned image's URL does not hash to its row's sha256 either), a file whose
    window holds no orphan is still settled; one whose window holds some is left
@@ -400,19 +401,10 @@ def _settle(rt: Runtime, pacer: Pacer, scan: _Scan, report: CheckReport, *, chan
         copies = [
             i for i, x in near.items() if x.digest is not None and x.digest.sha256 == f.row.sha256
         ]
-        if copies and not f.own_on_server:
-            report.duplicates_unsettled += 1
-            report.example(
-                "unsettled",
-                {
-                    "file_id": f.row.id,
-                    "path": f.row.path,
-                    "state": f.row.state,
-                    "why": f"Reka holds its bytes as {', '.join(copies)}, which no row owns,"
-                    " and the row has no image of its own",
-                },
-            )
-            continue
+        # A row with no image of its own (it failed: its upload's answers were lost
+        # until its attempts ran out) has no copy on Reka as far as the ledger
+        # knows: the orphans with its bytes are extra copies too, deleted with
+        # `fix`, and the row stays failed, for `retry` to send again.
         report.duplicates_settled += 1
         for i in copies:
             extra.setdefault(i, f.row.id)
@@ -485,6 +477,8 @@ def _apply_settlement(
                 f"possible duplicate settled by reka-ingest check at {when}: extra"
                 f" cop{'y' if len(copies) == 1 else 'ies'} {', '.join(copies)} deleted from Reka"
             )
+            if not f.own_on_server:
+                text += "; the file stays failed, and `reka-ingest retry` sends it again"
         elif f.own_on_server:
             text = f"possible duplicate settled by reka-ingest check at {when}: one copy on Reka"
         else:

@@ -191,9 +191,12 @@ def test_a_batch_sent_twice_keeps_one_copy_of_each_file_after_check_fix(
     )
 
 
-def test_a_failed_flagged_file_with_no_copy_is_settled_and_one_with_a_copy_is_not(
+def test_a_failed_flagged_file_is_settled_with_no_copy_left_on_reka(
     rt: Runtime, clock: Clock, standin: RunningStandin, tmp_path: Path
 ) -> None:
+    """A failed row has no image as far as the ledger knows: an orphan with its bytes
+    (an upload whose answers were all lost) is an extra copy, deleted; the row stays
+    failed, with its reason, for `retry` to send again."""
     batch = stage(rt, {"gone.jpg": image_bytes(50), "held.jpg": image_bytes(51)})
     rows = rows_by_path(rt)
     upload_behind(rt, [image_bytes(51)], tmp_path)
@@ -209,16 +212,19 @@ def test_a_failed_flagged_file_with_no_copy_is_settled_and_one_with_a_copy_is_no
                 finished_at=clock(),
             )
         )
+    assert len(standin.state.store) == 1
     report = check_server(rt, fix=True)
-    assert (report.duplicates_settled, report.duplicates_unsettled) == (1, 1)
-    assert report.examples["unsettled"][0]["file_id"] == rows["held.jpg"].id
+    assert (report.duplicates_settled, report.duplicates_unsettled) == (2, 0)
+    assert report.fixed["extra_copies_deleted"] == 1
     after = rows_by_path(rt)
-    assert not after["gone.jpg"].possible_duplicate
-    assert after["gone.jpg"].reason == Reason.UPLOAD_FAILED  # its failure stays as it was
-    assert (after["gone.jpg"].message or "").startswith("gave up")
+    for name in ("gone.jpg", "held.jpg"):
+        assert not after[name].possible_duplicate
+        assert after[name].reason == Reason.UPLOAD_FAILED  # its failure stays as it was
+        assert (after[name].message or "").startswith("gave up")
     assert "no copy on Reka" in (after["gone.jpg"].message or "")
-    assert after["held.jpg"].possible_duplicate
-    assert len(standin.state.store) == 1  # the copy no row owns is not deleted
+    assert "stays failed" in (after["held.jpg"].message or "")
+    assert rows["held.jpg"].id == after["held.jpg"].id
+    assert len(standin.state.store) == 0  # the copy the ledger cannot own is deleted
 
 
 def test_an_image_url_that_does_not_serve_the_original_bytes_falls_back_to_the_window(
