@@ -170,16 +170,5 @@ def _checked(rt: Runtime, r: redis.Redis[bytes]) -> CheckReport | None:
         record_check(r, counts, at=rt.clock(), seconds=report.seconds, notes=report.notes)
     except redis.RedisError as err:
         log.warning("server_check_unrecorded", error=str(err))
-    log.info(
-        "server_check",
-        images_on_server=report.images_on_server,
-        rows_checked=report.rows_checked,
-        orphans=report.orphans,
-        missing=report.missing,
-        drift=report.drift,
-        duplicates_settled=report.duplicates_settled,
-        duplicates_unsettled=report.duplicates_unsettled,
-        requests=report.requests,
-        seconds=round(report.seconds, 3),
-    )
+    log.info("server_check", **counts, seconds=round(report.seconds, 3))
     return report

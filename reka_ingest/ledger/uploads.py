@@ -165,27 +165,7 @@ def claim_batch(
         batch.lease_until = now + lease
         batch.started_at = now
         batch.next_attempt_at = None
-        rows = s.execute(  # the columns a BatchFile needs, not whole ORM objects
-            select(*_BATCH_FILE_COLUMNS)
-            .where(
-                File.batch_id == batch_id,
-                File.state.in_([FileState.QUEUED, FileState.UPLOADING]),
-            )
-            .order_by(File.id)
-        ).all()
-        files = [
-            BatchFile(
-                id=r.id,
-                path=r.path,
-                work_path=r.work_path,
-                size=r.size,
-                sha256=r.sha256,
-                sidecar=r.sidecar,
-                index_flag=r.index_flag,
-                possible_duplicate=r.possible_duplicate,
-            )
-            for r in rows
-        ]
+        files = _unfinished_files(s, batch_id)
         if not files:
             batch.state = BatchState.DONE
             batch.finished_at = now
@@ -193,22 +173,18 @@ def claim_batch(
         return ClaimedBatch(batch.id, batch.attempts, files, outcome_unknown)
 
 
-def _give_up(s: Session, batch: Batch, now: float) -> ClaimedBatch:
-    """Fail a batch's unfinished files instead of a claim past its last attempt."""
+def _unfinished_files(s: Session, batch_id: int) -> list[BatchFile]:
+    """A batch's files still to send (queued, or uploading when a claim came back),
+    read as the columns a BatchFile needs, not whole ORM objects."""
     rows = s.execute(
         select(*_BATCH_FILE_COLUMNS)
         .where(
-            File.batch_id == batch.id,
+            File.batch_id == batch_id,
             File.state.in_([FileState.QUEUED, FileState.UPLOADING]),
         )
         .order_by(File.id)
     ).all()
-    message = (
-        f"gave up after {batch.attempts} attempts: the batch's lease ran out each time"
-        " before its outcome was recorded (a worker died, or the ledger could not take"
-        " the answer); the server may hold a copy of this file (possible_duplicate)"
-    )
-    files = tuple(
+    return [
         BatchFile(
             id=r.id,
             path=r.path,
@@ -220,7 +196,17 @@ def _give_up(s: Session, batch: Batch, now: float) -> ClaimedBatch:
             possible_duplicate=r.possible_duplicate,
         )
         for r in rows
+    ]
+
+
+def _give_up(s: Session, batch: Batch, now: float) -> ClaimedBatch:
+    """Fail a batch's unfinished files instead of a claim past its last attempt."""
+    message = (
+        f"gave up after {batch.attempts} attempts: the batch's lease ran out each time"
+        " before its outcome was recorded (a worker died, or the ledger could not take"
+        " the answer); the server may hold a copy of this file (possible_duplicate)"
     )
+    files = tuple(_unfinished_files(s, batch.id))
     _fail_rows(s, [f.id for f in files], Reason.UPLOAD_FAILED, message, now)
     batch.state = BatchState.DONE
     batch.finished_at = now
