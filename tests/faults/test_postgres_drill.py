@@ -64,7 +64,7 @@ pytestmark = [pytest.mark.slow]
 SCENARIO = "postgres: 3 workers, kill -9 + db restart"
 WORKERS = 3
 N = 300  # 30 batches of 10: half before the kill, a quarter before and after the restart
-LATENCY = 1.0  # seconds each /v1 request waits at the stand-in: requests are in flight
+LATENCY = 2.0  # seconds each /v1 request waits at the stand-in: requests are in flight
 DOWN_FOR = 2.0  # seconds PostgreSQL stays down: longer than what is left of a poll round
 STUCK_FOR = 10.0  # seconds nothing but leased polls may wait before it counts as stuck
 
@@ -109,6 +109,15 @@ def polling_round(svc: Service) -> bool:
     """A live node is in a poll round that holds files under its lease."""
     polling = any(tasks_in_hand(svc, n, TASK_POLL_DUE) for n in ("worker-1", "worker-3"))
     return polling and bool(leased_polls(svc))
+
+
+def node_ready(svc: Service, name: str) -> bool:
+    """Celery's own "ready." line in the node's log: it consumes from now on."""
+    path = svc.data_dir / "logs" / f"{name}.log"
+    return path.exists() and any(
+        line.startswith("{") and '"celery.apps.worker"' in line and ' ready."' in line
+        for line in path.read_text(errors="replace").splitlines()
+    )
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
@@ -169,6 +178,10 @@ def test_three_workers_survive_a_kill_and_a_database_restart(
     service: Service, postgres: PostgresCluster, results_file: Path
 ) -> None:
     svc = service.start(workers=WORKERS)
+    # Every node consuming before the first drop: a node still starting (a busy
+    # machine) would see the first wave taken by the others, never mid-upload.
+    nodes = [f"worker-{i}" for i in range(1, WORKERS + 1)]
+    assert wait_until(lambda: all(node_ready(svc, n) for n in nodes), 60), svc.diagnose()
     started = time.monotonic()
     svc.standin_post("/_standin/faults", {"latency": LATENCY})
     names = file_names(N, "pg")
