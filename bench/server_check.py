@@ -43,6 +43,7 @@ from reka_ingest.core.constants import API_KEY_HEADER
 from reka_ingest.core.states import FileState, Origin
 from reka_ingest.ledger import open_ledger
 from reka_ingest.ledger.schema import File
+from reka_ingest.metrics.server_check import COUNTS
 
 PER_REQUEST: Final = 100
 FILL_CONCURRENCY: Final = 4
@@ -205,15 +206,8 @@ def run_check(standin: StandIn, n: int, *, root: Path, timeout: float) -> dict[s
         "exit_code": code,
         "found": {
             k: report.get(k)
-            for k in (
-                "images_on_server",
-                "rows_checked",
-                "orphans",
-                "missing",
-                "drift",
-                "duplicates_settled",
-                "duplicates_unsettled",
-            )
+            for k in COUNTS
+            if k != "requests"  # requests: counted apart
         },
     }
 
