@@ -48,6 +48,7 @@ STATE_STYLES = {
     FileState.FAILED: "red",
     FileState.EXPIRED: "bright_black",
     FileState.DELETED: "bright_black",
+    FileState.EXCLUDED: "dim",
 }
 
 

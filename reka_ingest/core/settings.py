@@ -7,18 +7,20 @@ and `INGEST_*` the service itself. `load_settings()` turns any bad value into a
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from reka_ingest.core import constants as c
 from reka_ingest.core.errors import SettingsError
+from reka_ingest.core.zones import parse_zone
 
 
 class RekaSettings(BaseSettings):
@@ -115,6 +117,13 @@ class AfterUpload(StrEnum):
     MOVE = "move"  # into done/
     KEEP = "keep"  # leave in the work area
     DELETE = "delete"
+
+
+class PathMismatch(StrEnum):
+    """What a file whose folders do not fit INGEST_PATH_METADATA gets."""
+
+    FAIL = "fail"  # the file fails alone with `path_mismatch`
+    OMIT = "omit"  # the file goes up without the folder-derived keys
 
 
 class LogFormat(StrEnum):
@@ -216,6 +225,56 @@ class IngestSettings(BaseSettings):
         default=c.MAX_IMAGE_BYTES,
         ge=1,
         description="Largest image uploaded; larger files fail with `too_large`.",
+    )
+    include: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description=(
+            "Globs of the paths taken (relative to the inbox or the scanned root; rclone's"
+            " rules: `*` within a folder, `**` across folders, a leading `/` anchors at the"
+            " root); a JSON list or comma-separated. Unset: every file. A file it leaves out"
+            " stays in place, is never claimed and is counted as `excluded`."
+        ),
+    )
+    exclude: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description=(
+            "Globs of the paths left in place (as INGEST_INCLUDE; an exclude wins over an"
+            " include), counted as `excluded` in `status`."
+        ),
+    )
+
+    # Metadata (scheduler). Precedence, key by key: sidecar > `_defaults.json` > path > EXIF.
+    path_metadata: str | None = Field(
+        default=None,
+        description=(
+            "Metadata from the folders a file sits in: a pattern of folder segments, each"
+            " `{key}` (the segment becomes that key's value), `*` (any one segment) or a"
+            " final `**` (any depth), e.g. `{site_id}/{camera_id}/*`. Unset: none."
+        ),
+    )
+    path_metadata_mismatch: PathMismatch = Field(
+        default=PathMismatch.FAIL,
+        description=(
+            "A file whose folders do not fit INGEST_PATH_METADATA: fail (alone, with"
+            " `path_mismatch`) or omit (sent without the folder-derived keys)."
+        ),
+    )
+    exif_timezone: str = Field(
+        default="UTC",
+        description=(
+            "Zone of EXIF capture times that carry no offset (`OffsetTimeOriginal`): an IANA"
+            " name (`Europe/Oslo`) or a fixed offset (`+02:00`). Used for"
+            " `recorded_timestamp_utc` when no sidecar or default sets it."
+        ),
+    )
+    convert_quality: int = Field(
+        default=90,
+        ge=1,
+        le=95,
+        description=(
+            "JPEG quality of HEIC/HEIF and AVIF images converted before upload (the API"
+            " does not take those formats; the original bytes are kept and hashed)."
+        ),
     )
 
     # Uploading (worker).
@@ -339,6 +398,30 @@ class IngestSettings(BaseSettings):
         if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
             raise ValueError("must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
         return level
+
+    @field_validator("include", "exclude", mode="before")
+    @classmethod
+    def _split_globs(cls, value: object) -> object:
+        """A JSON list, or globs separated by commas (a comma inside `{...}` is the glob's)."""
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        globs, depth, start = [], 0, 0
+        for i, ch in enumerate(text):
+            depth += {"{": 1, "}": -1}.get(ch, 0)
+            if ch == "," and depth <= 0:
+                globs.append(text[start:i])
+                start = i + 1
+        globs.append(text[start:])
+        return [g.strip() for g in globs if g.strip()]
+
+    @field_validator("exif_timezone")
+    @classmethod
+    def _check_zone(cls, value: str) -> str:
+        parse_zone(value)  # ValueError naming what is wrong
+        return value
 
     @property
     def work_dir(self) -> Path:

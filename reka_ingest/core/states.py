@@ -24,6 +24,8 @@ class FileState(StrEnum):
     # expired` sends the kept bytes again.
     EXPIRED = "expired"
     DELETED = "deleted"  # its image deleted from Reka on request (`reka-ingest delete`)
+    # Left in place by INGEST_INCLUDE / INGEST_EXCLUDE: never claimed, never sent, counted.
+    EXCLUDED = "excluded"
 
 
 TERMINAL: Final = frozenset(
@@ -34,6 +36,7 @@ TERMINAL: Final = frozenset(
         FileState.FAILED,
         FileState.EXPIRED,
         FileState.DELETED,
+        FileState.EXCLUDED,
     }
 )
 ACTIVE: Final = frozenset(set(FileState) - TERMINAL)
@@ -45,6 +48,7 @@ NOT_ORIGINALS: Final = (
     FileState.DUPLICATE,
     FileState.EXPIRED,
     FileState.DELETED,
+    FileState.EXCLUDED,
 )
 # Rows whose image Reka should hold: `reka-ingest check` asks it about these.
 ON_SERVER: Final = frozenset({FileState.INDEXED, FileState.STORED})
@@ -95,6 +99,15 @@ class Reason(StrEnum):
     EXPIRED = "expired"
     # The image was deleted from Reka on request (state `deleted`, by `reka-ingest delete`).
     DELETED = "deleted"
+    # A line of an image URL list (`*.urls`, `*.urls.csv`) that is not an http(s) URL,
+    # or that the API could not fetch.
+    BAD_URL = "bad_url"
+    # Its folders do not fit INGEST_PATH_METADATA (with INGEST_PATH_METADATA_MISMATCH=fail).
+    PATH_MISMATCH = "path_mismatch"
+    # HEIC/HEIF or AVIF that could not be converted to JPEG for the upload.
+    CONVERSION_FAILED = "conversion_failed"
+    # Left out by INGEST_INCLUDE / INGEST_EXCLUDE (state `excluded`; the rule is in the message).
+    EXCLUDED = "excluded"
 
 
 class Origin(StrEnum):
@@ -104,6 +117,7 @@ class Origin(StrEnum):
     SCAN = "scan"  # the inbox scan at start and every INGEST_SCAN_INTERVAL
     BACKFILL = "backfill"  # `reka-ingest backfill` of an existing tree, recorded in place
     RECOVERY = "recovery"  # claimed before a crash, recorded at the watcher's next start
+    URL = "url"  # a line of an image URL list: no bytes here, the API fetches the URL
 
 
 class BatchOutcome(StrEnum):
