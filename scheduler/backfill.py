@@ -29,7 +29,7 @@ from reka_ingest.ledger import Ledger
 from reka_ingest.ledger.intake import NewFile, failed_file, known_work_paths
 from scheduler.batcher import Batcher, BatchLimits, Enqueue, ledger_batch_groups, ledger_batches
 from scheduler.constants import RECORD_GROUP_SIZE
-from scheduler.describe import describe
+from scheduler.describe import MetadataRules, describe
 from scheduler.recorder import Recorder
 from scheduler.sidecar import DefaultsReader, find_sidecar
 from scheduler.walk import walk
@@ -196,4 +196,5 @@ def _describe(
         sidecar_path=find_sidecar(entry.path),
         defaults=defaults,
         max_image_bytes=settings.max_image_bytes,
+        rules=MetadataRules.from_settings(settings),
     )

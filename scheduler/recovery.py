@@ -43,7 +43,7 @@ from reka_ingest.ledger.uploads import set_final_path
 from scheduler.batcher import Batcher
 from scheduler.claim import claim_folder_name, rel_dir_of_claim, work_name
 from scheduler.constants import RECOVERY_MOVE_GRACE, RECOVERY_QUERY_LIMIT
-from scheduler.describe import describe
+from scheduler.describe import DEFAULT_RULES, MetadataRules, describe
 from scheduler.names import is_sidecar
 from scheduler.recorder import Recorder
 from scheduler.sidecar import DefaultsReader
@@ -150,6 +150,7 @@ def recover_claims(
     source_root: str,
     defaults: DefaultsReader,
     max_image_bytes: int,
+    rules: MetadataRules = DEFAULT_RULES,
     clock: Callable[[], float] = time.time,
 ) -> int:
     """Record claimed files that have no row; returns how many were recorded."""
@@ -182,6 +183,7 @@ def recover_claims(
                 sidecar_path=orphan.sidecar_path,
                 defaults=defaults,
                 max_image_bytes=max_image_bytes,
+                rules=rules,
             )
         recorder.add(new)
         count += 1

@@ -61,7 +61,7 @@ from scheduler.constants import (
     OVERFLOW_SCAN_MIN_GAP,
     STOP_TIMEOUT_SECONDS,
 )
-from scheduler.describe import describe
+from scheduler.describe import MetadataRules, describe
 from scheduler.events import EVENT_TYPES, InboxHandler, Item, Kind, OverflowAlarm
 from scheduler.recorder import Recorder
 from scheduler.recovery import adopt_unbatched, finish_moves, recover_claims
@@ -177,6 +177,7 @@ class Watcher:
             source_root=self.root,
             defaults=self.defaults,
             max_image_bytes=self.settings.max_image_bytes,
+            rules=MetadataRules.from_settings(self.settings),
             clock=self.clock,
         )
         self.stats.moves_finished = finish_moves(
@@ -706,6 +707,7 @@ class Watcher:
                 sidecar_path=claimed.sidecar_path,
                 defaults=self.defaults,
                 max_image_bytes=self.settings.max_image_bytes,
+                rules=MetadataRules.from_settings(self.settings),
             )
         return new
 

@@ -20,6 +20,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from reka_ingest.core import constants as c
 from reka_ingest.core.errors import SettingsError
+from reka_ingest.core.path_pattern import PathPattern
 from reka_ingest.core.zones import parse_zone
 
 
@@ -416,6 +417,14 @@ class IngestSettings(BaseSettings):
                 start = i + 1
         globs.append(text[start:])
         return [g.strip() for g in globs if g.strip()]
+
+    @field_validator("path_metadata")
+    @classmethod
+    def _check_path_pattern(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None  # set but empty: no folder metadata, as when unset
+        PathPattern.parse(value)  # ValueError naming the segment and what is wrong
+        return value
 
     @field_validator("exif_timezone")
     @classmethod
