@@ -20,6 +20,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from reka_ingest.core import constants as c
 from reka_ingest.core.errors import SettingsError
+from reka_ingest.core.globs import check_globs
 from reka_ingest.core.path_pattern import PathPattern
 from reka_ingest.core.zones import parse_zone
 
@@ -417,6 +418,12 @@ class IngestSettings(BaseSettings):
                 start = i + 1
         globs.append(text[start:])
         return [g.strip() for g in globs if g.strip()]
+
+    @field_validator("include", "exclude")
+    @classmethod
+    def _check_globs(cls, value: list[str]) -> list[str]:
+        check_globs(value)  # GlobError (a ValueError) naming the glob and what is wrong
+        return value
 
     @field_validator("path_metadata")
     @classmethod
