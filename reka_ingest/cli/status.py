@@ -6,17 +6,18 @@ import csv
 import json
 import sys
 import time
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, TextIO
 
 import redis
 import typer
+from sqlalchemy import Row
 
 from reka_ingest.cli import watch_status
 from reka_ingest.core.settings import Settings, load_settings
 from reka_ingest.core.states import FileState
 from reka_ingest.ledger import open_ledger
-from reka_ingest.ledger.queries import Summary, list_files, summary
-from reka_ingest.ledger.schema import File
+from reka_ingest.ledger.queries import Summary, iter_files, summary
 from reka_ingest.metrics.counters import redis_client
 from reka_ingest.metrics.server_check import ServerCheck, describe, read_server_check
 from worker.budget import BudgetSnapshot, budget_snapshot
@@ -36,6 +37,7 @@ FILE_FIELDS = (
     "duplicate_of",
     "batch_id",
     "upload_request_id",
+    "conversion",
     "size",
     "seen_at",
     "uploaded_at",
@@ -150,12 +152,27 @@ def budget_line(b: BudgetSnapshot, now: float) -> str:
     return text
 
 
-def _row(f: File) -> dict[str, Any]:
-    row = {name: getattr(f, name, None) for name in FILE_FIELDS if name != "seconds_to_indexed"}
-    row["seconds_to_indexed"] = (
-        round(f.indexed_at - f.seen_at, 3) if f.indexed_at is not None else None
+# The ledger's columns behind FILE_FIELDS (`seconds_to_indexed` is computed from two).
+_COLUMNS = tuple(name for name in FILE_FIELDS if name != "seconds_to_indexed")
+
+
+def _record(row: Row[Any]) -> dict[str, Any]:
+    """One exported file: FILE_FIELDS, in order."""
+    out = {name: getattr(row, name) for name in _COLUMNS}
+    indexed_at = out["indexed_at"]
+    out["seconds_to_indexed"] = (
+        round(indexed_at - out["seen_at"], 3) if indexed_at is not None else None
     )
-    return {name: row[name] for name in FILE_FIELDS}
+    return {name: out[name] for name in FILE_FIELDS}
+
+
+def _write_json(records: Iterator[dict[str, Any]], out: TextIO) -> None:
+    """A JSON array written a row at a time (never built whole in memory)."""
+    out.write("[")
+    for i, record in enumerate(records):
+        out.write(",\n" if i else "\n")
+        out.write(json.dumps(record, ensure_ascii=False))
+    out.write("\n]\n")
 
 
 def files(
@@ -169,15 +186,18 @@ def files(
         raise typer.BadParameter("choose one of --json and --csv")
     settings = load_settings()
     ledger = open_ledger(settings.ingest.ledger_url)
-    rows = [_row(f) for f in list_files(ledger, state=state, limit=limit)]
-    ledger.dispose()
-    if as_json:
-        typer.echo(json.dumps(rows, ensure_ascii=False))
-    elif as_csv:
-        writer = csv.DictWriter(sys.stdout, fieldnames=FILE_FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
-    else:
-        for r in rows:
-            detail = r["image_id"] or r["reason"] or ""
-            typer.echo(f"{r['state']:<10} {detail:<40} {r['path']}")
+    try:
+        records = map(_record, iter_files(ledger, _COLUMNS, state=state, limit=limit))
+        if as_json:
+            _write_json(records, sys.stdout)
+        elif as_csv:
+            writer = csv.DictWriter(sys.stdout, fieldnames=FILE_FIELDS)
+            writer.writeheader()
+            for r in records:
+                writer.writerow(r)
+        else:
+            for r in records:
+                detail = r["image_id"] or r["reason"] or ""
+                typer.echo(f"{r['state']:<10} {detail:<40} {r['path']}")
+    finally:
+        ledger.dispose()
