@@ -33,7 +33,9 @@ The normal form of a URL (`normalise_url`), written down once:
     allowed set percent-encoded as UTF-8; then `.` and `..` segments removed;
     query: the same escape rule, its order kept (`?` alone dropped);
     fragment dropped (it never reaches the server);
-    at most `MAX_URL_CHARS` characters once normalised.
+    at most `MAX_RAW_CHARS` characters as written and `MAX_URL_CHARS` once
+    normalised (so a good line's text is stored whole, and normalising it
+    again gives the same URL).
 
 Two lines naming the same resource by these rules have one normal form, and
 `url_identity` (sha256 of `url:` + the normal form) is what a URL row holds in
@@ -62,7 +64,9 @@ URLS_SUFFIX: Final = ".urls"
 CSV_SUFFIX: Final = ".urls.csv"
 URL_COLUMN: Final = "url"
 MAX_URL_CHARS: Final = 2048  # a normalised URL longer than this fails its line
-MAX_RAW_CHARS: Final = MAX_URL_CHARS + 64  # a URL as written, kept for its row and messages
+# A URL as written, at most: a good line's text is kept whole in its row (`path`),
+# so normalising it again gives the URL to send; a bad line's is cut to this.
+MAX_RAW_CHARS: Final = MAX_URL_CHARS + 64
 MAX_LINE_BYTES: Final = 64 * 1024  # a longer line fails alone (its rest is skipped unread)
 _SNIFF_BYTES: Final = 8192  # read first: a NUL in it means not a text file
 _IDENTITY_PREFIX: Final = b"url:"
@@ -140,6 +144,8 @@ def normalise_url(text: str) -> str:
     text = text.strip()
     if not text:
         raise ValueError("no URL")
+    if len(text) > MAX_RAW_CHARS:
+        raise ValueError(f"{len(text)} characters as written; at most {MAX_RAW_CHARS}")
     scheme, sep, rest = text.partition("://")
     if not sep:
         raise ValueError("not an http(s) URL (no scheme://)")

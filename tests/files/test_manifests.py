@@ -16,6 +16,7 @@ from reka_ingest.core.states import Reason
 from reka_ingest.files.manifests import (
     CELL_TYPES,
     MAX_LINE_BYTES,
+    MAX_RAW_CHARS,
     MAX_URL_CHARS,
     ManifestLine,
     is_manifest,
@@ -96,6 +97,7 @@ def test_normalise(given: str, expected: str) -> None:
         ("http://h!x/", "contains '!'"),
         ("http://[zz]/", "not an IPv6 address"),
         ("http://h/" + "a" * MAX_URL_CHARS, "once normalised"),
+        ("http://h/x#" + "f" * MAX_RAW_CHARS, "as written"),
         ("", "no URL"),
     ],
 )
