@@ -80,6 +80,7 @@ class OutcomeFile:
     reason: str | None = None
     next_poll_at: float | None = None
     poll_delay: float | None = None
+    conversion: str | None = None  # sent as a JPEG made from it: how (`HEIF -> JPEG ...`)
 
 
 @dataclass
@@ -128,6 +129,7 @@ class Outcome:
                 reason=Reason(f.reason) if f.reason else None,
                 next_poll_at=f.next_poll_at,
                 poll_delay=f.poll_delay,
+                conversion=f.conversion,
             )
             for f in self.files
         ]

@@ -35,6 +35,12 @@ it streams it, and a file that changed after its claim gets the sent bytes'
 sha256 and size in the same write as its result. Rows recorded as copies of it
 by the old hash are copies of something it never sent: one of them is queued
 again (in a new batch, enqueued with the report) and the others follow it.
+
+HEIC/HEIF and AVIF files are sent as JPEGs made for the request
+(`reka_ingest.files.convert`: temporary files, removed when the run ends); the
+row keeps the original's sha256 and size (re-hashed as it is converted, so a
+file changed after its claim is still noticed) and records the conversion. A
+file that cannot be converted fails alone with `conversion_failed`.
 """
 
 from __future__ import annotations
@@ -58,6 +64,8 @@ from reka_ingest.core.errors import (
 )
 from reka_ingest.core.logs import get_logger
 from reka_ingest.core.states import BatchOutcome, Reason
+from reka_ingest.files.convert import FOLDER as CONVERT_FOLDER
+from reka_ingest.files.convert import Conversions, is_convertible
 from reka_ingest.files.outbox import (
     file_failed,
     in_work_area,
@@ -65,7 +73,7 @@ from reka_ingest.files.outbox import (
 )
 from reka_ingest.files.validate import check_image
 from reka_ingest.ledger import uploads as ops
-from reka_ingest.reka.models import UploadItem, UploadResult
+from reka_ingest.reka.models import SentBytes, UploadItem, UploadResult
 from worker import parked
 from worker.backoff import RetryPolicy, backoff
 from worker.budget import Wait, pause_for
@@ -119,16 +127,23 @@ def upload_batch(rt: Runtime, batch_id: int) -> BatchReport:
         return report
     report.files = len(claimed.files)
     report.bytes = sum(f.size for f in claimed.files)
-    files, items = _prepare(rt, claimed.files, report)
-    if files and not _take_budget(rt, report):
-        return report  # deferred in the ledger until the shared budget has room
-    if files:
-        ops.mark_uploading(rt.ledger, [f.id for f in files], now=rt.clock())
-        _send(
-            rt, report, claimed.attempt, files, items, lease_until=claimed_at + settings.batch_lease
-        )
-    else:
-        report.outcome = BatchOutcome.FAILED if claimed.files else BatchOutcome.DONE
+    with _conversions(rt) as conversions:  # the JPEGs made for this run, removed at its end
+        files, items = _prepare(rt, claimed.files, report, conversions)
+        if files and not _take_budget(rt, report):
+            return report  # deferred in the ledger until the shared budget has room
+        if files:
+            ops.mark_uploading(rt.ledger, [f.id for f in files], now=rt.clock())
+            _send(
+                rt,
+                report,
+                claimed.attempt,
+                files,
+                items,
+                conversions=conversions,
+                lease_until=claimed_at + settings.batch_lease,
+            )
+        else:
+            report.outcome = BatchOutcome.FAILED if claimed.files else BatchOutcome.DONE
     _finish(rt, report, claimed)
     return report
 
@@ -195,20 +210,36 @@ def _gave_up(rt: Runtime, report: BatchReport, claimed: ops.ClaimedBatch) -> Non
     report.outcome = BatchOutcome.FAILED
 
 
+def _conversions(rt: Runtime) -> Conversions:
+    settings = rt.settings.ingest
+    return Conversions(
+        settings.data_dir / CONVERT_FOLDER,
+        quality=settings.convert_quality,
+        max_bytes=settings.max_image_bytes,
+        stale_after=2 * settings.batch_lease,
+    )
+
+
 def _prepare(
-    rt: Runtime, claimed: list[ops.BatchFile], report: BatchReport
+    rt: Runtime, claimed: list[ops.BatchFile], report: BatchReport, conversions: Conversions
 ) -> tuple[list[ops.BatchFile], list[UploadItem]]:
-    """Check each file and build its upload item; a file that fails here fails alone."""
+    """Check each file (converting HEIF/AVIF) and build its upload item; a file that
+    fails here fails alone."""
     files: list[ops.BatchFile] = []
     items: list[UploadItem] = []
     for f in claimed:
         try:
+            path, filename = Path(f.work_path), Path(f.path).name
             content_type = check_image(
-                Path(f.work_path), max_bytes=rt.settings.ingest.max_image_bytes
+                path, max_bytes=rt.settings.ingest.max_image_bytes, decode_convertible=False
             )
+            if is_convertible(content_type):
+                converted = conversions.convert(f.id, path, name=filename)
+                path, filename = converted.path, converted.filename
+                content_type = converted.content_type
             item = UploadItem(
-                path=Path(f.work_path),
-                filename=Path(f.path).name,
+                path=path,
+                filename=filename,
                 content_type=content_type,
                 metadata=dict(f.sidecar or {}),
                 index=f.index_flag,
@@ -239,6 +270,7 @@ def _send(
     files: list[ops.BatchFile],
     items: list[UploadItem],
     *,
+    conversions: Conversions,
     lease_until: float,
 ) -> None:
     """One request for the batch, and what each kind of answer means for its files."""
@@ -277,7 +309,7 @@ def _send(
         report.request_id = result.request_id
         report.uploaded = len(files)
         report.settled = True
-        outcome = _outcome(rt, report.batch_id, attempt, files, result)
+        outcome = _outcome(rt, report.batch_id, attempt, files, result, conversions=conversions)
         try:
             report.enqueue = parked.record(rt, outcome, lease_until=lease_until)
         except parked.LedgerRefused as refused:
@@ -373,7 +405,13 @@ def _retry_later(
 
 
 def _outcome(
-    rt: Runtime, batch_id: int, attempt: int, files: list[ops.BatchFile], result: UploadResult
+    rt: Runtime,
+    batch_id: int,
+    attempt: int,
+    files: list[ops.BatchFile],
+    result: UploadResult,
+    *,
+    conversions: Conversions,
 ) -> parked.Outcome:
     """The accepted answer in the ledger's terms: each file's result, in input order,
     with the hash of the bytes it sent; recorded (or parked) by `worker.parked`."""
@@ -405,6 +443,7 @@ def _outcome(
                 reason=d.reason,
                 next_poll_at=d.next_poll_at,
                 poll_delay=d.poll_delay,
+                conversion=conversions.description(f.id),
             )
         )
     return parked.Outcome(
@@ -413,14 +452,23 @@ def _outcome(
         uploaded_at=now,
         attempt=attempt,
         files=results,
-        rehashed=_rehashed(files, result),
+        rehashed=_rehashed(files, result, conversions),
     )
 
 
-def _rehashed(files: list[ops.BatchFile], result: UploadResult) -> list[ops.Rehashed]:
-    """The files whose sent bytes differ from the ones hashed at their claim."""
+def _rehashed(
+    files: list[ops.BatchFile], result: UploadResult, conversions: Conversions
+) -> list[ops.Rehashed]:
+    """The files whose sent bytes differ from the ones hashed at their claim. A converted
+    file sent a JPEG: its original, as hashed when it was converted, is compared instead."""
     changed: list[ops.Rehashed] = []
-    for f, sent in zip(files, result.sent, strict=False):  # `sent` empty: not measured
+    for f, measured in zip(files, result.sent, strict=False):  # `sent` empty: not measured
+        converted = conversions.get(f.id)
+        sent = (
+            measured
+            if converted is None
+            else SentBytes(sha256=converted.original_sha256, size=converted.original_size)
+        )
         if (sent.sha256, sent.size) != (f.sha256, f.size):
             log.warning(
                 "file_changed_after_claim",

@@ -37,6 +37,7 @@ _RECORD_UPLOADED = (
         indexing_status=bindparam("b_indexing_status"),
         upload_timestamp=bindparam("b_upload_timestamp"),
         upload_request_id=bindparam("b_request_id"),
+        conversion=bindparam("b_conversion"),
         uploaded_at=bindparam("b_now"),
         indexed_at=bindparam("b_indexed_at"),
         finished_at=bindparam("b_finished_at"),
@@ -123,6 +124,7 @@ class Uploaded:
     reason: Reason | None = None
     next_poll_at: float | None = None
     poll_delay: float | None = None
+    conversion: str | None = None  # how the bytes sent were made (HEIF -> JPEG), or None
 
 
 def claim_batch(
@@ -281,6 +283,7 @@ def record_uploaded(
             "b_indexing_status": r.indexing_status,
             "b_upload_timestamp": r.upload_timestamp,
             "b_request_id": request_id,
+            "b_conversion": r.conversion,
             "b_now": now,
             "b_indexed_at": now if r.state == FileState.INDEXED else None,
             "b_finished_at": now if r.state in final else None,
