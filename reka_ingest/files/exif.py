@@ -19,6 +19,7 @@ None and a debug line: a capture time is a nicety, never a reason to fail an ima
 from __future__ import annotations
 
 import re
+import warnings
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from typing import IO, Final
 
@@ -31,8 +32,9 @@ log = get_logger(__name__)
 EXIF_IFD: Final = 0x8769
 DATE_TIME_ORIGINAL: Final = 0x9003
 OFFSET_TIME_ORIGINAL: Final = 0x9011
-# Formats that carry EXIF; anything else is not looked at (no other plugin is tried).
-EXIF_FORMATS: Final = ("JPEG", "MPO", "TIFF", "WEBP", "PNG", "HEIF", "AVIF")
+# Formats that carry EXIF (those Pillow has an opener for); no other plugin is tried.
+# JPEG's opener also gives MPO (multi-picture JPEG); HEIF needs pillow-heif's opener.
+EXIF_FORMATS: Final = ("JPEG", "TIFF", "WEBP", "PNG", "HEIF", "AVIF")
 # A capture time before this year is a placeholder (`0000:00:00`, `1000:01:01`), not a time.
 EARLIEST_YEAR: Final = 1900
 
@@ -84,21 +86,33 @@ def parse_capture_time(value: object, zone: tzinfo) -> int | None:
         return None
 
 
+def _formats() -> tuple[str, ...]:
+    Image.init()  # every opener Pillow has (once per process; then it returns at once)
+    return tuple(f for f in EXIF_FORMATS if f in Image.OPEN)
+
+
 def capture_time(fh: IO[bytes], default_zone: tzinfo) -> int | None:
     """The capture time of the image open as `fh` (read from where it stands), or None.
 
     `fh` is left wherever Pillow left it: seek it back before reading it again.
     """
-    try:
-        with Image.open(fh, formats=EXIF_FORMATS) as im:
-            if im.format == "PNG" and "exif" not in im.info:
-                return None  # no EXIF before the pixels; finding one after means decoding
-            ifd = im.getexif().get_ifd(EXIF_IFD)
-            taken = ifd.get(DATE_TIME_ORIGINAL)
-            offset = ifd.get(OFFSET_TIME_ORIGINAL)
-    except Exception as err:  # noqa: BLE001 - any damage in a foreign block means "no time"
-        log.debug("exif.unreadable", error=f"{type(err).__name__}: {err}"[:200])
-        return None
+    # Pillow warns (UserWarning) about each damaged tag it skips: for us that is a
+    # debug line, not a message on stderr.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            with Image.open(fh, formats=_formats()) as im:
+                if im.format == "PNG" and "exif" not in im.info:
+                    return None  # no EXIF before the pixels; finding it after means decoding
+                ifd = im.getexif().get_ifd(EXIF_IFD)
+                taken = ifd.get(DATE_TIME_ORIGINAL)
+                offset = ifd.get(OFFSET_TIME_ORIGINAL)
+        except Exception as err:  # noqa: BLE001 - any damage in a foreign block means "no time"
+            log.debug("exif.unreadable", error=f"{type(err).__name__}: {err}"[:200])
+            return None
+        finally:
+            if caught:
+                log.debug("exif.damaged", warnings=[str(w.message)[:100] for w in caught[:5]])
     if taken is None:
         return None
     zone = parse_offset(offset) or default_zone
