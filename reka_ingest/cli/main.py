@@ -17,6 +17,7 @@ from reka_ingest.cli import fake_api, run, scan, services, status, watch
 from reka_ingest.cli import health as health_cmd
 from reka_ingest.cli import metrics as metrics_cmd
 from reka_ingest.cli import migrate as migrate_cmd
+from reka_ingest.cli import plan as plan_cmd
 from reka_ingest.cli import retry as retry_cmd
 from reka_ingest.core.errors import IngestError
 from reka_ingest.core.logs import configure_logging
@@ -68,6 +69,7 @@ app.command("check")(check_cmd.command)
 app.command("delete")(delete_cmd.command)
 app.command("watch")(watch.command)
 app.command("scan")(scan.command)
+app.command("plan")(plan_cmd.command)
 
 
 def main() -> None:
