@@ -10,8 +10,10 @@ changed, not when the picture was taken.
 
 Pillow opens the image lazily: `Image.open` reads the headers (for a JPEG, the
 markers up to the scan, the APP1 EXIF block among them) and no pixel is
-decoded. A PNG whose EXIF is not before its pixels is not read further (Pillow
-would decode the whole image to find it). Whatever is wrong with the block
+decoded; HEIC/HEIF is read through pillow-heif's opener (registered here,
+`reka_ingest.files.heif`), its container's EXIF item likewise. A PNG whose
+EXIF is not before its pixels is not read further (Pillow would decode the
+whole image to find it). Whatever is wrong with the block
 (no EXIF, a damaged one, garbage in APP1, a date that is no date, year 0) gives
 None and a debug line: a capture time is a nicety, never a reason to fail an image.
 """
@@ -26,6 +28,7 @@ from typing import IO, Final
 from PIL import Image
 
 from reka_ingest.core.logs import get_logger
+from reka_ingest.files.heif import ensure_registered
 
 log = get_logger(__name__)
 
@@ -33,7 +36,8 @@ EXIF_IFD: Final = 0x8769
 DATE_TIME_ORIGINAL: Final = 0x9003
 OFFSET_TIME_ORIGINAL: Final = 0x9011
 # Formats that carry EXIF (those Pillow has an opener for); no other plugin is tried.
-# JPEG's opener also gives MPO (multi-picture JPEG); HEIF needs pillow-heif's opener.
+# JPEG's opener also gives MPO (multi-picture JPEG); HEIF is pillow-heif's opener
+# (`reka_ingest.files.heif`), AVIF Pillow's own.
 EXIF_FORMATS: Final = ("JPEG", "TIFF", "WEBP", "PNG", "HEIF", "AVIF")
 # A capture time before this year is a placeholder (`0000:00:00`, `1000:01:01`), not a time.
 EARLIEST_YEAR: Final = 1900
@@ -87,6 +91,7 @@ def parse_capture_time(value: object, zone: tzinfo) -> int | None:
 
 
 def _formats() -> tuple[str, ...]:
+    ensure_registered()  # HEIC/HEIF: what phones write
     Image.init()  # every opener Pillow has (once per process; then it returns at once)
     return tuple(f for f in EXIF_FORMATS if f in Image.OPEN)
 

@@ -22,6 +22,7 @@ from reka_ingest.core.states import Origin, Reason
 from reka_ingest.core.zones import parse_zone
 from reka_ingest.files import exif
 from reka_ingest.files.exif import capture_time, parse_capture_time, parse_offset
+from reka_ingest.files.heif import ensure_registered
 from reka_ingest.ledger.intake import NewFile
 from scheduler import describe as describe_module
 from scheduler.describe import MetadataRules, describe
@@ -218,6 +219,20 @@ def test_png_with_exif_before_its_pixels_is_read() -> None:
     buf = io.BytesIO()
     Image.new("RGB", (8, 8)).save(buf, "PNG", exif=block)
     assert time_of(buf.getvalue()) == NOV_27_1403_UTC
+
+
+def test_a_heic_capture_time_is_read() -> None:
+    """pillow-heif's opener is registered by the reader itself."""
+    block = Image.Exif()
+    block[exif.EXIF_IFD] = {
+        exif.DATE_TIME_ORIGINAL: "2026:11:27 14:03:11",
+        exif.OFFSET_TIME_ORIGINAL: "+02:00",
+    }
+    ensure_registered()  # to write one here (the reader registers it for itself)
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 48), (10, 200, 30)).save(buf, "HEIF", exif=block, quality=50)
+    assert buf.getvalue()[4:12] == b"ftypheic"
+    assert time_of(buf.getvalue()) == NOV_27_1403_UTC - 2 * HOUR
 
 
 # --- in `describe`: the same descriptor, and the order of layers ---------------------------
