@@ -21,6 +21,7 @@ from reka_ingest.core.states import FileState, Origin, Reason
 from reka_ingest.core.text import shown
 from reka_ingest.ledger import Ledger
 from reka_ingest.reka.models import SecurityMetadata
+from scheduler.backfill import backfill
 from scheduler.describe import MetadataRules, describe
 from scheduler.path_metadata import FolderMetadata
 from scheduler.watcher import Watcher
@@ -285,3 +286,24 @@ def test_the_watcher_records_folder_values_and_the_exif_time(
     assert SITE_CAMERA in (stray.message or "") and "'lot-7'" in (stray.message or "")
     record = json.loads((settings.failed_path / "lot-7" / "stray.jpg.error.json").read_text())
     assert record["reason"] == "path_mismatch"
+
+
+def test_a_backfill_reads_folders_below_the_scanned_root(
+    fast_settings: Callable[..., IngestSettings], ledger: Ledger, tmp_path: Path
+) -> None:
+    settings = fast_settings(
+        path_metadata=SITE_CAMERA, path_metadata_mismatch="omit", exif_timezone="+01:00"
+    ).model_copy(update={"min_file_age": 0.0})
+    root = tmp_path / "archive"
+    jpeg_with_exif(root / "lot-7" / "cam-3" / "2026-11-27" / "a.jpg", "2026:11:27 14:03:11")
+    write_image(root / "loose.jpg", seed=8)
+    summary = backfill(settings, ledger, root, no_enqueue)
+    assert (summary.recorded, summary.failed) == (2, 0)
+    rows = files_by_path(ledger)
+    assert rows["lot-7/cam-3/2026-11-27/a.jpg"].sidecar == {
+        "site_id": "lot-7",
+        "camera_id": "cam-3",
+        "recorded_timestamp_utc": NOV_27_1403_UTC - 3600,
+    }
+    loose = rows["loose.jpg"]
+    assert (loose.state, loose.sidecar) == (FileState.QUEUED, None)  # omit: sent without keys
