@@ -11,10 +11,13 @@ as an uploaded file. The stand-in does the same, under these rules:
   `max_image_bytes` of body (by `Content-Length` when the server sends one,
   else counted as it arrives); all of one request together at most
   `max_request_bytes`, as the body of a file upload would be;
-- a 2xx answer's body is the image; any other status, a connection or
-  protocol error, a timeout or too many redirects makes the URL unfetchable;
+- a 2xx answer's body is the image if it sniffs as one (the declared type is
+  not trusted, as for a file part); any other status, a connection or
+  protocol error, a timeout, too many redirects or bytes that are not an
+  image make the URL give no image;
 - up to `fetch_concurrency` URLs of one request are fetched at once, over one
-  connection pool that lives as long as the request;
+  connection pool that lives as long as the request (the TLS context, with
+  httpx's default CA certificates, is built once per process);
 - no API key, cookies or proxy settings from the environment go with a fetch
   (`trust_env=False`: the stand-in runs on loopback and fetches from it).
 
@@ -27,6 +30,8 @@ the URL, which may carry a signature or token; the index says which one.
 from __future__ import annotations
 
 import asyncio
+import functools
+import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -37,6 +42,7 @@ import httpx
 
 from reka_ingest.standin.config import StandinConfig
 from reka_ingest.standin.form import ImagePart
+from reka_ingest.standin.sniff import sniff_content_type
 
 SCHEMES: Final = frozenset({"http", "https"})
 MAX_URL_CHARS: Final = 8192
@@ -52,6 +58,7 @@ class Problem(StrEnum):
     TIMEOUT = "timeout"
     REDIRECTS = "too_many_redirects"
     UNREACHABLE = "unreachable"  # connection, TLS or protocol error
+    NOT_AN_IMAGE = "not_an_image"  # fetched, but the bytes are not an image (sniffed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +82,16 @@ class Fetched:
     images: list[ImagePart]
     failures: list[Unfetchable]
     over_total: bool = False
+
+
+@functools.cache
+def _tls() -> ssl.SSLContext:
+    """One TLS context for every fetch (httpx's default: certifi's CA bundle).
+
+    Building one loads the bundle (~0.1 s), too slow to pay on each URL upload;
+    a context is safe to share across connections.
+    """
+    return httpx.create_ssl_context()
 
 
 def url_problem(url: str) -> str | None:
@@ -149,11 +166,14 @@ async def _read(
             if not tally.add(len(chunk)):
                 return None
             chunks.append(chunk)
+        data = b"".join(chunks)
+        if sniff_content_type(data) is None:
+            return Unfetchable(index, Problem.NOT_AN_IMAGE, "is not an image (the bytes it serves)")
         kind = response.headers.get("content-type", "").partition(";")[0].strip() or None
         return ImagePart(
             filename=_filename(response.url),
             content_type=kind,
-            data=b"".join(chunks),
+            data=data,
             source_url=url,
         )
 
@@ -189,6 +209,7 @@ async def fetch_images(urls: Sequence[str], config: StandinConfig) -> Fetched:
         limits=httpx.Limits(max_connections=config.fetch_concurrency),
         headers={"User-Agent": USER_AGENT},
         trust_env=False,
+        verify=_tls(),
     ) as client:
 
         async def one(index: int, url: str) -> ImagePart | Unfetchable | None:
