@@ -44,6 +44,7 @@ class RecordCounts:
     failed: int = 0
     skipped: int = 0  # already had a row (same work path)
     isolated: int = 0  # files whose own row could not be written as described
+    excluded: int = 0  # left in place by INGEST_INCLUDE / INGEST_EXCLUDE (never moved)
 
     def add(self, other: RecordCounts) -> None:
         self.recorded += other.recorded
@@ -52,6 +53,7 @@ class RecordCounts:
         self.failed += other.failed
         self.skipped += other.skipped
         self.isolated += other.isolated
+        self.excluded += other.excluded
 
 
 class Recorder:
@@ -101,6 +103,8 @@ class Recorder:
             if rec.state == FileState.QUEUED:
                 counts.queued += 1
                 queued.append((rec.file_id, rec.size))
+            elif rec.state == FileState.EXCLUDED:
+                counts.excluded += 1  # left where it is: nothing to move, no reason file
             elif rec.state == FileState.DUPLICATE:
                 counts.duplicates += 1
                 final = self._done(new, rec)
@@ -122,6 +126,7 @@ class Recorder:
             failed=counts.failed,
             skipped=counts.skipped,
             isolated=counts.isolated,
+            excluded=counts.excluded,
         )
         if pending:
             self._group = pending + self._group

@@ -42,6 +42,7 @@ from reka_ingest.core.logs import get_logger
 from reka_ingest.core.settings import IngestSettings, ObserverKind
 from reka_ingest.core.states import Origin, Reason
 from reka_ingest.core.text import shown
+from reka_ingest.files.filters import PathFilter
 from reka_ingest.ledger import Ledger
 from reka_ingest.ledger.intake import NewFile, TakenImage, failed_file, images_owning
 from scheduler.batcher import Batcher, BatchLimits, Enqueue, ledger_batch_groups, ledger_batches
@@ -63,6 +64,7 @@ from scheduler.constants import (
 )
 from scheduler.describe import MetadataRules, describe
 from scheduler.events import EVENT_TYPES, InboxHandler, Item, Kind, OverflowAlarm
+from scheduler.exclusions import Exclusions
 from scheduler.recorder import Recorder
 from scheduler.recovery import adopt_unbatched, finish_moves, recover_claims
 from scheduler.sidecar import DefaultsReader, find_sidecar
@@ -143,6 +145,14 @@ class Watcher:
         )
         self.recorder = Recorder(settings, ledger, self.batcher, clock=clock)
         self.defaults = DefaultsReader(self.root)
+        # INGEST_INCLUDE / INGEST_EXCLUDE: left in place, one `excluded` row each.
+        self.exclusions = Exclusions(
+            PathFilter.from_settings(settings),
+            root=self.root,
+            origin=Origin.SCAN,
+            add=self.recorder.add,
+            clock=clock,
+        )
         self._queue: queue.SimpleQueue[Item] = queue.SimpleQueue()
         self._handler = InboxHandler(self.root, self._queue)
         self._refused: set[str] = set()  # in-place refusals, kept out of later scans
@@ -184,6 +194,7 @@ class Watcher:
             self.settings, self.ledger, work_dir=self.work_dir, tag=self.tag, now=self.clock()
         )
         self.stats.adopted = adopt_unbatched(self.ledger, self.batcher)
+        self.exclusions.start(self.ledger, self.root)  # before the start scan
         self._alarm.attach()
         self._observe()
         self._next_scan = self.clock()  # the start scan runs on the first tick
@@ -342,7 +353,7 @@ class Watcher:
         while True:
             kind, path = item
             taken += 1
-            if path not in self._refused:
+            if path not in self._refused and not self.exclusions.file(path, Origin.EVENT):
                 if kind is Kind.CLOSED:
                     self.tracker.closed(path, Origin.EVENT)
                 elif kind is Kind.MOVED:
@@ -364,9 +375,9 @@ class Watcher:
         missed = 0
         sidecars: list[str] = []
         unreadable: list[tuple[str, str]] = []
-        for entry in walk(self.root, sidecars, unreadable):
+        for entry in walk(self.root, sidecars, unreadable, prune=self.exclusions.folder):
             path = entry.path
-            if path in self.tracker or path in self._refused:
+            if path in self.tracker or path in self._refused or self.exclusions.file(path):
                 continue
             try:
                 st = entry.stat(follow_symlinks=False)

@@ -15,7 +15,7 @@ from sqlalchemy import Row
 
 from reka_ingest.cli import watch_status
 from reka_ingest.core.settings import Settings, load_settings
-from reka_ingest.core.states import FileState
+from reka_ingest.core.states import ACTIVE, FileState
 from reka_ingest.ledger import open_ledger
 from reka_ingest.ledger.queries import Summary, iter_files, summary
 from reka_ingest.metrics.counters import redis_client
@@ -53,7 +53,9 @@ def status_json(s: Summary, now: float) -> dict[str, Any]:
         if s.first_seen_at is not None and s.last_finished_at is not None
         else None
     )
-    done = s.total - sum(s.files[state] for state in ("queued", "uploading", "indexing"))
+    # Files worked through: not those still on their way, nor those left out by the filters.
+    waiting = (*ACTIVE, FileState.EXCLUDED)
+    done = s.total - sum(s.files.get(state.value, 0) for state in waiting)
     return {
         "files": s.files,
         "total": s.total,

@@ -71,6 +71,23 @@ def failed_file(
     )
 
 
+def excluded_file(
+    *, path: str, source_root: str, work_path: str, origin: Origin, seen_at: float, rule: str
+) -> NewFile:
+    """A file (or a folder, `path` ending in `/`) INGEST_INCLUDE / INGEST_EXCLUDE leave
+    out: recorded in place as `excluded`, never claimed, read or hashed; `rule` names
+    the rule (`INGEST_EXCLUDE "*.tmp"`)."""
+    return failed_file(
+        path=path,
+        source_root=source_root,
+        work_path=work_path,
+        origin=origin,
+        seen_at=seen_at,
+        reason=Reason.EXCLUDED,
+        message=f"left in place by {rule}",
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Recorded:
     """What became of one NewFile: queued (for batching) or already final."""
@@ -169,14 +186,22 @@ def _row(f: NewFile, now: float) -> dict[str, Any]:
         "attempts": 0,
         "polls": 0,
         "possible_duplicate": False,
-        "state": FileState.QUEUED,
+        "state": _intake_state(f.reason),
         "reason": f.reason,
         "message": f.message,
         "duplicate_of": None,
         "image_id": None,
         "image_url": None,
-        "finished_at": now if f.reason is not None else None,
+        # An excluded row is no outcome of work: no finish time (status's rate, time to finish).
+        "finished_at": now if f.reason not in (None, Reason.EXCLUDED) else None,
     }
+
+
+def _intake_state(reason: Reason | None) -> FileState:
+    """A new row's state: queued, or final at once (failed, or left out by the filters)."""
+    if reason is None:
+        return FileState.QUEUED
+    return FileState.EXCLUDED if reason is Reason.EXCLUDED else FileState.FAILED
 
 
 def for_ledger(f: NewFile) -> NewFile:
@@ -283,9 +308,7 @@ def record_files(
         firsts_here: set[str] = set()
         for f in fresh:
             row = _row(f, now)
-            if f.reason is not None:
-                row["state"] = FileState.FAILED
-            elif f.sha256 and not allow_reupload:
+            if f.reason is None and f.sha256 and not allow_reupload:
                 if f.sha256 in originals:
                     _mark_duplicate(row, originals[f.sha256], now)
                 elif f.sha256 in firsts_here:
