@@ -25,13 +25,15 @@ from typing import Final
 from reka_ingest.core.logs import get_logger
 from reka_ingest.core.states import Origin
 from reka_ingest.files.filters import PathFilter
+from reka_ingest.files.sidecars import SIDECAR_SUFFIX
 from reka_ingest.ledger import Ledger
 from reka_ingest.ledger.excluded import excluded_rows, forget_excluded
 from reka_ingest.ledger.intake import NewFile, excluded_file
 
 log = get_logger(__name__)
 
-# Excluded paths remembered per run (about 150 bytes each: some 30 MB at most).
+# Excluded paths remembered per run (with their stems, about 300 bytes each: some
+# 60 MB at most).
 MAX_REMEMBERED: Final = 200_000
 
 
@@ -56,6 +58,7 @@ class Exclusions:
         self.recorded = 0  # excluded rows handed to the recorder in this run
         self.forgotten = 0  # excluded rows deleted at start: the rules take them now
         self._known: set[str] = set()
+        self._stems: set[str] = set()  # excluded files' paths without their extension
         self._full = False
 
     def start(self, ledger: Ledger, root: str | None = None) -> int:
@@ -64,6 +67,7 @@ class Exclusions:
         if root is not None:
             self.root = root
         self._known.clear()
+        self._stems.clear()
         self._full = False
         forget: list[int] = []
         for chunk in excluded_rows(ledger, source_root=self.root):
@@ -121,6 +125,12 @@ class Exclusions:
         self._record(path, rel + "/", rule, None)
         return True
 
+    def sidecar(self, path: str) -> bool:
+        """Whether the sidecar at `path` belongs to an excluded image (`a.jpg` for
+        `a.jpg.json`, `a.*` for `a.json`): it stays beside it, never checked again."""
+        stem = path[: -len(SIDECAR_SUFFIX)]
+        return stem in self._known or stem in self._stems
+
     def _record(self, path: str, rel: str, rule: str, origin: Origin | None) -> None:
         if path in self._known:
             return
@@ -140,6 +150,7 @@ class Exclusions:
     def _remember(self, path: str) -> None:
         if len(self._known) < MAX_REMEMBERED:
             self._known.add(path)
+            self._stems.add(os.path.splitext(path)[0])
         elif not self._full:
             self._full = True
             log.warning(

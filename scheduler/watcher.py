@@ -432,7 +432,11 @@ class Watcher:
         """
         now = self.clock()
         before = self._sidecars
-        self._sidecars = {p: before.get(p, now) for p in found if p not in self._refused}
+        self._sidecars = {
+            p: before.get(p, now)
+            for p in found
+            if p not in self._refused and not self.exclusions.sidecar(p)  # stays with its image
+        }
         limit = self.settings.orphan_sidecar_after
         for path, since in list(self._sidecars.items()):
             new, due = path not in before, now - since >= limit

@@ -269,6 +269,8 @@ def test_the_watcher_leaves_excluded_files_in_place_and_records_each_once(
         scans = watcher.stats.scans
         wait_for(lambda: watcher.stats.scans >= scans + 4)  # rescans, past the orphan bound
         assert watcher.exclusions.recorded == 4
+        # its sidecar stays with it, and is not looked at again at each scan
+        assert str(inbox.resolve() / "cam" / "b.thumb.jpg.json") not in watcher._sidecars
     rows = files_by_path(ledger)
     assert rows["a.jpg"].state == FileState.QUEUED
     assert rows["cam/b.jpg"].state == FileState.QUEUED
