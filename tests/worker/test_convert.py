@@ -188,6 +188,19 @@ def test_ensure_registered_is_idempotent() -> None:
     assert Image.ID.count("HEIF") == 1
 
 
+@pytest.mark.parametrize("fmt", ["HEIF", "AVIF"])
+def test_the_generic_mif1_brand_reaches_the_right_decoder(tmp_path: Path, fmt: str) -> None:
+    """Both openers accept `mif1`; an AVIF under it must not go to pillow-heif (no AV1)."""
+    data = encoded(fmt)
+    src = tmp_path / "generic.heif"
+    src.write_bytes(data[:8] + b"mif1" + data[12:])
+    assert check_image(src, max_bytes=BIG) == convert.CONVERTIBLE[fmt]
+    done = convert.to_jpeg(src, tmp_path / "convert", name="g.heif", quality=90, max_bytes=BIG)
+    assert done.source_format == fmt
+    with Image.open(done.path) as jpeg:
+        assert jpeg.size == (32, 64)
+
+
 def test_a_batch_removes_its_jpegs_and_sweeps_only_stale_leftovers(tmp_path: Path) -> None:
     folder = tmp_path / "convert"
     folder.mkdir()
