@@ -185,7 +185,7 @@ async def _fetch_one(
     try:
         async with asyncio.timeout(config.fetch_timeout):
             return await _read(client, index, url, config.max_image_bytes, tally)
-    except TimeoutError:
+    except (TimeoutError, httpx.TimeoutException):  # the whole fetch's, or one read's
         problem, reason = Problem.TIMEOUT, f"took longer than {config.fetch_timeout:g} s to fetch"
     except httpx.TooManyRedirects:
         hops = config.fetch_max_redirects
