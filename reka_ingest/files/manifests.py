@@ -105,8 +105,10 @@ _SUB_DELIMS: Final = frozenset("!$&'()*+,;=")
 _PATH_CHARS: Final = _UNRESERVED | _SUB_DELIMS | frozenset(":@/")
 _QUERY_CHARS: Final = _PATH_CHARS | frozenset("?")
 _HEX: Final = frozenset("0123456789abcdefABCDEF")
-_HOST_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-._~")
+_PLAIN_HOST: Final = re.compile(r"[a-z0-9\-._~]+")
 _SHOWN_CHARS: Final = 80
+_ODD_CHAR: Final = re.compile(r"[\s\x00-\x1f\x7f\ud800-\udfff]")
+_PLAIN_PATH: Final = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=:@/]*")
 
 
 def is_manifest(name: str) -> bool:
@@ -152,10 +154,11 @@ def normalise_url(text: str) -> str:
     scheme = scheme.lower()
     if scheme not in _DEFAULT_PORTS:
         raise ValueError(f"not an http(s) URL (scheme {_short(scheme)!r})")
-    for i, ch in enumerate(text):
-        if ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F or 0xD800 <= ord(ch) <= 0xDFFF:
-            what = "a space" if ch.isspace() else f"the control character {ch!r}"
-            raise ValueError(f"contains {what} at character {i + 1}")
+    odd = _ODD_CHAR.search(text)
+    if odd is not None:
+        ch = odd.group()
+        what = "a space" if ch.isspace() else f"the control character {ch!r}"
+        raise ValueError(f"contains {what} at character {odd.start() + 1}")
     rest, _, _fragment = rest.partition("#")
     cut = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
     authority, rest = rest[:cut], rest[cut:]
@@ -212,8 +215,8 @@ def _host_name(name: str) -> str:
             host = host.encode("idna").decode("ascii")
         except UnicodeError as err:
             raise ValueError(f"host {_short(name)!r} is not a valid name: {err}") from None
-    if not set(host) <= _HOST_CHARS:
-        bad = next(ch for ch in host if ch not in _HOST_CHARS)
+    if not _PLAIN_HOST.fullmatch(host):
+        bad = _PLAIN_HOST.sub("", host)[:1] or host[:1]
         raise ValueError(f"host {_short(name)!r} contains {bad!r}")
     return host
 
@@ -221,6 +224,8 @@ def _host_name(name: str) -> str:
 def _escapes(text: str, allowed: frozenset[str]) -> str:
     """Percent-escapes made canonical: unreserved decoded, the rest upper-case, any
     other character outside `allowed` encoded as UTF-8."""
+    if "%" not in text and (allowed is _PATH_CHARS and _PLAIN_PATH.fullmatch(text)):
+        return text  # the common case: nothing to change
     out: list[str] = []
     i, n = 0, len(text)
     while i < n:

@@ -348,9 +348,14 @@ def _mark_duplicate(
         duplicate_of=original[0],
         image_id=original[1],
         image_url=original[2],
-        message=f"same bytes as file {original[0]}",
+        message=f"same {_what(row)} as file {original[0]}",
         finished_at=now,
     )
+
+
+def _what(row: dict[str, Any]) -> str:
+    """What a row's `sha256` is the identity of: its bytes, or (a URL row) its normal URL."""
+    return "URL" if row["origin"] == Origin.URL else "bytes"
 
 
 def create_batch(ledger: Ledger, file_ids: Sequence[int], *, now: float) -> int:
@@ -408,16 +413,26 @@ def create_batches(ledger: Ledger, groups: Sequence[Sequence[int]], *, now: floa
         return ids
 
 
-def unbatched_files(ledger: Ledger, *, limit: int = 10_000) -> list[tuple[int, int]]:
-    """Queued rows that never made it into a batch (the watcher stopped in between)."""
+def unbatched_files(
+    ledger: Ledger, *, limit: int = 10_000, urls: bool = False
+) -> list[tuple[int, int]]:
+    """Queued rows that never made it into a batch (the watcher stopped in between):
+    file rows, or with `urls` the URL rows (batched apart: a request is one kind)."""
+    kind = File.origin == Origin.URL if urls else File.origin != Origin.URL
     with ledger.read() as s:
         rows = s.execute(
             select(File.id, File.size)
-            .where(File.state == FileState.QUEUED, File.batch_id.is_(None))
+            .where(File.state == FileState.QUEUED, File.batch_id.is_(None), kind)
             .order_by(File.id)
             .limit(limit)
         ).all()
         return [(r.id, r.size) for r in rows]
+
+
+def ids_of_work_paths(ledger: Ledger, paths: Sequence[str]) -> dict[str, int]:
+    """The rows of these work paths (in the ledger's form): work path -> id."""
+    with ledger.read() as s:
+        return _ids_by_work_path(s, [keyable(p) for p in paths])
 
 
 def known_work_paths(ledger: Ledger, paths: Sequence[str]) -> set[str]:
