@@ -81,6 +81,7 @@ class OutcomeFile:
     next_poll_at: float | None = None
     poll_delay: float | None = None
     conversion: str | None = None  # sent as a JPEG made from it: how (`HEIF -> JPEG ...`)
+    url: bool = False  # a URL row (an image URL list's line): no bytes to move
 
 
 @dataclass
@@ -328,6 +329,8 @@ def _give_up(rt: Runtime, outcome: Outcome, attempts: int) -> bool:
                 " makes a second copy."
             )
             ops.fail_files(rt.ledger, [f.file_id], Reason.RECORD_FAILED, message, now=now)
+            if f.url:
+                continue  # no bytes to move
             error_file = file_failed(
                 rt.settings.ingest,
                 work_path=f.work_path,
@@ -444,6 +447,8 @@ def _place(rt: Runtime, outcome: Outcome) -> list[tuple[int, str]]:
     settings = rt.settings.ingest
     moves: list[tuple[int, str]] = []
     for f in outcome.files:
+        if f.url:
+            continue  # no bytes: a URL row's outcome is in the ledger only
         in_place = not in_work_area(settings, f.work_path)
         if f.state == FileState.FAILED:
             reason = Reason(f.reason) if f.reason else Reason.INDEXING_FAILED

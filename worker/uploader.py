@@ -47,6 +47,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import redis
 from pydantic import ValidationError
@@ -66,6 +67,7 @@ from reka_ingest.core.logs import get_logger
 from reka_ingest.core.states import BatchOutcome, Reason
 from reka_ingest.files.convert import FOLDER as CONVERT_FOLDER
 from reka_ingest.files.convert import Conversions, is_convertible
+from reka_ingest.files.manifests import normalise_url
 from reka_ingest.files.outbox import (
     file_failed,
     in_work_area,
@@ -73,7 +75,7 @@ from reka_ingest.files.outbox import (
 )
 from reka_ingest.files.validate import check_image
 from reka_ingest.ledger import uploads as ops
-from reka_ingest.reka.models import SentBytes, UploadItem, UploadResult
+from reka_ingest.reka.models import SentBytes, UploadItem, UploadResult, UrlItem
 from worker import parked
 from worker.backoff import RetryPolicy, backoff
 from worker.budget import Wait, pause_for
@@ -127,6 +129,10 @@ def upload_batch(rt: Runtime, batch_id: int) -> BatchReport:
         return report
     report.files = len(claimed.files)
     report.bytes = sum(f.size for f in claimed.files)
+    if any(f.is_url for f in claimed.files):  # an image URL list's rows: no bytes here
+        _upload_url_batch(rt, report, claimed, lease_until=claimed_at + settings.batch_lease)
+        _finish(rt, report, claimed)
+        return report
     with _conversions(rt) as conversions:  # the JPEGs made for this run, removed at its end
         files, items = _prepare(rt, claimed.files, report, conversions)
         if files and not _take_budget(rt, report):
@@ -263,6 +269,60 @@ def _prepare(
     return files, items
 
 
+def _upload_url_batch(
+    rt: Runtime, report: BatchReport, claimed: ops.ClaimedBatch, *, lease_until: float
+) -> None:
+    """A batch of URL rows (an image URL list's lines): no file to check, hash or move;
+    one `upload_urls` request, and everything else as for files (budget, split on a
+    413 or 400 until the bad URL is alone, retries, parked outcomes, polling)."""
+    if not all(f.is_url for f in claimed.files):  # mixed (retry, an older version): apart
+        report.enqueue = ops.split_by_kind(rt.ledger, report.batch_id, now=rt.clock())
+        report.outcome = BatchOutcome.SPLIT
+        return
+    files, items = _url_items(rt, claimed.files, report)
+    if not files:
+        report.outcome = BatchOutcome.FAILED
+        return
+    if not _take_budget(rt, report):
+        return  # deferred in the ledger until the shared budget has room
+    ops.mark_uploading(rt.ledger, [f.id for f in files], now=rt.clock())
+    with _conversions(rt) as conversions:  # none for URLs; `_send` takes the (empty) set
+        _send(
+            rt,
+            report,
+            claimed.attempt,
+            files,
+            items,  # type: ignore[arg-type]  # `_upload` sends URL items with `upload_urls`
+            conversions=conversions,
+            lease_until=lease_until,
+        )
+
+
+def _url_items(
+    rt: Runtime, claimed: list[ops.BatchFile], report: BatchReport
+) -> tuple[list[ops.BatchFile], list[UrlItem]]:
+    """Each URL row's item: its URL (the normal form of the text it was written as)
+    and metadata; a row that cannot make one fails alone."""
+    files: list[ops.BatchFile] = []
+    items: list[UrlItem] = []
+    for f in claimed:
+        try:
+            item = UrlItem(
+                url=normalise_url(f.path), metadata=dict(f.sidecar or {}), index=f.index_flag
+            )
+        except ValidationError as err:
+            _fail(rt, [f], Reason.BAD_URL, f"cannot be sent: {err.errors()[0]['msg']}")
+            report.failed += 1
+            continue
+        except ValueError as err:
+            _fail(rt, [f], Reason.BAD_URL, f"not a usable URL: {err}")
+            report.failed += 1
+            continue
+        files.append(f)
+        items.append(item)
+    return files, items
+
+
 def _send(
     rt: Runtime,
     report: BatchReport,
@@ -298,6 +358,8 @@ def _send(
             report.outcome = BatchOutcome.SPLIT
             return
         reason = Reason.TOO_LARGE if isinstance(err, ApiPayloadTooLarge) else Reason.API_REJECTED
+        if files[0].is_url and reason is Reason.API_REJECTED:
+            reason = Reason.BAD_URL  # the API could not fetch (or take) this URL
         _fail(rt, files, reason, _api_message(err, "the API rejected the image"))
     except ApiAuthError as err:
         report.error = str(err)
@@ -335,10 +397,13 @@ def _take_budget(rt: Runtime, report: BatchReport) -> bool:
     return True
 
 
-def _upload(rt: Runtime, items: list[UploadItem]) -> UploadResult:
+def _upload(rt: Runtime, items: list[UploadItem] | list[UrlItem]) -> UploadResult:
     """The request, its rate-limit headers fed back to the shared budget (answer or error)."""
     try:
-        result = rt.client.upload(items)
+        if items and isinstance(items[0], UrlItem):
+            result = rt.client.upload_urls(items)
+        else:
+            result = rt.client.upload(cast(list[UploadItem], items))
     except ApiError as err:
         if err.status is not None:
             rt.budget.follow(err.rate_limit, rate_limited=isinstance(err, ApiRateLimited))
@@ -444,6 +509,7 @@ def _outcome(
                 next_poll_at=d.next_poll_at,
                 poll_delay=d.poll_delay,
                 conversion=conversions.description(f.id),
+                url=f.is_url,
             )
         )
     return parked.Outcome(
@@ -495,6 +561,8 @@ def _move_failed(rt: Runtime, f: ops.BatchFile, reason: Reason, message: str) ->
     bytes stay in the work area: the watcher's recovery (and, for an indexing
     failure, the poll sweep) moves them later.
     """
+    if f.is_url:
+        return  # no bytes to move: a URL row's reason is in the ledger only
     error_file = file_failed(
         rt.settings.ingest,
         work_path=f.work_path,
