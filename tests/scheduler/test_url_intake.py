@@ -252,6 +252,7 @@ def _rss() -> int:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_a_long_list_streams_in_bounded_memory(
     fast_settings: Callable[..., IngestSettings], ledger: Ledger, running: Any
