@@ -250,8 +250,9 @@ class IngestSettings(BaseSettings):
         default=None,
         description=(
             "Metadata from the folders a file sits in: a pattern of folder segments, each"
-            " `{key}` (the segment becomes that key's value), `*` (any one segment) or a"
-            " final `**` (any depth), e.g. `{site_id}/{camera_id}/*`. Unset: none."
+            " `{key}` (the folder's name becomes that key's value), `*` (any one folder), a"
+            " name the folder must have, or a final `**` (any depth), e.g."
+            " `{site_id}/{camera_id}/*`. Unset: none."
         ),
     )
     path_metadata_mismatch: PathMismatch = Field(
