@@ -32,6 +32,7 @@ from reka_ingest.core.errors import FileRejected
 from reka_ingest.core.settings import IngestSettings
 from reka_ingest.core.states import Origin, Reason
 from reka_ingest.core.text import shown
+from reka_ingest.files.convert import is_convertible
 from reka_ingest.files.filters import PathFilter
 from reka_ingest.files.manifests import ManifestLine, is_manifest, read_manifest, url_identity
 from reka_ingest.files.validate import check_image
@@ -323,6 +324,8 @@ def _plan_file(
         report.fail(rejected.reason, rel_path)
         return
     report.kinds[content_type] += 1
+    if is_convertible(content_type):
+        report.converted += 1
     planner.offer(_Candidate(new.sha256, new.size, url=False))
 
 

@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from reka_ingest.cli.main import app
 from reka_ingest.core.settings import IngestSettings
 from reka_ingest.core.states import Origin, Reason
+from reka_ingest.files.heif import ensure_registered
 from reka_ingest.ledger import Ledger
 from reka_ingest.ledger.intake import NewFile, record_files
 from reka_ingest.ledger.schema import File
@@ -25,7 +26,7 @@ from tests.support.images import image_bytes, write_image
 
 
 def make_tree(root: Path) -> dict[str, bytes]:
-    """8 good images (one repeated, one PNG), 3 that would fail, 1 excluded, 1 URL list."""
+    """9 good images (one repeated, a PNG, a HEIC), 3 that would fail, 1 excluded, a URL list."""
     files: dict[str, bytes] = {}
     for i in range(6):
         rel = f"site-{i % 2}/cam/p{i}.jpg"
@@ -33,6 +34,8 @@ def make_tree(root: Path) -> dict[str, bytes]:
         files[rel] = (root / rel).read_bytes()
     (root / "site-0" / "again.jpg").write_bytes(files["site-0/cam/p0.jpg"])  # within the plan
     (root / "site-1" / "logo.png").write_bytes(image_bytes(720, fmt="PNG"))
+    ensure_registered()
+    (root / "site-0" / "IMG_0001.HEIC").write_bytes(image_bytes(725, fmt="HEIF"))
     (root / "site-1" / "empty.jpg").write_bytes(b"")
     (root / "site-1" / "notes.jpg").write_bytes(b"not an image at all")
     write_image(root / "site-1" / "bad-meta.jpg", seed=730)
@@ -89,16 +92,17 @@ def test_a_tree_is_counted_by_outcome_and_nothing_is_touched(
     assert snapshot(root) == before
     with ledger.read() as s:
         assert s.query(File).count() == rows_before
-    assert report.files == 13
+    assert report.files == 14
     assert report.excluded == 1
     assert report.manifests == 1 and report.url_lines == 4
     assert report.kinds["image/jpeg"] == 7 and report.kinds["image/png"] == 1
+    assert report.kinds["image/heif"] == 1 and report.converted == 1
     assert report.duplicates_of_uploaded == 1  # p1.jpg's bytes are in the ledger
     assert report.duplicates_within == 2  # again.jpg, and a.jpg listed twice
-    assert report.files_up.items == 6  # 5 JPEGs and the PNG
+    assert report.files_up.items == 7  # 5 JPEGs, the PNG and the HEIC
     assert report.files_up.bytes == sum(
         len(b) for rel, b in files.items() if rel != "site-1/cam/p1.jpg"
-    ) + len((root / "site-1" / "logo.png").read_bytes())
+    ) + sum(len((root / rel).read_bytes()) for rel in ("site-1/logo.png", "site-0/IMG_0001.HEIC"))
     assert report.urls_up.items == 2
     assert dict(report.failures) == {
         Reason.EMPTY_FILE: 1,
@@ -107,9 +111,9 @@ def test_a_tree_is_counted_by_outcome_and_nothing_is_touched(
         Reason.BAD_URL: 1,
     }
     assert report.examples[Reason.BAD_URL] == ["links.urls:4"]
-    assert report.files_up.requests == 3 and report.urls_up.requests == 1  # 2 per request
-    assert report.days_at_quota == pytest.approx(4 / 3)
-    assert report.headline() == "8 images in 4 requests: 1.3 days at 3 requests a day"
+    assert report.files_up.requests == 4 and report.urls_up.requests == 1  # 2 per request
+    assert report.days_at_quota == pytest.approx(5 / 3)
+    assert report.headline() == "9 images in 5 requests: 1.7 days at 3 requests a day"
 
 
 def test_plan_of_one_url_list_without_a_ledger(
@@ -148,11 +152,12 @@ def test_the_command_prints_text_and_json(
     assert "nothing was claimed, recorded or uploaded" in text.output
     assert "bad_url" in text.output and "links.urls:4" in text.output
     assert text.output.rstrip().splitlines()[-1] == (
-        "9 images in 2 requests: 29 minutes at 100 requests a day"
+        "10 images in 2 requests: 29 minutes at 100 requests a day"
     )
     assert as_json.exit_code == 0, as_json.output
     data = json.loads(as_json.stdout)
-    assert data["would_upload"]["images"] == 7  # the ledger is empty: p1.jpg goes up too
+    assert data["would_upload"]["images"] == 8  # the ledger is empty: p1.jpg goes up too
+    assert data["would_upload"]["converted_to_jpeg"] == 1
     assert data["would_upload"]["urls"] == 2
     assert data["excluded"] == 1
     assert data["would_fail"] == {
@@ -163,7 +168,7 @@ def test_the_command_prints_text_and_json(
     }
     assert data["requests"] == {"images": 1, "urls": 1, "total": 2}
     assert data["quota"] == {"uploads_per_day": 100, "days": 0.02}
-    assert data["headline"] == "9 images in 2 requests: 29 minutes at 100 requests a day"
+    assert data["headline"] == "10 images in 2 requests: 29 minutes at 100 requests a day"
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
