@@ -61,6 +61,7 @@ def iter_check_rows(ledger: Ledger, *, chunk_rows: int = CHUNK_ROWS) -> Iterator
                     File.indexing_status,
                     File.sha256,
                     File.origin,
+                    File.conversion,
                     File.possible_duplicate,
                     File.seen_at,
                     File.uploaded_at,
@@ -84,9 +85,10 @@ def iter_check_rows(ledger: Ledger, *, chunk_rows: int = CHUNK_ROWS) -> Iterator
                 image_id=r.image_id,
                 state=r.state,
                 indexing_status=r.indexing_status,
-                # A URL row's sha256 is its URL's identity, not a hash of bytes: no
-                # content of Reka's can be compared with it.
-                sha256=None if r.origin == Origin.URL else r.sha256,
+                # No content of Reka's can be compared with a URL row's sha256 (its
+                # URL's identity, not a hash of bytes) or a converted file's (Reka
+                # holds the JPEG made from the bytes it names).
+                sha256=None if r.origin == Origin.URL or r.conversion is not None else r.sha256,
                 possible_duplicate=bool(r.possible_duplicate),
                 seen_at=r.seen_at,
                 uploaded_at=r.uploaded_at,
