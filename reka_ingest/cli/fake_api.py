@@ -72,6 +72,9 @@ def command(  # noqa: PLR0917 - typer maps each knob to one parameter
     latency_jitter: float | None = typer.Option(
         None, help="Up to this many more seconds, random.", rich_help_panel=_FAULTS
     ),
+    upload_latency: float | None = typer.Option(
+        None, help="Seconds added to each upload request only.", rich_help_panel=_FAULTS
+    ),
     burst_429_share: float | None = typer.Option(
         None, help="Chance a /v1 request starts a burst of 429s.", rich_help_panel=_FAULTS
     ),

@@ -30,6 +30,12 @@ async def stats(call: Call) -> Response:
     return JsonReply(state.stats.snapshot(images_stored=len(state.store)))
 
 
+async def upload_spans(call: Call) -> Response:
+    """`{"spans": [[arrived, answered], ...]}`: each upload request's times (time.time()
+    seconds, oldest first), whatever its outcome, since the start or the last reset."""
+    return JsonReply({"spans": [list(span) for span in call.state.stats.upload_spans]})
+
+
 async def image_detail(call: Call) -> Response:
     """What the server received for one image: metadata, index flag, name, type, size,
     sha256, and the URL it was fetched from (null for a file part)."""

@@ -61,6 +61,12 @@ class FaultKnobs(BaseModel):
     latency_jitter: float = Field(
         default=0.0, ge=0.0, description="Up to this many extra seconds, uniformly random."
     )
+    upload_latency: float = Field(
+        default=0.0,
+        ge=0.0,
+        allow_inf_nan=False,
+        description="Seconds added to each upload request only (on top of `latency`).",
+    )
     burst_429_share: _Share = Field(
         default=0.0, description="Chance that a /v1 request starts a burst of 429s."
     )
@@ -137,6 +143,7 @@ class StandinConfig(BaseSettings):
     drop_when: DropWhen = DropWhen.AFTER
     latency: float = Field(default=0.0, ge=0.0)
     latency_jitter: float = Field(default=0.0, ge=0.0)
+    upload_latency: float = Field(default=0.0, ge=0.0, allow_inf_nan=False)
     burst_429_share: _Share = 0.0
     burst_429_length: int = Field(default=1, ge=1)
     burst_429_retry_after: int = Field(default=1, ge=0)

@@ -7,8 +7,10 @@ requests sees the same faults every run.
 
 Precedence, most disruptive to the client's budget first: an ongoing 429
 burst, a new burst, a 500, a drop. Latency is added to every plan, faulty
-or not. Index delay and index failure are faults too but act on images, not
-requests; see `reka_ingest.standin.indexing`.
+or not, and an upload's plan adds `upload_latency` (a slow upload with fast
+gets and lists, as when a WAN carries megabytes per request). Index delay
+and index failure are faults too but act on images, not requests; see
+`reka_ingest.standin.indexing`.
 """
 
 from __future__ import annotations
@@ -66,9 +68,12 @@ class FaultInjector:
             return False
         return share >= 1.0 or self._rng.random() < share
 
-    def plan(self) -> FaultPlan:
+    def plan(self, *, upload: bool = False) -> FaultPlan:
+        """The next request's faults; `upload`: it is an upload (`upload_latency` applies)."""
         k = self.knobs
         delay = k.latency + (self._rng.uniform(0.0, k.latency_jitter) if k.latency_jitter else 0.0)
+        if upload:
+            delay += k.upload_latency
         outcome = Outcome.NONE
         if self._burst_left > 0:
             self._burst_left -= 1

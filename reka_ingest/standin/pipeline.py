@@ -25,6 +25,7 @@ still spends a request, as behind a real rate limiter.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -120,7 +121,7 @@ async def _faults_and_quota(
     state: StandinState, endpoint: Endpoint, key: str, info: RateInfo, request_id: str
 ) -> tuple[bool, bool, RateInfo]:
     """Apply the fault plan and the route's quota; (drop now, drop after, rate info)."""
-    plan = state.faults.plan()
+    plan = state.faults.plan(upload=endpoint.quota is Quota.UPLOAD)
     if plan.delay > 0:
         await asyncio.sleep(plan.delay)
     if plan.outcome is not Outcome.NONE:
@@ -163,7 +164,16 @@ def http_error(err: HTTPException, request: Request) -> ApiError:
 
 
 async def serve(state: StandinState, endpoint: Endpoint, request: Request) -> Response:
-    """Run one request through the guards and its handler; always a reply, never a raise."""
+    """Run one request through the guards and its handler; always a reply, never a raise.
+    An upload's arrival and answer times go to `stats.upload_spans`."""
+    arrived = time.time()
+    reply = await _serve(state, endpoint, request)
+    if endpoint.quota is Quota.UPLOAD:
+        state.stats.upload_spans.append((arrived, time.time()))
+    return reply
+
+
+async def _serve(state: StandinState, endpoint: Endpoint, request: Request) -> Response:
     request_id = uuid.uuid4().hex
     info = state.upload_quota.fresh()
     drop_after = False

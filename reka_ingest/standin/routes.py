@@ -28,6 +28,7 @@ GET: Final = Endpoint("get", api.get_image, Guard.API)
 DELETE: Final = Endpoint("delete", api.delete_image, Guard.API)
 FILE: Final = Endpoint("file", admin.file, Guard.PUBLIC)
 STATS: Final = Endpoint("admin.stats", admin.stats, Guard.ADMIN)
+UPLOAD_SPANS: Final = Endpoint("admin.upload_spans", admin.upload_spans, Guard.ADMIN)
 IMAGE_DETAIL: Final = Endpoint("admin.image", admin.image_detail, Guard.ADMIN)
 EXPIRE: Final = Endpoint("admin.expire", admin.expire_image, Guard.ADMIN)
 GET_FAULTS: Final = Endpoint("admin.faults", admin.get_faults, Guard.ADMIN)
@@ -48,6 +49,7 @@ _ADMIN: Final = (
     ("GET", "/images/{image_id}", IMAGE_DETAIL),
     ("POST", "/images/{image_id}/expire", EXPIRE),
     ("GET", "/stats", STATS),
+    ("GET", "/upload-spans", UPLOAD_SPANS),
     ("GET", "/faults", GET_FAULTS),
     ("POST", "/faults", SET_FAULTS),
     ("POST", "/reset", RESET),

@@ -1,10 +1,14 @@
 """Counters for `GET /_standin/stats`: what a drill or benchmark in another
-process needs to check the server's side of the story."""
+process needs to check the server's side of the story. `GET /_standin/upload-spans`
+gives when each upload request arrived and was answered (wall-clock seconds, the
+last UPLOAD_SPANS_KEPT), so a benchmark can count the uploads in flight over time."""
 
 from __future__ import annotations
 
-from collections import Counter
-from typing import Any
+from collections import Counter, deque
+from typing import Any, Final
+
+UPLOAD_SPANS_KEPT: Final = 100_000
 
 
 class Stats:
@@ -20,6 +24,8 @@ class Stats:
         self.images_expired = 0  # by the retention, or POST /_standin/images/{id}/expire
         self.urls_fetched = 0  # image URLs of URL uploads whose bytes arrived
         self.url_fetches_failed = 0  # image URLs that gave no image (the upload was refused)
+        # (arrived, answered) of each upload request, time.time() seconds, any outcome.
+        self.upload_spans: deque[tuple[float, float]] = deque(maxlen=UPLOAD_SPANS_KEPT)
 
     def count(self, endpoint: str, status: int | str) -> None:
         self.requests.setdefault(endpoint, Counter())[str(status)] += 1

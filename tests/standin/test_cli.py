@@ -40,6 +40,8 @@ def test_fake_api_command_serves_with_env_and_flags() -> None:
             str(port),
             "--fail-share",
             "0",
+            "--upload-latency",
+            "0.25",
         ],
         env=env,
         stdout=subprocess.PIPE,
@@ -50,6 +52,11 @@ def test_fake_api_command_serves_with_env_and_flags() -> None:
         response = _wait_until_up(f"http://127.0.0.1:{port}/v1/images", STANDIN_DEV_API_KEY)
         assert response.status_code == 200  # the flag (0) beat the env (1.0)
         assert response.headers["x-ratelimit-requests-limit"] == "7"  # from the env
+        faults = httpx.get(
+            f"http://127.0.0.1:{port}/_standin/faults",
+            headers={"X-Api-Key": STANDIN_DEV_API_KEY},
+        ).json()
+        assert faults["upload_latency"] == 0.25  # a flag of its own
     finally:
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=10)

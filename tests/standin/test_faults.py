@@ -44,6 +44,26 @@ def test_latency_is_added(api: Api) -> None:
     assert time.monotonic() - started >= 0.3
 
 
+def test_upload_latency_slows_uploads_only(api: Api, jpegs: list[bytes]) -> None:
+    api.faults(upload_latency=0.3)
+    started = time.monotonic()
+    assert api.http.get("/v1/images").status_code == 200
+    assert time.monotonic() - started < 0.3
+    before = time.time()
+    started = time.monotonic()
+    api.upload_ok([jpegs[0]])
+    api.upload([b"not an image"])  # refused: still a span
+    assert time.monotonic() - started >= 0.6
+    spans = api.admin("upload-spans")["spans"]
+    assert len(spans) == 2  # the get is not an upload
+    for arrived, answered in spans:
+        assert before <= arrived <= answered
+        assert answered - arrived >= 0.3
+    assert spans[0][1] <= spans[1][0]  # oldest first
+    api.http.post("/_standin/reset")
+    assert api.admin("upload-spans")["spans"] == []
+
+
 def test_a_429_burst_of_k_then_success(make_api: Callable[..., Api], jpegs: list[bytes]) -> None:
     api = make_api(burst_429_share=1.0, burst_429_length=3, burst_429_retry_after=5)
     statuses = []
