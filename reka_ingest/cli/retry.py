@@ -7,15 +7,17 @@ or in place).
 The work is `scheduler.requeue.retry_failed`, which the web page's retry button
 calls too: see there for what happens to each file.
 
-Exit status: 0 when every matching file was requeued, some were, or none
-matched; 1 when files matched and not one of them could be requeued (each
-reason is printed).
+Exit status: 0 when at least one file was requeued; 1 when none was, with a
+line saying why: nothing matched the selector (no failed file, or none with
+that reason or path), or files matched and not one could be requeued (each
+reason is printed). A script must not read "nothing happened" as done.
 """
 
 from __future__ import annotations
 
 import typer
 
+from reka_ingest.cli import deployment
 from reka_ingest.core.settings import load_settings
 from reka_ingest.core.states import Reason
 from reka_ingest.ledger import open_ledger
@@ -23,6 +25,7 @@ from scheduler.requeue import retry_failed
 
 
 def command(
+    ctx: typer.Context,
     reason: Reason | None = typer.Option(
         None,
         "--reason",
@@ -36,6 +39,8 @@ def command(
     """Queue failed files again once the cause is fixed (wrong key, quota, a replaced file),
     or expired ones (`--reason expired`)."""
     settings = load_settings()
+    for line in deployment.announce(deployment.reading_of(ctx), settings.ingest.broker_url):
+        typer.echo(line, err=True)
     ledger = open_ledger(settings.ingest.ledger_url)
     try:
         done = retry_failed(
@@ -55,7 +60,24 @@ def command(
             typer.echo(f"  {p}")
         if len(paths) > 10:
             typer.echo(f"  ... and {len(paths) - 10} more")
-    if not files and skipped:
-        # Failed files matched and none could be sent again: a script must not read
-        # that as done.
+    if not files:
+        typer.echo(
+            f"reka-ingest retry: nothing requeued; {_why_none(reason, path, skipped)}", err=True
+        )
         raise typer.Exit(code=1)
+
+
+def _why_none(reason: Reason | None, path: str | None, skipped: dict[str, list[str]]) -> str:
+    """Why a retry requeued nothing: what matched could not go, or nothing matched."""
+    if skipped:
+        return "the matching files cannot be retried (why is listed above)"
+    by_state = reason in (Reason.EXPIRED, Reason.DELETED)
+    kind = reason.value if reason is not None and by_state else "failed"
+    selector = []
+    if reason is not None and not by_state:
+        selector.append(f"reason {reason.value}")
+    if path is not None:
+        selector.append(f"a path matching {path!r}")
+    return f"nothing matched: no {kind} file" + (
+        f" with {' and '.join(selector)}" if selector else ""
+    )

@@ -94,6 +94,14 @@ BUDGET_KEY: Final = "reka_ingest:budget"
 # worker to wait until.
 BUDGET_WINDOW_KEY: Final = BUDGET_KEY + ":{fp}:window"
 BUDGET_PAUSE_KEY: Final = BUDGET_KEY + ":{fp}:paused_until"
+# The published hash also names the rule the workers count by (`fp`, `limit`: upload
+# requests per window, 0 = no daily limit; `per_second`; `window` seconds), so every
+# view reads the budget from Redis alone (reka_ingest.metrics.budget), whatever
+# settings its own shell has.
+# The deployment marker `reka-ingest run` writes into the Redis it uses (a hash:
+# data_dir, pid, started_at): a command reading a Redis without it, or with another
+# data folder's, warns that it may be reading someone else's server.
+DEPLOYMENT_KEY: Final = "reka_ingest:deployment"
 # Hex digits of an API key's SHA-256 that name it in keys and logs.
 API_KEY_FINGERPRINT_CHARS: Final = 12
 # Seconds a Redis call on the upload path may take: an upload must not hang on it.
@@ -144,3 +152,6 @@ UPLOAD_CHUNK_BYTES: Final = 256 * 1024
 STANDIN_DEV_API_KEY: Final = "dev-key"
 STANDIN_DEFAULT_HOST: Final = "127.0.0.1"
 STANDIN_DEFAULT_PORT: Final = 8700
+# The port of the stand-in `reka-ingest run` starts (INGEST_STANDIN_PORT): fixed, so
+# the image URLs in the ledger still answer after a restart.
+STANDIN_RUN_PORT: Final = 8765

@@ -313,6 +313,16 @@ class IngestSettings(BaseSettings):
     bundled_redis_port: int = Field(
         default=6390, ge=1, le=65535, description="Port of the bundled redis-server on 127.0.0.1."
     )
+    standin_port: int = Field(
+        default=c.STANDIN_RUN_PORT,
+        ge=1,
+        le=65535,
+        description=(
+            "Port on 127.0.0.1 of the stand-in Reka server `reka-ingest run` starts without"
+            " REKA_API_KEY; its images are kept in DATA_DIR/standin, so image URLs survive"
+            " restarts."
+        ),
+    )
     batch_lease: float = Field(
         default=600.0, gt=0, description="Seconds a worker may hold a batch before it is retaken."
     )

@@ -85,7 +85,7 @@ def _listening(port: int) -> bool:
 
 def _nothing_started(data_dir: Path) -> list[str]:
     """What a start leaves in the data folder that a refused start must not."""
-    traces = ("logs", "redis", "ledger.db", "run.pids.json", "celerybeat-schedule")
+    traces = ("logs", "redis", "ledger.db", "run.json", "celerybeat-schedule")
     return [name for name in traces if (data_dir / name).exists()]
 
 
