@@ -91,6 +91,7 @@ def env(tmp_path: Path) -> dict[str, str]:
         "INGEST_INBOX": str(tmp_path / "inbox"),
         "INGEST_BUNDLED_REDIS_PORT": str(free_port()),
         "INGEST_FLOWER_PORT": str(free_port()),
+        "INGEST_STANDIN_PORT": str(free_port()),
         "INGEST_WORKER_CONCURRENCY": "1",
         "INGEST_LOG_FORMAT": "json",
     }
