@@ -19,6 +19,7 @@ from reka_ingest.cli import health as health_cmd
 from reka_ingest.cli import metrics as metrics_cmd
 from reka_ingest.cli import migrate as migrate_cmd
 from reka_ingest.cli import retry as retry_cmd
+from reka_ingest.cli import web as web_cmd
 from reka_ingest.core.errors import IngestError
 from reka_ingest.core.logs import configure_logging
 from reka_ingest.core.settings import effective, load_settings
@@ -35,7 +36,9 @@ app = typer.Typer(
 # Commands that read a deployment: they take the parts of the run recorded in the
 # data folder as defaults (reka_ingest.cli.deployment); `status`, `files`, `retry`
 # and `metrics` also say which deployment they read.
-READERS = frozenset({"status", "files", "retry", "metrics", "check", "delete", "scan", "config"})
+READERS = frozenset(
+    {"status", "files", "retry", "metrics", "check", "delete", "scan", "config", "web"}
+)
 
 
 @app.callback()
@@ -77,6 +80,7 @@ app.command("check")(check_cmd.command)
 app.command("delete")(delete_cmd.command)
 app.command("watch")(watch.command)
 app.command("scan")(scan.command)
+app.command("web")(web_cmd.command)
 
 
 def main() -> None:
