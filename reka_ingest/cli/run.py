@@ -58,6 +58,8 @@ from reka_ingest.core.settings import IngestSettings, Settings, load_settings, m
 from reka_ingest.ledger import open_ledger
 from reka_ingest.ledger.queries import summary
 from reka_ingest.metrics.budget import budget_words, publish_rule, read_budget
+from reka_ingest.web.app import url_of as web_url
+from reka_ingest.web.guard import check_bind as check_web_bind
 from scheduler.claim import check_same_filesystem
 from worker.budget import fingerprint
 
@@ -85,6 +87,7 @@ def command() -> None:
     ingest = settings.ingest
     # A SettingsError here reaches the terminal (reka_ingest.cli.main) before any child starts.
     check_same_filesystem(ingest)
+    check_web_bind(ingest)  # the web page off loopback needs INGEST_WEB_BASIC_AUTH
     data_dir = ingest.data_dir.resolve()
     inbox = ingest.inbox.resolve()
     for folder in (data_dir, inbox, ingest.work_dir, data_dir / "logs"):
@@ -136,10 +139,12 @@ def command() -> None:
         supervisor.start("worker", worker_argv(ingest), env)
         supervisor.start("beat", beat_argv(ingest), env)
         supervisor.start("flower", flower_argv(ingest), env | flower_env(ingest))
+        supervisor.start("web", cli_argv("web"), env)
         supervisor.start("watcher", cli_argv("watch"), env)
         lines += [
             ("Drop files into", str(inbox)),
             ("Flower", f"http://{ingest.flower_host}:{ingest.flower_port}"),
+            ("Web page", web_url(settings)),
             ("Status", f"{_command(data_dir)} status   (live: status --watch)"),
             ("Failures", f"{_command(data_dir)} files --state failed"),
             ("Done / failed", f"{ingest.done_path.resolve()}  /  {ingest.failed_path.resolve()}"),
