@@ -43,11 +43,22 @@ failed: venv
 TEST_WORKERS ?= 2
 XDIST := -n $(TEST_WORKERS) --dist worksteal
 
-test: venv
+# The browser test (tests/web/test_browser.py) drives Debian's chromium. As root (how
+# CI runs) it is installed here, quietly; otherwise the test skips and says why.
+browser:
+	@if [ "$$(id -u)" = 0 ] && ! command -v chromium >/dev/null 2>&1 \
+	    && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing chromium for the browser test (apt-get)"; \
+	  { apt-get install -y -q chromium >/dev/null 2>&1 \
+	    || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; }; } \
+	  || echo "could not install chromium; the browser test will skip"; \
+	fi
+
+test: venv browser
 	$(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS)
 
 # Skips the scenarios marked slow; CI never uses this.
-test-fast: venv
+test-fast: venv browser
 	$(BIN)/python -m pytest $(XDIST) -m "not slow" $(PYTEST_ARGS)
 
 lint: venv
