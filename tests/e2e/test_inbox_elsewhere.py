@@ -73,6 +73,7 @@ def _env(tmp_path: Path, inbox: Path, redis_port: int) -> dict[str, str]:
         "INGEST_INBOX": str(inbox),
         "INGEST_BUNDLED_REDIS_PORT": str(redis_port),
         "INGEST_FLOWER_PORT": str(free_port()),
+        "INGEST_WEB_PORT": str(free_port()),
         "INGEST_STANDIN_PORT": str(free_port()),
         "INGEST_LOG_FORMAT": "json",
     }

@@ -41,6 +41,7 @@ def test_run_starts_everything_and_a_dropped_file_ends_indexed(tmp_path: Path) -
         "INGEST_INBOX": str(tmp_path / "inbox"),
         "INGEST_BUNDLED_REDIS_PORT": str(free_port()),
         "INGEST_FLOWER_PORT": str(free_port()),
+        "INGEST_WEB_PORT": str(free_port()),
         "INGEST_STANDIN_PORT": str(free_port()),
         "INGEST_MIN_FILE_AGE": "0.3",
         "INGEST_POLL_INITIAL_DELAY": "0.5",
