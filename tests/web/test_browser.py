@@ -32,6 +32,7 @@ CHROMIUM_NAMES = ("chromium", "chromium-browser")
 BROKEN = 3  # files whose upload fails, then are retried from the page
 GOOD = 4  # files dropped while the page watches
 PAGE_WAIT_MS = 25_000
+IMAGES_LOADED = "() => [...document.images].every(i => i.complete && i.naturalWidth > 0)"
 
 
 def chromium() -> str:
@@ -143,7 +144,7 @@ def test_the_page_in_a_browser_during_a_real_run(service: Service, tmp_path: Pat
             mark(f"the page shows {GOOD} indexed")
 
             # What the page shows before the retry: the failures, their thumbnails, the button.
-            page.wait_for_load_state("networkidle")
+            page.wait_for_function(IMAGES_LOADED, timeout=PAGE_WAIT_MS)
             before = tmp_path / "web-page-failures.png"
             page.screenshot(path=str(before), full_page=True)
 
@@ -161,8 +162,7 @@ def test_the_page_in_a_browser_during_a_real_run(service: Service, tmp_path: Pat
             assert count_of(page, "failed") == 0
             mark(f"the page shows {GOOD + BROKEN} indexed, none failed")
             # Wait for the redrawn thumbnails, then keep what the page shows.
-            page.wait_for_load_state("networkidle")
-            time.sleep(0.5)
+            page.wait_for_function(IMAGES_LOADED, timeout=PAGE_WAIT_MS)
             screenshot = tmp_path / "web-page.png"
             page.screenshot(path=str(screenshot), full_page=True)
         finally:
