@@ -10,6 +10,8 @@ Scenarios (each bounded; every process started is ended by its pid):
   5. check     `reka-ingest check` on a ledger of N rows against a stand-in holding
                N images (and at N/10, for memory's growth): seconds, peak RSS,
                requests (bench/server_check.py says how both sides are filled)
+  6. plan      `reka-ingest plan DIR --json` over a tree of N files (and N/10, for
+               memory's growth) and over a URL list of N lines (bench/plan.py)
 
 Environment (defaults make the whole run take about 7-9 minutes on 2 cores; the
 check at 100,000 alone about 3):
@@ -23,6 +25,7 @@ check at 100,000 alone about 3):
   BENCH_MEMORY_NS=1000,10000   worker memory runs ("" : skip)
   BENCH_BURST_N=100000    burst files (0: skip)
   BENCH_CHECK_N=100000    ledger rows and stand-in images of the server check (0: skip)
+  BENCH_PLAN_N=100000     files in the tree (and lines in the URL list) of the dry run (0: skip)
   BENCH_TIMEOUT=600       seconds any one scenario may take before it fails
   BENCH_KEEP=1            keep the run folders (logs, ledgers) in bench/.cache/runs
 """
@@ -38,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import report
+from bench.plan import run_plans
 from bench.scenarios import run_burst, run_limit, run_pipeline, run_worker_memory
 from bench.server_check import run_checks
 from bench.service import Postgres, StandIn
@@ -82,6 +86,7 @@ def _targets(r: dict[str, Any], cfg: dict[str, Any]) -> dict[str, dict[str, Any]
         peak = burst["watcher_peak_rss_mb"] or 0.0
         t["burst watcher peak RSS MB"] = {"value": peak, "target": "< 300", "ok": peak < 300}
     t.update(_check_targets(r.get("server_check")))
+    t.update(_plan_targets(r.get("plan")))
     mem = r.get("worker_memory") or {}
     if len(mem) >= 2:
         peaks = [max(v for k, v in p.items() if k.startswith("worker")) for p in mem.values()]
@@ -89,6 +94,33 @@ def _targets(r: dict[str, Any], cfg: dict[str, Any]) -> dict[str, dict[str, Any]
             "value": peaks,
             "target": "largest within 10% of smallest",
             "ok": max(peaks) <= 1.1 * min(peaks),
+        }
+    return t
+
+
+def _plan_targets(plan: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """The dry run counts every file of its tree, and its memory does not grow with it."""
+    if not plan:
+        return {}
+    runs = plan["runs"]
+    big = runs[str(plan["n"])]
+    made = big["made"]
+    t = {
+        "plan counts every file": {
+            "value": big["files"],
+            "target": f"== {made['images'] + made['copies'] + made['empty']}",
+            "ok": big["files"] == made["images"] + made["copies"] + made["empty"]
+            and big["would_upload"] == made["images"]
+            and big["duplicates"] == made["copies"]
+            and big["would_fail"] == made["empty"],
+        }
+    }
+    if len(runs) >= 2:
+        peaks = [run["peak_rss_mb"] or 0.0 for run in runs.values()]
+        t["plan peak RSS flat in N (MB)"] = {
+            "value": peaks,
+            "target": "largest within 20% of smallest",
+            "ok": max(peaks) <= 1.2 * min(peaks),
         }
     return t
 
@@ -202,6 +234,7 @@ def main() -> int:
     memory_ns = [int(x) for x in os.environ.get("BENCH_MEMORY_NS", "1000,10000").split(",") if x]
     burst_n = _int("BENCH_BURST_N", 100_000)
     check_n = _int("BENCH_CHECK_N", 100_000)
+    plan_n = _int("BENCH_PLAN_N", 100_000)
     databases = _databases()
     timeout = float(os.environ.get("BENCH_TIMEOUT", "600"))
     defaults = IngestSettings()
@@ -220,6 +253,7 @@ def main() -> int:
         "memory_ns": memory_ns,
         "burst_n": burst_n,
         "check_n": check_n,
+        "plan_n": plan_n,
         "databases": databases,
     }
     r: dict[str, Any] = {"config": cfg}
@@ -265,6 +299,8 @@ def main() -> int:
             r["burst"] = run_burst(standin, burst_n, root=runs / "burst", timeout=timeout)
         if check_n:
             r["server_check"] = run_checks(standin, check_n, root=runs / "check", timeout=timeout)
+        if plan_n:
+            r["plan"] = run_plans(plan_n, root=runs / "plan", timeout=timeout)
     finally:
         standin.stop()
         if not os.environ.get("BENCH_KEEP"):

@@ -185,6 +185,25 @@ def _check_lines(check: dict[str, Any] | None) -> list[str]:
     return out
 
 
+def _plan_lines(plan: dict[str, Any] | None) -> list[str]:
+    if not plan:
+        return []
+    out = [
+        "",
+        "plan: `reka-ingest plan PATH --json` (its own process, default settings, empty ledger)",
+        f"  {'PATH':<16}{'files':>9}{'seconds':>9}{'files/s':>9}{'peak RSS MB':>13}{'CPU s':>8}"
+        "  headline",
+    ]
+    named = [(f"tree of {n}", run) for n, run in plan["runs"].items()]
+    for name, run in [*named, (f"{plan['n']} URLs", plan["url_list"])]:
+        count = run["files"] if "tree" in name else plan["n"]
+        out.append(
+            f"  {name:<16}{count:>9}{run['seconds']:>9.2f}{count / run['seconds']:>9.0f}"
+            f"{run['peak_rss_mb'] or 0:>13.1f}{run['cpu_s'] or 0:>8.2f}  {run['headline']}"
+        )
+    return out
+
+
 def lines(r: dict[str, Any]) -> list[str]:
     limit = r.get("limit")
     out = [*_header(r), *_table(r), *_pipeline_details(r)]
@@ -209,6 +228,7 @@ def lines(r: dict[str, Any]) -> list[str]:
             f"watcher peak RSS {b['watcher_peak_rss_mb']} MB",
         ]
     out += _check_lines(r.get("server_check"))
+    out += _plan_lines(r.get("plan"))
     out += ["", "targets:"]
     for name, t in r["targets"].items():
         out.append(f"  {'PASS' if t['ok'] else 'FAIL'}  {name}: {t['value']} ({t['target']})")

@@ -25,11 +25,13 @@ from reka_ingest.core.logs import get_logger
 from reka_ingest.core.settings import IngestSettings
 from reka_ingest.core.states import Origin, Reason
 from reka_ingest.core.text import shown
+from reka_ingest.files.filters import PathFilter
 from reka_ingest.ledger import Ledger
 from reka_ingest.ledger.intake import NewFile, failed_file, known_work_paths
 from scheduler.batcher import Batcher, BatchLimits, Enqueue, ledger_batch_groups, ledger_batches
 from scheduler.constants import RECORD_GROUP_SIZE
-from scheduler.describe import describe
+from scheduler.describe import MetadataRules, describe
+from scheduler.exclusions import Exclusions
 from scheduler.recorder import Recorder
 from scheduler.sidecar import DefaultsReader, find_sidecar
 from scheduler.walk import walk
@@ -46,6 +48,7 @@ class BackfillSummary:
     failed: int = 0
     already_known: int = 0  # recorded by an earlier run
     too_new: int = 0  # changed in the last min_file_age seconds: skipped
+    excluded: int = 0  # left in place by INGEST_INCLUDE / INGEST_EXCLUDE (new rows)
     batches: int = 0
     enqueue_failures: int = 0
 
@@ -68,9 +71,17 @@ def refusal(settings: IngestSettings, root: Path) -> str | None:
     return None
 
 
-def count_files(root: Path) -> int:
-    """How many candidate files a backfill of `root` will look at (for a progress bar)."""
-    return sum(1 for _ in walk(os.path.realpath(root)))
+def count_files(root: Path, path_filter: PathFilter | None = None) -> int:
+    """How many candidate files a backfill of `root` will look at (for a progress bar);
+    with the filter, not those in folders it leaves out whole."""
+    top = os.path.realpath(root)
+    if path_filter is None or not path_filter.prunes:
+        return sum(1 for _ in walk(top))
+
+    def pruned(folder: str) -> bool:
+        return path_filter.pruned_by(folder[len(top) + 1 :]) is not None
+
+    return sum(1 for _ in walk(top, prune=pruned))
 
 
 def _chunks(entries: Iterator[os.DirEntry[str]], size: int) -> Iterator[list[os.DirEntry[str]]]:
@@ -104,12 +115,20 @@ def backfill(
     defaults = DefaultsReader(top)
     summary = BackfillSummary()
     unreadable: list[tuple[str, str]] = []
-    for chunk in _chunks(walk(top, None, unreadable), group_size):
+    exclusions = Exclusions(
+        PathFilter.from_settings(settings),
+        root=top,
+        origin=Origin.BACKFILL,
+        add=recorder.add,
+        clock=clock,
+    )
+    exclusions.start(ledger)  # rows the rules take now are forgotten, then taken below
+    for chunk in _chunks(walk(top, None, unreadable, prune=exclusions.folder), group_size):
         summary.found += len(chunk)
         known = known_work_paths(ledger, [e.path for e in chunk])
         summary.already_known += len(known)
         for entry in chunk:
-            if entry.path in known:
+            if entry.path in known or exclusions.file(entry.path):
                 continue
             new = _describe(entry, top, settings, defaults, clock)
             if new is None:
@@ -127,6 +146,7 @@ def backfill(
     totals = recorder.totals
     summary.recorded, summary.queued = totals.recorded, totals.queued
     summary.duplicates, summary.failed = totals.duplicates, totals.failed
+    summary.excluded = totals.excluded
     summary.already_known += totals.skipped
     summary.batches, summary.enqueue_failures = batcher.batches_created, batcher.enqueue_failures
     log.info("backfill.done", root=top, **asdict(summary))
@@ -196,4 +216,5 @@ def _describe(
         sidecar_path=find_sidecar(entry.path),
         defaults=defaults,
         max_image_bytes=settings.max_image_bytes,
+        rules=MetadataRules.from_settings(settings),
     )

@@ -13,6 +13,7 @@ so every rule is tested without a thread, a database or a broker.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -38,6 +39,11 @@ class BatchLimits:
     @classmethod
     def from_settings(cls, settings: IngestSettings) -> BatchLimits:
         return cls(settings.batch_max_files, settings.batch_max_bytes, settings.batch_max_wait)
+
+    @classmethod
+    def for_urls(cls, settings: IngestSettings) -> BatchLimits:
+        """URL rows (no bytes here: the API fetches each URL): by count and wait only."""
+        return cls(settings.batch_max_files, sys.maxsize, settings.batch_max_wait)
 
 
 def ledger_batches(ledger: Ledger, clock: Callable[[], float] = time.time) -> CreateBatch:

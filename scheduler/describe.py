@@ -1,10 +1,15 @@
 """From a file we own to a `NewFile` the ledger can record: size, mtime, sha256
-of its bytes, and its sidecar metadata; or the reason it is already failed.
+of its bytes, and its metadata (sidecar, folder defaults, folder-derived values,
+EXIF capture time: `scheduler.sidecar` orders them); or the reason it is
+already failed.
 
 The file is opened once, without following a symbolic link, and what is
-hashed is what `fstat` describes. An empty file, one over the size limit and
-one with a bad sidecar are recorded as failed at once: no batch slot is spent
-on a file that cannot be uploaded. Any other error while looking at this one
+hashed is what `fstat` describes; the EXIF block, when it is needed, is read
+from the same descriptor before the hash (headers only, then back to the
+start). An empty file, one over the size limit, one with a bad sidecar and one
+whose folders do not fit INGEST_PATH_METADATA (unless its rule is `omit`) are
+recorded as failed at once: no batch slot is spent on a file that cannot be
+uploaded. Any other error while looking at this one
 file (an odd name, an odd sidecar the checks did not foresee) makes it fail
 alone with `intake_failed` and the error's text: `describe` never raises.
 """
@@ -12,14 +17,45 @@ alone with `intake_failed` and the error's text: `describe` never raises.
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import stat
+from dataclasses import dataclass, field
+from datetime import UTC, tzinfo
 
 from reka_ingest.core.errors import FileRejected
+from reka_ingest.core.settings import IngestSettings, PathMismatch
 from reka_ingest.core.states import Origin, Reason
+from reka_ingest.core.zones import parse_zone
+from reka_ingest.files.exif import capture_time
 from reka_ingest.files.hashing import sha256_of
 from reka_ingest.ledger.intake import NewFile
 from scheduler import sidecar as sc
+from scheduler.path_metadata import FolderMetadata
+
+
+@dataclass(frozen=True, slots=True)
+class MetadataRules:
+    """What `describe` adds to a file's own metadata: its folders' values and the zone
+    of EXIF capture times without an offset. The default: no folder metadata, UTC."""
+
+    folders: FolderMetadata = field(default_factory=FolderMetadata)
+    exif_zone: tzinfo = UTC
+
+    @classmethod
+    def from_settings(cls, settings: IngestSettings) -> MetadataRules:
+        """The rules the settings name (parsed once per distinct value, then cached)."""
+        return _rules(
+            settings.path_metadata, settings.path_metadata_mismatch, settings.exif_timezone
+        )
+
+
+@functools.lru_cache(maxsize=16)
+def _rules(pattern: str | None, mismatch: PathMismatch, zone: str) -> MetadataRules:
+    return MetadataRules(FolderMetadata.parse(pattern, mismatch), parse_zone(zone))
+
+
+DEFAULT_RULES = MetadataRules()
 
 
 def _open(work_path: str) -> int:
@@ -49,6 +85,13 @@ def _check(st: os.stat_result, max_image_bytes: int) -> None:
         )
 
 
+def _capture_time(fd: int, zone: tzinfo) -> int | None:
+    """The EXIF capture time of the open file `fd`, read from its start."""
+    os.lseek(fd, 0, os.SEEK_SET)
+    with open(fd, "rb", closefd=False) as fh:  # the caller keeps and closes `fd`
+        return capture_time(fh, zone)
+
+
 def describe(
     work_path: str,
     *,
@@ -59,8 +102,9 @@ def describe(
     sidecar_path: str | None,
     defaults: sc.DefaultsReader | None,
     max_image_bytes: int,
+    rules: MetadataRules = DEFAULT_RULES,
 ) -> NewFile:
-    """Hash the file at `work_path` and read its sidecar; never raises."""
+    """Hash the file at `work_path` and gather its metadata; never raises."""
     size, mtime = 0, 0.0
     try:
         fd = _open(work_path)
@@ -68,9 +112,17 @@ def describe(
             st = os.fstat(fd)
             size, mtime = st.st_size, st.st_mtime
             _check(st, max_image_bytes)
-            layers = defaults.layers(os.path.dirname(rel_path)) if defaults is not None else []
-            meta = sc.load(sidecar_path, layers)
+            rel_dir = os.path.dirname(rel_path)
+            folder_values = rules.folders.values(rel_dir)  # FileRejected(path_mismatch)
+            layers = defaults.layers(rel_dir) if defaults is not None else []
+            meta = sc.load(
+                sidecar_path,
+                layers,
+                folder_values=folder_values,
+                capture_time=functools.partial(_capture_time, fd, rules.exif_zone),
+            )
             try:
+                os.lseek(fd, 0, os.SEEK_SET)  # the EXIF reader may have moved it
                 digest = sha256_of(fd)
             except OSError as err:
                 raise FileRejected(

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from reka_ingest.core.errors import LedgerUnavailable
 from reka_ingest.core.logs import get_logger
 from reka_ingest.core.settings import IngestSettings
-from reka_ingest.core.states import FileState, Reason
+from reka_ingest.core.states import FileState, Origin, Reason
 from reka_ingest.files.outbox import file_done, file_failed, in_work_area
 from reka_ingest.ledger import Ledger
 from reka_ingest.ledger.intake import NewFile, Recorded, record_files
@@ -44,6 +44,7 @@ class RecordCounts:
     failed: int = 0
     skipped: int = 0  # already had a row (same work path)
     isolated: int = 0  # files whose own row could not be written as described
+    excluded: int = 0  # left in place by INGEST_INCLUDE / INGEST_EXCLUDE (never moved)
 
     def add(self, other: RecordCounts) -> None:
         self.recorded += other.recorded
@@ -52,6 +53,7 @@ class RecordCounts:
         self.failed += other.failed
         self.skipped += other.skipped
         self.isolated += other.isolated
+        self.excluded += other.excluded
 
 
 class Recorder:
@@ -63,10 +65,13 @@ class Recorder:
         *,
         clock: Callable[[], float] = time.time,
         group_size: int = RECORD_GROUP_SIZE,
+        url_batcher: Batcher | None = None,
     ) -> None:
         self.settings = settings
         self.ledger = ledger
         self.batcher = batcher
+        # URL rows (a line of an image URL list) are batched apart: a request is one kind.
+        self.url_batcher = url_batcher or batcher
         self.clock = clock
         self.group_size = group_size
         self.totals = RecordCounts()
@@ -96,11 +101,17 @@ class Recorder:
         by_path = {f.work_path: f for f in group}
         moves: list[tuple[int, str]] = []
         queued: list[tuple[int, int]] = []
+        url_queued: list[tuple[int, int]] = []
         for rec in results:
             new = by_path[rec.work_path]
             if rec.state == FileState.QUEUED:
                 counts.queued += 1
-                queued.append((rec.file_id, rec.size))
+                (url_queued if new.origin == Origin.URL else queued).append((rec.file_id, rec.size))
+            elif new.origin == Origin.URL:  # no bytes to move: its outcome is in the ledger
+                counts.duplicates += rec.state == FileState.DUPLICATE
+                counts.failed += rec.state == FileState.FAILED
+            elif rec.state == FileState.EXCLUDED:
+                counts.excluded += 1  # left where it is: nothing to move, no reason file
             elif rec.state == FileState.DUPLICATE:
                 counts.duplicates += 1
                 final = self._done(new, rec)
@@ -113,6 +124,8 @@ class Recorder:
                     moves.append((rec.file_id, reason_file))
         set_final_path(self.ledger, moves, now=self.clock())
         self.batcher.add_many(queued)  # the batches this fills: created in one write
+        if url_queued:
+            self.url_batcher.add_many(url_queued)
         self.totals.add(counts)
         log.info(
             "recorder.group",
@@ -122,6 +135,7 @@ class Recorder:
             failed=counts.failed,
             skipped=counts.skipped,
             isolated=counts.isolated,
+            excluded=counts.excluded,
         )
         if pending:
             self._group = pending + self._group

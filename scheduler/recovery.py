@@ -34,6 +34,7 @@ from reka_ingest.core.logs import get_logger
 from reka_ingest.core.settings import IngestSettings
 from reka_ingest.core.states import FileState, Origin, Reason
 from reka_ingest.core.text import shown
+from reka_ingest.files.manifests import is_manifest
 from reka_ingest.files.outbox import file_done, file_failed
 from reka_ingest.files.sidecars import candidates
 from reka_ingest.ledger import Ledger
@@ -43,10 +44,11 @@ from reka_ingest.ledger.uploads import set_final_path
 from scheduler.batcher import Batcher
 from scheduler.claim import claim_folder_name, rel_dir_of_claim, work_name
 from scheduler.constants import RECOVERY_MOVE_GRACE, RECOVERY_QUERY_LIMIT
-from scheduler.describe import describe
+from scheduler.describe import DEFAULT_RULES, MetadataRules, describe
 from scheduler.names import is_sidecar
 from scheduler.recorder import Recorder
 from scheduler.sidecar import DefaultsReader
+from scheduler.url_intake import ManifestIntake
 
 log = get_logger(__name__)
 
@@ -150,9 +152,13 @@ def recover_claims(
     source_root: str,
     defaults: DefaultsReader,
     max_image_bytes: int,
+    rules: MetadataRules = DEFAULT_RULES,
     clock: Callable[[], float] = time.time,
+    manifests: ManifestIntake | None = None,
 ) -> int:
-    """Record claimed files that have no row; returns how many were recorded."""
+    """Record claimed files that have no row; returns how many were recorded (an image
+    URL list is handed to `manifests`, which reads it again from its start: the lines
+    already recorded are skipped by their work paths)."""
     orphans = _claims(work_dir, tag)
     if not orphans:
         return 0
@@ -160,6 +166,10 @@ def recover_claims(
     count = 0
     for orphan in orphans:
         if orphan.work_path in known:
+            continue
+        if manifests is not None and not orphan.lone_sidecar and is_manifest(orphan.rel_path):
+            manifests.start(orphan.work_path, orphan.rel_path, Origin.RECOVERY, clock())
+            count += 1
             continue
         if orphan.lone_sidecar:
             new = failed_file(
@@ -182,6 +192,7 @@ def recover_claims(
                 sidecar_path=orphan.sidecar_path,
                 defaults=defaults,
                 max_image_bytes=max_image_bytes,
+                rules=rules,
             )
         recorder.add(new)
         count += 1
@@ -228,20 +239,22 @@ def _finish_move(settings: IngestSettings, row: Unmoved) -> str | None:
     return file_done(settings, work_path=row.work_path, rel_path=row.path, file_id=row.id)
 
 
-def adopt_unbatched(ledger: Ledger, batcher: Batcher) -> int:
-    """Put rows recorded but never batched into batches; returns how many."""
+def adopt_unbatched(ledger: Ledger, batcher: Batcher, url_batcher: Batcher | None = None) -> int:
+    """Put rows recorded but never batched into batches; returns how many. URL rows go
+    to `url_batcher` (a request is one kind), file rows to `batcher`."""
     count = 0
-    last_seen = -1
-    while True:
-        rows = [r for r in unbatched_files(ledger, limit=RECOVERY_QUERY_LIMIT) if r[0] > last_seen]
-        rows = [r for r in rows if not batcher.holds(r[0])]
-        if not rows:
-            break
-        for file_id, size in rows:
-            batcher.add(file_id, size)
-            last_seen = max(last_seen, file_id)
-        count += len(rows)
-    batcher.flush()
+    for urls, into in ((False, batcher), (True, url_batcher or batcher)):
+        last_seen = -1
+        while True:
+            found = unbatched_files(ledger, limit=RECOVERY_QUERY_LIMIT, urls=urls)
+            rows = [r for r in found if r[0] > last_seen and not into.holds(r[0])]
+            if not rows:
+                break
+            for file_id, size in rows:
+                into.add(file_id, size)
+                last_seen = max(last_seen, file_id)
+            count += len(rows)
+        into.flush()
     if count:
         log.info("recovery.unbatched", batched=count)
     return count

@@ -1,7 +1,11 @@
 """Queue failed files again: the one code path behind `reka-ingest retry` and the
 web page's retry button.
 
-For each matching failed row whose bytes are still there: the file moves from
+A failed URL row (a line of an image URL list) has no bytes: it is queued again
+as it is, by its URL, in batches of URL rows; one that failed at intake (the
+line is not a usable URL) is not retried.
+
+For each matching failed file row whose bytes are still there: the file moves from
 failed/ back into a fresh claim folder in the work area (one rename; a file
 recorded in place, by a backfill, stays where it is), its row becomes `queued`
 again (`reka_ingest.ledger.retry`), and the files are packed into batches by the
@@ -22,7 +26,7 @@ from pathlib import Path
 
 from reka_ingest.core.queues import send_upload
 from reka_ingest.core.settings import IngestSettings, Settings
-from reka_ingest.core.states import Reason
+from reka_ingest.core.states import Origin, Reason
 from reka_ingest.files.hashing import digest_file
 from reka_ingest.files.outbox import ERROR_SUFFIX, in_work_area
 from reka_ingest.ledger import Ledger
@@ -101,6 +105,17 @@ def _source(ingest: IngestSettings, f: FailedFile) -> Path | str:
     return src if src is not None else "bytes missing (not in failed/ nor where they were)"
 
 
+def _url_source(f: FailedFile) -> str | None:
+    """Why a failed URL row cannot be sent again as it is (None: it can)."""
+    if f.reason in NOT_RETRIABLE:
+        return NOT_RETRIABLE[Reason(f.reason)]
+    if f.duplicate_of is not None:
+        return f"a copy of file {f.duplicate_of}: retry that one"
+    if f.sha256 is None:  # failed at intake: the line itself is not a usable URL
+        return "not a usable URL as written: fix the line and drop the list again"
+    return None
+
+
 def requeue(
     ingest: IngestSettings, ledger: Ledger, *, reason: str | None, path_glob: str | None
 ) -> tuple[list[int], int, dict[str, list[str]]]:
@@ -111,7 +126,16 @@ def requeue(
     """
     skipped: dict[str, list[str]] = {}
     ready: list[Requeue] = []
+    url_ids: set[int] = set()
     for f in failed_files(ledger, reason=reason, path_glob=path_glob):
+        if f.origin == Origin.URL:  # no bytes to move back: sent again by its URL
+            why = _url_source(f)
+            if why is None and f.sha256:
+                ready.append(Requeue(f.id, f.work_path, 0, f.sha256, f.state))
+                url_ids.add(f.id)
+            else:
+                skipped.setdefault(why or "no URL on record", []).append(f.path)
+            continue
         src = _source(ingest, f)
         if isinstance(src, str):
             skipped.setdefault(src, []).append(f.path)
@@ -137,8 +161,20 @@ def requeue(
         enqueue=lambda _batch_id: None,
         clock=lambda: now,
     )
-    batches = batcher.add_many((r.file_id, r.size) for r in ready if r.file_id in reset)
+    batches = batcher.add_many(
+        (r.file_id, r.size) for r in ready if r.file_id in reset and r.file_id not in url_ids
+    )
     batches += batcher.flush()
+    # URL rows in batches of their own (a request is one kind), by count only.
+    url_batcher = Batcher(
+        BatchLimits.for_urls(ingest),
+        create=ledger_batches(ledger, lambda: now),
+        create_many=ledger_batch_groups(ledger, lambda: now),
+        enqueue=lambda _batch_id: None,
+        clock=lambda: now,
+    )
+    batches += url_batcher.add_many((i, 0) for i in sorted(url_ids & reset))
+    batches += url_batcher.flush()
     return batches, len(reset), skipped
 
 

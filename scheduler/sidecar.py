@@ -1,9 +1,19 @@
-"""Sidecar metadata: a JSON object beside the image, merged over folder defaults.
+"""Sidecar metadata: a JSON object beside the image, merged over folder defaults,
+folder-derived values and the EXIF capture time.
 
-For `photo.jpg` the sidecar is `photo.jpg.json`, else `photo.json`. Every
-`_defaults.json` from the watched root down to the image's folder is merged
-under it (the deeper file wins, the sidecar wins over all), key by key at the
-top level. The merged object is validated strictly: the documented Reka fields
+For `photo.jpg` the sidecar is `photo.jpg.json`, else `photo.json`. An image's
+metadata is merged from layers, key by key at the top level, the higher layer
+winning (this order is the one place precedence is decided):
+
+    1. the sidecar                          (highest)
+    2. every `_defaults.json` from the image's folder up to the watched root
+       (the deeper file wins)
+    3. the folders' values, INGEST_PATH_METADATA (`scheduler.path_metadata`)
+    4. `recorded_timestamp_utc` from EXIF `DateTimeOriginal`  (lowest;
+       `reka_ingest.files.exif`), read only when no layer above names the key
+       (a sidecar's `"recorded_timestamp_utc": null` names it too: EXIF is not read)
+
+The merged object is validated strictly, once: the documented Reka fields
 must have their documented types (`recorded_timestamp_utc` is an integer; a
 string is an error, not a conversion), other keys pass through untouched.
 `index` (default true) is ours: whether Reka should index the image; it is
@@ -23,7 +33,7 @@ import json
 import math
 import os
 import stat
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from pydantic import ValidationError
@@ -37,6 +47,10 @@ from scheduler.constants import DEFAULTS_NAME, MAX_SIDECAR_BYTES, MAX_SIDECAR_DE
 __all__ = ["DefaultsReader", "candidates", "find_sidecar", "load", "merge", "read_object"]
 
 INDEX_KEY = "index"
+TIME_KEY = "recorded_timestamp_utc"
+# How the two layers that are not files are named in messages.
+PATH_LAYER = "INGEST_PATH_METADATA"
+EXIF_LAYER = "EXIF DateTimeOriginal"
 _SHOWN_INPUT_CHARS = 60
 
 
@@ -165,7 +179,8 @@ def _where(loc: Sequence[int | str]) -> str:
 
 
 def merge(layers: Sequence[Layer]) -> Sidecar:
-    """Merge layers (outermost defaults first, the sidecar last) and validate the result."""
+    """Merge layers (lowest first: EXIF, path, outermost defaults, ..., the sidecar last)
+    and validate the result."""
     merged: dict[str, object] = {}
     owner: dict[str, str] = {}
     for name, obj in layers:
@@ -265,15 +280,30 @@ class DefaultsReader:
 
 
 def load(
-    sidecar_path: str | None, defaults: Sequence[Layer], *, shown_as: str | None = None
+    sidecar_path: str | None,
+    defaults: Sequence[Layer],
+    *,
+    shown_as: str | None = None,
+    folder_values: Mapping[str, str] | None = None,
+    capture_time: Callable[[], int | None] | None = None,
 ) -> Sidecar:
-    """An image's sidecar: its own file (if any) merged over the defaults layers."""
-    layers = list(defaults)
+    """An image's metadata: the layers of the module's precedence, lowest first,
+    merged and validated. `capture_time` (the EXIF reader) is called only when no
+    other layer names `recorded_timestamp_utc`."""
+    own = list(defaults)
     if sidecar_path is not None:
-        layers.append(
+        own.append(
             (
                 shown_as or os.path.basename(sidecar_path),
                 read_object(sidecar_path, shown_as=shown_as),
             )
         )
+    above: list[Layer] = [(PATH_LAYER, dict(folder_values))] if folder_values else []
+    above.extend(own)
+    layers: list[Layer] = []
+    if capture_time is not None and not any(TIME_KEY in obj for _, obj in above):
+        seconds = capture_time()
+        if seconds is not None:
+            layers.append((EXIF_LAYER, {TIME_KEY: seconds}))
+    layers.extend(above)
     return merge(layers)

@@ -7,12 +7,14 @@ they end up on record instead of silently ignored). A folder that cannot be
 read is skipped and the walk carries on; given a list, the walk appends it there
 with the reason (the watcher records it), else logs it. Sidecars are not
 yielded; given a list, the walk appends their paths to it (for the sidecar checks).
+A folder for which `prune(path)` is true is not entered (the caller records why:
+INGEST_EXCLUDE, see scheduler.exclusions).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from reka_ingest.core.logs import get_logger
 from scheduler.names import is_candidate_name, is_hidden, is_sidecar
@@ -24,6 +26,7 @@ def walk(
     root: str,
     sidecars: list[str] | None = None,
     unreadable: list[tuple[str, str]] | None = None,
+    prune: Callable[[str], bool] | None = None,
 ) -> Iterator[os.DirEntry[str]]:
     stack = [root]
     while stack:
@@ -39,7 +42,8 @@ def walk(
                     except OSError:
                         continue
                     if is_dir:
-                        stack.append(entry.path)
+                        if prune is None or not prune(entry.path):
+                            stack.append(entry.path)
                     elif is_candidate_name(name):
                         yield entry
                     elif sidecars is not None and is_sidecar(name):

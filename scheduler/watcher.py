@@ -42,6 +42,8 @@ from reka_ingest.core.logs import get_logger
 from reka_ingest.core.settings import IngestSettings, ObserverKind
 from reka_ingest.core.states import Origin, Reason
 from reka_ingest.core.text import shown
+from reka_ingest.files.filters import PathFilter
+from reka_ingest.files.manifests import is_manifest
 from reka_ingest.ledger import Ledger
 from reka_ingest.ledger.intake import NewFile, TakenImage, failed_file, images_owning
 from scheduler.batcher import Batcher, BatchLimits, Enqueue, ledger_batch_groups, ledger_batches
@@ -61,12 +63,14 @@ from scheduler.constants import (
     OVERFLOW_SCAN_MIN_GAP,
     STOP_TIMEOUT_SECONDS,
 )
-from scheduler.describe import describe
+from scheduler.describe import MetadataRules, describe
 from scheduler.events import EVENT_TYPES, InboxHandler, Item, Kind, OverflowAlarm
+from scheduler.exclusions import Exclusions
 from scheduler.recorder import Recorder
 from scheduler.recovery import adopt_unbatched, finish_moves, recover_claims
 from scheduler.sidecar import DefaultsReader, find_sidecar
 from scheduler.stability import StabilityTracker, Verdict
+from scheduler.url_intake import ManifestIntake
 from scheduler.walk import walk
 
 log = get_logger(__name__)
@@ -141,8 +145,29 @@ class Watcher:
             enqueue=enqueue,
             clock=clock,
         )
-        self.recorder = Recorder(settings, ledger, self.batcher, clock=clock)
+        # URL rows (image URL lists) batched apart, by count only: a request is one kind.
+        self.url_batcher = Batcher(
+            BatchLimits.for_urls(settings),
+            create=ledger_batches(ledger, clock),
+            create_many=ledger_batch_groups(ledger, clock),
+            enqueue=enqueue,
+            clock=clock,
+        )
+        self.recorder = Recorder(
+            settings, ledger, self.batcher, clock=clock, url_batcher=self.url_batcher
+        )
         self.defaults = DefaultsReader(self.root)
+        self.manifests = ManifestIntake(
+            settings, ledger, self.recorder, root=self.root, defaults=self.defaults, clock=clock
+        )
+        # INGEST_INCLUDE / INGEST_EXCLUDE: left in place, one `excluded` row each.
+        self.exclusions = Exclusions(
+            PathFilter.from_settings(settings),
+            root=self.root,
+            origin=Origin.SCAN,
+            add=self.recorder.add,
+            clock=clock,
+        )
         self._queue: queue.SimpleQueue[Item] = queue.SimpleQueue()
         self._handler = InboxHandler(self.root, self._queue)
         self._refused: set[str] = set()  # in-place refusals, kept out of later scans
@@ -177,12 +202,15 @@ class Watcher:
             source_root=self.root,
             defaults=self.defaults,
             max_image_bytes=self.settings.max_image_bytes,
+            rules=MetadataRules.from_settings(self.settings),
             clock=self.clock,
+            manifests=self.manifests,
         )
         self.stats.moves_finished = finish_moves(
             self.settings, self.ledger, work_dir=self.work_dir, tag=self.tag, now=self.clock()
         )
-        self.stats.adopted = adopt_unbatched(self.ledger, self.batcher)
+        self.stats.adopted = adopt_unbatched(self.ledger, self.batcher, self.url_batcher)
+        self.exclusions.start(self.ledger, self.root)  # before the start scan
         self._alarm.attach()
         self._observe()
         self._next_scan = self.clock()  # the start scan runs on the first tick
@@ -267,6 +295,7 @@ class Watcher:
         try:
             self.recorder.flush()
             self.batcher.flush()
+            self.url_batcher.flush()
         except Exception:  # at stop: recovery at the next start finishes the job
             log.exception("watcher.final_flush_failed")
 
@@ -297,8 +326,10 @@ class Watcher:
                 raise  # the recorder keeps its group: not this file's fault
             except Exception as err:  # noqa: BLE001 - one path's failure is that path's outcome
                 self._isolated(path, err)
+        self.manifests.step()
         self.recorder.flush()
         self.batcher.poll()
+        self.url_batcher.poll()
 
     def _check_inbox(self) -> None:
         """Notice at once when the inbox vanishes, and when it is back (or replaced)."""
@@ -326,7 +357,13 @@ class Watcher:
     def _wait_time(self) -> float:
         now = self.clock()
         wake = [now + MAX_TICK_SECONDS, self._next_scan]
-        for moment in (self.tracker.next_due(), self.batcher.deadline()):
+        if self.manifests:
+            return 0.0  # a URL list is being read: the next slice at once
+        for moment in (
+            self.tracker.next_due(),
+            self.batcher.deadline(),
+            self.url_batcher.deadline(),
+        ):
             if moment is not None:
                 wake.append(moment)
         return max(0.0, min(wake) - now)
@@ -341,7 +378,7 @@ class Watcher:
         while True:
             kind, path = item
             taken += 1
-            if path not in self._refused:
+            if path not in self._refused and not self.exclusions.file(path, Origin.EVENT):
                 if kind is Kind.CLOSED:
                     self.tracker.closed(path, Origin.EVENT)
                 elif kind is Kind.MOVED:
@@ -363,9 +400,9 @@ class Watcher:
         missed = 0
         sidecars: list[str] = []
         unreadable: list[tuple[str, str]] = []
-        for entry in walk(self.root, sidecars, unreadable):
+        for entry in walk(self.root, sidecars, unreadable, prune=self.exclusions.folder):
             path = entry.path
-            if path in self.tracker or path in self._refused:
+            if path in self.tracker or path in self._refused or self.exclusions.file(path):
                 continue
             try:
                 st = entry.stat(follow_symlinks=False)
@@ -420,7 +457,11 @@ class Watcher:
         """
         now = self.clock()
         before = self._sidecars
-        self._sidecars = {p: before.get(p, now) for p in found if p not in self._refused}
+        self._sidecars = {
+            p: before.get(p, now)
+            for p in found
+            if p not in self._refused and not self.exclusions.sidecar(p)  # stays with its image
+        }
         limit = self.settings.orphan_sidecar_after
         for path, since in list(self._sidecars.items()):
             new, due = path not in before, now - since >= limit
@@ -546,7 +587,7 @@ class Watcher:
         sig = (st.st_size, st.st_mtime_ns)
         verdict = self.tracker.check(path, sig)
         if verdict is Verdict.WHOLE:
-            if self._wait_for_sidecar(path, origin, seen_at, st):
+            if not is_manifest(path) and self._wait_for_sidecar(path, origin, seen_at, st):
                 return
             self._take(path, origin, seen_at, never_stable=False)
         elif verdict is Verdict.NEVER_STABLE:
@@ -648,7 +689,7 @@ class Watcher:
         if not self._folder_ok(os.path.dirname(path)):
             self._refuse(path, origin, seen_at, "a folder on its path is a symbolic link")
             return
-        side = find_sidecar(path)
+        side = None if is_manifest(path) else find_sidecar(path)
         if side is not None and not never_stable and self._young(side):
             self.stats.deferred += 1
             self.tracker.seen(path, origin)  # its sidecar is still being written
@@ -669,6 +710,9 @@ class Watcher:
             self.stats.lost_races += 1
             return
         self.stats.claimed += 1
+        if not never_stable and is_manifest(claimed.rel_path):
+            self.manifests.start(claimed.work_path, claimed.rel_path, origin, seen_at)
+            return
         try:
             new = self._describe(claimed, origin, seen_at, never_stable=never_stable)
         except Exception as err:  # noqa: BLE001 - claimed: it fails alone, from work/
@@ -706,6 +750,7 @@ class Watcher:
                 sidecar_path=claimed.sidecar_path,
                 defaults=self.defaults,
                 max_image_bytes=self.settings.max_image_bytes,
+                rules=MetadataRules.from_settings(self.settings),
             )
         return new
 

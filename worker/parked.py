@@ -80,6 +80,8 @@ class OutcomeFile:
     reason: str | None = None
     next_poll_at: float | None = None
     poll_delay: float | None = None
+    conversion: str | None = None  # sent as a JPEG made from it: how (`HEIF -> JPEG ...`)
+    url: bool = False  # a URL row (an image URL list's line): no bytes to move
 
 
 @dataclass
@@ -128,6 +130,7 @@ class Outcome:
                 reason=Reason(f.reason) if f.reason else None,
                 next_poll_at=f.next_poll_at,
                 poll_delay=f.poll_delay,
+                conversion=f.conversion,
             )
             for f in self.files
         ]
@@ -326,6 +329,8 @@ def _give_up(rt: Runtime, outcome: Outcome, attempts: int) -> bool:
                 " makes a second copy."
             )
             ops.fail_files(rt.ledger, [f.file_id], Reason.RECORD_FAILED, message, now=now)
+            if f.url:
+                continue  # no bytes to move
             error_file = file_failed(
                 rt.settings.ingest,
                 work_path=f.work_path,
@@ -442,6 +447,8 @@ def _place(rt: Runtime, outcome: Outcome) -> list[tuple[int, str]]:
     settings = rt.settings.ingest
     moves: list[tuple[int, str]] = []
     for f in outcome.files:
+        if f.url:
+            continue  # no bytes: a URL row's outcome is in the ledger only
         in_place = not in_work_area(settings, f.work_path)
         if f.state == FileState.FAILED:
             reason = Reason(f.reason) if f.reason else Reason.INDEXING_FAILED

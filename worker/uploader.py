@@ -35,12 +35,19 @@ it streams it, and a file that changed after its claim gets the sent bytes'
 sha256 and size in the same write as its result. Rows recorded as copies of it
 by the old hash are copies of something it never sent: one of them is queued
 again (in a new batch, enqueued with the report) and the others follow it.
+
+HEIC/HEIF and AVIF files are sent as JPEGs made for the request
+(`reka_ingest.files.convert`: temporary files, removed when the run ends); the
+row keeps the original's sha256 and size (re-hashed as it is converted, so a
+file changed after its claim is still noticed) and records the conversion. A
+file that cannot be converted fails alone with `conversion_failed`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import redis
 from pydantic import ValidationError
@@ -58,6 +65,9 @@ from reka_ingest.core.errors import (
 )
 from reka_ingest.core.logs import get_logger
 from reka_ingest.core.states import BatchOutcome, Reason
+from reka_ingest.files.convert import FOLDER as CONVERT_FOLDER
+from reka_ingest.files.convert import Conversions, is_convertible
+from reka_ingest.files.manifests import normalise_url
 from reka_ingest.files.outbox import (
     file_failed,
     in_work_area,
@@ -65,7 +75,7 @@ from reka_ingest.files.outbox import (
 )
 from reka_ingest.files.validate import check_image
 from reka_ingest.ledger import uploads as ops
-from reka_ingest.reka.models import UploadItem, UploadResult
+from reka_ingest.reka.models import SentBytes, UploadItem, UploadResult, UrlItem
 from worker import parked
 from worker.backoff import RetryPolicy, backoff
 from worker.budget import Wait, pause_for
@@ -119,16 +129,27 @@ def upload_batch(rt: Runtime, batch_id: int) -> BatchReport:
         return report
     report.files = len(claimed.files)
     report.bytes = sum(f.size for f in claimed.files)
-    files, items = _prepare(rt, claimed.files, report)
-    if files and not _take_budget(rt, report):
-        return report  # deferred in the ledger until the shared budget has room
-    if files:
-        ops.mark_uploading(rt.ledger, [f.id for f in files], now=rt.clock())
-        _send(
-            rt, report, claimed.attempt, files, items, lease_until=claimed_at + settings.batch_lease
-        )
-    else:
-        report.outcome = BatchOutcome.FAILED if claimed.files else BatchOutcome.DONE
+    if any(f.is_url for f in claimed.files):  # an image URL list's rows: no bytes here
+        _upload_url_batch(rt, report, claimed, lease_until=claimed_at + settings.batch_lease)
+        _finish(rt, report, claimed)
+        return report
+    with _conversions(rt) as conversions:  # the JPEGs made for this run, removed at its end
+        files, items = _prepare(rt, claimed.files, report, conversions)
+        if files and not _take_budget(rt, report):
+            return report  # deferred in the ledger until the shared budget has room
+        if files:
+            ops.mark_uploading(rt.ledger, [f.id for f in files], now=rt.clock())
+            _send(
+                rt,
+                report,
+                claimed.attempt,
+                files,
+                items,
+                conversions=conversions,
+                lease_until=claimed_at + settings.batch_lease,
+            )
+        else:
+            report.outcome = BatchOutcome.FAILED if claimed.files else BatchOutcome.DONE
     _finish(rt, report, claimed)
     return report
 
@@ -195,20 +216,36 @@ def _gave_up(rt: Runtime, report: BatchReport, claimed: ops.ClaimedBatch) -> Non
     report.outcome = BatchOutcome.FAILED
 
 
+def _conversions(rt: Runtime) -> Conversions:
+    settings = rt.settings.ingest
+    return Conversions(
+        settings.data_dir / CONVERT_FOLDER,
+        quality=settings.convert_quality,
+        max_bytes=settings.max_image_bytes,
+        stale_after=2 * settings.batch_lease,
+    )
+
+
 def _prepare(
-    rt: Runtime, claimed: list[ops.BatchFile], report: BatchReport
+    rt: Runtime, claimed: list[ops.BatchFile], report: BatchReport, conversions: Conversions
 ) -> tuple[list[ops.BatchFile], list[UploadItem]]:
-    """Check each file and build its upload item; a file that fails here fails alone."""
+    """Check each file (converting HEIF/AVIF) and build its upload item; a file that
+    fails here fails alone."""
     files: list[ops.BatchFile] = []
     items: list[UploadItem] = []
     for f in claimed:
         try:
+            path, filename = Path(f.work_path), Path(f.path).name
             content_type = check_image(
-                Path(f.work_path), max_bytes=rt.settings.ingest.max_image_bytes
+                path, max_bytes=rt.settings.ingest.max_image_bytes, decode_convertible=False
             )
+            if is_convertible(content_type):
+                converted = conversions.convert(f.id, path, name=filename)
+                path, filename = converted.path, converted.filename
+                content_type = converted.content_type
             item = UploadItem(
-                path=Path(f.work_path),
-                filename=Path(f.path).name,
+                path=path,
+                filename=filename,
                 content_type=content_type,
                 metadata=dict(f.sidecar or {}),
                 index=f.index_flag,
@@ -232,6 +269,60 @@ def _prepare(
     return files, items
 
 
+def _upload_url_batch(
+    rt: Runtime, report: BatchReport, claimed: ops.ClaimedBatch, *, lease_until: float
+) -> None:
+    """A batch of URL rows (an image URL list's lines): no file to check, hash or move;
+    one `upload_urls` request, and everything else as for files (budget, split on a
+    413 or 400 until the bad URL is alone, retries, parked outcomes, polling)."""
+    if not all(f.is_url for f in claimed.files):  # mixed (retry, an older version): apart
+        report.enqueue = ops.split_by_kind(rt.ledger, report.batch_id, now=rt.clock())
+        report.outcome = BatchOutcome.SPLIT
+        return
+    files, items = _url_items(rt, claimed.files, report)
+    if not files:
+        report.outcome = BatchOutcome.FAILED
+        return
+    if not _take_budget(rt, report):
+        return  # deferred in the ledger until the shared budget has room
+    ops.mark_uploading(rt.ledger, [f.id for f in files], now=rt.clock())
+    with _conversions(rt) as conversions:  # none for URLs; `_send` takes the (empty) set
+        _send(
+            rt,
+            report,
+            claimed.attempt,
+            files,
+            items,  # type: ignore[arg-type]  # `_upload` sends URL items with `upload_urls`
+            conversions=conversions,
+            lease_until=lease_until,
+        )
+
+
+def _url_items(
+    rt: Runtime, claimed: list[ops.BatchFile], report: BatchReport
+) -> tuple[list[ops.BatchFile], list[UrlItem]]:
+    """Each URL row's item: its URL (the normal form of the text it was written as)
+    and metadata; a row that cannot make one fails alone."""
+    files: list[ops.BatchFile] = []
+    items: list[UrlItem] = []
+    for f in claimed:
+        try:
+            item = UrlItem(
+                url=normalise_url(f.path), metadata=dict(f.sidecar or {}), index=f.index_flag
+            )
+        except ValidationError as err:
+            _fail(rt, [f], Reason.BAD_URL, f"cannot be sent: {err.errors()[0]['msg']}")
+            report.failed += 1
+            continue
+        except ValueError as err:
+            _fail(rt, [f], Reason.BAD_URL, f"not a usable URL: {err}")
+            report.failed += 1
+            continue
+        files.append(f)
+        items.append(item)
+    return files, items
+
+
 def _send(
     rt: Runtime,
     report: BatchReport,
@@ -239,6 +330,7 @@ def _send(
     files: list[ops.BatchFile],
     items: list[UploadItem],
     *,
+    conversions: Conversions,
     lease_until: float,
 ) -> None:
     """One request for the batch, and what each kind of answer means for its files."""
@@ -266,6 +358,8 @@ def _send(
             report.outcome = BatchOutcome.SPLIT
             return
         reason = Reason.TOO_LARGE if isinstance(err, ApiPayloadTooLarge) else Reason.API_REJECTED
+        if files[0].is_url and reason is Reason.API_REJECTED:
+            reason = Reason.BAD_URL  # the API could not fetch (or take) this URL
         _fail(rt, files, reason, _api_message(err, "the API rejected the image"))
     except ApiAuthError as err:
         report.error = str(err)
@@ -277,7 +371,7 @@ def _send(
         report.request_id = result.request_id
         report.uploaded = len(files)
         report.settled = True
-        outcome = _outcome(rt, report.batch_id, attempt, files, result)
+        outcome = _outcome(rt, report.batch_id, attempt, files, result, conversions=conversions)
         try:
             report.enqueue = parked.record(rt, outcome, lease_until=lease_until)
         except parked.LedgerRefused as refused:
@@ -303,10 +397,13 @@ def _take_budget(rt: Runtime, report: BatchReport) -> bool:
     return True
 
 
-def _upload(rt: Runtime, items: list[UploadItem]) -> UploadResult:
+def _upload(rt: Runtime, items: list[UploadItem] | list[UrlItem]) -> UploadResult:
     """The request, its rate-limit headers fed back to the shared budget (answer or error)."""
     try:
-        result = rt.client.upload(items)
+        if items and isinstance(items[0], UrlItem):
+            result = rt.client.upload_urls(items)
+        else:
+            result = rt.client.upload(cast(list[UploadItem], items))
     except ApiError as err:
         if err.status is not None:
             rt.budget.follow(err.rate_limit, rate_limited=isinstance(err, ApiRateLimited))
@@ -373,7 +470,13 @@ def _retry_later(
 
 
 def _outcome(
-    rt: Runtime, batch_id: int, attempt: int, files: list[ops.BatchFile], result: UploadResult
+    rt: Runtime,
+    batch_id: int,
+    attempt: int,
+    files: list[ops.BatchFile],
+    result: UploadResult,
+    *,
+    conversions: Conversions,
 ) -> parked.Outcome:
     """The accepted answer in the ledger's terms: each file's result, in input order,
     with the hash of the bytes it sent; recorded (or parked) by `worker.parked`."""
@@ -405,6 +508,8 @@ def _outcome(
                 reason=d.reason,
                 next_poll_at=d.next_poll_at,
                 poll_delay=d.poll_delay,
+                conversion=conversions.description(f.id),
+                url=f.is_url,
             )
         )
     return parked.Outcome(
@@ -413,14 +518,23 @@ def _outcome(
         uploaded_at=now,
         attempt=attempt,
         files=results,
-        rehashed=_rehashed(files, result),
+        rehashed=_rehashed(files, result, conversions),
     )
 
 
-def _rehashed(files: list[ops.BatchFile], result: UploadResult) -> list[ops.Rehashed]:
-    """The files whose sent bytes differ from the ones hashed at their claim."""
+def _rehashed(
+    files: list[ops.BatchFile], result: UploadResult, conversions: Conversions
+) -> list[ops.Rehashed]:
+    """The files whose sent bytes differ from the ones hashed at their claim. A converted
+    file sent a JPEG: its original, as hashed when it was converted, is compared instead."""
     changed: list[ops.Rehashed] = []
-    for f, sent in zip(files, result.sent, strict=False):  # `sent` empty: not measured
+    for f, measured in zip(files, result.sent, strict=False):  # `sent` empty: not measured
+        converted = conversions.get(f.id)
+        sent = (
+            measured
+            if converted is None
+            else SentBytes(sha256=converted.original_sha256, size=converted.original_size)
+        )
         if (sent.sha256, sent.size) != (f.sha256, f.size):
             log.warning(
                 "file_changed_after_claim",
@@ -447,6 +561,8 @@ def _move_failed(rt: Runtime, f: ops.BatchFile, reason: Reason, message: str) ->
     bytes stay in the work area: the watcher's recovery (and, for an indexing
     failure, the poll sweep) moves them later.
     """
+    if f.is_url:
+        return  # no bytes to move: a URL row's reason is in the ledger only
     error_file = file_failed(
         rt.settings.ingest,
         work_path=f.work_path,

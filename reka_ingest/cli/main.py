@@ -18,6 +18,7 @@ from reka_ingest.cli import deployment, fake_api, run, scan, services, status, w
 from reka_ingest.cli import health as health_cmd
 from reka_ingest.cli import metrics as metrics_cmd
 from reka_ingest.cli import migrate as migrate_cmd
+from reka_ingest.cli import plan as plan_cmd
 from reka_ingest.cli import retry as retry_cmd
 from reka_ingest.cli import web as web_cmd
 from reka_ingest.core.errors import IngestError
@@ -81,6 +82,7 @@ app.command("delete")(delete_cmd.command)
 app.command("watch")(watch.command)
 app.command("scan")(scan.command)
 app.command("web")(web_cmd.command)
+app.command("plan")(plan_cmd.command)
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from reka_ingest.core.settings import load_settings
+from reka_ingest.files.filters import PathFilter
 from reka_ingest.ledger import open_ledger
 from scheduler.backfill import backfill, count_files, refusal
 from scheduler.enqueue import celery_enqueue
@@ -42,7 +43,7 @@ def command(
         send, app = celery_enqueue(settings)
     try:
         with console.status(f"walking {directory} ..."):
-            total = count_files(directory)
+            total = count_files(directory, PathFilter.from_settings(settings.ingest))
         with Progress(
             TextColumn("[progress.description]{task.description}"),
             BarColumn(),
@@ -67,6 +68,10 @@ def command(
     typer.echo(f"duplicates:  {summary.duplicates}")
     typer.echo(f"failed:      {summary.failed}")
     typer.echo(f"known:       {summary.already_known} (recorded by an earlier run)")
+    if summary.excluded:
+        typer.echo(
+            f"excluded:    {summary.excluded} (left in place by INGEST_INCLUDE/INGEST_EXCLUDE)"
+        )
     if summary.too_new:
         typer.echo(f"too new:     {summary.too_new} (still changing; run again later)")
     typer.echo(f"batches:     {summary.batches}")

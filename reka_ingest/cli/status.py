@@ -12,17 +12,18 @@ import csv
 import json
 import sys
 import time
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, TextIO
 
 import redis
 import typer
+from sqlalchemy import Row
 
 from reka_ingest.cli import deployment, watch_status
 from reka_ingest.core.settings import Settings, load_settings
-from reka_ingest.core.states import FileState
+from reka_ingest.core.states import ACTIVE, FileState
 from reka_ingest.ledger import open_ledger
-from reka_ingest.ledger.queries import Summary, list_files, summary
-from reka_ingest.ledger.schema import File
+from reka_ingest.ledger.queries import Summary, iter_files, summary
 from reka_ingest.metrics.budget import BudgetView, budget_words, read_budget
 from reka_ingest.metrics.counters import redis_client
 from reka_ingest.metrics.server_check import ServerCheck, describe, read_server_check
@@ -42,6 +43,7 @@ FILE_FIELDS = (
     "duplicate_of",
     "batch_id",
     "upload_request_id",
+    "conversion",
     "size",
     "seen_at",
     "uploaded_at",
@@ -57,7 +59,9 @@ def status_json(s: Summary, now: float) -> dict[str, Any]:
         if s.first_seen_at is not None and s.last_finished_at is not None
         else None
     )
-    done = s.total - sum(s.files[state] for state in ("queued", "uploading", "indexing"))
+    # Files worked through: not those still on their way, nor those left out by the filters.
+    waiting = (*ACTIVE, FileState.EXCLUDED)
+    done = s.total - sum(s.files.get(state.value, 0) for state in waiting)
     return {
         "files": s.files,
         "total": s.total,
@@ -164,12 +168,27 @@ def budget_line(b: BudgetView, now: float) -> str:
     return f"API budget: {budget_words(b, now)}"
 
 
-def _row(f: File) -> dict[str, Any]:
-    row = {name: getattr(f, name, None) for name in FILE_FIELDS if name != "seconds_to_indexed"}
-    row["seconds_to_indexed"] = (
-        round(f.indexed_at - f.seen_at, 3) if f.indexed_at is not None else None
+# The ledger's columns behind FILE_FIELDS (`seconds_to_indexed` is computed from two).
+_COLUMNS = tuple(name for name in FILE_FIELDS if name != "seconds_to_indexed")
+
+
+def _record(row: Row[Any]) -> dict[str, Any]:
+    """One exported file: FILE_FIELDS, in order."""
+    out = {name: getattr(row, name) for name in _COLUMNS}
+    indexed_at = out["indexed_at"]
+    out["seconds_to_indexed"] = (
+        round(indexed_at - out["seen_at"], 3) if indexed_at is not None else None
     )
-    return {name: row[name] for name in FILE_FIELDS}
+    return {name: out[name] for name in FILE_FIELDS}
+
+
+def _write_json(records: Iterator[dict[str, Any]], out: TextIO) -> None:
+    """A JSON array written a row at a time (never built whole in memory)."""
+    out.write("[")
+    for i, record in enumerate(records):
+        out.write(",\n" if i else "\n")
+        out.write(json.dumps(record, ensure_ascii=False))
+    out.write("\n]\n")
 
 
 def files(
@@ -188,20 +207,23 @@ def files(
         for line in deployment.announce(reading, settings.ingest.broker_url, check_redis=False):
             typer.echo(line, err=True)
     ledger = open_ledger(settings.ingest.ledger_url)
-    rows = [_row(f) for f in list_files(ledger, state=state, limit=limit)]
-    ledger.dispose()
-    if as_json:
-        typer.echo(json.dumps(rows, ensure_ascii=False))
-    elif as_csv:
-        writer = csv.DictWriter(sys.stdout, fieldnames=FILE_FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
-    else:
-        # A failed (or superseded) row's reason is not enough to act on: its message
-        # follows, on the same line, after the path.
-        for r in rows:
-            detail = r["image_id"] or r["reason"] or ""
-            line = f"{r['state']:<10} {detail:<40} {r['path']}"
-            if r["message"] and not r["image_id"]:
-                line += f"  {r['message']}"
-            typer.echo(line)
+    try:
+        records = map(_record, iter_files(ledger, _COLUMNS, state=state, limit=limit))
+        if as_json:
+            _write_json(records, sys.stdout)
+        elif as_csv:
+            writer = csv.DictWriter(sys.stdout, fieldnames=FILE_FIELDS)
+            writer.writeheader()
+            for r in records:
+                writer.writerow(r)
+        else:
+            # A failed (or superseded) row's reason is not enough to act on: its
+            # message follows, on the same line, after the path.
+            for r in records:
+                detail = r["image_id"] or r["reason"] or ""
+                line = f"{r['state']:<10} {detail:<40} {r['path']}"
+                if r["message"] and not r["image_id"]:
+                    line += f"  {r['message']}"
+                typer.echo(line)
+    finally:
+        ledger.dispose()

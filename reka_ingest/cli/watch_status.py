@@ -152,7 +152,9 @@ def render(snap: Snapshot) -> RenderableType:
     facts = Table.grid(padding=(0, 2))
     facts.add_column(style="bold", no_wrap=True)
     facts.add_column()
-    facts.add_row("files", f"{snap.total} ({snap.active} not final)")
+    excluded = snap.files.get(FileState.EXCLUDED.value, 0)
+    left_out = f", {excluded} excluded by INGEST_INCLUDE/EXCLUDE" if excluded else ""
+    facts.add_row("files", f"{snap.total} ({snap.active} not final{left_out})")
     facts.add_row(
         "throughput",
         f"{snap.per_second:.2f} files/s ({snap.finished_last_minute} in the last minute)",

@@ -20,6 +20,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from reka_ingest.core import constants as c
 from reka_ingest.core.errors import SettingsError
+from reka_ingest.core.globs import check_globs
+from reka_ingest.core.path_pattern import PathPattern
 from reka_ingest.core.zones import parse_zone
 
 
@@ -248,8 +250,9 @@ class IngestSettings(BaseSettings):
         default=None,
         description=(
             "Metadata from the folders a file sits in: a pattern of folder segments, each"
-            " `{key}` (the segment becomes that key's value), `*` (any one segment) or a"
-            " final `**` (any depth), e.g. `{site_id}/{camera_id}/*`. Unset: none."
+            " `{key}` (the folder's name becomes that key's value), `*` (any one folder), a"
+            " name the folder must have, or a final `**` (any depth), e.g."
+            " `{site_id}/{camera_id}/*`. Unset: none."
         ),
     )
     path_metadata_mismatch: PathMismatch = Field(
@@ -517,6 +520,20 @@ class IngestSettings(BaseSettings):
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("must be an http:// or https:// URL with a host")
         return SecretStr(value.get_secret_value().strip())
+
+    @field_validator("include", "exclude")
+    @classmethod
+    def _check_globs(cls, value: list[str]) -> list[str]:
+        check_globs(value)  # GlobError (a ValueError) naming the glob and what is wrong
+        return value
+
+    @field_validator("path_metadata")
+    @classmethod
+    def _check_path_pattern(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None  # set but empty: no folder metadata, as when unset
+        PathPattern.parse(value)  # ValueError naming the segment and what is wrong
+        return value
 
     @field_validator("exif_timezone")
     @classmethod

@@ -22,8 +22,8 @@ END = "<!-- settings:end -->"
 
 def _default(cls: type[BaseSettings], name: str) -> str:
     field = cls.model_fields[name]
-    value = field.default
-    if value is None:
+    value = field.get_default(call_default_factory=True)
+    if value is None or value == []:
         return "unset"
     if hasattr(value, "value"):
         value = value.value

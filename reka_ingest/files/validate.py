@@ -1,5 +1,6 @@
 """Checks a file must pass before its bytes are sent: there, readable, not
-empty, within the size limit, really an image, whole, of a format the API takes.
+empty, within the size limit, really an image, whole, of a format the API takes
+or one converted to JPEG before upload (HEIC/HEIF, AVIF: `reka_ingest.files.convert`).
 
 Each failure is a `FileRejected` with its own reason code, so the ledger and
 the reason file say exactly what is wrong.
@@ -18,6 +19,8 @@ from PIL import Image, UnidentifiedImageError
 from reka_ingest.core.constants import CONTENT_TYPES
 from reka_ingest.core.errors import FileRejected
 from reka_ingest.core.states import Reason
+from reka_ingest.files.convert import CONVERTIBLE, container_format
+from reka_ingest.files.heif import ensure_registered
 
 # A draft decode at 1/8 scale still walks the whole entropy-coded stream (so it
 # finds truncation) at a fraction of the cost of a full decode.
@@ -30,8 +33,15 @@ _DRAFT_SCALE = 8
 _JPEG_EOI = b"\xff\xd9"
 
 
-def check_image(path: Path, *, max_bytes: int) -> str:
-    """Return the file's content type, or raise `FileRejected` saying why not."""
+def check_image(path: Path, *, max_bytes: int, decode_convertible: bool = True) -> str:
+    """Return the file's content type, or raise `FileRejected` saying why not.
+
+    HEIC/HEIF and AVIF give their own content type (`image/heif`, `image/avif`):
+    `reka_ingest.files.convert.is_convertible` tells them apart. They are decoded
+    whole like the others unless `decode_convertible` is False: the uploader
+    converts them, which decodes them anyway (a damaged one fails there, with
+    `conversion_failed`), so it reads only their header here.
+    """
     try:
         st = os.lstat(path)
     except FileNotFoundError:
@@ -51,24 +61,30 @@ def check_image(path: Path, *, max_bytes: int) -> str:
         )
     try:
         with path.open("rb") as fh:
-            return _sniff(fh)
+            return _sniff(fh, decode_convertible=decode_convertible)
     except FileNotFoundError:
         raise FileRejected(Reason.FILE_MISSING, "the file disappeared before upload") from None
     except PermissionError as err:
         raise FileRejected(Reason.UNREADABLE, f"cannot read the file: {err.strerror}") from None
 
 
-def _sniff(fh: BinaryIO) -> str:
+def _sniff(fh: BinaryIO, *, decode_convertible: bool) -> str:
+    ensure_registered()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(fh) as im:
                 fmt = im.format or ""
+                if fmt in CONVERTIBLE:
+                    if decode_convertible:
+                        im.load()
+                    return CONVERTIBLE[fmt]
                 if fmt not in CONTENT_TYPES:
                     raise FileRejected(
                         Reason.UNSUPPORTED_FORMAT,
                         f"{fmt or 'this'} images are not taken by the API "
-                        f"(taken: {', '.join(sorted(CONTENT_TYPES))})",
+                        f"(taken: {', '.join(sorted(CONTENT_TYPES))};"
+                        f" converted to JPEG: {', '.join(sorted(CONVERTIBLE))})",
                     )
                 if fmt == "JPEG":
                     if _ends_with(fh, _JPEG_EOI):
@@ -81,17 +97,33 @@ def _sniff(fh: BinaryIO) -> str:
     except FileRejected:
         raise
     except UnidentifiedImageError:
+        damaged = _container(fh)
+        if damaged is not None:  # a HEIF/AVIF header no decoder can open: not just any bytes
+            raise FileRejected(
+                Reason.TRUNCATED_IMAGE, f"the {damaged} image data is damaged: it cannot be opened"
+            ) from None
         raise FileRejected(Reason.NOT_AN_IMAGE, "the content is not an image") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         raise FileRejected(Reason.TOO_LARGE, f"too many pixels: {err}") from None
     except (OSError, SyntaxError, ValueError) as err:
         # Pillow raises OSError("image file is truncated ...") and friends for damaged data.
-        raise FileRejected(Reason.TRUNCATED_IMAGE, f"the image data is damaged: {err}") from None
+        raise FileRejected(
+            Reason.TRUNCATED_IMAGE, f"the image data is damaged: {str(err).strip()}"
+        ) from None
     except Exception as err:  # noqa: BLE001 - a decoder's own bug on crafted data: damaged data
         raise FileRejected(
             Reason.TRUNCATED_IMAGE,
             f"the image data is damaged (the decoder failed: {type(err).__name__}: {err})",
         ) from None
+
+
+def _container(fh: BinaryIO) -> str | None:
+    """The convertible container (HEIF, AVIF) the file's header names, if any."""
+    try:
+        fh.seek(0)
+        return container_format(fh.read(12))
+    except OSError:
+        return None
 
 
 def _ends_with(fh: BinaryIO, marker: bytes) -> bool:

@@ -39,6 +39,8 @@ log = get_logger(__name__)
 START_RETRY_MAX_WAIT = 30.0
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+# Values in one `IN (...)` list: well under every backend's parameter limit.
+IN_CHUNK = 500
 _IMMEDIATE = "reka_ingest_immediate"
 
 

@@ -82,6 +82,23 @@ def failed_file(
     )
 
 
+def excluded_file(
+    *, path: str, source_root: str, work_path: str, origin: Origin, seen_at: float, rule: str
+) -> NewFile:
+    """A file (or a folder, `path` ending in `/`) INGEST_INCLUDE / INGEST_EXCLUDE leave
+    out: recorded in place as `excluded`, never claimed, read or hashed; `rule` names
+    the rule (`INGEST_EXCLUDE "*.tmp"`)."""
+    return failed_file(
+        path=path,
+        source_root=source_root,
+        work_path=work_path,
+        origin=origin,
+        seen_at=seen_at,
+        reason=Reason.EXCLUDED,
+        message=f"left in place by {rule}",
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Recorded:
     """What became of one NewFile: queued (for batching) or already final."""
@@ -180,15 +197,23 @@ def _row(f: NewFile, now: float) -> dict[str, Any]:
         "attempts": 0,
         "polls": 0,
         "possible_duplicate": False,
-        "state": FileState.QUEUED,
+        "state": _intake_state(f.reason),
         "reason": f.reason,
         "message": f.message,
         "duplicate_of": None,
         "superseded_by": None,
         "image_id": None,
         "image_url": None,
-        "finished_at": now if f.reason is not None else None,
+        # An excluded row is no outcome of work: no finish time (status's rate, time to finish).
+        "finished_at": now if f.reason not in (None, Reason.EXCLUDED) else None,
     }
+
+
+def _intake_state(reason: Reason | None) -> FileState:
+    """A new row's state: queued, or final at once (failed, or left out by the filters)."""
+    if reason is None:
+        return FileState.QUEUED
+    return FileState.EXCLUDED if reason is Reason.EXCLUDED else FileState.FAILED
 
 
 def for_ledger(f: NewFile) -> NewFile:
@@ -295,9 +320,7 @@ def record_files(
         firsts_here: set[str] = set()
         for f in fresh:
             row = _row(f, now)
-            if f.reason is not None:
-                row["state"] = FileState.FAILED
-            elif f.sha256 and not allow_reupload:
+            if f.reason is None and f.sha256 and not allow_reupload:
                 if f.sha256 in originals:
                     _mark_duplicate(row, originals[f.sha256], now)
                 elif f.sha256 in firsts_here:
@@ -368,9 +391,14 @@ def _mark_duplicate(
         duplicate_of=original[0],
         image_id=original[1],
         image_url=original[2],
-        message=f"same bytes as file {original[0]}",
+        message=f"same {_what(row)} as file {original[0]}",
         finished_at=now,
     )
+
+
+def _what(row: dict[str, Any]) -> str:
+    """What a row's `sha256` is the identity of: its bytes, or (a URL row) its normal URL."""
+    return "URL" if row["origin"] == Origin.URL else "bytes"
 
 
 def create_batch(ledger: Ledger, file_ids: Sequence[int], *, now: float) -> int:
@@ -428,16 +456,26 @@ def create_batches(ledger: Ledger, groups: Sequence[Sequence[int]], *, now: floa
         return ids
 
 
-def unbatched_files(ledger: Ledger, *, limit: int = 10_000) -> list[tuple[int, int]]:
-    """Queued rows that never made it into a batch (the watcher stopped in between)."""
+def unbatched_files(
+    ledger: Ledger, *, limit: int = 10_000, urls: bool = False
+) -> list[tuple[int, int]]:
+    """Queued rows that never made it into a batch (the watcher stopped in between):
+    file rows, or with `urls` the URL rows (batched apart: a request is one kind)."""
+    kind = File.origin == Origin.URL if urls else File.origin != Origin.URL
     with ledger.read() as s:
         rows = s.execute(
             select(File.id, File.size)
-            .where(File.state == FileState.QUEUED, File.batch_id.is_(None))
+            .where(File.state == FileState.QUEUED, File.batch_id.is_(None), kind)
             .order_by(File.id)
             .limit(limit)
         ).all()
         return [(r.id, r.size) for r in rows]
+
+
+def ids_of_work_paths(ledger: Ledger, paths: Sequence[str]) -> dict[str, int]:
+    """The rows of these work paths (in the ledger's form): work path -> id."""
+    with ledger.read() as s:
+        return _ids_by_work_path(s, [keyable(p) for p in paths])
 
 
 def known_work_paths(ledger: Ledger, paths: Sequence[str]) -> set[str]:

@@ -2,7 +2,8 @@
 
 A process that dies between recording a file's outcome and moving its bytes
 (to done/ or failed/) leaves a row with an outcome, no `final_path`, and the
-file still in the work area. The watcher finishes those moves at start.
+file still in the work area. The watcher finishes those moves at start. A URL
+row (a line of an image URL list) has no bytes: it is never one of these.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 
-from reka_ingest.core.states import TERMINAL, UPLOADED, FileState
+from reka_ingest.core.states import TERMINAL, UPLOADED, FileState, Origin
 from reka_ingest.ledger.db import Ledger
 from reka_ingest.ledger.schema import File
 
@@ -55,6 +56,7 @@ def unmoved_files(ledger: Ledger, *, work_prefix: str, limit: int = 10_000) -> l
                 File.final_path.is_(None),
                 File.state.in_(_SETTLED),
                 File.work_path.like(like, escape="\\"),
+                File.origin != Origin.URL,  # a URL row has no bytes to move
             )
             .order_by(File.id)
             .limit(limit)

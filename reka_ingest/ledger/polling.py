@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import bindparam, exists, not_, or_, select, update
 
-from reka_ingest.core.states import BATCH_TERMINAL, BatchState, FileState, Reason
+from reka_ingest.core.states import BATCH_TERMINAL, BatchState, FileState, Origin, Reason
 from reka_ingest.ledger.db import Ledger
 from reka_ingest.ledger.schema import Batch, File
 
@@ -156,6 +156,7 @@ def take_unsettled_failures(
             .where(
                 File.state == FileState.FAILED,
                 File.reason.in_(INDEXING_REASONS),
+                File.origin != Origin.URL,  # a URL row: no bytes, its reason in the ledger only
                 or_(
                     File.final_path.is_(None),
                     not_(File.final_path.endswith(settled_suffix, autoescape=True)),

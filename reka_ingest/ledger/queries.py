@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Row, func, select
 from sqlalchemy.orm import Session
 
-from reka_ingest.core.states import ACTIVE, FileState
-from reka_ingest.ledger.db import Ledger
+from reka_ingest.core.states import ACTIVE, NOT_ORIGINALS, FileState
+from reka_ingest.ledger.db import IN_CHUNK, Ledger
 from reka_ingest.ledger.schema import File
 
 
@@ -45,6 +46,24 @@ def oldest_by_state(session: Session, states: Iterable[str]) -> dict[str, tuple[
     return out
 
 
+def hashes_with_originals(ledger: Ledger, hashes: Iterable[str]) -> set[str]:
+    """Those of `hashes` the ledger holds a live original of (queued, on its way or
+    uploaded: a new file with those bytes would be recorded as its duplicate)."""
+    ordered = sorted(set(hashes))
+    found: set[str] = set()
+    with ledger.read() as s:
+        for i in range(0, len(ordered), IN_CHUNK):
+            found.update(
+                s.scalars(
+                    select(File.sha256)
+                    .where(File.sha256.in_(ordered[i : i + IN_CHUNK]))
+                    .where(File.state.notin_(NOT_ORIGINALS))
+                    .distinct()
+                )
+            )
+    return found
+
+
 def summary(ledger: Ledger, *, now: float) -> Summary:
     """Every query here is answered from an index (see tests/ledger/test_query_plans.py)."""
     with ledger.read() as s:
@@ -78,3 +97,40 @@ def list_files(
         if limit is not None:
             q = q.limit(limit)
         return list(s.scalars(q))
+
+
+# Rows read per query by `iter_files`: large enough that the per-query cost vanishes,
+# small enough that a chunk of rows is a few MB.
+EXPORT_CHUNK = 5_000
+
+
+def iter_files(
+    ledger: Ledger,
+    columns: Sequence[str],
+    *,
+    state: FileState | None = None,
+    limit: int | None = None,
+    chunk: int = EXPORT_CHUNK,
+) -> Iterator[Row[Any]]:
+    """Every file row's `columns`, in id order, a chunk at a time: memory stays flat
+    at any ledger size. Each chunk is one short read (keyset on the primary key, so
+    each query is an index range scan), never a transaction held for the whole export;
+    rows added meanwhile with higher ids are included."""
+    selected = [File.__table__.c[name] for name in columns]
+    after = 0
+    left = limit
+    while left is None or left > 0:
+        size = chunk if left is None else min(chunk, left)
+        q = select(File.id, *selected).where(File.id > after).order_by(File.id).limit(size)
+        if state is not None:
+            q = q.where(File.state == state)
+        with ledger.read() as s:
+            rows = s.execute(q).all()
+        if not rows:
+            return
+        yield from rows
+        after = rows[-1].id
+        if left is not None:
+            left -= len(rows)
+        if len(rows) < size:
+            return

@@ -28,6 +28,8 @@ class FailedFile:
     final_path: str | None  # its NAME.error.json, when the outbox wrote one (or done/ NAME)
     duplicate_of: int | None
     state: str = FileState.FAILED
+    origin: str = ""  # `url`: a line of an image URL list (no bytes; sent again by its URL)
+    sha256: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +59,15 @@ def failed_files(
     with ledger.read() as s:
         rows = [
             FailedFile(
-                r.id, r.path, r.reason, r.work_path, r.final_path, r.duplicate_of, str(r.state)
+                r.id,
+                r.path,
+                r.reason,
+                r.work_path,
+                r.final_path,
+                r.duplicate_of,
+                str(r.state),
+                str(r.origin),
+                r.sha256,
             )
             for r in s.scalars(query)
         ]

@@ -100,6 +100,10 @@ class File(Base):
     indexing_status: Mapped[int | None] = mapped_column(Integer, default=None)
     upload_timestamp: Mapped[float | None] = mapped_column(Float, default=None)
     upload_request_id: Mapped[str | None] = mapped_column(BoundedString(128), default=None)
+    # How the bytes sent were made from the file's, when they were not the file's own
+    # (HEIC/HEIF, AVIF sent as JPEG): `HEIF -> JPEG (quality 90)`. sha256 and size stay
+    # the original's.
+    conversion: Mapped[str | None] = mapped_column(BoundedString(64), default=None)
     poll_request_id: Mapped[str | None] = mapped_column(BoundedString(128), default=None)
     next_poll_at: Mapped[float | None] = mapped_column(Float, default=None)
     poll_delay: Mapped[float | None] = mapped_column(Float, default=None)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import or_, select, update
 
-from reka_ingest.core.states import FileState, Reason
+from reka_ingest.core.states import FileState, Origin, Reason
 from reka_ingest.core.text import clean_text
 from reka_ingest.ledger.db import Ledger
 from reka_ingest.ledger.schema import MAX_MESSAGE_CHARS, Batch, File
@@ -60,6 +60,8 @@ def iter_check_rows(ledger: Ledger, *, chunk_rows: int = CHUNK_ROWS) -> Iterator
                     File.state,
                     File.indexing_status,
                     File.sha256,
+                    File.origin,
+                    File.conversion,
                     File.possible_duplicate,
                     File.seen_at,
                     File.uploaded_at,
@@ -83,7 +85,10 @@ def iter_check_rows(ledger: Ledger, *, chunk_rows: int = CHUNK_ROWS) -> Iterator
                 image_id=r.image_id,
                 state=r.state,
                 indexing_status=r.indexing_status,
-                sha256=r.sha256,
+                # No content of Reka's can be compared with a URL row's sha256 (its
+                # URL's identity, not a hash of bytes) or a converted file's (Reka
+                # holds the JPEG made from the bytes it names).
+                sha256=None if r.origin == Origin.URL or r.conversion is not None else r.sha256,
                 possible_duplicate=bool(r.possible_duplicate),
                 seen_at=r.seen_at,
                 uploaded_at=r.uploaded_at,

@@ -16,7 +16,14 @@ from typing import Any, cast
 from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.orm import Session
 
-from reka_ingest.core.states import BATCH_TERMINAL, NOT_ORIGINALS, BatchState, FileState, Reason
+from reka_ingest.core.states import (
+    BATCH_TERMINAL,
+    NOT_ORIGINALS,
+    BatchState,
+    FileState,
+    Origin,
+    Reason,
+)
 from reka_ingest.core.text import clean_text
 from reka_ingest.ledger.db import Ledger
 from reka_ingest.ledger.intake import lock_content
@@ -37,6 +44,7 @@ _RECORD_UPLOADED = (
         indexing_status=bindparam("b_indexing_status"),
         upload_timestamp=bindparam("b_upload_timestamp"),
         upload_request_id=bindparam("b_request_id"),
+        conversion=bindparam("b_conversion"),
         uploaded_at=bindparam("b_now"),
         indexed_at=bindparam("b_indexed_at"),
         finished_at=bindparam("b_finished_at"),
@@ -61,6 +69,7 @@ _BATCH_FILE_COLUMNS = (
     File.sidecar,
     File.index_flag,
     File.possible_duplicate,
+    File.origin,
 )
 
 
@@ -74,6 +83,11 @@ class BatchFile:
     sidecar: dict[str, object] | None
     index_flag: bool
     possible_duplicate: bool
+    origin: str = ""  # an Origin; `url`: a line of an image URL list, no bytes here
+
+    @property
+    def is_url(self) -> bool:
+        return self.origin == Origin.URL
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +137,7 @@ class Uploaded:
     reason: Reason | None = None
     next_poll_at: float | None = None
     poll_delay: float | None = None
+    conversion: str | None = None  # how the bytes sent were made (HEIF -> JPEG), or None
 
 
 def claim_batch(
@@ -194,6 +209,7 @@ def _unfinished_files(s: Session, batch_id: int) -> list[BatchFile]:
             sidecar=r.sidecar,
             index_flag=r.index_flag,
             possible_duplicate=r.possible_duplicate,
+            origin=r.origin,
         )
         for r in rows
     ]
@@ -281,6 +297,7 @@ def record_uploaded(
             "b_indexing_status": r.indexing_status,
             "b_upload_timestamp": r.upload_timestamp,
             "b_request_id": request_id,
+            "b_conversion": r.conversion,
             "b_now": now,
             "b_indexed_at": now if r.state == FileState.INDEXED else None,
             "b_finished_at": now if r.state in final else None,
@@ -533,6 +550,54 @@ def split_batch(ledger: Ledger, batch_id: int, *, now: float, error: str) -> lis
             update(Batch)
             .where(Batch.id == batch_id)
             .values(state=BatchState.SPLIT, finished_at=now, lease_until=None, last_error=error)
+        )
+        return new_ids
+
+
+def split_by_kind(ledger: Ledger, batch_id: int, *, now: float) -> list[int]:
+    """Replace a batch holding both file rows and URL rows by one batch of each (a
+    request is one kind; `retry` or an older version may have mixed them); returns
+    the new batch ids."""
+    with ledger.write() as s:
+        rows = s.execute(
+            select(File.id, File.size, File.origin)
+            .where(
+                File.batch_id == batch_id,
+                File.state.in_([FileState.QUEUED, FileState.UPLOADING]),
+            )
+            .order_by(File.id)
+        ).all()
+        new_ids: list[int] = []
+        for urls in (False, True):
+            part = [r for r in rows if (r.origin == Origin.URL) == urls]
+            if not part:
+                continue
+            child = Batch(
+                state=BatchState.QUEUED,
+                parent_id=batch_id,
+                created_at=now,
+                queued_at=now,
+                attempts=0,
+                file_count=len(part),
+                total_bytes=sum(r.size for r in part),
+            )
+            s.add(child)
+            s.flush()
+            s.execute(
+                update(File)
+                .where(File.id.in_([r.id for r in part]))
+                .values(batch_id=child.id, state=FileState.QUEUED, updated_at=now)
+            )
+            new_ids.append(child.id)
+        s.execute(
+            update(Batch)
+            .where(Batch.id == batch_id)
+            .values(
+                state=BatchState.SPLIT,
+                finished_at=now,
+                lease_until=None,
+                last_error="split by kind: file rows and URL rows are sent apart",
+            )
         )
         return new_ids
 

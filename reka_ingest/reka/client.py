@@ -1,5 +1,6 @@
-"""`RekaClient`: the five image endpoints of the Reka Vision API over one httpx.Client,
-and the bytes behind an image's `image_url` (fetched without the API key).
+"""`RekaClient`: the five image endpoints of the Reka Vision API over one httpx.Client
+(uploads of files, and of image URLs the server fetches), and the bytes behind an
+image's `image_url` (fetched without the API key).
 
 A client owns a connection pool with explicit timeouts and limits (from
 `RekaSettings`); it is not fork-safe, so whoever holds one makes it in the
@@ -16,6 +17,7 @@ canonical line does that.
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import hashlib
 import io
 import json
@@ -23,7 +25,7 @@ import os
 from collections.abc import Callable, Generator, Sequence
 from contextlib import ExitStack
 from types import TracebackType
-from typing import Any, BinaryIO, TypeVar, cast
+from typing import Any, BinaryIO, Literal, TypeVar, cast
 from urllib.parse import quote
 
 import httpx
@@ -46,6 +48,7 @@ from reka_ingest.reka.models import (
     SentBytes,
     UploadItem,
     UploadResult,
+    UrlItem,
 )
 
 __all__ = [
@@ -254,15 +257,7 @@ class RekaClient:
         """
         if not items:
             raise ApiUsageError("upload needs at least one item")
-        metadata = json.dumps(
-            {
-                "requests": [
-                    {"indexing_config": {"index": item.index}, "metadata": item.metadata}
-                    for item in items
-                ]
-            },
-            separators=(",", ":"),
-        )
+        metadata = _upload_metadata(items)
         with ExitStack() as stack:
             files: builtins.list[tuple[str, tuple[str, BinaryIO, str]]] = []
             readers: builtins.list[HashingReader] = []
@@ -271,27 +266,38 @@ class RekaClient:
                 readers.append(reader)
                 # httpx only reads, rewinds and measures a part (see HashingReader).
                 files.append(("images", (item.filename, cast(BinaryIO, reader), item.content_type)))
-            response = self._send(
-                "POST",
-                "/images/upload",
-                data={"metadata": metadata},
-                files=files,
-                timeout=timeout,
+            result = self._upload_request(
+                len(items), data={"metadata": metadata}, files=files, timeout=timeout
             )
-        images = self._parse(response, ImageList).results
-        request_id = response.headers.get(c.REQUEST_ID_HEADER)
-        if len(images) != len(items):
-            raise ApiProtocolError(
-                f"upload sent {len(items)} images but the answer has {len(images)} results",
-                status=response.status_code,
-                request_id=request_id,
-            )
-        return UploadResult(
-            images=images,
-            request_id=request_id,
-            rate_limit=parse_rate_limit(response.headers),
-            sent=[reader.sent for reader in readers],
-        )
+        return dataclasses.replace(result, sent=[reader.sent for reader in readers])
+
+    def upload_urls(
+        self,
+        items: Sequence[UrlItem],
+        *,
+        timeout: TimeoutArg = None,
+        encoding: Literal["form", "multipart"] = "form",
+    ) -> UploadResult:
+        """Upload the images at `items`' URLs in ONE request; results in input order.
+
+        Sent as Reka's own CLI sends it: no file parts, the URLs inside the
+        `metadata` JSON next to `requests` (`{"requests": [...], "image_urls":
+        [...]}`), the server fetching each. `encoding` "form" (the default, what
+        the CLI's httpx sends with no files) posts it urlencoded; "multipart"
+        posts the one `metadata` field as multipart/form-data. A URL the server
+        cannot fetch fails the whole request (the stand-in: a 400 whose `param`
+        names it, `image_urls[i]`). `sent` is empty: no bytes leave this side.
+        """
+        if not items:
+            raise ApiUsageError("upload_urls needs at least one item")
+        if encoding not in ("form", "multipart"):
+            raise ApiUsageError(f"encoding must be 'form' or 'multipart', got {encoding!r}")
+        metadata = _upload_metadata(items, image_urls=[item.url for item in items])
+        if encoding == "form":
+            return self._upload_request(len(items), data={"metadata": metadata}, timeout=timeout)
+        # A part with no filename is a plain form field; httpx goes multipart only with files.
+        field = ("metadata", (None, metadata.encode(), None))
+        return self._upload_request(len(items), files=[field], timeout=timeout)
 
     def get(self, image_id: str, *, timeout: TimeoutArg = None) -> Image:
         """One image by id; `ApiNotFound` when there is none."""
@@ -395,6 +401,21 @@ class RekaClient:
 
     # --- plumbing ------------------------------------------------------------------
 
+    def _upload_request(self, count: int, *, timeout: TimeoutArg, **body: Any) -> UploadResult:
+        """POST one upload (`body`: httpx's data/files) whose answer must hold `count` results."""
+        response = self._send("POST", "/images/upload", timeout=timeout, **body)
+        images = self._parse(response, ImageList).results
+        request_id = response.headers.get(c.REQUEST_ID_HEADER)
+        if len(images) != count:
+            raise ApiProtocolError(
+                f"upload sent {count} images but the answer has {len(images)} results",
+                status=response.status_code,
+                request_id=request_id,
+            )
+        return UploadResult(
+            images=images, request_id=request_id, rate_limit=parse_rate_limit(response.headers)
+        )
+
     @property
     def _secrets(self) -> tuple[str]:
         return (self._key.get_secret_value(),)
@@ -452,6 +473,21 @@ class RekaClient:
             ) from None
         _stamp(value, request_id)
         return value
+
+
+def _upload_metadata(
+    items: Sequence[UploadItem | UrlItem], image_urls: builtins.list[str] | None = None
+) -> str:
+    """The upload's `metadata` field: one request entry per item, in order, compact JSON;
+    with `image_urls` beside them for a URL upload (the shape Reka's CLI sends)."""
+    doc: dict[str, Any] = {
+        "requests": [
+            {"indexing_config": {"index": item.index}, "metadata": item.metadata} for item in items
+        ]
+    }
+    if image_urls is not None:
+        doc["image_urls"] = image_urls
+    return json.dumps(doc, separators=(",", ":"))
 
 
 def _stamp(value: ApiModel, request_id: str | None) -> None:

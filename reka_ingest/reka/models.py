@@ -3,7 +3,7 @@
 Response models mirror `shared/reference/reka-vision-images.openapi.yaml`: the
 documented keys are required (a missing one means the answer is not what we
 think it is), extra keys are kept (the real API may grow some without telling
-us). Request-side types (`UploadItem`, `SearchMode`) are what our own code
+us). Request-side types (`UploadItem`, `UrlItem`, `SearchMode`) are what our own code
 hands the client; they are validated when built, so a bad one fails at the
 caller, not halfway through a request.
 """
@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, PrivateAttr, field_validator
 
@@ -21,6 +22,10 @@ from reka_ingest.core.errors import RateLimitInfo
 
 # `type/subtype` and nothing else: a CR or LF here would forge a multipart header.
 _CONTENT_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*$")
+
+
+_URL_SCHEMES = frozenset({"http", "https"})
+_PRINTABLE = 0x20  # code points below are control characters
 
 
 class ApiModel(BaseModel):  # noqa: PLW1641 - pydantic gives frozen models a field-based __hash__
@@ -145,6 +150,35 @@ class UploadItem(BaseModel):
         return value
 
 
+class UrlItem(BaseModel):
+    """One image to upload by URL: Reka fetches `url` itself (an http or https URL
+    with a host), with `metadata` and `index` as for a file (`UploadItem`).
+
+    Checked here, so a request is never built around a URL the API cannot fetch:
+    the scheme and host only; whether it serves an image is the server's answer.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    url: str
+    metadata: dict[str, JsonValue] = Field(default_factory=dict)
+    index: bool = True
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        if value != value.strip() or any(ch.isspace() or ord(ch) < _PRINTABLE for ch in value):
+            raise ValueError("must not hold whitespace or control characters")
+        try:
+            parts = urlsplit(value)
+            host, _ = parts.hostname, parts.port  # .port raises on a port that is not one
+        except ValueError:
+            raise ValueError("is not a valid URL") from None
+        if parts.scheme.lower() not in _URL_SCHEMES or not host:
+            raise ValueError("must be an http or https URL with a host")
+        return value
+
+
 @dataclass(frozen=True, slots=True)
 class SentBytes:
     """What one file's part of an upload request carried: the sha256 (hex) and the
@@ -161,7 +195,8 @@ class UploadResult:
     `request_id` and `rate_limit` come from the response headers; the batch
     records the first, the shared upload budget follows the second. `sent` is
     what each item's part carried, in input order (empty when not measured, as
-    in a result built by hand): the hash to record is the hash of the bytes sent.
+    in a result built by hand, or for a URL upload, which sends no bytes): the
+    hash to record is the hash of the bytes sent.
     """
 
     images: list[Image]

@@ -31,7 +31,8 @@ async def stats(call: Call) -> Response:
 
 
 async def image_detail(call: Call) -> Response:
-    """What the server received for one image: metadata, index flag, name, type, size, sha256."""
+    """What the server received for one image: metadata, index flag, name, type, size,
+    sha256, and the URL it was fetched from (null for a file part)."""
     state = call.state
     image_id = call.image_id
     record = state.store.get(image_id)
@@ -52,6 +53,7 @@ async def image_detail(call: Call) -> Response:
             "ready_at": record.ready_at,
             "fails": record.fails,
             "expires_at": record.expires_at,
+            "source_url": record.source_url,
             "indexing_status": int(current_status(record, state.clock())),
         }
     )

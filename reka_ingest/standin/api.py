@@ -15,11 +15,18 @@ from starlette.responses import Response
 
 from reka_ingest.core.constants import LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, IndexingStatus
 from reka_ingest.standin.bodies import read_json
-from reka_ingest.standin.errors import invalid, not_found
-from reka_ingest.standin.form import IMAGES_PARAM, read_upload
+from reka_ingest.standin.errors import ApiError, invalid, not_found, too_large
+from reka_ingest.standin.fetch import Unfetchable, bad_urls, fetch_images
+from reka_ingest.standin.form import IMAGES_PARAM, ImagePart, UploadForm, read_upload
 from reka_ingest.standin.indexing import status_at, will_fail
 from reka_ingest.standin.metadata import PARAM as METADATA_PARAM
-from reka_ingest.standin.metadata import parse_entries, security_metadata
+from reka_ingest.standin.metadata import (
+    URLS_PARAM,
+    UploadEntry,
+    UploadMetadata,
+    parse_metadata,
+    security_metadata,
+)
 from reka_ingest.standin.pipeline import Call
 from reka_ingest.standin.replies import JsonReply
 from reka_ingest.standin.search import parse_request, rank
@@ -61,24 +68,102 @@ def current_status(record: ImageRecord, now: float) -> IndexingStatus:
     return status_at(index=record.index, ready_at=record.ready_at, fails=record.fails, now=now)
 
 
+def _check_count(param: str, images: int, entries: list[UploadEntry]) -> None:
+    """400 on `metadata` unless there is one entry per image (`param` counts the images)."""
+    if len(entries) != images:
+        raise invalid(
+            f"{images} {param} but {len(entries)} metadata entries",
+            param=METADATA_PARAM,
+            details=[{param: images, "metadata_entries": len(entries)}],
+        )
+
+
+def _unfetchable(failures: list[Unfetchable]) -> ApiError:
+    """The 400 for a URL upload with URLs that gave no image: `param` names the first."""
+    first = failures[0]
+    param = f"{URLS_PARAM}[{first.index}]"
+    return invalid(
+        f"{param} {first.reason}",
+        param=param,
+        details=[
+            {"param": f"{URLS_PARAM}[{f.index}]", "problem": f.problem.value, "message": f.reason}
+            for f in failures
+        ],
+    )
+
+
+async def _received(
+    state: StandinState, form: UploadForm, meta: UploadMetadata
+) -> tuple[list[ImagePart], str]:
+    """The images of an upload, from its file parts or its `image_urls`, and their param name.
+
+    Rules (shared/reka-api.md, reka_ingest.standin.fetch): an upload carries its
+    images as file parts or as `image_urls` inside `metadata`, never both (400 on
+    `image_urls`); an empty or absent `image_urls` with no file parts is a 400 on
+    `images`. URLs are checked as a file upload's parts are: at most
+    `max_images_per_request` (413 on `image_urls`), one metadata entry each (400
+    on `metadata`), each fetched to at most `max_image_bytes`; an unusable or
+    unfetchable URL is a 400 on `image_urls[i]`, the lowest such index, with
+    every one in `details`; fetched images over `max_request_bytes` together
+    are a 413 on `image_urls`.
+    """
+    config = state.config
+    urls = meta.image_urls
+    if not urls:
+        if not form.images:
+            raise invalid(
+                f"at least one `{IMAGES_PARAM}` part (or `{URLS_PARAM}` in `metadata`) is required",
+                param=IMAGES_PARAM,
+            )
+        _check_count(IMAGES_PARAM, len(form.images), meta.entries)
+        return form.images, IMAGES_PARAM
+    if form.images:
+        raise invalid(
+            f"an upload carries its images as `{IMAGES_PARAM}` file parts or as `{URLS_PARAM}` "
+            f"in `metadata`, not both ({len(form.images)} parts and {len(urls)} URLs)",
+            param=URLS_PARAM,
+        )
+    limit = config.max_images_per_request
+    if len(urls) > limit:
+        raise too_large(
+            f"{len(urls)} image URLs in one request; at most {limit} images", param=URLS_PARAM
+        )
+    _check_count(URLS_PARAM, len(urls), meta.entries)
+    refused = bad_urls(urls)
+    if refused:
+        state.stats.url_fetches_failed += len(refused)
+        raise _unfetchable(refused)
+    fetched = await fetch_images(urls, config)
+    if fetched.over_total:
+        raise too_large(
+            f"the images at `{URLS_PARAM}` add up to more than {config.max_request_bytes} bytes",
+            param=URLS_PARAM,
+        )
+    if fetched.failures:
+        state.stats.url_fetches_failed += len(fetched.failures)
+        raise _unfetchable(fetched.failures)
+    state.stats.urls_fetched += len(fetched.images)
+    return fetched.images, URLS_PARAM
+
+
 async def upload(call: Call) -> Response:
-    """POST /v1/images/upload: validate everything first, then store all or nothing."""
+    """POST /v1/images/upload: validate everything first, then store all or nothing.
+
+    The images are file parts, or fetched from `image_urls` (`_received`); after
+    that both are one path: sniffed (400 on `images[i]` or `image_urls[i]` for
+    bytes that are not an image), stored, indexed and answered in input order.
+    """
     state, request = call.state, call.request
     config = state.config
     form = await read_upload(request, config)
-    images = form.images
-    entries = parse_entries(form.metadata)
-    if len(entries) != len(images):
-        raise invalid(
-            f"{len(images)} images but {len(entries)} metadata entries",
-            param=METADATA_PARAM,
-            details=[{"images": len(images), "metadata_entries": len(entries)}],
-        )
+    meta = parse_metadata(form.metadata)
+    entries = meta.entries
+    images, param = await _received(state, form, meta)
     types = []
     for i, part in enumerate(images):
         content_type = sniff_content_type(part.data)
         if content_type is None:
-            raise invalid(f"{IMAGES_PARAM}[{i}] is not an image", param=f"{IMAGES_PARAM}[{i}]")
+            raise invalid(f"{param}[{i}] is not an image", param=f"{param}[{i}]")
         types.append(content_type)
 
     now = state.clock()
@@ -99,6 +184,7 @@ async def upload(call: Call) -> Response:
                 ready_at=now + knobs.index_delay,
                 fails=will_fail(image_id, config.seed, knobs.index_fail_share),
                 expires_at=now + knobs.retention if knobs.retention > 0 else None,
+                source_url=part.source_url,
             )
         )
     pairs = [(record, part.data) for record, part in zip(records, images, strict=True)]

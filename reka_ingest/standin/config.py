@@ -5,19 +5,26 @@ knobs (`FaultKnobs`) are copied out of it into the app's mutable state, because
 `POST /_standin/faults` changes them at runtime and `POST /_standin/reset`
 restores them from here.
 
-Every field is also a flag of `reka-ingest fake-api` (reka_ingest/cli/fake_api.py).
+Every field is also a flag of `reka-ingest fake-api` (reka_ingest/cli/fake_api.py),
+except the `fetch_*` settings of URL uploads, which are read from the
+environment only (`STANDIN_FETCH_TIMEOUT`, ...) until the command grows flags.
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from reka_ingest.core import constants as c
+
+# How the stand-in fetches the images of a URL upload (reka_ingest.standin.fetch).
+FETCH_TIMEOUT_DEFAULT: Final = 30.0  # seconds for one URL, whole: connect, redirects, body
+FETCH_MAX_REDIRECTS_DEFAULT: Final = 5
+FETCH_CONCURRENCY_DEFAULT: Final = 8  # URLs of one request fetched at once
 
 # Shares are probabilities; anything outside [0, 1] is a typo, not a wish.
 _Share = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -100,6 +107,23 @@ class StandinConfig(BaseSettings):
     max_images_per_request: int = Field(default=c.MAX_IMAGES_PER_REQUEST, ge=1)
     max_image_bytes: int = Field(default=c.MAX_IMAGE_BYTES, ge=1)
     max_request_bytes: int = Field(default=c.MAX_REQUEST_BYTES, ge=1)
+
+    # URL uploads (`image_urls`): each fetched image is at most `max_image_bytes`, and
+    # all of one request together at most `max_request_bytes`, as for file parts.
+    fetch_timeout: float = Field(
+        default=FETCH_TIMEOUT_DEFAULT,
+        gt=0,
+        allow_inf_nan=False,
+        description="Seconds one image URL may take, whole (connect, redirects, body).",
+    )
+    fetch_max_redirects: int = Field(
+        default=FETCH_MAX_REDIRECTS_DEFAULT, ge=0, description="Redirects followed per image URL."
+    )
+    fetch_concurrency: int = Field(
+        default=FETCH_CONCURRENCY_DEFAULT,
+        ge=1,
+        description="Image URLs of one request fetched at once.",
+    )
 
     storage_dir: Path | None = Field(
         default=None, description="Keep images in this folder; unset: in memory."

@@ -1,9 +1,17 @@
-"""The upload's multipart form, parsed as Reka's own (FastAPI) server parses it.
+"""The upload's form, parsed as Reka's own (FastAPI) server parses it.
+
+Two encodings are taken, as a FastAPI form endpoint takes them:
+`multipart/form-data` (file parts named `images`, and a `metadata` field),
+and `application/x-www-form-urlencoded`, which is what Reka's CLI (httpx)
+sends for a URL upload: no files, only `metadata`, with the URLs inside it
+(`image_urls`; reka_ingest.standin.fetch). Whether an upload has images at
+all, from parts or URLs, is the handler's question
+(reka_ingest.standin.api.upload); this module reads the form.
 
 Starlette's `request.form()` runs python-multipart over the body as it
 arrives, under the contract's limits (shared/reka-api.md): at most
 `max_images_per_request` files, no more form fields than an upload has
-parts (one per image, and `metadata`), and no part or body over
+parts (one per image, and `metadata`), and no part, field or body over
 `max_request_bytes`. (Starlette's default part limit, 1 MB, would refuse
 the `metadata` of a full batch with rich sidecars.) A file of up to 1 MB
 stays in memory; a larger one spools to a temporary file, closed with the
@@ -13,7 +21,7 @@ Over-limit and malformed bodies answer in Reka's envelope: too many files is
 a 413 on `images`, the rest a 400 or 413 naming what is wrong. Starlette
 reports each as an HTTP 400 carrying python-multipart's message, so the
 message is what tells them apart (`_FORM_ERRORS`); one not listed there is
-a 400 on `body`.
+a 400 on `body`. Any other content type is a 400 on `content-type`.
 """
 
 from __future__ import annotations
@@ -33,20 +41,24 @@ from reka_ingest.standin.metadata import PARAM as METADATA_PARAM
 
 IMAGES_PARAM: Final = "images"
 _MULTIPART: Final = "multipart/form-data"
+_URLENCODED: Final = "application/x-www-form-urlencoded"
 
 
 @dataclass(frozen=True, slots=True)
 class ImagePart:
-    """One `images` part: the name and type the client declared, and its bytes."""
+    """One image as received: an `images` part (the name and type the client
+    declared), or the bytes fetched from one of `image_urls` (`source_url`; the
+    name is the URL's last path segment, the type the one its server declared)."""
 
     filename: str | None
     content_type: str | None
     data: bytes
+    source_url: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class UploadForm:
-    images: list[ImagePart]  # in input order
+    images: list[ImagePart]  # in input order; none in a URL upload
     metadata: str  # the `metadata` part, JSON still to be parsed
 
 
@@ -70,6 +82,9 @@ _FORM_ERRORS: Final[dict[str, Callable[[StandinConfig], ApiError]]] = {
     "Part exceeded maximum size": lambda c: too_large(
         f"a form field exceeds {c.max_request_bytes} bytes"
     ),
+    "Field exceeded maximum size": lambda c: too_large(  # the urlencoded parser's words
+        f"a form field exceeds {c.max_request_bytes} bytes"
+    ),
     "Missing boundary": lambda c: invalid(
         "multipart Content-Type has no boundary", param="content-type"
     ),
@@ -88,10 +103,15 @@ def _form_error(err: HTTPException, config: StandinConfig) -> ApiError:
 
 
 def _check_content_type(request: Request) -> None:
-    """400 on `content-type` unless it is multipart/form-data (its boundary: `form()`'s check)."""
+    """400 on `content-type` unless it is one of the two form encodings.
+
+    A multipart boundary is `form()`'s check.
+    """
     kind = request.headers.get("content-type", "").partition(";")[0]
-    if kind.strip(" \t").lower() != _MULTIPART:
-        raise invalid("upload must be multipart/form-data", param="content-type")
+    if kind.strip(" \t").lower() not in {_MULTIPART, _URLENCODED}:
+        raise invalid(
+            f"upload must be {_MULTIPART} or {_URLENCODED} (with no files)", param="content-type"
+        )
 
 
 async def _image_parts(values: list[UploadFile | str], max_bytes: int) -> list[ImagePart]:
@@ -102,8 +122,6 @@ async def _image_parts(values: list[UploadFile | str], max_bytes: int) -> list[I
         size = value.size or 0
         if size > max_bytes:
             raise too_large(f"image {i} is {size} bytes; at most {max_bytes}", param=param)
-    if not values:
-        raise invalid("at least one `images` part is required", param=IMAGES_PARAM)
     return [
         ImagePart(value.filename, value.content_type, await value.read())
         for value in values
@@ -112,7 +130,7 @@ async def _image_parts(values: list[UploadFile | str], max_bytes: int) -> list[I
 
 
 async def read_upload(request: Request, config: StandinConfig) -> UploadForm:
-    """The images and the metadata text of an upload, checked against the limits."""
+    """The file parts (maybe none) and the metadata text of an upload, within the limits."""
     _check_content_type(request)
     limited = bounded(request, config.max_request_bytes)
     try:

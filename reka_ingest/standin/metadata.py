@@ -3,6 +3,10 @@
 Shapes taken (shared/reka-api.md): Reka's worked example
 `{"requests": [{"indexing_config": {"index": true}, "metadata": {...}}, ...]}`,
 or a bare list of such entries (assumed). One entry per image, same order.
+A URL upload (Reka's CLI) adds `"image_urls": ["https://...", ...]` next to
+`requests`, one entry per URL: a list of strings (400 on `image_urls`, or on
+`image_urls[i]` for an item that is not a string); `null` counts as absent.
+What the URLs must be, and fetching them, is reka_ingest.standin.fetch.
 An entry without `indexing_config` (or without its `index`) is indexed, and
 one without `metadata` has none (assumed).
 
@@ -22,6 +26,7 @@ from typing import Any, Final
 from reka_ingest.standin.errors import invalid
 
 PARAM: Final = "metadata"
+URLS_PARAM: Final = "image_urls"
 
 STRING_KEYS: Final = ("camera_id", "video_clip_id", "org_id", "site_id", "event_id", "caption")
 TIMESTAMP_KEY: Final = "recorded_timestamp_utc"
@@ -124,8 +129,28 @@ def _entry(raw: Any, i: int) -> UploadEntry:
     return UploadEntry(index=index, metadata=validate_metadata(raw.get("metadata"), param))
 
 
-def parse_entries(raw: str | bytes) -> list[UploadEntry]:
-    """The validated entries of a `metadata` part; 400 naming the field when wrong."""
+@dataclass(frozen=True, slots=True)
+class UploadMetadata:
+    """A parsed `metadata` part: the entries, and the image URLs of a URL upload."""
+
+    entries: list[UploadEntry]
+    image_urls: list[str] | None  # None: no `image_urls` (a file upload)
+
+
+def _image_urls(raw: Any) -> list[str] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, list):
+        raise invalid(f"{URLS_PARAM} must be a list of URLs", param=URLS_PARAM)
+    for i, url in enumerate(raw):
+        if not isinstance(url, str):
+            param = f"{URLS_PARAM}[{i}]"
+            raise invalid(f"{param} must be a string, got {type(url).__name__}", param=param)
+    return raw
+
+
+def parse_metadata(raw: str | bytes) -> UploadMetadata:
+    """The validated entries and image URLs of a `metadata` part; 400 naming what is wrong."""
     try:
         doc = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
@@ -133,7 +158,13 @@ def parse_entries(raw: str | bytes) -> list[UploadEntry]:
     items = doc.get("requests") if isinstance(doc, dict) else doc
     if not isinstance(items, list):
         raise invalid('metadata must be {"requests": [...]} or a list of entries', param=PARAM)
-    return [_entry(item, i) for i, item in enumerate(items)]
+    urls = _image_urls(doc.get(URLS_PARAM)) if isinstance(doc, dict) else None
+    return UploadMetadata([_entry(item, i) for i, item in enumerate(items)], urls)
+
+
+def parse_entries(raw: str | bytes) -> list[UploadEntry]:
+    """The validated entries of a `metadata` part; 400 naming the field when wrong."""
+    return parse_metadata(raw).entries
 
 
 def security_metadata(meta: dict[str, Any]) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from typing import Any
 
 
 class Stats:
-    """Requests by endpoint and status, plus upload totals and images removed."""
+    """Requests by endpoint and status, upload totals, URL fetches and images removed."""
 
     def __init__(self) -> None:
         self.requests: dict[str, Counter[str]] = {}
@@ -18,6 +18,8 @@ class Stats:
         self.connections_dropped = 0
         self.images_deleted = 0  # by Delete Image
         self.images_expired = 0  # by the retention, or POST /_standin/images/{id}/expire
+        self.urls_fetched = 0  # image URLs of URL uploads whose bytes arrived
+        self.url_fetches_failed = 0  # image URLs that gave no image (the upload was refused)
 
     def count(self, endpoint: str, status: int | str) -> None:
         self.requests.setdefault(endpoint, Counter())[str(status)] += 1
@@ -36,5 +38,7 @@ class Stats:
             "connections_dropped": self.connections_dropped,
             "images_deleted": self.images_deleted,
             "images_expired": self.images_expired,
+            "urls_fetched": self.urls_fetched,
+            "url_fetches_failed": self.url_fetches_failed,
             "images_stored": images_stored,
         }

@@ -56,6 +56,7 @@ class ImageRecord:
     ready_at: float  # when indexing ends (status leaves 1)
     fails: bool  # indexing ends at 3 instead of 2
     expires_at: float | None = None  # gone from then on; None: kept (and sidecars of old)
+    source_url: str | None = None  # where a URL upload fetched the bytes; None: a file part
 
 
 class Store(Protocol):

@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 
 from reka_ingest.cli.main import app
 from reka_ingest.core.states import FileState, Reason
+from reka_ingest.files.heif import ensure_registered
 from reka_ingest.ledger.queries import list_files
 from reka_ingest.ledger.schema import File
 from reka_ingest.ledger.serverside import iter_check_rows
@@ -338,3 +339,22 @@ def test_pacer_keeps_to_its_rate() -> None:
     for _ in range(5):
         pacer.wait()
     assert pacer.requests == 5 and now[0] == pytest.approx(1.0)
+
+
+def test_a_converted_file_is_never_compared_by_content(
+    rt: Runtime, clock: Clock, standin: RunningStandin
+) -> None:
+    """Reka holds the JPEG made from a HEIC, not the bytes its row's sha256 names: the
+    check neither takes it as the probe of image URLs (it would conclude they do not
+    serve originals) nor counts it as an orphan."""
+    ensure_registered()
+    rows = indexed(rt, clock, {"a.HEIC": image_bytes(80, fmt="HEIF"), "b.jpg": image_bytes(81)})
+    assert rows["a.HEIC"].conversion is not None
+    assert rows["a.HEIC"].id < rows["b.jpg"].id  # the first row the check reads
+    report = check_server(rt)
+    assert serverside.NOTE_NOT_ORIGINAL not in report.notes
+    assert (report.orphans, report.missing, report.drift) == (0, 0, 0)
+    assert [r.sha256 is None for chunk in iter_check_rows(rt.ledger) for r in chunk] == [
+        True,
+        False,
+    ]

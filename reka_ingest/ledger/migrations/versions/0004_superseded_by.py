@@ -7,7 +7,7 @@ history and leaves the failed count. Indexed: which rows a file replaced is
 looked up by it. No foreign key: SQLite would copy the whole table to add one.
 
 Revision ID: 0004_superseded_by
-Revises: 0002_values_and_indexes
+Revises: 0003_conversion
 Create Date: 2026-12-04 20:00:00
 """
 
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0004_superseded_by"
-down_revision = "0002_values_and_indexes"
+down_revision = "0003_conversion"
 branch_labels = None
 depends_on = None
 

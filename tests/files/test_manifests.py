@@ -1,0 +1,329 @@
+"""The URL list parser (reka_ingest.files.manifests): both formats, odd bytes, and the
+normal form of a URL; pure, no ledger."""
+
+from __future__ import annotations
+
+import types
+import typing
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from reka_ingest.core.errors import FileRejected
+from reka_ingest.core.states import Reason
+from reka_ingest.files.manifests import (
+    CELL_TYPES,
+    MAX_LINE_BYTES,
+    MAX_RAW_CHARS,
+    MAX_URL_CHARS,
+    ManifestLine,
+    is_manifest,
+    normalise_url,
+    read_manifest,
+    url_identity,
+)
+from reka_ingest.reka.models import DetectionMetadata, SecurityMetadata
+from scheduler.sidecar import SidecarFields
+
+
+def _write(tmp_path: Path, name: str, data: bytes | str) -> str:
+    path = tmp_path / name
+    path.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+    return str(path)
+
+
+def _read(tmp_path: Path, name: str, data: bytes | str) -> list[ManifestLine]:
+    return list(read_manifest(_write(tmp_path, name, data)))
+
+
+# --- names ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("a.urls", True),
+        ("A.URLS", True),
+        ("dir/list.Urls.CSV", True),
+        ("list.urls.csv", True),
+        ("list.csv", False),
+        ("urls", False),
+        ("a.urls.txt", False),
+        ("photo.jpg", False),
+    ],
+)
+def test_is_manifest(name: str, expected: bool) -> None:
+    assert is_manifest(name) is expected
+
+
+# --- the normal form ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("HTTP://Example.COM:80/a", "http://example.com/a"),
+        ("https://EXAMPLE.com:443", "https://example.com/"),
+        ("https://example.com:8443/x", "https://example.com:8443/x"),
+        ("http://h/a/%7e/./b/../c%2f?x=%7E&y#frag", "http://h/a/~/c%2F?x=~&y"),
+        ("http://h/%e4", "http://h/%E4"),
+        ("http://h/a%zz", "http://h/a%25zz"),
+        ("http://bücher.de/ä b".replace(" ", "%20"), "http://xn--bcher-kva.de/%C3%A4%20b"),
+        ("http://[0:0::1]:8080/a", "http://[::1]:8080/a"),
+        ("  http://h/x?  ", "http://h/x"),
+        ("http://h?q=1", "http://h/?q=1"),
+        ("http://h/a/b/..", "http://h/a/"),
+        ("http://h/%2E%2E/x", "http://h/x"),
+    ],
+)
+def test_normalise(given: str, expected: str) -> None:
+    assert normalise_url(given) == expected
+    assert normalise_url(expected) == expected
+
+
+@pytest.mark.parametrize(
+    ("given", "why"),
+    [
+        ("ftp://h/x", "not an http(s) URL"),
+        ("example.com/x.jpg", "no scheme"),
+        ("http:///x", "no host"),
+        ("http://h:99999/", "out of range"),
+        ("http://h:x/", "not a number"),
+        ("http://user:pw@h/x", "credentials"),
+        ("http://h/a b", "a space"),
+        ("http://h/a\x07", "control character"),
+        ("http://h!x/", "contains '!'"),
+        ("http://[zz]/", "not an IPv6 address"),
+        ("http://h/" + "a" * MAX_URL_CHARS, "once normalised"),
+        ("http://h/x#" + "f" * MAX_RAW_CHARS, "as written"),
+        ("", "no URL"),
+    ],
+)
+def test_normalise_refuses(given: str, why: str) -> None:
+    with pytest.raises(ValueError) as err:
+        normalise_url(given)
+    assert why in str(err.value)
+
+
+def test_identity_is_64_hex_and_follows_the_normal_form() -> None:
+    one = url_identity(normalise_url("HTTP://Example.com:80/a%7e"))
+    two = url_identity(normalise_url("http://example.com/a~#x"))
+    assert one == two
+    assert len(one) == 64
+    assert int(one, 16) >= 0
+    assert one != url_identity(normalise_url("http://example.com/b"))
+
+
+_url_text = st.text(
+    alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=80
+).map(lambda s: "http://h/" + s)
+
+
+@given(st.one_of(_url_text, st.text(max_size=60)))
+@settings(max_examples=300, deadline=None)
+def test_normalisation_is_idempotent(text: str) -> None:
+    try:
+        once = normalise_url(text)
+    except ValueError:
+        return
+    assert normalise_url(once) == once
+
+
+# --- *.urls ---------------------------------------------------------------------------
+
+
+def test_urls_lines_comments_blank_crlf_bom(tmp_path: Path) -> None:
+    data = (
+        b"\xef\xbb\xbf# my list\r\nhttp://h/a.jpg\r\n\r\n   \r\n"
+        b"  https://H/b.jpg  \nnot a url\n#x\n"
+    )
+    lines = _read(tmp_path, "a.urls", data)
+    assert [(ln.line, ln.url, ln.error is None) for ln in lines] == [
+        (2, "http://h/a.jpg", True),
+        (5, "https://h/b.jpg", True),
+        (6, None, False),
+    ]
+    assert lines[1].raw == "https://H/b.jpg"
+    assert lines[2].raw == "not a url"
+    assert "no scheme" in (lines[2].error or "")
+    assert all(ln.metadata == {} for ln in lines)
+
+
+def test_urls_first_line_after_bom(tmp_path: Path) -> None:
+    lines = _read(tmp_path, "a.urls", b"\xef\xbb\xbfhttp://h/a")
+    assert [ln.url for ln in lines] == ["http://h/a"]
+
+
+def test_non_utf8_line_fails_alone(tmp_path: Path) -> None:
+    lines = _read(tmp_path, "a.urls", b"http://h/a\nhttp://h/caf\xe9.jpg\nhttp://h/b\n")
+    assert [ln.line for ln in lines] == [1, 2, 3]
+    assert lines[1].url is None
+    assert "not UTF-8" in (lines[1].error or "")
+    assert "\\xe9" in lines[1].raw
+    assert lines[2].url == "http://h/b"
+
+
+def test_overlong_line_fails_alone_and_the_next_one_is_read(tmp_path: Path) -> None:
+    data = b"http://h/" + b"a" * (MAX_LINE_BYTES * 2) + b"\nhttp://h/b\n"
+    lines = _read(tmp_path, "a.urls", data)
+    assert [ln.line for ln in lines] == [1, 2]
+    assert "longer than" in (lines[0].error or "")
+    assert lines[1].url == "http://h/b"
+
+
+def test_raw_is_bounded(tmp_path: Path) -> None:
+    lines = _read(tmp_path, "a.urls", "http://h/" + "a" * 10_000)
+    assert lines[0].error is not None
+    assert len(lines[0].raw) <= MAX_URL_CHARS + 64
+
+
+@pytest.mark.parametrize(
+    ("data", "why"),
+    [
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "not a text file"),
+        ("http://h/a\n".encode("utf-16"), "UTF-16"),
+    ],
+)
+def test_not_text_is_refused_whole(tmp_path: Path, data: bytes, why: str) -> None:
+    with pytest.raises(FileRejected) as err:
+        _read(tmp_path, "a.urls", data)
+    assert err.value.reason == Reason.UNSUPPORTED_FORMAT
+    assert why in err.value.message
+
+
+def test_unreadable_is_refused_whole(tmp_path: Path) -> None:
+    with pytest.raises(FileRejected) as err:
+        list(read_manifest(str(tmp_path / "missing.urls")))
+    assert err.value.reason == Reason.UNREADABLE
+
+
+def test_streams_without_reading_ahead(tmp_path: Path) -> None:
+    """The first line comes before the rest are parsed (a generator over the file)."""
+    path = _write(tmp_path, "a.urls", "".join(f"http://h/{i}\n" for i in range(50_000)))
+    it = read_manifest(path)
+    assert next(it).line == 1
+    assert sum(1 for _ in it) == 49_999
+
+
+@given(st.lists(st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"")), max_size=30))
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+def test_any_lines_one_result_per_url_line(tmp_path: Path, lines: list[bytes]) -> None:
+    """Never raises for a text file, and every line that is not blank or a comment
+    gives exactly one ManifestLine, with its own number."""
+    data = b"\n".join(lines)
+    if b"\x00" in data[:8192] or data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return  # refused as a whole: not text (tested above)
+    path = _write(tmp_path, "p.urls", data)
+    got = list(read_manifest(path))
+    expected = []
+    for number, line in enumerate(lines, 1):
+        raw = line[3:] if number == 1 and line.startswith(b"\xef\xbb\xbf") else line
+        try:
+            text = raw.rstrip(b"\r").decode("utf-8").strip()
+        except UnicodeDecodeError:
+            expected.append(number)
+            continue
+        if text and not text.startswith("#"):
+            expected.append(number)
+    assert [ln.line for ln in got] == expected
+    for ln in got:
+        assert (ln.url is None) == (ln.error is not None)
+
+
+# --- *.urls.csv ---------------------------------------------------------------------
+
+
+def test_csv_typed_cells(tmp_path: Path) -> None:
+    data = (
+        "URL, camera_id ,recorded_timestamp_utc,index,is_license_plate,confidence,"
+        "detection_metadata,notes,\r\n"
+        'http://h/a.jpg,cam-1,1700000000,false,yes,0.5,"[{""class_name"": ""car"",'
+        ' ""bounding_box"": [1,2,3,4]}]",hello,\r\n'
+        "http://h/b.jpg,,,,,,,,\r\n"
+    )
+    lines = _read(tmp_path, "m.urls.csv", data)
+    assert [ln.line for ln in lines] == [2, 3]
+    assert lines[0].error is None
+    assert lines[0].metadata == {
+        "camera_id": "cam-1",
+        "recorded_timestamp_utc": 1700000000,
+        "index": False,
+        "is_license_plate": True,
+        "confidence": 0.5,
+        "detection_metadata": [{"class_name": "car", "bounding_box": [1, 2, 3, 4]}],
+        "notes": "hello",
+    }
+    assert lines[1].metadata == {}
+    assert lines[1].url == "http://h/b.jpg"
+
+
+@pytest.mark.parametrize(
+    ("row", "why"),
+    [
+        ("http://h/a,abc,", "not a whole number"),
+        ("http://h/a,,maybe", "not true or false"),
+        ("http://h/a,1,true,extra", "3 columns"),
+        ("ftp://h/a,1,true", "not an http(s) URL"),
+        (",1,true", "no URL"),
+        ('http://h/a,"1"x,true', "not a CSV row"),
+    ],
+)
+def test_csv_bad_row_fails_alone(tmp_path: Path, row: str, why: str) -> None:
+    data = f"url,recorded_timestamp_utc,index\n{row}\nhttp://h/ok,5,\n"
+    lines = _read(tmp_path, "m.urls.csv", data)
+    assert [ln.line for ln in lines] == [2, 3]
+    assert lines[0].url is None
+    assert why in (lines[0].error or "")
+    assert lines[1].error is None
+    assert lines[1].metadata == {"recorded_timestamp_utc": 5}
+
+
+@pytest.mark.parametrize(
+    ("header", "why"),
+    [
+        ("camera_id,site_id\n", "no 'url' column"),
+        ("url,URL\n", "more than one 'url' column"),
+        ("url,a,a\n", "appears twice"),
+    ],
+)
+def test_csv_bad_header_is_refused_whole(tmp_path: Path, header: str, why: str) -> None:
+    with pytest.raises(FileRejected) as err:
+        _read(tmp_path, "m.urls.csv", header + "http://h/a,b,c\n")
+    assert err.value.reason == Reason.UNSUPPORTED_FORMAT
+    assert why in err.value.message
+
+
+@pytest.mark.parametrize("data", ["", "# only a comment\n\n  \n"])
+def test_csv_without_header_is_refused_whole(tmp_path: Path, data: str) -> None:
+    with pytest.raises(FileRejected) as err:
+        _read(tmp_path, "m.urls.csv", data)
+    why = "no header line"
+    assert err.value.reason == Reason.UNSUPPORTED_FORMAT
+    assert why in err.value.message
+
+
+def test_csv_non_utf8_row_fails_alone(tmp_path: Path) -> None:
+    lines = _read(tmp_path, "m.urls.csv", b"url,caption\nhttp://h/a,caf\xe9\nhttp://h/b,ok\n")
+    assert [(ln.line, ln.error is None) for ln in lines] == [(2, False), (3, True)]
+
+
+def _model_types(model: type) -> dict[str, type]:
+    out: dict[str, type] = {}
+    for name, info in model.model_fields.items():  # type: ignore[attr-defined]
+        ann = info.annotation
+        if typing.get_origin(ann) in (typing.Union, types.UnionType):  # `X | None`
+            ann = next(a for a in typing.get_args(ann) if a is not type(None))
+        kind = typing.get_origin(ann) or ann
+        out[name] = kind
+    return out
+
+
+def test_cell_types_follow_the_models() -> None:
+    """CELL_TYPES is the documented fields of the sidecar and detection models."""
+    expected = {**_model_types(DetectionMetadata), **_model_types(SidecarFields)}
+    assert set(_model_types(SecurityMetadata)) <= set(expected)
+    assert expected == CELL_TYPES

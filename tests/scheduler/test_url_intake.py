@@ -1,0 +1,289 @@
+"""Image URL lists through the real Watcher: one row per URL line, a bad line failing
+alone, a repeated URL a duplicate, the list itself to done/ or failed/, and a long
+list read in bounded memory. A real ledger (SQLite and PostgreSQL); `enqueue` is a
+list's `append`."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from reka_ingest.core.settings import IngestSettings
+from reka_ingest.core.states import FileState, Origin, Reason
+from reka_ingest.files.manifests import normalise_url, url_identity
+from reka_ingest.ledger import Ledger
+from reka_ingest.ledger.intake import NewFile, record_files
+from reka_ingest.ledger.queries import list_files
+from reka_ingest.ledger.schema import Batch, File
+from scheduler.claim import ClaimFolders, claim, inbox_tag
+from scheduler.url_intake import line_work_path
+from scheduler.watcher import Watcher
+from tests.scheduler.conftest import wait_for
+from tests.support.images import write_image
+
+
+def _rows(ledger: Ledger) -> list[File]:
+    return list(list_files(ledger))
+
+
+def _url_rows(ledger: Ledger) -> dict[int, File]:
+    """URL rows by their line number (one manifest in play)."""
+    return {int(f.work_path.rsplit("#L", 1)[1]): f for f in _rows(ledger) if f.origin == Origin.URL}
+
+
+def _batches(ledger: Ledger) -> list[set[str]]:
+    """The kinds of rows in each batch."""
+    with ledger.read() as s:
+        rows = s.execute(select(File.batch_id, File.origin).where(File.batch_id.is_not(None)))
+        kinds: dict[int, set[str]] = {}
+        for batch_id, origin in rows:
+            kinds.setdefault(batch_id or 0, set()).add("url" if origin == Origin.URL else "file")
+    return list(kinds.values())
+
+
+def _gone(path: Path) -> Callable[[], bool]:
+    return lambda: not path.exists()
+
+
+def test_url_list_rows_bad_line_duplicate_and_reason_file(
+    fast_settings: Callable[..., IngestSettings], ledger: Ledger, running: Any
+) -> None:
+    settings = fast_settings()
+    sent: list[int] = []
+    watcher = Watcher(settings, ledger, sent.append)
+    manifest = settings.inbox / "lists" / "day1.urls"
+    manifest.parent.mkdir(parents=True)
+    with running(watcher):
+        write_image(settings.inbox / "lists" / "photo.jpg", seed=1)
+        manifest.write_bytes(
+            b"# archive\r\n"
+            b"http://img.example/a.jpg\r\n"
+            b"not a url\r\n"
+            b"\r\n"
+            b"HTTP://IMG.example:80/a.jpg#again\r\n"
+            b"https://img.example/b%7e.jpg\r\n"
+        )
+        wait_for(_gone(manifest))
+        wait_for((settings.failed_path / "lists" / "day1.urls").exists)
+        wait_for(lambda: len(_url_rows(ledger)) == 4 and bool(sent))
+        wait_for(lambda: not watcher.manifests and len(_batches(ledger)) == 2)
+    rows = _url_rows(ledger)
+    assert sorted(rows) == [2, 3, 5, 6]
+    first = rows[2]
+    assert (first.state, first.origin, first.size) == (FileState.QUEUED, Origin.URL, 0)
+    assert first.path == "http://img.example/a.jpg"
+    assert first.sha256 == url_identity("http://img.example/a.jpg")
+    assert first.source_root == os.path.join(os.path.realpath(settings.inbox), "lists/day1.urls")
+    bad = rows[3]
+    assert (bad.state, bad.reason) == (FileState.FAILED, Reason.BAD_URL)
+    assert bad.message is not None
+    assert "lists/day1.urls line 3" in bad.message
+    assert "not an http(s) URL" in bad.message
+    again = rows[5]
+    assert (again.state, again.duplicate_of) == (FileState.DUPLICATE, first.id)
+    assert again.message == f"same URL as file {first.id}"
+    assert rows[6].state == FileState.QUEUED
+    assert rows[6].sha256 == url_identity(normalise_url("https://img.example/b~.jpg"))
+    # Homogeneous batches: the image apart from the URLs.
+    assert sorted(sorted(k) for k in _batches(ledger)) == [["file"], ["url"]]
+    # The list itself: failed/ with the bad line named; no row of its own.
+    reason = json.loads(
+        (settings.failed_path / "lists" / "day1.urls.error.json").read_text("utf-8")
+    )
+    assert reason["reason"] == "bad_url"
+    assert reason["bad_lines_total"] == 1
+    assert reason["bad_lines"] == [
+        {"line": 3, "reason": "bad_url", "url": "not a url", "why": bad.message.split(": ", 1)[1]}
+    ]
+    assert "line 3" in reason["message"]
+    assert not any(f.path == "lists/day1.urls" for f in _rows(ledger))
+    # No reason file per URL line; in the work area only the image waiting for its upload.
+    assert sorted(p.name for p in settings.failed_path.rglob("*")) == [
+        "day1.urls",
+        "day1.urls.error.json",
+        "lists",
+    ]
+    assert [p.name for p in settings.work_dir.rglob("*") if p.is_file()] == ["photo.jpg"]
+
+
+def test_csv_metadata_over_defaults_and_a_bad_cell(
+    fast_settings: Callable[..., IngestSettings], ledger: Ledger, running: Any
+) -> None:
+    settings = fast_settings()
+    watcher = Watcher(settings, ledger, lambda _b: None)
+    folder = settings.inbox / "site"
+    folder.mkdir()
+    (folder / "_defaults.json").write_text('{"site_id": "lot-7", "camera_id": "default"}')
+    manifest = folder / "cams.urls.csv"
+    with running(watcher):
+        manifest.write_text(
+            "url,camera_id,recorded_timestamp_utc,index,notes\n"
+            "http://h/1.jpg,cam-1,1700000000,false,first\n"
+            "http://h/2.jpg,,,,\n"
+            "http://h/3.jpg,cam-3,yesterday,,\n"
+            'http://h/4.jpg,cam-4,,,"x"\n',
+            encoding="utf-8",
+        )
+        wait_for(_gone(manifest))
+        wait_for(lambda: len(_url_rows(ledger)) == 4 and not watcher.manifests)
+    rows = _url_rows(ledger)
+    assert rows[2].sidecar == {
+        "site_id": "lot-7",
+        "camera_id": "cam-1",
+        "recorded_timestamp_utc": 1700000000,
+        "notes": "first",
+    }
+    assert rows[2].index_flag is False
+    assert rows[3].sidecar == {"site_id": "lot-7", "camera_id": "default"}
+    assert rows[3].index_flag is True
+    assert (rows[4].state, rows[4].reason) == (FileState.FAILED, Reason.BAD_URL)
+    assert "not a whole number" in (rows[4].message or "")
+    assert rows[5].sidecar == {"site_id": "lot-7", "camera_id": "cam-4", "notes": "x"}
+    assert (settings.failed_path / "site" / "cams.urls.csv.error.json").exists()
+
+
+def test_bad_metadata_fails_its_row_with_bad_sidecar(
+    fast_settings: Callable[..., IngestSettings], ledger: Ledger, running: Any
+) -> None:
+    settings = fast_settings()
+    watcher = Watcher(settings, ledger, lambda _b: None)
+    manifest = settings.inbox / "m.urls.csv"
+    with running(watcher):
+        manifest.write_text(
+            'url,detection_metadata\nhttp://h/1.jpg,"[1]"\nhttp://h/2.jpg,\n', encoding="utf-8"
+        )
+        wait_for(_gone(manifest))
+        wait_for(lambda: len(_url_rows(ledger)) == 2 and not watcher.manifests)
+    rows = _url_rows(ledger)
+    assert (rows[2].state, rows[2].reason) == (FileState.FAILED, Reason.BAD_SIDECAR)
+    assert "m.urls.csv line 2" in (rows[2].message or "")
+    assert rows[3].state == FileState.QUEUED
+
+
+def test_same_url_in_a_later_list_is_a_duplicate_and_a_good_list_goes_to_done(
+    fast_settings: Callable[..., IngestSettings], ledger: Ledger, running: Any
+) -> None:
+    settings = fast_settings()
+    watcher = Watcher(settings, ledger, lambda _b: None)
+    with running(watcher):
+        (settings.inbox / "one.urls").write_text("http://h/x.jpg\nhttp://h/y.jpg\n")
+        wait_for((settings.done_path / "one.urls").exists)
+        (settings.inbox / "two.URLS").write_text("http://H/x.jpg\n")
+        wait_for((settings.done_path / "two.URLS").exists)
+    rows = [f for f in _rows(ledger) if f.origin == Origin.URL]
+    assert [f.state for f in rows] == [FileState.QUEUED, FileState.QUEUED, FileState.DUPLICATE]
+    assert rows[2].duplicate_of == rows[0].id
+    assert not settings.failed_path.exists() or not any(settings.failed_path.iterdir())
+
+
+def test_an_unusable_list_fails_whole_with_a_row_of_its_own(
+    fast_settings: Callable[..., IngestSettings], ledger: Ledger, running: Any
+) -> None:
+    settings = fast_settings()
+    watcher = Watcher(settings, ledger, lambda _b: None)
+    with running(watcher):
+        (settings.inbox / "nourl.urls.csv").write_text("camera_id\ncam-1\n")
+        (settings.inbox / "empty.urls").write_text("# nothing yet\n\n")
+        (settings.inbox / "binary.urls").write_bytes(b"\x00\x01\x02" * 10)
+        for name in ("nourl.urls.csv", "empty.urls", "binary.urls"):
+            wait_for((settings.failed_path / f"{name}.error.json").exists)
+    rows = {f.path: f for f in _rows(ledger)}
+    assert (rows["nourl.urls.csv"].state, rows["nourl.urls.csv"].reason) == (
+        FileState.FAILED,
+        Reason.UNSUPPORTED_FORMAT,
+    )
+    assert "no 'url' column" in (rows["nourl.urls.csv"].message or "")
+    assert rows["empty.urls"].reason == Reason.EMPTY_FILE
+    assert rows["binary.urls"].reason == Reason.UNSUPPORTED_FORMAT
+    assert all(f.origin != Origin.URL for f in rows.values())
+
+
+def test_a_list_claimed_before_a_crash_is_read_again_without_repeats(
+    fast_settings: Callable[..., IngestSettings], ledger: Ledger, running: Any
+) -> None:
+    settings = fast_settings()
+    root = os.path.realpath(settings.inbox)
+    settings.work_dir.mkdir(parents=True, exist_ok=True)
+    src = settings.inbox / "crash.urls"
+    src.write_text("http://h/1.jpg\nhttp://h/2.jpg\nhttp://h/3.jpg\n")
+    folders = ClaimFolders(os.path.realpath(settings.work_dir), inbox_tag(root))
+    claimed = claim(str(src), rel_path="crash.urls", folders=folders)
+    assert claimed is not None
+    # The crash came after line 1's row was written.
+    record_files(
+        ledger,
+        [
+            NewFile(
+                path="http://h/1.jpg",
+                source_root=os.path.join(root, "crash.urls"),
+                work_path=line_work_path(claimed.work_path, 1),
+                origin=Origin.URL,
+                size=0,
+                mtime=0.0,
+                sha256=url_identity("http://h/1.jpg"),
+                seen_at=1.0,
+            )
+        ],
+        now=1.0,
+    )
+    sent: list[int] = []
+    watcher = Watcher(settings, ledger, sent.append)
+    with running(watcher):
+        wait_for((settings.done_path / "crash.urls").exists)
+        wait_for(lambda: not watcher.manifests)
+    rows = _url_rows(ledger)
+    assert sorted(rows) == [1, 2, 3]
+    assert all(f.state == FileState.QUEUED for f in rows.values())
+    with ledger.read() as s:
+        assert s.scalar(select(func.count()).select_from(File)) == 3
+        assert s.scalar(select(func.count()).select_from(File).where(File.batch_id.is_(None))) == 0
+        assert (s.scalar(select(func.count()).select_from(Batch)) or 0) >= 1
+
+
+def _rss() -> int:
+    """This process's resident memory now, in bytes (Linux)."""
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_a_long_list_streams_in_bounded_memory(
+    fast_settings: Callable[..., IngestSettings], ledger: Ledger, running: Any
+) -> None:
+    """200,000 lines: every row recorded and batched, and the process's memory (sampled
+    while the watcher reads) grows far less than a list of all lines (or of their
+    rows, well over 100 MB) would take: a slice at a time holds a group of 500 rows
+    and a batch of 100."""
+    lines = 200_000
+    settings = fast_settings(batch_max_files=100, batch_max_wait=30.0)
+    sent: list[int] = []
+    watcher = Watcher(settings, ledger, sent.append)
+    big = settings.inbox / "big.urls"
+    tmp = settings.inbox / ".big.urls.part"
+    with tmp.open("w", encoding="utf-8") as fh:
+        for i in range(lines):
+            fh.write(f"https://images.example.com/archive/2024/{i:08d}.jpg\n")
+    peak = base = _rss()
+
+    def done() -> bool:
+        nonlocal peak
+        peak = max(peak, _rss())
+        return (settings.done_path / "big.urls").exists()
+
+    with running(watcher):
+        os.rename(tmp, big)
+        wait_for(done, timeout=580)
+    with ledger.read() as s:
+        count = s.scalar(select(func.count()).select_from(File).where(File.origin == Origin.URL))
+        unbatched = s.scalar(select(func.count()).select_from(File).where(File.batch_id.is_(None)))
+    assert count == lines
+    assert unbatched == 0
+    assert len(sent) == lines // 100
+    assert peak - base < 40 * 1024 * 1024, f"grew {(peak - base) / 1e6:.1f} MB"
