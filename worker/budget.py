@@ -10,7 +10,8 @@ the count lives in Redis, next to the broker:
 - `follow(info)` feeds each upload response's rate-limit headers back: a 429's
   `retry-after`, or `x-ratelimit-requests-remaining: 0` with
   `x-ratelimit-requests-reset`, pauses every worker until then.
-- `snapshot(now)` says what is left and when it refills (`reka-ingest status`).
+- `snapshot(now)` says what is left and when it refills, through the one reading
+  every view shares (reka_ingest.metrics.budget).
 
 Times come from the injected clock (the runtime's `rt.clock`), never from
 Redis, so tests move time; machines are expected to keep their clocks in sync
@@ -19,10 +20,12 @@ Redis, so tests move time; machines are expected to keep their clocks in sync
 Redis keys (named in `reka_ingest.core.constants`; the API key by its
 fingerprint, a short hash, never the key itself):
 
-    BUDGET_KEY          hash: remaining, limit, reset_at (published for the
-                        metrics collector and `status --watch`)
+    BUDGET_KEY          hash: the rule counted by (fp, limit, per_second,
+                        window), published with every request and at start,
+                        for every view (reka_ingest.metrics.budget)
     BUDGET_WINDOW_KEY   sorted set: one member per request, scored by its time;
-                        trimmed to the window
+                        trimmed to the window; counted with no daily limit too,
+                        so every view can say how many were used
     BUDGET_PAUSE_KEY    string: epoch seconds the server asked us to wait until
 
 When Redis cannot be reached, `try_acquire` answers `Wait(now +
@@ -41,7 +44,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 
 import redis
 
@@ -49,8 +52,6 @@ from reka_ingest.core.constants import (
     API_KEY_FINGERPRINT_CHARS,
     BUDGET_KEY,
     BUDGET_KEY_TTL_MARGIN,
-    BUDGET_PAUSE_KEY,
-    BUDGET_WINDOW_KEY,
     RATE_LIMIT_WINDOW_SECONDS,
     RATE_LIMITED_PAUSE,
     REDIS_DOWN_WAIT,
@@ -61,6 +62,7 @@ from reka_ingest.core.errors import RateLimitInfo
 from reka_ingest.core.logs import get_logger
 from reka_ingest.core.settings import Settings
 from reka_ingest.core.states import WaitReason
+from reka_ingest.metrics.budget import BudgetView, pause_key, publish_rule, view_for, window_key
 
 log = get_logger(__name__)
 
@@ -77,12 +79,7 @@ def fingerprint(api_key: str | None) -> str:
     return hashlib.sha256(api_key.encode()).hexdigest()[:API_KEY_FINGERPRINT_CHARS]
 
 
-def window_key(fp: str) -> str:
-    return BUDGET_WINDOW_KEY.format(fp=fp)
-
-
-def pause_key(fp: str) -> str:
-    return BUDGET_PAUSE_KEY.format(fp=fp)
+__all__ = ["Budget", "BudgetSnapshot", "Grant", "Wait", "pause_key", "window_key"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,30 +97,12 @@ class Wait:
     why: WaitReason
 
 
-@dataclass(frozen=True, slots=True)
-class BudgetSnapshot:
-    """What `reka-ingest status` shows; `error` is set (and numbers None) without Redis."""
-
-    limit: int | None
-    used: int | None
-    remaining: int | None
-    refills_at: float | None  # when the next slot frees (the oldest request leaves)
-    paused_until: float | None  # set while the server's pause holds
-    error: str | None = None
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "limit": self.limit,
-            "used": self.used,
-            "remaining": self.remaining,
-            "refills_at": self.refills_at,
-            "paused_until": self.paused_until,
-            "error": self.error,
-        }
+# What every view reads (reka_ingest.metrics.budget); the worker's own name for it.
+BudgetSnapshot = BudgetView
 
 
 # KEYS: window, pause, published.  ARGV: now, per_day, window, per_second, member,
-# ttl margin.
+# ttl margin, fp.
 # Replies {"grant", remaining (-1: no daily limit)} or {"wait", until, why (a WaitReason)}.
 _ACQUIRE: Final = """
 local now = tonumber(ARGV[1])
@@ -133,21 +112,17 @@ local per_second = tonumber(ARGV[4])
 local function num(x) return string.format('%.17g', x) end
 local function int(x) return string.format('%d', x) end
 
+redis.call('HSET', KEYS[3], 'fp', ARGV[7], 'limit', int(per_day), 'per_second',
+  int(per_second), 'window', num(window))
 local paused = tonumber(redis.call('GET', KEYS[2]) or '0')
 if paused > now then
   return {'wait', num(paused), 'server_pause'}
 end
-if per_day == 0 and per_second == 0 then
-  return {'grant', '-1'}
-end
-local span = window
-if per_day == 0 then span = 1 end
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', num(now - span))
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', num(now - window))
 local used = redis.call('ZCARD', KEYS[1])
 if per_day > 0 and used >= per_day then
   local freeing = redis.call('ZRANGE', KEYS[1], used - per_day, used - per_day, 'WITHSCORES')
   local until_ = tonumber(freeing[2]) + window
-  redis.call('HSET', KEYS[3], 'remaining', '0', 'limit', int(per_day), 'reset_at', num(until_))
   return {'wait', num(until_), 'daily_limit'}
 end
 if per_second > 0 then
@@ -159,23 +134,18 @@ if per_second > 0 then
   end
 end
 redis.call('ZADD', KEYS[1], num(now), ARGV[5])
-redis.call('EXPIRE', KEYS[1], math.ceil(span) + tonumber(ARGV[6]))
+redis.call('EXPIRE', KEYS[1], math.ceil(window) + tonumber(ARGV[6]))
 if per_day == 0 then
   return {'grant', '-1'}
 end
-local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-local remaining = per_day - used - 1
-redis.call('HSET', KEYS[3], 'remaining', int(remaining), 'limit', int(per_day),
-  'reset_at', num(tonumber(oldest[2]) + window))
-return {'grant', int(remaining)}
+return {'grant', int(per_day - used - 1)}
 """
 
-# KEYS: pause, published.  ARGV: until, ttl seconds.  Replies the pause now in force.
+# KEYS: pause.  ARGV: until, ttl seconds.  Replies the pause now in force.
 _PAUSE: Final = """
 local current = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tonumber(ARGV[1]) > current then
   redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-  redis.call('HSET', KEYS[2], 'remaining', '0', 'reset_at', ARGV[1])
   return ARGV[1]
 end
 return redis.call('GET', KEYS[1])
@@ -259,6 +229,7 @@ class Budget:
             self.per_second,
             member,
             BUDGET_KEY_TTL_MARGIN,
+            self.fp,
         ]
         try:
             reply = self._acquire(keys=list(self._keys), args=args)
@@ -282,7 +253,7 @@ class Budget:
         until = now + wait
         try:
             reply = self._pause(
-                keys=[self._keys[1], BUDGET_KEY],
+                keys=[self._keys[1]],
                 args=[repr(until), math.ceil(wait) + BUDGET_KEY_TTL_MARGIN],
             )
         except redis.RedisError as err:
@@ -292,37 +263,35 @@ class Budget:
         log.info("budget_paused", fp=self.fp, until=in_force, rate_limited=rate_limited)
         return in_force
 
-    def snapshot(self, now: float | None = None) -> BudgetSnapshot:
-        """What is used and left, when the next slot frees, and any server pause."""
-        now = self._clock() if now is None else now
-        span = self.window if self.per_day or not self.per_second else 1.0
-        low = f"({now - span!r}"
+    def publish(self) -> None:
+        """Say in Redis which rule this worker counts by, before its first request, so
+        every view reads the budget from there (reka_ingest.metrics.budget)."""
         try:
-            with self._redis.pipeline(transaction=True) as pipe:
-                pipe.zcount(self._keys[0], low, "+inf")
-                pipe.zrangebyscore(self._keys[0], low, "+inf", start=0, num=1, withscores=True)
-                pipe.get(self._keys[1])
-                used, oldest, paused = pipe.execute()
-        except redis.RedisError as err:
-            return BudgetSnapshot(
-                None, None, None, None, None, error=f"redis unreachable ({type(err).__name__})"
+            publish_rule(
+                self._redis,
+                fp=self.fp,
+                per_day=self.per_day,
+                per_second=self.per_second,
+                window=float(self.window),
             )
-        paused_until = float(paused) if paused is not None and float(paused) > now else None
-        if self.per_day == 0:
-            return BudgetSnapshot(None, int(used), None, None, paused_until)
-        refills_at = float(oldest[0][1]) + self.window if oldest else None
-        return BudgetSnapshot(
-            self.per_day, int(used), max(0, self.per_day - int(used)), refills_at, paused_until
-        )
+        except redis.RedisError as err:
+            log.warning("budget_unavailable", fp=self.fp, error=type(err).__name__)
 
-
-def budget_snapshot(settings: Settings, *, now: float | None = None) -> BudgetSnapshot:
-    """The budget of the configured key, for `reka-ingest status`; never raises for Redis."""
-    budget = Budget.from_settings(settings)
-    try:
-        return budget.snapshot(now)
-    finally:
-        budget.close()
+    def snapshot(self, now: float | None = None) -> BudgetSnapshot:
+        """What is used and left, when the next slot frees, and any server pause: the
+        reading every view shares, under this budget's own rule."""
+        now = self._clock() if now is None else now
+        try:
+            return view_for(
+                self._redis,
+                fp=self.fp,
+                per_day=self.per_day,
+                per_second=self.per_second,
+                window=float(self.window),
+                now=now,
+            )
+        except redis.RedisError as err:
+            return BudgetView(known=False, error=f"Redis did not answer ({type(err).__name__})")
 
 
 def _text(value: bytes | str | int) -> str:

@@ -24,6 +24,7 @@ from reka_ingest.ledger import Ledger, open_ledger
 from reka_ingest.metrics.counters import CounterSink
 from reka_ingest.reka.client import RekaClient
 from worker.budget import Budget
+from worker.notify import Notifier
 
 
 @dataclass
@@ -36,6 +37,7 @@ class Runtime:
     counters: CounterSink | None = None
     _client: RekaClient | None = field(default=None, repr=False)
     _budget: Budget | None = field(default=None, repr=False)
+    _notifier: Notifier | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
@@ -66,9 +68,20 @@ class Runtime:
                 self._budget = Budget.from_settings(self.settings, clock=self.clock)
             return self._budget
 
-    def close(self) -> None:
-        """Close the client, the Redis connections and the ledger's engine."""
+    @property
+    def notifier(self) -> Notifier | None:
+        """The webhook's client (INGEST_NOTIFY_URL), made on first use; None when unset."""
         with self._lock:
+            if self._notifier is None:
+                self._notifier = Notifier.from_settings(self.settings)
+            return self._notifier
+
+    def close(self) -> None:
+        """Close the clients, the Redis connections and the ledger's engine."""
+        with self._lock:
+            if self._notifier is not None:
+                self._notifier.close()
+                self._notifier = None
             if self._budget is not None:
                 self._budget.close()
                 self._budget = None

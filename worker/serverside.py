@@ -81,9 +81,16 @@ _OWNED: Final = -1.0
 _DRIFT_STATES: Final = frozenset({FileState.INDEXED, FileState.STORED, FileState.FAILED})
 # A flagged row in these states is still being sent: its copies are not known yet.
 _IN_FLIGHT: Final = frozenset({FileState.QUEUED, FileState.UPLOADING})
-# The states where the row's own image, if on the server, is one copy of its bytes.
+# The states where the row's own image, if on the server, is one copy of its bytes
+# (a superseded row was failed: an image its failed indexing left is still its own).
 _OWNS_COPY: Final = frozenset(
-    {FileState.INDEXING, FileState.INDEXED, FileState.STORED, FileState.FAILED}
+    {
+        FileState.INDEXING,
+        FileState.INDEXED,
+        FileState.STORED,
+        FileState.FAILED,
+        FileState.SUPERSEDED,
+    }
 )
 
 NOTE_NOT_ORIGINAL: Final = (

@@ -28,9 +28,10 @@ def connect(settings: Settings, process: ProcessRuntime) -> None:
         configure_logging(level, fmt)
 
     def _start_runtime(**_: Any) -> None:
-        # At process start, so the first task of a drop does not pay for it.
+        # At process start, so the first task of a drop does not pay for it; the
+        # budget's rule goes to Redis at once, so every view can read it.
         try:
-            process.start()
+            process.start().budget.publish()
         except Exception as err:  # noqa: BLE001 - the first task builds it (and says why)
             log.warning("worker.runtime_warmup_failed", error=repr(err))
 

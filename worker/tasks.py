@@ -7,17 +7,22 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Callable
+from typing import Any
 
 import redis
-from celery import Celery
+from celery import Celery, Task
 
+from reka_ingest.core.constants import NOTIFY_MAX_RETRIES, NOTIFY_RETRY_BACKOFF_MAX
 from reka_ingest.core.logs import get_logger
 from reka_ingest.core.queues import (
     CONTROL_QUEUE,
+    TASK_NOTIFY,
+    TASK_NOTIFY_SWEEP,
     TASK_POLL_DUE,
     TASK_SERVER_CHECK,
     TASK_SWEEP_BATCHES,
     TASK_UPLOAD_BATCH,
+    send_notify,
     send_upload,
 )
 from reka_ingest.ledger.reconcile import batches_to_send
@@ -29,6 +34,7 @@ from reka_ingest.metrics.server_check import (
     record_failure,
 )
 from worker import parked
+from worker.notify import NotifyRejected, NotifyUnavailable, deliver, notify_sweep
 from worker.poller import poll_due
 from worker.runtime import Runtime
 from worker.serverside import CheckReport, check_server
@@ -75,6 +81,43 @@ def register(app: Celery, runtime: Callable[[], Runtime]) -> None:
     @app.task(name=TASK_SERVER_CHECK, ignore_result=True, queue=CONTROL_QUEUE, shared=False)
     def server_check_task() -> None:
         server_check(runtime())
+
+    @app.task(name=TASK_NOTIFY_SWEEP, ignore_result=True, queue=CONTROL_QUEUE, shared=False)
+    def notify_sweep_task() -> None:
+        notify_sweep(runtime(), lambda body: send_notify(app, body))
+
+    # One event's post: retried (backoff from 1 s, doubling, at most
+    # NOTIFY_RETRY_BACKOFF_MAX, with jitter) while the webhook is down or answers
+    # 5xx/408/429, at most NOTIFY_MAX_RETRIES times; a refusal is logged, not retried.
+    @app.task(
+        name=TASK_NOTIFY,
+        bind=True,
+        ignore_result=True,
+        queue=CONTROL_QUEUE,
+        shared=False,
+        acks_late=True,
+        autoretry_for=(NotifyUnavailable,),
+        max_retries=NOTIFY_MAX_RETRIES,
+        retry_backoff=True,
+        retry_backoff_max=NOTIFY_RETRY_BACKOFF_MAX,
+        retry_jitter=True,
+    )
+    def notify_task(self: Task[Any, Any], body: dict[str, Any]) -> None:
+        attempt = self.request.retries + 1
+        try:
+            deliver(runtime().notifier, body)
+        except NotifyUnavailable as err:
+            log.warning(
+                "notify_failed",
+                kind=body.get("event"),
+                id=body.get("id"),
+                attempt=attempt,
+                error=str(err),
+                retry=attempt <= NOTIFY_MAX_RETRIES,
+            )
+            raise
+        except NotifyRejected as err:
+            log.error("notify_rejected", kind=body.get("event"), id=body.get("id"), error=str(err))
 
 
 def sweep_batches(rt: Runtime, send: Callable[[int], object]) -> list[int]:

@@ -8,17 +8,19 @@ only by `reka_ingest.cli.fake_api`, and only when that command runs.
 from __future__ import annotations
 
 import json
+import os
 
 import typer
 
 from reka_ingest.cli import check as check_cmd
 from reka_ingest.cli import delete as delete_cmd
-from reka_ingest.cli import fake_api, run, scan, services, status, watch
+from reka_ingest.cli import deployment, fake_api, run, scan, services, status, watch
 from reka_ingest.cli import health as health_cmd
 from reka_ingest.cli import metrics as metrics_cmd
 from reka_ingest.cli import migrate as migrate_cmd
 from reka_ingest.cli import plan as plan_cmd
 from reka_ingest.cli import retry as retry_cmd
+from reka_ingest.cli import web as web_cmd
 from reka_ingest.core.errors import IngestError
 from reka_ingest.core.logs import configure_logging
 from reka_ingest.core.settings import effective, load_settings
@@ -32,9 +34,19 @@ app = typer.Typer(
 )
 
 
+# Commands that read a deployment: they take the parts of the run recorded in the
+# data folder as defaults (reka_ingest.cli.deployment); `status`, `files`, `retry`
+# and `metrics` also say which deployment they read.
+READERS = frozenset(
+    {"status", "files", "retry", "metrics", "check", "delete", "scan", "config", "web"}
+)
+
+
 @app.callback()
-def _root() -> None:
+def _root(ctx: typer.Context) -> None:
     """Bulk image ingestion for Reka's Vision API."""
+    if ctx.invoked_subcommand in READERS:
+        ctx.obj = deployment.adopt(os.environ)
 
 
 @app.command("config")
@@ -69,6 +81,7 @@ app.command("check")(check_cmd.command)
 app.command("delete")(delete_cmd.command)
 app.command("watch")(watch.command)
 app.command("scan")(scan.command)
+app.command("web")(web_cmd.command)
 app.command("plan")(plan_cmd.command)
 
 

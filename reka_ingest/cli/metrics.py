@@ -11,17 +11,22 @@ from types import FrameType
 
 import typer
 
+from reka_ingest.cli import deployment
 from reka_ingest.core.settings import load_settings
 from reka_ingest.metrics.collector import DEFAULT_PORT, build_registry, open_collector, serve
 
 
 def command(
+    ctx: typer.Context,
     host: str = typer.Option("127.0.0.1", help="Address to bind (0.0.0.0 in a container)."),
     port: int = typer.Option(DEFAULT_PORT, min=0, max=65535, help="Port of /metrics."),
     once: bool = typer.Option(False, "--once", help="Print the metrics page once and exit."),
 ) -> None:
     """Serve Prometheus metrics: files by state, queues, latency, API responses, budget."""
     settings = load_settings()
+    # Which deployment is read, on stderr: stdout stays the metrics page.
+    for line in deployment.announce(deployment.reading_of(ctx), settings.ingest.broker_url):
+        typer.echo(line, err=True)
     if once:
         from prometheus_client import generate_latest  # noqa: PLC0415 - only for --once
 

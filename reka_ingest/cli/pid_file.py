@@ -1,11 +1,18 @@
-"""The pid file of `reka-ingest run`: what it started, so the next `run` can
-end whatever an earlier one left behind.
+"""The run record of `reka-ingest run`: what it started and where its parts
+live, so the next `run` can end whatever an earlier one left behind, and every
+command in another shell finds the deployment (reka_ingest.cli.deployment).
 
-`<data dir>/run.pids.json` names the `run` process itself (the owner) and each
-child it started: name, pid, start time and argv. The start time (field 22 of
-`/proc/PID/stat`, clock ticks after boot) and the boot id make a process's
-identity: a pid the kernel has since given to another process never matches,
-so nothing but our own leftovers is ever signalled, and never by name.
+`<data dir>/run.json` names the `run` process itself (the owner) and each
+child it started: name, pid, start time and argv; its `deployment` part says
+where the parts answer (the Redis URL without its password, the stand-in's
+URL, Flower's, the ports, the data folder, when it started). It is written
+atomically (a reader sees the old file or the new one), removed at a clean
+stop, and a record whose owner is gone (killed) is stale: `RunRecord.live`.
+
+The start time (field 22 of `/proc/PID/stat`, clock ticks after boot) and the
+boot id make a process's identity: a pid the kernel has since given to another
+process never matches, so nothing but our own leftovers is ever signalled, and
+never by name.
 
 At start, `PidFile.claim()` reads the file an earlier `run` left:
 - its owner still alive: another `run` uses this data folder; refuse (SettingsError);
@@ -35,7 +42,7 @@ from reka_ingest.core.logs import get_logger
 
 log = get_logger(__name__)
 
-PID_FILE_NAME = "run.pids.json"
+PID_FILE_NAME = "run.json"
 LEFTOVER_STOP_TIMEOUT = 10.0  # seconds from SIGTERM to SIGKILL
 KILL_WAIT = 5.0  # seconds a SIGKILLed process gets to disappear
 _POLL = 0.05
@@ -80,14 +87,51 @@ class Mark:
         return self.start is not None and start_time(self.pid) == self.start
 
 
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    """A run record as read back: who ran, since when, and where its parts live."""
+
+    path: Path
+    owner: Mark
+    started_at: float | None
+    deployment: dict[str, Any]
+    same_boot: bool
+
+    @property
+    def live(self) -> bool:
+        """Its `run` is still running (the very process recorded); else the record is stale."""
+        return self.same_boot and self.owner.alive()
+
+
+def read_run_record(data_dir: Path) -> RunRecord | None:
+    """The run record in `data_dir`; None when there is none or it cannot be read."""
+    path = data_dir / PID_FILE_NAME
+    try:
+        data: dict[str, Any] = json.loads(path.read_text())
+        deployment = data.get("deployment") or {}
+        started = data.get("started_at")
+        return RunRecord(
+            path=path,
+            owner=_mark(data["owner"]),
+            started_at=None if started is None else float(started),
+            deployment=dict(deployment) if isinstance(deployment, dict) else {},
+            same_boot=data.get("boot_id") == boot_id(),
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 class PidFile:
-    """`run.pids.json` in the data folder: written on every start, read by the next run."""
+    """`run.json` in the data folder: written on every start, read by the next run
+    and by every command in another shell."""
 
     def __init__(self, data_dir: Path) -> None:
         self.path = data_dir / PID_FILE_NAME
         self.data_dir = data_dir
         self._owner = Mark.of("run", os.getpid(), list(sys.argv))
         self._children: list[Mark] = []
+        self.started_at = time.time()
+        self._deployment: dict[str, Any] = {}
 
     def claim(self, timeout: float = LEFTOVER_STOP_TIMEOUT) -> list[Mark]:
         """End the previous run's leftover children, then record this run; returns those ended."""
@@ -113,6 +157,11 @@ class PidFile:
         self._children.append(Mark.of(name, pid, argv))
         self._write()
 
+    def describe(self, **deployment: Any) -> None:
+        """Record where the parts live (values must be JSON; never a password)."""
+        self._deployment.update(deployment)
+        self._write()
+
     def remove(self) -> None:
         """After an orderly stop: nothing of ours is left to find."""
         self._children.clear()
@@ -122,8 +171,11 @@ class PidFile:
     def _write(self) -> None:
         data = {
             "boot_id": boot_id(),
+            "data_dir": str(self.data_dir),
+            "started_at": self.started_at,
             "owner": asdict(self._owner),
             "children": [asdict(c) for c in self._children],
+            "deployment": self._deployment,
         }
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(data, indent=2) + "\n")

@@ -4,178 +4,28 @@
 where their bytes were kept (done/, the work area with INGEST_AFTER_UPLOAD=keep,
 or in place).
 
-A failed URL row (a line of an image URL list) has no bytes: it is queued again
-as it is, by its URL, in batches of URL rows; one that failed at intake (the
-line is not a usable URL) is not retried.
+The work is `scheduler.requeue.retry_failed`, which the web page's retry button
+calls too: see there for what happens to each file.
 
-For each matching failed file row whose bytes are still there: the file moves
-from failed/ back into a fresh claim folder in the work area (one rename; a
-file recorded in place, by a backfill, stays where it is), its row becomes
-`queued` again (`reka_ingest.ledger.retry`), and the files are packed into
-batches by the watcher's `Batcher` (its count and byte limits) and enqueued. A batch whose message
-cannot be sent is still in the ledger: beat's sweep sends it later.
-
-Exit status: 0 when every matching file was requeued, some were, or none
-matched; 1 when files matched and not one of them could be requeued (each
-reason is printed).
+Exit status: 0 when at least one file was requeued; 1 when none was, with a
+line saying why: nothing matched the selector (no failed file, or none with
+that reason or path), or files matched and not one could be requeued (each
+reason is printed). A script must not read "nothing happened" as done.
 """
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import os
-import secrets
-import shutil
-import time
-from pathlib import Path
-
 import typer
 
-from reka_ingest.core.queues import send_upload
-from reka_ingest.core.settings import IngestSettings, load_settings
-from reka_ingest.core.states import Origin, Reason
-from reka_ingest.files.hashing import digest_file
-from reka_ingest.files.outbox import ERROR_SUFFIX, in_work_area
-from reka_ingest.ledger import Ledger, open_ledger
-from reka_ingest.ledger.retry import FailedFile, Requeue, failed_files, requeue_failed
-from scheduler.batcher import Batcher, BatchLimits, ledger_batch_groups, ledger_batches
-from scheduler.enqueue import producer_app
-
-RETRY_FOLDER_PREFIX = "retry-"
-# The merged sidecar of these is what failed; only dropping the image again with a
-# fixed sidecar re-reads it.
-NOT_RETRIABLE = {
-    Reason.BAD_SIDECAR: "re-drop the image with its fixed sidecar into the inbox",
-    Reason.ORPHAN_SIDECAR: "a sidecar without an image has nothing to upload",
-}
-
-
-def _bytes_at(settings: IngestSettings, f: FailedFile) -> Path | None:
-    """Where the failed file's bytes are now: failed/ (beside its reason file), or in place.
-
-    A file whose indexing failed was sent first, so until the poll sweep settles
-    it (or when its move failed) its `final_path` is where the upload put it
-    (done/); that counts too. So it is for an expired or deleted file: done/ (or
-    the work area, with INGEST_AFTER_UPLOAD=keep); with `delete`, nowhere.
-    """
-    if not in_work_area(settings, f.work_path):
-        candidates = [Path(f.work_path)]
-    else:
-        candidates = [Path(f.work_path)]  # never moved (the outbox could not)
-        if f.final_path and f.final_path.endswith(ERROR_SUFFIX):
-            candidates.insert(0, Path(f.final_path[: -len(ERROR_SUFFIX)]))
-        elif f.final_path:
-            candidates.insert(0, Path(f.final_path))
-    for path in candidates:
-        if path.is_file() and not path.is_symlink():
-            return path
-    return None
-
-
-def _move_into_work(settings: IngestSettings, src: Path) -> Path:
-    """`src` into a new claim folder `work/retry-<token>/NAME`, by one rename when it can."""
-    folder = settings.work_dir / f"{RETRY_FOLDER_PREFIX}{secrets.token_hex(8)}"
-    folder.mkdir(parents=True)
-    target = folder / src.name
-    try:
-        os.rename(src, target)
-    except OSError as err:
-        if err.errno != errno.EXDEV:
-            folder.rmdir()
-            raise
-        # failed/ on another filesystem: copy beside the target, then one rename.
-        tmp = folder / f".{src.name}.part"
-        shutil.copy2(src, tmp)
-        os.replace(tmp, target)
-        src.unlink()
-    return target
-
-
-def _source(ingest: IngestSettings, f: FailedFile) -> Path | str:
-    """The file's bytes to send again, or why it cannot be retried."""
-    if f.reason in NOT_RETRIABLE:
-        return NOT_RETRIABLE[Reason(f.reason)]
-    if f.duplicate_of is not None:
-        return f"a copy of file {f.duplicate_of}: retry that one"
-    src = _bytes_at(ingest, f)
-    return src if src is not None else "bytes missing (not in failed/ nor where they were)"
-
-
-def _url_source(f: FailedFile) -> str | None:
-    """Why a failed URL row cannot be sent again as it is (None: it can)."""
-    if f.reason in NOT_RETRIABLE:
-        return NOT_RETRIABLE[Reason(f.reason)]
-    if f.duplicate_of is not None:
-        return f"a copy of file {f.duplicate_of}: retry that one"
-    if f.sha256 is None:  # failed at intake: the line itself is not a usable URL
-        return "not a usable URL as written: fix the line and drop the list again"
-    return None
-
-
-def requeue(
-    ingest: IngestSettings, ledger: Ledger, *, reason: str | None, path_glob: str | None
-) -> tuple[list[int], int, dict[str, list[str]]]:
-    """Move, reset and batch matching failed files.
-
-    Returns the new batch ids, how many files they hold, and the paths not
-    retried, by why.
-    """
-    skipped: dict[str, list[str]] = {}
-    ready: list[Requeue] = []
-    url_ids: set[int] = set()
-    for f in failed_files(ledger, reason=reason, path_glob=path_glob):
-        if f.origin == Origin.URL:  # no bytes to move back: sent again by its URL
-            why = _url_source(f)
-            if why is None and f.sha256:
-                ready.append(Requeue(f.id, f.work_path, 0, f.sha256, f.state))
-                url_ids.add(f.id)
-            else:
-                skipped.setdefault(why or "no URL on record", []).append(f.path)
-            continue
-        src = _source(ingest, f)
-        if isinstance(src, str):
-            skipped.setdefault(src, []).append(f.path)
-            continue
-        in_place = not in_work_area(ingest, f.work_path)
-        try:
-            digest = digest_file(src)
-            work = src if in_place else _move_into_work(ingest, src)
-        except OSError as err:
-            skipped.setdefault(f"cannot be read or moved ({err.strerror})", []).append(f.path)
-            continue
-        if not in_place and f.final_path and f.final_path.endswith(ERROR_SUFFIX):
-            with contextlib.suppress(OSError):  # the reason file no longer applies
-                Path(f.final_path).unlink()
-        ready.append(Requeue(f.id, str(work), digest.size, digest.sha256, f.state))
-    now = time.time()
-    reset = set(requeue_failed(ledger, ready, now=now))
-    # Packed by the watcher's rule; the command enqueues the batches itself.
-    batcher = Batcher(
-        BatchLimits.from_settings(ingest),
-        create=ledger_batches(ledger, lambda: now),
-        create_many=ledger_batch_groups(ledger, lambda: now),
-        enqueue=lambda _batch_id: None,
-        clock=lambda: now,
-    )
-    batches = batcher.add_many(
-        (r.file_id, r.size) for r in ready if r.file_id in reset and r.file_id not in url_ids
-    )
-    batches += batcher.flush()
-    # URL rows in batches of their own (a request is one kind), by count only.
-    url_batcher = Batcher(
-        BatchLimits.for_urls(ingest),
-        create=ledger_batches(ledger, lambda: now),
-        create_many=ledger_batch_groups(ledger, lambda: now),
-        enqueue=lambda _batch_id: None,
-        clock=lambda: now,
-    )
-    batches += url_batcher.add_many((i, 0) for i in sorted(url_ids & reset))
-    batches += url_batcher.flush()
-    return batches, len(reset), skipped
+from reka_ingest.cli import deployment
+from reka_ingest.core.settings import load_settings
+from reka_ingest.core.states import Reason
+from reka_ingest.ledger import open_ledger
+from scheduler.requeue import retry_failed
 
 
 def command(
+    ctx: typer.Context,
     reason: Reason | None = typer.Option(
         None,
         "--reason",
@@ -189,23 +39,20 @@ def command(
     """Queue failed files again once the cause is fixed (wrong key, quota, a replaced file),
     or expired ones (`--reason expired`)."""
     settings = load_settings()
+    for line in deployment.announce(deployment.reading_of(ctx), settings.ingest.broker_url):
+        typer.echo(line, err=True)
     ledger = open_ledger(settings.ingest.ledger_url)
     try:
-        batches, files, skipped = requeue(
-            settings.ingest, ledger, reason=reason.value if reason else None, path_glob=path
+        done = retry_failed(
+            settings, ledger, reason=reason.value if reason else None, path_glob=path
         )
     finally:
         ledger.dispose()
-    if batches:
-        app = producer_app(settings)
-        try:
-            for batch_id in batches:
-                send_upload(app, batch_id)
-        except Exception as err:  # noqa: BLE001 - the ledger holds the batches; beat resends them
-            typer.echo(
-                f"could not enqueue now ({type(err).__name__}); beat's sweep will send them",
-                err=True,
-            )
+    files, batches, skipped = done.files, done.batches, done.skipped
+    if done.send_error is not None:
+        typer.echo(
+            f"could not enqueue now ({done.send_error}); beat's sweep will send them", err=True
+        )
     typer.echo(f"requeued {files} file(s) in {len(batches)} batch(es)")
     for why, paths in skipped.items():
         typer.echo(f"not retried, {why}: {len(paths)}")
@@ -213,7 +60,24 @@ def command(
             typer.echo(f"  {p}")
         if len(paths) > 10:
             typer.echo(f"  ... and {len(paths) - 10} more")
-    if not files and skipped:
-        # Failed files matched and none could be sent again: a script must not read
-        # that as done.
+    if not files:
+        typer.echo(
+            f"reka-ingest retry: nothing requeued; {_why_none(reason, path, skipped)}", err=True
+        )
         raise typer.Exit(code=1)
+
+
+def _why_none(reason: Reason | None, path: str | None, skipped: dict[str, list[str]]) -> str:
+    """Why a retry requeued nothing: what matched could not go, or nothing matched."""
+    if skipped:
+        return "the matching files cannot be retried (why is listed above)"
+    by_state = reason in (Reason.EXPIRED, Reason.DELETED)
+    kind = reason.value if reason is not None and by_state else "failed"
+    selector = []
+    if reason is not None and not by_state:
+        selector.append(f"reason {reason.value}")
+    if path is not None:
+        selector.append(f"a path matching {path!r}")
+    return f"nothing matched: no {kind} file" + (
+        f" with {' and '.join(selector)}" if selector else ""
+    )

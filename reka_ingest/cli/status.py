@@ -1,4 +1,10 @@
-"""`reka-ingest status` and `reka-ingest files`: what the ledger says."""
+"""`reka-ingest status` and `reka-ingest files`: what the ledger says.
+
+Both read the deployment recorded in the data folder (reka_ingest.cli.deployment)
+and say which: `status` on its first line (and under `deployment` in --json),
+`files` on stderr (its stdout stays the table, JSON or CSV). The API budget is
+the one reading and wording every view shares (reka_ingest.metrics.budget).
+"""
 
 from __future__ import annotations
 
@@ -13,14 +19,14 @@ import redis
 import typer
 from sqlalchemy import Row
 
-from reka_ingest.cli import watch_status
+from reka_ingest.cli import deployment, watch_status
 from reka_ingest.core.settings import Settings, load_settings
 from reka_ingest.core.states import ACTIVE, FileState
 from reka_ingest.ledger import open_ledger
 from reka_ingest.ledger.queries import Summary, iter_files, summary
+from reka_ingest.metrics.budget import BudgetView, budget_words, read_budget
 from reka_ingest.metrics.counters import redis_client
 from reka_ingest.metrics.server_check import ServerCheck, describe, read_server_check
-from worker.budget import BudgetSnapshot, budget_snapshot
 
 FILE_FIELDS = (
     "id",
@@ -72,21 +78,28 @@ def status_json(s: Summary, now: float) -> dict[str, Any]:
 
 
 def status(
+    ctx: typer.Context,
     as_json: bool = typer.Option(False, "--json", help="One JSON object."),
     watch: bool = typer.Option(False, "--watch", help="A live view, every second; Ctrl-C exits."),
+    once: bool = typer.Option(
+        False, "--once", help="With --watch: draw the view once and exit (scripts, logs)."
+    ),
 ) -> None:
     """Files per state, the oldest waiting file, throughput, the API budget left, and
     the last server check's findings."""
     settings = load_settings()
+    reading = deployment.reading_of(ctx)
+    lines = deployment.announce(reading, settings.ingest.broker_url)
     if watch:
-        watch_status.watch(settings)
+        watch_status.watch(settings, header=lines, once=once)
         return
     ledger = open_ledger(settings.ingest.ledger_url)
     now = time.time()
     data = status_json(summary(ledger, now=now), now)
     ledger.dispose()
-    budget = budget_snapshot(settings, now=now)
-    data["budget"] = budget.as_json()
+    budget = read_shared_budget(settings, now)
+    data["budget"] = budget.as_json(now)
+    data["deployment"] = reading.as_json() | {"line": lines[0], "warnings": lines[1:]}
     check, unreadable = read_check(settings)
     data["server_check"] = (
         {"unreadable": unreadable}
@@ -98,6 +111,8 @@ def status(
     if as_json:
         typer.echo(json.dumps(data))
         return
+    for line in lines:
+        typer.echo(line)
     typer.echo(f"files: {data['total']}")
     for state, count in data["files"].items():
         typer.echo(f"  {state:<10} {count}")
@@ -114,6 +129,15 @@ def status(
     )
     typer.echo(budget_line(budget, now))
     typer.echo(server_check_line(check, unreadable, now, settings.ingest.server_check_interval))
+
+
+def read_shared_budget(settings: Settings, now: float) -> BudgetView:
+    """The shared API budget as every view reads it (never raises for Redis)."""
+    client = redis_client(settings.ingest.broker_url)
+    try:
+        return read_budget(client, now=now)
+    finally:
+        client.close()
 
 
 def read_check(settings: Settings) -> tuple[ServerCheck | None, str | None]:
@@ -139,19 +163,9 @@ def server_check_line(
     return text
 
 
-def budget_line(b: BudgetSnapshot, now: float) -> str:
-    """The shared upload budget in one line; says so when Redis cannot be read."""
-    if b.error is not None:
-        return f"API budget: unknown, {b.error}"
-    if b.limit is None:
-        text = "API budget: no daily limit (INGEST_UPLOADS_PER_DAY=0)"
-    else:
-        text = f"API budget: {b.remaining} of {b.limit} upload requests left"
-        if b.refills_at is not None:
-            text += f"; next slot frees in {watch_status.duration(b.refills_at - now)}"
-    if b.paused_until is not None:
-        text += f"; paused by the API for {watch_status.duration(b.paused_until - now)}"
-    return text
+def budget_line(b: BudgetView, now: float) -> str:
+    """The shared upload budget in one line, in the words every view uses."""
+    return f"API budget: {budget_words(b, now)}"
 
 
 # The ledger's columns behind FILE_FIELDS (`seconds_to_indexed` is computed from two).
@@ -178,6 +192,7 @@ def _write_json(records: Iterator[dict[str, Any]], out: TextIO) -> None:
 
 
 def files(
+    ctx: typer.Context,
     state: FileState | None = typer.Option(None, "--state", help="Only files in this state."),
     as_json: bool = typer.Option(False, "--json", help="A JSON array of objects."),
     as_csv: bool = typer.Option(False, "--csv", help="CSV with a header row."),
@@ -187,6 +202,10 @@ def files(
     if as_json and as_csv:
         raise typer.BadParameter("choose one of --json and --csv")
     settings = load_settings()
+    reading = deployment.reading_of(ctx)
+    if not (as_json or as_csv):
+        for line in deployment.announce(reading, settings.ingest.broker_url, check_redis=False):
+            typer.echo(line, err=True)
     ledger = open_ledger(settings.ingest.ledger_url)
     try:
         records = map(_record, iter_files(ledger, _COLUMNS, state=state, limit=limit))
@@ -198,8 +217,13 @@ def files(
             for r in records:
                 writer.writerow(r)
         else:
+            # A failed (or superseded) row's reason is not enough to act on: its
+            # message follows, on the same line, after the path.
             for r in records:
                 detail = r["image_id"] or r["reason"] or ""
-                typer.echo(f"{r['state']:<10} {detail:<40} {r['path']}")
+                line = f"{r['state']:<10} {detail:<40} {r['path']}"
+                if r["message"] and not r["image_id"]:
+                    line += f"  {r['message']}"
+                typer.echo(line)
     finally:
         ledger.dispose()

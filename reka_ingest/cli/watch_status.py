@@ -1,8 +1,9 @@
 """`reka-ingest status --watch`: a live view of the ledger, refreshed every
 second: a bar per state, throughput, time to finish, queue depth, the shared
-API budget (when the limiter publishes it), the last server check's findings
-and the latest failures.
-Ctrl-C leaves it cleanly.
+API budget (the one reading and wording every view shares:
+reka_ingest.metrics.budget), the last server check's findings and the latest
+failures, under a line saying which deployment it reads. Ctrl-C leaves it
+cleanly; `--once` draws it once and exits (for scripts, logs and tests).
 
 Reading is split from drawing: `take_snapshot` reads the ledger and Redis,
 `render` turns a snapshot into a rich renderable, so both are tested alone.
@@ -31,7 +32,8 @@ from reka_ingest.core.states import ACTIVE, FileState
 from reka_ingest.ledger import Ledger, open_ledger
 from reka_ingest.ledger.queries import summary
 from reka_ingest.ledger.schema import File
-from reka_ingest.metrics.collector import Budget, queue_depth, read_budget
+from reka_ingest.metrics.budget import BudgetView, budget_words, duration, read_budget
+from reka_ingest.metrics.collector import queue_depth
 from reka_ingest.metrics.counters import redis_client
 from reka_ingest.metrics.server_check import ServerCheck, describe, read_server_check
 
@@ -49,6 +51,7 @@ STATE_STYLES = {
     FileState.EXPIRED: "bright_black",
     FileState.DELETED: "bright_black",
     FileState.EXCLUDED: "dim",
+    FileState.SUPERSEDED: "bright_black",
 }
 
 
@@ -67,12 +70,13 @@ class Snapshot:
     finished_last_minute: int
     oldest_active_age: float | None
     queues: dict[str, int] | None  # None: Redis did not answer
-    budget: Budget | None
+    budget: BudgetView
     failures: list[Failure] = field(default_factory=list)
     # The last server check (reka_ingest.metrics.server_check); `server_check_read`
     # False: Redis did not answer, so whether one ran is unknown.
     server_check: ServerCheck | None = None
     server_check_read: bool = False
+    header: tuple[str, ...] = ()  # which deployment is read, and any doubt about its Redis
 
     @property
     def active(self) -> int:
@@ -91,7 +95,13 @@ class Snapshot:
         return self.active / rate if rate > 0 else None
 
 
-def take_snapshot(ledger: Ledger, client: redis.Redis[bytes] | None, *, now: float) -> Snapshot:
+def take_snapshot(
+    ledger: Ledger,
+    client: redis.Redis[bytes] | None,
+    *,
+    now: float,
+    header: tuple[str, ...] = (),
+) -> Snapshot:
     s = summary(ledger, now=now)
     with ledger.read() as session:
         rows = session.execute(
@@ -101,16 +111,16 @@ def take_snapshot(ledger: Ledger, client: redis.Redis[bytes] | None, *, now: flo
             .limit(LATEST_FAILURES)
         ).all()
     queues: dict[str, int] | None = None
-    budget: Budget | None = None
+    budget = BudgetView(known=False, error="Redis did not answer")
     check: ServerCheck | None = None
     check_read = False
     if client is not None:
+        budget = read_budget(client, now=now)
         try:
             queues = {q: queue_depth(client, q) for q in QUEUES}
-            budget = read_budget(client)
             check, check_read = read_server_check(client), True
         except redis.RedisError:
-            queues, budget, check, check_read = None, None, None, False
+            queues, check, check_read = None, None, False
     return Snapshot(
         at=now,
         files=s.files,
@@ -124,19 +134,8 @@ def take_snapshot(ledger: Ledger, client: redis.Redis[bytes] | None, *, now: flo
         failures=[Failure(p, r, m) for p, r, m in rows],
         server_check=check,
         server_check_read=check_read,
+        header=header,
     )
-
-
-def duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "unknown"
-    hours, rest = divmod(round(seconds), 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours}h {minutes:02d}m"
-    if minutes:
-        return f"{minutes}m {secs:02d}s"
-    return f"{secs}s"
 
 
 def render(snap: Snapshot) -> RenderableType:
@@ -169,7 +168,7 @@ def render(snap: Snapshot) -> RenderableType:
         facts.add_row("queues", Text("Redis did not answer", style="red"))
     else:
         facts.add_row("queues", "  ".join(f"{q} {n}" for q, n in snap.queues.items()))
-    facts.add_row("API budget", _budget(snap.budget, snap.at))
+    facts.add_row("API budget", budget_words(snap.budget, snap.at))
     if snap.server_check_read:
         facts.add_row("server check", describe(snap.server_check, snap.at))
     else:
@@ -185,23 +184,14 @@ def render(snap: Snapshot) -> RenderableType:
         failures.add_row("none", "", "")
 
     stamp = time.strftime("%H:%M:%S", time.localtime(snap.at))
+    header = [Text(line, style="yellow" if n else "dim") for n, line in enumerate(snap.header)]
     return Panel(
-        Group(states, Text(""), facts, Text(""), failures),
+        Group(
+            *header, *([Text("")] if header else []), states, Text(""), facts, Text(""), failures
+        ),
         title=f"reka-ingest status  {stamp}",
         subtitle="Ctrl-C to exit",
     )
-
-
-def _budget(budget: Budget | None, now: float) -> str:
-    if budget is None or budget.remaining is None:
-        return "unknown (no shared budget published)"
-    text = f"{budget.remaining}"
-    if budget.limit is not None:
-        text += f" of {budget.limit}"
-    text += " upload requests left"
-    if budget.reset_at is not None:
-        text += f"; refills in {duration(max(0.0, budget.reset_at - now))}"
-    return text
 
 
 def watch(
@@ -210,8 +200,10 @@ def watch(
     console: Console | None = None,
     refresh: float = REFRESH_SECONDS,
     clock: Callable[[], float] = time.time,
+    header: list[str] | None = None,
+    once: bool = False,
 ) -> None:
-    """Draw the live view until Ctrl-C (or SIGTERM).
+    """Draw the live view until Ctrl-C (or SIGTERM); `once`: draw it once and return.
 
     The signal only sets an event: a KeyboardInterrupt raised at an arbitrary
     point could land inside Rich's or the connection pool's lock and leave it
@@ -223,16 +215,22 @@ def watch(
     }
     ledger = open_ledger(settings.ingest.ledger_url, migrate=False)
     client = redis_client(settings.ingest.broker_url)
+    lines = tuple(header or ())
     try:
+        if once:
+            (console or Console()).print(
+                render(take_snapshot(ledger, client, now=clock(), header=lines))
+            )
+            return
         with Live(
-            render(take_snapshot(ledger, client, now=clock())),
+            render(take_snapshot(ledger, client, now=clock(), header=lines)),
             console=console,
             refresh_per_second=4,
             screen=False,
             transient=False,
         ) as live:
             while not stop.wait(refresh):
-                live.update(render(take_snapshot(ledger, client, now=clock())))
+                live.update(render(take_snapshot(ledger, client, now=clock(), header=lines)))
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -94,6 +94,14 @@ BUDGET_KEY: Final = "reka_ingest:budget"
 # worker to wait until.
 BUDGET_WINDOW_KEY: Final = BUDGET_KEY + ":{fp}:window"
 BUDGET_PAUSE_KEY: Final = BUDGET_KEY + ":{fp}:paused_until"
+# The published hash also names the rule the workers count by (`fp`, `limit`: upload
+# requests per window, 0 = no daily limit; `per_second`; `window` seconds), so every
+# view reads the budget from Redis alone (reka_ingest.metrics.budget), whatever
+# settings its own shell has.
+# The deployment marker `reka-ingest run` writes into the Redis it uses (a hash:
+# data_dir, pid, started_at): a command reading a Redis without it, or with another
+# data folder's, warns that it may be reading someone else's server.
+DEPLOYMENT_KEY: Final = "reka_ingest:deployment"
 # Hex digits of an API key's SHA-256 that name it in keys and logs.
 API_KEY_FINGERPRINT_CHARS: Final = 12
 # Seconds a Redis call on the upload path may take: an upload must not hang on it.
@@ -144,3 +152,42 @@ UPLOAD_CHUNK_BYTES: Final = 256 * 1024
 STANDIN_DEV_API_KEY: Final = "dev-key"
 STANDIN_DEFAULT_HOST: Final = "127.0.0.1"
 STANDIN_DEFAULT_PORT: Final = 8700
+# The port of the stand-in `reka-ingest run` starts (INGEST_STANDIN_PORT): fixed, so
+# the image URLs in the ledger still answer after a restart.
+STANDIN_RUN_PORT: Final = 8765
+# The web page's port (`reka-ingest web`, INGEST_WEB_PORT): beside Flower's 5555 and the
+# stand-in's 8765 under `run`.
+DEFAULT_WEB_PORT: Final = 8766
+
+# --- Notifications (worker.notify) ----------------------------------------------
+
+# Every notification marker in Redis starts here. Markers only say what was already
+# announced; the events themselves are derived from the ledger and the budget.
+NOTIFY_KEY: Final = "reka_ingest:notify"
+# Per folder (`h`: a hash of its root and name, never the name itself): the highest
+# file id of the last drop announced as settled. A string with a TTL, refreshed by
+# each announcement (NOTIFY_DROP_HORIZON + a day).
+NOTIFY_DROP_KEY: Final = NOTIFY_KEY + ":drop:{h}"
+# Epoch seconds up to which folders' finished files have been looked at.
+NOTIFY_DROPS_THROUGH_KEY: Final = NOTIFY_KEY + ":drops_through"
+# Set (NX, expiring after INGEST_NOTIFY_WINDOW) when a failures event is sent.
+NOTIFY_FAILURES_KEY: Final = NOTIFY_KEY + ":failures"
+# Hash: the quota state last announced (`state`: ok | exhausted) and since when (`at`).
+NOTIFY_QUOTA_KEY: Final = NOTIFY_KEY + ":quota"
+# A drop is the folder's files finished within this many seconds; older ones were
+# announced before (or happened while notifications were off).
+NOTIFY_DROP_HORIZON: Final = 7 * 24 * 60 * 60.0
+# Seconds of finished files looked at again by each sweep: a row may be committed
+# a little after its finish time, and machines' clocks differ a little.
+NOTIFY_DROP_SLACK: Final = 120.0
+# A pause the API asked for that lasts at least this long means its quota ran out
+# (a shorter one is a burst limit).
+NOTIFY_QUOTA_PAUSE_MIN: Final = 600.0
+# Reasons, and example paths, in a failures event; the longest path shown.
+NOTIFY_TOP_REASONS: Final = 5
+NOTIFY_EXAMPLES: Final = 5
+NOTIFY_PATH_CHARS: Final = 300
+# Posting one event: retries after a 5xx, a 429 or no answer (backoff doubling from
+# 1 s, at most NOTIFY_RETRY_BACKOFF_MAX, with jitter); then it is logged and dropped.
+NOTIFY_MAX_RETRIES: Final = 6
+NOTIFY_RETRY_BACKOFF_MAX: Final = 60

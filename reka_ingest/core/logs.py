@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any
+from typing import Any, TextIO
 
 import structlog
 
@@ -36,9 +36,13 @@ def _show_names(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
     return event
 
 
-def configure_logging(level: str = "INFO", fmt: LogFormat = LogFormat.AUTO) -> None:
-    """Route structlog and the standard library (Celery, uvicorn, httpx) through one renderer."""
-    as_json = fmt is LogFormat.JSON or (fmt is LogFormat.AUTO and not sys.stderr.isatty())
+def configure_logging(
+    level: str = "INFO", fmt: LogFormat = LogFormat.AUTO, *, stream: TextIO | None = None
+) -> None:
+    """Route structlog and the standard library (Celery, uvicorn, httpx) through one renderer,
+    to `stream` (stderr by default; `reka-ingest run` gives its log file)."""
+    stream = sys.stderr if stream is None else stream
+    as_json = fmt is LogFormat.JSON or (fmt is LogFormat.AUTO and not stream.isatty())
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
@@ -50,7 +54,7 @@ def configure_logging(level: str = "INFO", fmt: LogFormat = LogFormat.AUTO) -> N
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if as_json
-        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        else structlog.dev.ConsoleRenderer(colors=stream.isatty())
     )
     structlog.configure(
         processors=[
@@ -69,7 +73,7 @@ def configure_logging(level: str = "INFO", fmt: LogFormat = LogFormat.AUTO) -> N
             renderer,
         ],
     )
-    handler = logging.StreamHandler(sys.stderr)
+    handler = logging.StreamHandler(stream)
     handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -32,6 +32,10 @@ TASK_SWEEP_BATCHES: Final = "reka_ingest.sweep_batches"
 # The periodic, read-only check of the ledger against what Reka holds (beat, when
 # INGEST_SERVER_CHECK_INTERVAL is set); its findings go to Redis for metrics and status.
 TASK_SERVER_CHECK: Final = "reka_ingest.server_check"
+# Notifications (INGEST_NOTIFY_URL): beat's sweep that detects events, and the post of
+# one event (its JSON body is the message: events carry no secret).
+TASK_NOTIFY_SWEEP: Final = "reka_ingest.notify_sweep"
+TASK_NOTIFY: Final = "reka_ingest.notify"
 
 UPLOAD_QUEUE: Final = "reka_ingest.uploads"
 CONTROL_QUEUE: Final = "reka_ingest.control"
@@ -44,6 +48,8 @@ TASK_QUEUES: Final[Mapping[str, str]] = {
     TASK_POLL_DUE: CONTROL_QUEUE,
     TASK_SWEEP_BATCHES: CONTROL_QUEUE,
     TASK_SERVER_CHECK: CONTROL_QUEUE,
+    TASK_NOTIFY_SWEEP: CONTROL_QUEUE,
+    TASK_NOTIFY: CONTROL_QUEUE,
 }
 
 
@@ -84,6 +90,11 @@ def sender_config(settings: IngestSettings) -> dict[str, Any]:
 def send_upload(app: Celery, batch_id: int) -> None:
     """Enqueue one batch by id: the only thing a message ever carries."""
     app.send_task(TASK_UPLOAD_BATCH, args=[batch_id], queue=UPLOAD_QUEUE)
+
+
+def send_notify(app: Celery, body: Mapping[str, Any]) -> None:
+    """Enqueue the post of one notification event (a JSON object with no secret in it)."""
+    app.send_task(TASK_NOTIFY, args=[dict(body)], queue=CONTROL_QUEUE)
 
 
 def lazy_app(build: Callable[[], Celery]) -> Callable[[str], Any]:

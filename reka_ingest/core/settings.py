@@ -316,6 +316,16 @@ class IngestSettings(BaseSettings):
     bundled_redis_port: int = Field(
         default=6390, ge=1, le=65535, description="Port of the bundled redis-server on 127.0.0.1."
     )
+    standin_port: int = Field(
+        default=c.STANDIN_RUN_PORT,
+        ge=1,
+        le=65535,
+        description=(
+            "Port on 127.0.0.1 of the stand-in Reka server `reka-ingest run` starts without"
+            " REKA_API_KEY; its images are kept in DATA_DIR/standin, so image URLs survive"
+            " restarts."
+        ),
+    )
     batch_lease: float = Field(
         default=600.0, gt=0, description="Seconds a worker may hold a batch before it is retaken."
     )
@@ -384,6 +394,61 @@ class IngestSettings(BaseSettings):
         ),
     )
 
+    # Notifications (beat detects, a worker posts).
+    notify_url: SecretStr | None = Field(
+        default=None,
+        description=(
+            "Webhook (http or https) that receives a JSON POST for each event: a folder's"
+            " drop settled, failures past INGEST_NOTIFY_FAILURES, the daily quota used up"
+            " and refilled. Treated as a secret (a token may be in it); never logged in"
+            " full. Unset: no notifications, at no cost."
+        ),
+    )
+    notify_failures: int = Field(
+        default=10,
+        ge=0,
+        description=(
+            "Failed files within INGEST_NOTIFY_WINDOW that send a `failures_threshold` event"
+            " (at most one per window); 0 = never."
+        ),
+    )
+    notify_window: float = Field(
+        default=600.0,
+        gt=0,
+        allow_inf_nan=False,
+        description=(
+            "Seconds the failures are counted over, and the least time between two"
+            " `failures_threshold` events (or a `quota_refilled` and the next"
+            " `quota_exhausted`)."
+        ),
+    )
+    notify_settle_after: float = Field(
+        default=30.0,
+        ge=0,
+        allow_inf_nan=False,
+        description=(
+            "Seconds a folder must be quiet (no file seen or finished) with every file"
+            " final before its `drop_settled` event: files trickling in join the drop."
+        ),
+    )
+    notify_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        le=120,
+        allow_inf_nan=False,
+        description=(
+            "Seconds each step of one webhook POST may take (connecting, sending, waiting"
+            " for the answer); a POST that runs out is tried again later."
+        ),
+    )
+    notify_deployment: str | None = Field(
+        default=None,
+        description=(
+            "The name of this deployment in every event (`deployment`). Unset: the"
+            " absolute path of INGEST_DATA_DIR."
+        ),
+    )
+
     # Flower.
     flower_host: str = Field(
         default="127.0.0.1",
@@ -392,6 +457,22 @@ class IngestSettings(BaseSettings):
     flower_port: int = Field(default=5555, ge=1, le=65535, description="Flower's port.")
     flower_basic_auth: SecretStr | None = Field(
         default=None, description="user:password for Flower."
+    )
+
+    # The web page (`reka-ingest web`).
+    web_host: str = Field(
+        default="127.0.0.1",
+        description="The web page's address; anything but loopback needs INGEST_WEB_BASIC_AUTH.",
+    )
+    web_port: int = Field(
+        default=c.DEFAULT_WEB_PORT, ge=1, le=65535, description="The web page's port."
+    )
+    web_basic_auth: SecretStr | None = Field(
+        default=None,
+        description=(
+            "user:password for the web page; when set, every request needs it. Unset: only"
+            " loopback clients are answered."
+        ),
     )
 
     @field_validator("log_level")
@@ -419,6 +500,26 @@ class IngestSettings(BaseSettings):
                 start = i + 1
         globs.append(text[start:])
         return [g.strip() for g in globs if g.strip()]
+
+    @field_validator("web_basic_auth")
+    @classmethod
+    def _check_web_auth(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        user, colon, password = value.get_secret_value().partition(":")
+        if not (user and colon and password):
+            raise ValueError("must be user:password, both parts non-empty")
+        return value
+
+    @field_validator("notify_url")
+    @classmethod
+    def _check_notify_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        parts = urlsplit(value.get_secret_value().strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL with a host")
+        return SecretStr(value.get_secret_value().strip())
 
     @field_validator("include", "exclude")
     @classmethod
@@ -474,7 +575,9 @@ class Settings:
 
 
 _PREFIXES: dict[type[BaseSettings], str] = {RekaSettings: "REKA_", IngestSettings: "INGEST_"}
-_SECRET_FIELDS = {"api_key", "redis_url", "flower_basic_auth"}
+_SECRET_FIELDS = {"api_key", "redis_url", "flower_basic_auth", "web_basic_auth", "notify_url"}
+# Secrets that are URLs whose path and query may hold a token (webhooks).
+_WEBHOOK_FIELDS = {"notify_url"}
 
 
 def _explain(cls: type[BaseSettings], err: ValidationError) -> str:
@@ -520,6 +623,30 @@ def mask_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
 
 
+def mask_webhook(url: str) -> str:
+    """A webhook URL as it may be shown: scheme, host, port and first path segment.
+
+    `https://user:tok@hooks.example.com/services/T0/B0/xyz?token=abc` ->
+    `https://***@hooks.example.com/services/***?***`: a token may sit in the
+    user part, the path (Slack-style) or the query, so none of them is shown.
+    """
+    parts = urlsplit(url)
+    host = parts.hostname or "?"
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        port = ""
+    user = "***@" if parts.username is not None or parts.password is not None else ""
+    segments = [seg for seg in parts.path.split("/") if seg]
+    path = ""
+    if segments:
+        path = "/" + segments[0] + ("/***" if len(segments) > 1 else "")
+    query = "?***" if parts.query else ""
+    return f"{parts.scheme}://{user}{host}{port}{path}{query}"
+
+
 def effective(settings: Settings) -> dict[str, dict[str, object]]:
     """Every setting by environment variable, secrets masked, for `reka-ingest config`."""
     out: dict[str, dict[str, object]] = {}
@@ -530,7 +657,10 @@ def effective(settings: Settings) -> dict[str, dict[str, object]]:
             value = getattr(group, name)
             if isinstance(value, SecretStr):
                 secret = value.get_secret_value()
-                shown: object = mask_url(secret) if "://" in secret else "***"
+                if name in _WEBHOOK_FIELDS:
+                    shown: object = mask_webhook(secret)
+                else:
+                    shown = mask_url(secret) if "://" in secret else "***"
             elif isinstance(value, Path):
                 shown = str(value)
             elif isinstance(value, StrEnum):

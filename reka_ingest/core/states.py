@@ -26,6 +26,9 @@ class FileState(StrEnum):
     DELETED = "deleted"  # its image deleted from Reka on request (`reka-ingest delete`)
     # Left in place by INGEST_INCLUDE / INGEST_EXCLUDE: never claimed, never sent, counted.
     EXCLUDED = "excluded"
+    # A failed row whose file was dropped again (same path in the same source root,
+    # recorded later as a new row: `superseded_by`); kept as history, no longer failed.
+    SUPERSEDED = "superseded"
 
 
 TERMINAL: Final = frozenset(
@@ -37,6 +40,7 @@ TERMINAL: Final = frozenset(
         FileState.EXPIRED,
         FileState.DELETED,
         FileState.EXCLUDED,
+        FileState.SUPERSEDED,
     }
 )
 ACTIVE: Final = frozenset(set(FileState) - TERMINAL)
@@ -49,6 +53,7 @@ NOT_ORIGINALS: Final = (
     FileState.EXPIRED,
     FileState.DELETED,
     FileState.EXCLUDED,
+    FileState.SUPERSEDED,
 )
 # Rows whose image Reka should hold: `reka-ingest check` asks it about these.
 ON_SERVER: Final = frozenset({FileState.INDEXED, FileState.STORED})

@@ -5,6 +5,16 @@ recorded as a `duplicate` of it at once (unless re-uploads are allowed), and
 gets that row's `image_id` as soon as it is known. Several watchers may decide
 at once on one ledger; `lock_content` makes those decisions take turns per
 content hash (see there).
+
+A file dropped again after it failed supersedes its failed row: "the same
+file" is the same relative path in the same source root (the inbox, or a
+scanned tree), whatever its bytes now are (a fixed file has new ones; one
+failed for a cause since fixed, such as a wrong key, may have the same). The
+earlier row becomes `superseded` (with `superseded_by` naming the new row): it
+stays in history with its reason and message, and leaves the failed count;
+`retry` no longer takes it. Only rows whose failure is settled (moved to
+failed/ beside their NAME.error.json) are superseded; a row still being
+finished is left to finish.
 """
 
 from __future__ import annotations
@@ -21,6 +31,7 @@ from sqlalchemy.orm import Session
 
 from reka_ingest.core.states import NOT_ORIGINALS, BatchState, FileState, Origin, Reason
 from reka_ingest.core.text import clean_text
+from reka_ingest.files.outbox import ERROR_SUFFIX
 from reka_ingest.files.sidecars import SIDECAR_SUFFIX
 from reka_ingest.ledger.columns import MAX_KEY_BYTES, keyable
 from reka_ingest.ledger.db import Ledger
@@ -190,6 +201,7 @@ def _row(f: NewFile, now: float) -> dict[str, Any]:
         "reason": f.reason,
         "message": f.message,
         "duplicate_of": None,
+        "superseded_by": None,
         "image_id": None,
         "image_url": None,
         # An excluded row is no outcome of work: no finish time (status's rate, time to finish).
@@ -324,6 +336,7 @@ def record_files(
         for f, row in later:
             _mark_duplicate(row, originals[f.sha256 or ""], now)
         ids.update(_insert(s, [r for _, r in later]))
+        _supersede(s, [(f.source_root, f.path, ids[f.work_path]) for f in fresh], now)
         rows = {f.work_path: row for f, row in first + later}
         return [
             Recorded(
@@ -337,6 +350,36 @@ def record_files(
             )
             for f in fresh
         ]
+
+
+def _supersede(s: Session, new: Sequence[tuple[str, str, int]], now: float) -> None:
+    """Earlier settled failed rows of the same (source root, path) as a new row become
+    `superseded` by it (the newest new row of that path, when a group holds several)."""
+    latest: dict[tuple[str, str], int] = {}
+    for root, path, file_id in new:
+        latest[(root, path)] = max(file_id, latest.get((root, path), 0))
+    paths = sorted({path for _, path in latest})
+    changes: list[dict[str, Any]] = []
+    for i in range(0, len(paths), _IN_CHUNK):
+        for r in s.execute(
+            select(File.id, File.source_root, File.path).where(
+                File.state == FileState.FAILED,
+                File.path.in_(paths[i : i + _IN_CHUNK]),
+                File.final_path.endswith(ERROR_SUFFIX, autoescape=True),
+            )
+        ):
+            by = latest.get((r.source_root, r.path))
+            if by is not None and r.id < by:
+                changes.append({"b_id": r.id, "b_by": by})
+    if not changes:
+        return
+    files = cast(Table, File.__table__)
+    s.execute(
+        update(files)
+        .where(files.c.id == bindparam("b_id"), files.c.state == FileState.FAILED)
+        .values(state=FileState.SUPERSEDED, superseded_by=bindparam("b_by"), updated_at=now),
+        changes,
+    )
 
 
 def _mark_duplicate(

@@ -92,6 +92,8 @@ class File(Base):
         ForeignKey("files.id"), default=None, index=True
     )
     possible_duplicate: Mapped[bool] = mapped_column(Boolean, default=False)
+    # A `superseded` row: the later row of the same file dropped again (reka_ingest.ledger.intake).
+    superseded_by: Mapped[int | None] = mapped_column(Integer, default=None, index=True)
 
     image_id: Mapped[str | None] = mapped_column(SafeText(MAX_ID_CHARS), default=None, index=True)
     image_url: Mapped[str | None] = mapped_column(SafeText(), default=None)

@@ -41,6 +41,7 @@ from reka_ingest.core.states import ACTIVE, BatchState, FileState, Origin
 from reka_ingest.ledger import Ledger, open_ledger
 from reka_ingest.ledger.queries import oldest_by_state
 from reka_ingest.ledger.schema import Batch, File
+from reka_ingest.metrics.budget import read_budget
 from reka_ingest.metrics.counters import (
     API_RESPONSES_KEY,
     RECONCILE_KEY,
@@ -62,25 +63,6 @@ LATENCY_BUCKETS: Final = (1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 
 ORIGINS: Final = tuple(str(origin) for origin in Origin)
 
 
-@dataclass(frozen=True, slots=True)
-class Budget:
-    remaining: int | None
-    limit: int | None
-    reset_at: float | None
-
-
-def read_budget(client: redis.Redis[bytes], key: str = BUDGET_KEY) -> Budget | None:
-    """The shared API budget at `key`: a hash (remaining, limit, reset_at) or an integer."""
-    kind = _s(client.type(key))  # type: ignore[no-untyped-call]  # types-redis leaves it bare
-    if kind == "string":
-        raw = client.get(key)
-        return Budget(_int(raw), None, None)
-    if kind == "hash":
-        h = {_s(k): _s(v) for k, v in client.hgetall(key).items()}
-        return Budget(_int(h.get("remaining")), _int(h.get("limit")), _float(h.get("reset_at")))
-    return None
-
-
 def queue_depth(client: redis.Redis[bytes], queue: str) -> int:
     """Messages waiting in one Celery queue on Redis (every priority list)."""
     keys = [queue, *(f"{queue}{KOMBU_PRIORITY_SEP}{p}" for p in KOMBU_PRIORITY_STEPS)]
@@ -99,12 +81,10 @@ class IngestCollector(Collector):
         client: redis.Redis[bytes],
         *,
         clock: Callable[[], float],
-        budget_key: str = BUDGET_KEY,
     ) -> None:
         self.ledger = ledger
         self.redis = client
         self.clock = clock
-        self.budget_key = budget_key
 
     def describe(self) -> Iterable[Metric]:
         return []  # collected fresh at each scrape; nothing to pre-register
@@ -259,7 +239,9 @@ class IngestCollector(Collector):
             resent_batches.add_metric([why], float(reconcile.get(f"batches:{why}", 0)))
             resent_files.add_metric([why], float(reconcile.get(f"files:{why}", 0)))
 
-        budget = read_budget(self.redis, self.budget_key)
+        budget = read_budget(self.redis, now=self.clock())
+        if budget.error is not None:  # Redis stopped answering mid-scrape: the part is down
+            raise redis.ConnectionError(budget.error)
         check = read_server_check(self.redis)
         yield depth
         yield unacked
@@ -267,19 +249,31 @@ class IngestCollector(Collector):
         yield throttled
         yield resent_batches
         yield resent_files
+        # The one reading every view shares (reka_ingest.metrics.budget).
         yield GaugeMetricFamily(
             f"{PREFIX}_budget_known",
-            f"1 when the shared API budget is published in Redis (key {self.budget_key}).",
-            value=1.0 if budget is not None else 0.0,
+            f"1 when the shared API budget's rule is published in Redis (key {BUDGET_KEY}).",
+            value=1.0 if budget.known else 0.0,
         )
-        if budget is not None:
+        if budget.known:
             rows: tuple[tuple[str, float | None, str], ...] = (
+                (
+                    "unlimited",
+                    1.0 if budget.limit is None else 0.0,
+                    "1 when the shared API budget has no daily limit (INGEST_UPLOADS_PER_DAY=0).",
+                ),
+                ("used", budget.used, "Upload requests sent in the budget's window (24 h)."),
                 ("remaining", budget.remaining, "Upload requests left in the shared API budget."),
                 ("limit", budget.limit, "Upload requests the shared API budget allows per window."),
                 (
                     "reset_timestamp_seconds",
-                    budget.reset_at,
-                    "When the shared API budget refills (epoch seconds).",
+                    budget.refills_at,
+                    "When the shared API budget's next slot frees (epoch seconds).",
+                ),
+                (
+                    "paused_until_timestamp_seconds",
+                    budget.paused_until,
+                    "Until when the API asked every worker to wait (epoch seconds).",
                 ),
             )
             for name, known, text in rows:
@@ -378,20 +372,6 @@ def serve(settings: Settings, *, host: str, port: int, clock: Callable[[], float
 
 def _s(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
-
-
-def _int(value: bytes | str | None) -> int | None:
-    try:
-        return int(float(_s(value))) if value is not None else None
-    except ValueError:
-        return None
-
-
-def _float(value: bytes | str | None) -> float | None:
-    try:
-        return float(_s(value)) if value is not None else None
-    except ValueError:
-        return None
 
 
 def _counts(session: Session, stmt: Select[str, int] | Select[str | None, int]) -> dict[str, int]:

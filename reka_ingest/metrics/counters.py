@@ -32,9 +32,7 @@ log = get_logger(__name__)
 # Every Redis key the metrics read or write, named once.
 API_RESPONSES_KEY: Final = "reka_ingest:metrics:api_responses"  # field "<endpoint>:<status>"
 RECONCILE_KEY: Final = "reka_ingest:metrics:reconcile"  # fields "batches:<why>", "files:<why>"
-# The shared API budget's published summary (core.constants.BUDGET_KEY): a hash
-# with integer fields `remaining` and `limit` and a float `reset_at` (epoch
-# seconds); a plain integer string is read as `remaining` alone.
+# The shared API budget (core.constants.BUDGET_KEY) is read by reka_ingest.metrics.budget.
 
 
 def redis_client(url: str) -> redis.Redis[bytes]:

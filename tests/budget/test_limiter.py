@@ -13,7 +13,7 @@ from reka_ingest.core.bundled_redis import free_port
 from reka_ingest.core.constants import RATE_LIMIT_WINDOW_SECONDS as DAY
 from reka_ingest.core.errors import RateLimitInfo
 from reka_ingest.core.states import WaitReason
-from reka_ingest.metrics import collector
+from reka_ingest.metrics.budget import budget_words, read_budget
 from tests.budget.conftest import T0
 from tests.support.clock import Clock
 from worker import budget as b
@@ -123,14 +123,22 @@ def test_a_429_retry_after_pauses_every_worker_even_when_unlimited(
     assert two.try_acquire() == Wait(clock.now + c.RATE_LIMITED_PAUSE, WaitReason.SERVER_PAUSE)
 
 
-def test_unlimited_counts_nothing(
+def test_unlimited_still_counts_what_was_used(
     make_budget: Callable[..., Budget], rclient: redis.Redis[bytes]
 ) -> None:
     budget = make_budget(per_day=0)
     assert all(budget.try_acquire() == Grant(None) for _ in range(500))
-    assert rclient.zcard(b.window_key("fp-test")) == 0
+    assert rclient.zcard(b.window_key("fp-test")) == 500
     snap = budget.snapshot()
-    assert (snap.limit, snap.remaining, snap.refills_at, snap.error) == (None, None, None, None)
+    assert (snap.limit, snap.used, snap.remaining, snap.refills_at, snap.error) == (
+        None,
+        500,
+        None,
+        None,
+        None,
+    )
+    # Every view reads the same, from Redis alone.
+    assert read_budget(rclient, now=T0) == snap
 
 
 def test_snapshot_and_the_published_summary(
@@ -144,12 +152,13 @@ def test_snapshot_and_the_published_summary(
     budget.try_acquire()
     snap = budget.snapshot()
     assert (snap.used, snap.remaining, snap.refills_at, snap.paused_until) == (2, 3, T0 + DAY, None)
-    # The summary the metrics collector and `status --watch` read, under the key they read.
-    assert collector.read_budget(rclient) == collector.Budget(
-        remaining=3, limit=5, reset_at=T0 + DAY
+    # The rule every view reads, under the key they read; the view from it is the same.
+    published = {k.decode(): v.decode() for k, v in rclient.hgetall(c.BUDGET_KEY).items()}
+    assert published == {"fp": "fp-test", "limit": "5", "per_second": "0", "window": "86400"}
+    assert read_budget(rclient, now=T0 + 50) == snap
+    assert budget_words(snap, T0 + 50) == (
+        "3 of 5 upload requests left; 2 used in the last 24 h; next slot frees in 23h 59m"
     )
-    published = {k.decode(): float(v) for k, v in rclient.hgetall(c.BUDGET_KEY).items()}
-    assert published == {"remaining": 3, "limit": 5, "reset_at": T0 + DAY}
 
 
 def test_keys_name_a_fingerprint_never_the_api_key(
@@ -175,6 +184,6 @@ def test_redis_down_defers_briefly_and_never_raises(clock: Clock) -> None:
     assert unlimited.try_acquire() == Wait(T0 + c.REDIS_DOWN_WAIT, WaitReason.REDIS_UNAVAILABLE)
     assert budget.follow(RateLimitInfo(retry_after_seconds=7), rate_limited=True) == T0 + 7
     snap = budget.snapshot()
-    assert snap.error is not None and "unreachable" in snap.error and snap.remaining is None
+    assert snap.error is not None and "did not answer" in snap.error and snap.remaining is None
     budget.close()
     unlimited.close()

@@ -103,6 +103,9 @@ def test_files_refused_for_a_wrong_key_are_retried_after_the_key_is_fixed(
     # Running it again finds nothing more to do.
     again = CliRunner().invoke(app, ["retry", "--reason", "auth_failed"])
     assert "requeued 0 file(s)" in again.output
+    # ... and says so with its exit status: nothing was requeued, and why.
+    assert again.exit_code == 1
+    assert "nothing requeued; the matching files cannot be retried" in again.output
 
 
 def test_status_shows_the_budget_and_survives_redis_down(
@@ -120,22 +123,30 @@ def test_status_shows_the_budget_and_survives_redis_down(
     result = CliRunner().invoke(app, ["status", "--json"])
     assert result.exit_code == 0, result.output
     budget = json.loads(result.output)["budget"]
-    assert budget == {
+    assert {k: budget[k] for k in ("limit", "used", "remaining", "refills_at", "error")} == {
         "limit": 100,
         "used": 2,
         "remaining": 98,
         "refills_at": first + DAY,
-        "paused_until": clock.now + 3600,
         "error": None,
     }
+    assert budget["paused_until"] == pytest.approx(clock.now + 3600)
+    assert budget["summary"] == "98 of 100 upload requests left"
     text = CliRunner().invoke(app, ["status"]).output
-    assert "API budget: 98 of 100 upload requests left; next slot frees in 2" in text
+    assert "API budget: 98 of 100 upload requests left; 2 used in the last 24 h; next slot" in text
     assert "; paused by the API for " in text
+    # A shell that sets no budget at all reads the same: the rule comes from Redis.
+    monkeypatch.delenv("INGEST_UPLOADS_PER_DAY")
+    monkeypatch.delenv("REKA_API_KEY")
+    assert json.loads(CliRunner().invoke(app, ["status", "--json"]).stdout)["budget"][
+        "summary"
+    ] == ("98 of 100 upload requests left")
 
     monkeypatch.setenv("INGEST_REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")
     down = CliRunner().invoke(app, ["status", "--json"])
     assert down.exit_code == 0, down.output
     data = json.loads(down.output)
     assert data["total"] == 2
-    assert data["budget"]["remaining"] is None and "unreachable" in data["budget"]["error"]
-    assert "API budget: unknown, redis unreachable" in CliRunner().invoke(app, ["status"]).output
+    assert data["budget"]["remaining"] is None and "did not answer" in data["budget"]["error"]
+    text = CliRunner().invoke(app, ["status"]).output
+    assert "API budget: unknown (Redis did not answer (ConnectionError))" in text

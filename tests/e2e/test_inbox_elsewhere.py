@@ -73,6 +73,8 @@ def _env(tmp_path: Path, inbox: Path, redis_port: int) -> dict[str, str]:
         "INGEST_INBOX": str(inbox),
         "INGEST_BUNDLED_REDIS_PORT": str(redis_port),
         "INGEST_FLOWER_PORT": str(free_port()),
+        "INGEST_WEB_PORT": str(free_port()),
+        "INGEST_STANDIN_PORT": str(free_port()),
         "INGEST_LOG_FORMAT": "json",
     }
 
@@ -85,7 +87,7 @@ def _listening(port: int) -> bool:
 
 def _nothing_started(data_dir: Path) -> list[str]:
     """What a start leaves in the data folder that a refused start must not."""
-    traces = ("logs", "redis", "ledger.db", "run.pids.json", "celerybeat-schedule")
+    traces = ("logs", "redis", "ledger.db", "run.json", "celerybeat-schedule")
     return [name for name in traces if (data_dir / name).exists()]
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from reka_ingest.cli.pid_file import PID_FILE_NAME
 from reka_ingest.core.bundled_redis import free_port
 from tests.support.images import image_bytes
 from tests.support.service import wait_for
@@ -41,6 +41,8 @@ def test_run_starts_everything_and_a_dropped_file_ends_indexed(tmp_path: Path) -
         "INGEST_INBOX": str(tmp_path / "inbox"),
         "INGEST_BUNDLED_REDIS_PORT": str(free_port()),
         "INGEST_FLOWER_PORT": str(free_port()),
+        "INGEST_WEB_PORT": str(free_port()),
+        "INGEST_STANDIN_PORT": str(free_port()),
         "INGEST_MIN_FILE_AGE": "0.3",
         "INGEST_POLL_INITIAL_DELAY": "0.5",
         "INGEST_POLL_SWEEP_INTERVAL": "1",
@@ -77,6 +79,9 @@ def test_run_starts_everything_and_a_dropped_file_ends_indexed(tmp_path: Path) -
             return bool(data["files"]["indexed"] == 1)
 
         wait_for(indexed, 120, "hello.jpg to be indexed", interval=1.0)
+        # Every process it started, from its run record (its log lines are in run.log).
+        record = json.loads((tmp_path / "var" / PID_FILE_NAME).read_text())
+        pids = {c["pid"] for c in record["children"]}
     finally:
         run.send_signal(signal.SIGTERM)
         code = run.wait(60)
@@ -84,7 +89,6 @@ def test_run_starts_everything_and_a_dropped_file_ends_indexed(tmp_path: Path) -
     text = (tmp_path / "run.out").read_text()
     assert code == 0, text
     assert "stopped." in text
-    pids = {int(p) for p in re.findall(r'"pid": (\d+)', text)}
     assert len(pids) >= 6  # redis, stand-in, worker, beat, flower, watcher
     time.sleep(0.5)
     assert not [p for p in pids if _alive(p)], text

@@ -91,6 +91,8 @@ def env(tmp_path: Path) -> dict[str, str]:
         "INGEST_INBOX": str(tmp_path / "inbox"),
         "INGEST_BUNDLED_REDIS_PORT": str(free_port()),
         "INGEST_FLOWER_PORT": str(free_port()),
+        "INGEST_WEB_PORT": str(free_port()),
+        "INGEST_STANDIN_PORT": str(free_port()),
         "INGEST_WORKER_CONCURRENCY": "1",
         "INGEST_LOG_FORMAT": "json",
     }
@@ -166,7 +168,7 @@ def test_the_next_run_ends_what_a_killed_run_left_and_starts(
     recorded = json.loads((tmp_path / "var" / PID_FILE_NAME).read_text())
     assert recorded["owner"]["pid"] == first.process.pid
     by_name = {c["name"]: c for c in recorded["children"]}
-    assert set(by_name) == {"redis", "stand-in", "worker", "beat", "flower", "watcher"}
+    assert set(by_name) == {"redis", "stand-in", "worker", "beat", "flower", "web", "watcher"}
     assert {c["pid"] for c in recorded["children"]} <= {p.pid for p in started}
     assert by_name["redis"]["pid"] == redis.pid
 

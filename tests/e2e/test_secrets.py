@@ -123,6 +123,8 @@ def test_no_secret_in_any_output_of_a_real_run(
             "REKA_API_KEY": API_KEY,
             "INGEST_LOG_LEVEL": "DEBUG",
             "INGEST_FLOWER_PORT": str(flower_port),
+            "INGEST_WEB_PORT": str(free_port()),
+            "INGEST_STANDIN_PORT": str(free_port()),
             "INGEST_FLOWER_BASIC_AUTH": ":".join(FLOWER_AUTH),
         },
         standin_env={"STANDIN_API_KEYS": API_KEY, "STANDIN_INDEX_DELAY": "0.3"},
@@ -199,6 +201,8 @@ def test_flower_refuses_to_start_off_loopback_without_basic_auth(tmp_path: Path)
         "INGEST_DATA_DIR": str(tmp_path),
         "INGEST_FLOWER_HOST": "0.0.0.0",  # noqa: S104 - the case under test; nothing binds
         "INGEST_FLOWER_PORT": str(free_port()),
+        "INGEST_WEB_PORT": str(free_port()),
+        "INGEST_STANDIN_PORT": str(free_port()),
         "INGEST_LOG_FORMAT": "json",
     }
     env.pop("INGEST_FLOWER_BASIC_AUTH", None)

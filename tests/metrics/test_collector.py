@@ -13,10 +13,10 @@ import redis
 from prometheus_client import generate_latest
 
 from reka_ingest.core.bundled_redis import free_port
-from reka_ingest.core.constants import BUDGET_KEY
 from reka_ingest.core.queues import CONTROL_QUEUE, UPLOAD_QUEUE
 from reka_ingest.core.settings import Settings
 from reka_ingest.ledger import Ledger
+from reka_ingest.metrics.budget import publish_rule, window_key
 from reka_ingest.metrics.collector import (
     KOMBU_PRIORITY_SEP,
     LATENCY_BUCKETS,
@@ -118,17 +118,23 @@ def test_budget_is_read_from_its_key_when_published(
     p = page(ledger, rclient)
     assert value(p, "reka_ingest_budget_known") == 0
     assert not any(name == "reka_ingest_budget_remaining" for name, _ in p)
-    rclient.hset(BUDGET_KEY, mapping={"remaining": 37, "limit": 100, "reset_at": 12345.5})
+    # The rule the workers publish, and the requests they counted: read live.
+    publish_rule(rclient, fp="fp-m", per_day=100, per_second=0)
+    rclient.zadd(window_key("fp-m"), {f"r{n}": NOW - 1000 + n for n in range(63)})
     p = page(ledger, rclient)
     assert value(p, "reka_ingest_budget_known") == 1
+    assert value(p, "reka_ingest_budget_unlimited") == 0
+    assert value(p, "reka_ingest_budget_used") == 63
     assert value(p, "reka_ingest_budget_remaining") == 37
     assert value(p, "reka_ingest_budget_limit") == 100
-    assert value(p, "reka_ingest_budget_reset_timestamp_seconds") == 12345.5
-    rclient.delete(BUDGET_KEY)
-    rclient.set(BUDGET_KEY, "12")  # a plain integer is `remaining` alone
+    assert value(p, "reka_ingest_budget_reset_timestamp_seconds") == NOW - 1000 + 86400
+    # No daily limit: still counted, nothing "left".
+    publish_rule(rclient, fp="fp-m", per_day=0, per_second=0)
     p = page(ledger, rclient)
-    assert value(p, "reka_ingest_budget_remaining") == 12
+    assert value(p, "reka_ingest_budget_unlimited") == 1
+    assert value(p, "reka_ingest_budget_used") == 63
     assert not any(name == "reka_ingest_budget_limit" for name, _ in p)
+    assert not any(name == "reka_ingest_budget_remaining" for name, _ in p)
 
 
 def _count_responses(url: str, n: int) -> None:

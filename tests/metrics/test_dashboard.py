@@ -13,8 +13,8 @@ import flower.events
 import redis
 from prometheus_client import generate_latest
 
-from reka_ingest.core.constants import BUDGET_KEY
 from reka_ingest.ledger import Ledger
+from reka_ingest.metrics.budget import pause_key, publish_rule, window_key
 from reka_ingest.metrics.collector import IngestCollector, build_registry
 from reka_ingest.metrics.counters import API_RESPONSES_KEY, redis_client
 from tests.metrics.support import add_file, samples
@@ -25,6 +25,9 @@ NOT_ON_THE_DASHBOARD = {
     "reka_ingest_batches",
     "reka_ingest_budget_known",
     "reka_ingest_budget_reset_timestamp_seconds",
+    "reka_ingest_budget_unlimited",
+    "reka_ingest_budget_used",
+    "reka_ingest_budget_paused_until_timestamp_seconds",
     "reka_ingest_drop_to_indexed_seconds_count",
     "reka_ingest_drop_to_indexed_seconds_sum",
 }
@@ -41,7 +44,10 @@ def exprs() -> list[str]:
 
 def our_metric_names(ledger: Ledger, redis_url: str) -> set[str]:
     client: redis.Redis[bytes] = redis_client(redis_url)
-    client.hset(BUDGET_KEY, mapping={"remaining": 1, "limit": 2, "reset_at": 3})
+    # The rule the workers publish, one request counted, and a pause: every budget gauge.
+    publish_rule(client, fp="fp-dash", per_day=2, per_second=0)
+    client.zadd(window_key("fp-dash"), {"r1": -1.0})
+    client.set(pause_key("fp-dash"), "60")
     client.hincrby(API_RESPONSES_KEY, "upload:200", 1)
     add_file(ledger, 1, state="failed", reason="not_an_image")
     try:

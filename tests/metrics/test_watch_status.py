@@ -13,11 +13,11 @@ import redis
 from rich.console import Console
 
 from reka_ingest.cli.processes import cli_argv
-from reka_ingest.cli.watch_status import Snapshot, duration, render, take_snapshot
-from reka_ingest.core.constants import BUDGET_KEY
+from reka_ingest.cli.watch_status import Snapshot, render, take_snapshot
 from reka_ingest.core.queues import UPLOAD_QUEUE
 from reka_ingest.ledger import Ledger, open_ledger
 from reka_ingest.ledger.schema import File
+from reka_ingest.metrics.budget import duration, publish_rule, window_key
 from reka_ingest.metrics.counters import redis_client
 from tests.metrics.support import add_file
 
@@ -43,7 +43,9 @@ def test_the_view_shows_states_rate_eta_budget_and_failures(ledger: Ledger, redi
                 f.message = "Pillow cannot read it"
     client: redis.Redis[bytes] = redis_client(redis_url)
     client.rpush(UPLOAD_QUEUE, "m1", "m2")
-    client.hset(BUDGET_KEY, mapping={"remaining": 42, "limit": 100, "reset_at": NOW + 3700})
+    publish_rule(client, fp="fp-watch", per_day=100, per_second=0)
+    # 58 requests in the window, the oldest freeing its slot in 1 h 01 m 40 s.
+    client.zadd(window_key("fp-watch"), {f"r{n}": NOW - 86400 + 3700 + n for n in range(58)})
     try:
         snap = take_snapshot(ledger, client, now=NOW)
     finally:
@@ -58,7 +60,8 @@ def test_the_view_shows_states_rate_eta_budget_and_failures(ledger: Ledger, redi
     assert "time to finish  34s" in text
     assert "oldest waiting  1m 40s" in text
     assert f"{UPLOAD_QUEUE} 2" in text
-    assert "42 of 100 upload requests left; refills in 1h 01m" in text
+    budget = "42 of 100 upload requests left; 58 used in the last 24 h; next slot frees in 1h 01m"
+    assert budget in text
     assert "f20.jpg" in text and "not_an_image" in text and "Pillow cannot read it" in text
 
 
@@ -67,7 +70,7 @@ def test_without_redis_or_a_budget_the_view_says_so(ledger: Ledger) -> None:
     snap = take_snapshot(ledger, None, now=NOW)
     text = draw(snap)
     assert "Redis did not answer" in text
-    assert "unknown (no shared budget published)" in text
+    assert "unknown (Redis did not answer)" in text
     assert "time to finish  unknown" in text  # nothing finished yet: no rate
     assert "none" in text  # no failures
 

@@ -12,13 +12,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from reka_ingest.cli.retry import requeue
 from reka_ingest.core.states import BatchOutcome, FileState, Origin, Reason
 from reka_ingest.files.manifests import normalise_url, url_identity
 from reka_ingest.ledger.intake import NewFile, create_batch, record_files
 from reka_ingest.ledger.queries import list_files
 from reka_ingest.ledger.schema import File
 from reka_ingest.standin.runner import RunningStandin
+from scheduler.requeue import requeue
 from tests.standin.url_images import ImageServer, serve_images
 from tests.support.clock import Clock
 from tests.support.images import image_bytes

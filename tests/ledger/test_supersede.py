@@ -1,0 +1,87 @@
+"""A failed file fixed and dropped again supersedes its failed row: the old row
+stays in history (reason, message, `superseded_by`) and leaves the failed count;
+`retry` no longer takes it. "The same file" is the same relative path in the same
+source root; a row whose failure is not settled yet (not in failed/) is left."""
+
+from __future__ import annotations
+
+from sqlalchemy import update
+
+from reka_ingest.core.states import FileState, Origin, Reason
+from reka_ingest.ledger import Ledger
+from reka_ingest.ledger.intake import NewFile, failed_file, record_files
+from reka_ingest.ledger.queries import list_files, summary
+from reka_ingest.ledger.retry import failed_files
+from reka_ingest.ledger.schema import File
+
+NOW = 1_000.0
+
+
+def _new(path: str, work: str, sha: str, root: str = "/inbox") -> NewFile:
+    return NewFile(
+        path=path,
+        source_root=root,
+        work_path=work,
+        origin=Origin.EVENT,
+        size=10,
+        mtime=NOW,
+        sha256=sha,
+        seen_at=NOW,
+    )
+
+
+def _fail(
+    ledger: Ledger, path: str, work: str, *, settled: bool = True, root: str = "/inbox"
+) -> int:
+    bad = failed_file(
+        path=path,
+        source_root=root,
+        work_path=work,
+        origin=Origin.EVENT,
+        seen_at=NOW,
+        reason=Reason.NOT_AN_IMAGE,
+        message="Pillow cannot read it",
+    )
+    (rec,) = record_files(ledger, [bad], now=NOW)
+    if settled:  # the outbox moved it to failed/ beside its reason file
+        with ledger.write() as s:
+            s.execute(
+                update(File)
+                .where(File.id == rec.file_id)
+                .values(final_path=f"/var/failed/{path}.error.json")
+            )
+    return rec.file_id
+
+
+def test_a_redropped_file_supersedes_its_failed_row(ledger: Ledger) -> None:
+    old = _fail(ledger, "cam1/a.jpg", "/work/c1/a.jpg")
+    # The same name under another source root is another file.
+    other_root = _fail(ledger, "cam1/a.jpg", "/work/c9/a.jpg", root="/elsewhere")
+    unsettled = _fail(ledger, "cam1/b.jpg", "/work/c2/b.jpg", settled=False)
+    assert summary(ledger, now=NOW).files["failed"] == 3
+
+    new = record_files(
+        ledger,
+        [
+            _new("cam1/a.jpg", "/work/c3/a.jpg", "f" * 64),
+            _new("cam1/b.jpg", "/work/c4/b.jpg", "e" * 64),
+        ],
+        now=NOW + 5,
+    )
+    rows = {f.id: f for f in list_files(ledger)}
+    assert rows[old].state == FileState.SUPERSEDED
+    assert rows[old].superseded_by == new[0].file_id
+    assert rows[old].reason == Reason.NOT_AN_IMAGE and rows[old].message  # history kept
+    assert rows[other_root].state == FileState.FAILED  # another source root
+    assert rows[unsettled].state == FileState.FAILED  # not settled yet: left to finish
+    counts = summary(ledger, now=NOW + 5).files
+    assert counts["failed"] == 2 and counts["superseded"] == 1 and counts["queued"] == 2
+    assert old not in {f.id for f in failed_files(ledger)}  # retry no longer takes it
+
+
+def test_a_redropped_file_that_fails_again_counts_once(ledger: Ledger) -> None:
+    first = _fail(ledger, "x.jpg", "/work/c1/x.jpg")
+    second = _fail(ledger, "x.jpg", "/work/c2/x.jpg")
+    rows = {f.id: f for f in list_files(ledger)}
+    assert rows[first].state == FileState.SUPERSEDED and rows[first].superseded_by == second
+    assert summary(ledger, now=NOW).files["failed"] == 1
