@@ -7,6 +7,10 @@ so a second run over the same tree records nothing twice (known paths are
 skipped before they are hashed). Files that changed in the last
 `min_file_age` seconds are skipped as still being written; run again later.
 
+An image URL list (`*.urls`, `*.urls.csv`) is read where it lies, one row per
+line as in the inbox (`scheduler.url_intake`); it is never moved, and a list
+with bad lines gets its reason file in failed/.
+
 The tree must not overlap the inbox or the service's own folders: the watcher
 takes files from the one, the worker moves files in the others.
 """
@@ -26,6 +30,7 @@ from reka_ingest.core.settings import IngestSettings
 from reka_ingest.core.states import Origin, Reason
 from reka_ingest.core.text import shown
 from reka_ingest.files.filters import PathFilter
+from reka_ingest.files.manifests import is_manifest
 from reka_ingest.ledger import Ledger
 from reka_ingest.ledger.intake import NewFile, failed_file, known_work_paths
 from scheduler.batcher import Batcher, BatchLimits, Enqueue, ledger_batch_groups, ledger_batches
@@ -34,6 +39,7 @@ from scheduler.describe import MetadataRules, describe
 from scheduler.exclusions import Exclusions
 from scheduler.recorder import Recorder
 from scheduler.sidecar import DefaultsReader, find_sidecar
+from scheduler.url_intake import ManifestIntake
 from scheduler.walk import walk
 
 log = get_logger(__name__)
@@ -49,6 +55,7 @@ class BackfillSummary:
     already_known: int = 0  # recorded by an earlier run
     too_new: int = 0  # changed in the last min_file_age seconds: skipped
     excluded: int = 0  # left in place by INGEST_INCLUDE / INGEST_EXCLUDE (new rows)
+    url_lists: int = 0  # image URL lists read where they lie (their lines are rows)
     batches: int = 0
     enqueue_failures: int = 0
 
@@ -111,8 +118,18 @@ def backfill(
         enqueue=enqueue,
         clock=clock,
     )
-    recorder = Recorder(settings, ledger, batcher, clock=clock, group_size=group_size)
+    url_batcher = Batcher(
+        BatchLimits.for_urls(settings),
+        create=ledger_batches(ledger, clock),
+        create_many=ledger_batch_groups(ledger, clock),
+        enqueue=enqueue,
+        clock=clock,
+    )
+    recorder = Recorder(
+        settings, ledger, batcher, clock=clock, group_size=group_size, url_batcher=url_batcher
+    )
     defaults = DefaultsReader(top)
+    manifests = ManifestIntake(settings, ledger, recorder, root=top, defaults=defaults, clock=clock)
     summary = BackfillSummary()
     unreadable: list[tuple[str, str]] = []
     exclusions = Exclusions(
@@ -130,6 +147,9 @@ def backfill(
         for entry in chunk:
             if entry.path in known or exclusions.file(entry.path):
                 continue
+            if is_manifest(entry.name) and _take_list(entry, top, settings, manifests, clock):
+                summary.url_lists += 1
+                continue
             new = _describe(entry, top, settings, defaults, clock)
             if new is None:
                 summary.too_new += 1
@@ -137,20 +157,48 @@ def backfill(
             recorder.add(new)
         recorder.flush()
         batcher.poll()
+        url_batcher.poll()
         if progress is not None:
             progress(len(chunk))
     for folder, error in unreadable:  # on record, not only in a log line
         recorder.add(_unreadable(folder, top, error, clock()))
     recorder.flush()
     batcher.flush()
+    url_batcher.flush()
     totals = recorder.totals
     summary.recorded, summary.queued = totals.recorded, totals.queued
     summary.duplicates, summary.failed = totals.duplicates, totals.failed
     summary.excluded = totals.excluded
     summary.already_known += totals.skipped
-    summary.batches, summary.enqueue_failures = batcher.batches_created, batcher.enqueue_failures
+    summary.batches = batcher.batches_created + url_batcher.batches_created
+    summary.enqueue_failures = batcher.enqueue_failures + url_batcher.enqueue_failures
     log.info("backfill.done", root=top, **asdict(summary))
     return summary
+
+
+def _take_list(
+    entry: os.DirEntry[str],
+    top: str,
+    settings: IngestSettings,
+    manifests: ManifestIntake,
+    clock: Callable[[], float],
+) -> bool:
+    """Read an image URL list where it lies, every line to a row (True); False when
+    it is to be described as a file instead (too new, a link, an odd name: the
+    file path records why)."""
+    try:
+        st = entry.stat(follow_symlinks=False)
+    except OSError:
+        return False
+    now = clock()
+    if not stat.S_ISREG(st.st_mode) or now - st.st_mtime < settings.min_file_age:
+        return False
+    if _refusal(entry.path, st) is not None:
+        return False
+    manifests.start(entry.path, os.path.relpath(entry.path, top), Origin.BACKFILL, now)
+    while manifests:
+        manifests.step()
+    return True
 
 
 def _unreadable(folder: str, top: str, error: str, now: float) -> NewFile:

@@ -11,8 +11,10 @@ A URL row: origin `url`, no bytes (`size` 0), `path` the URL as written,
 claimed manifest's path + `#L<line>` (unique per line, and the same when the
 manifest is read again), `sha256` the URL's identity (`url_identity`: the same URL
 twice is a `duplicate`, across manifests too), metadata the CSV cells over the
-`_defaults.json` layers of the manifest's folder, validated like a sidecar (a
-bad one fails that row alone, `bad_sidecar`). A line that is not a usable URL is
+`_defaults.json` layers of the manifest's folder over its folders' values
+(INGEST_PATH_METADATA), validated like a sidecar (a bad one fails that row alone,
+`bad_sidecar`; folders that do not fit the pattern fail every row with
+`path_mismatch` when the rule says fail). A line that is not a usable URL is
 a `failed` row (`bad_url`) whose message names the manifest and the line.
 
 The manifest itself has no row while its lines have theirs: every URL line ends
@@ -40,10 +42,16 @@ from reka_ingest.core.logs import get_logger
 from reka_ingest.core.settings import AfterUpload, IngestSettings
 from reka_ingest.core.states import Origin, Reason
 from reka_ingest.files.manifests import ManifestLine, read_manifest, url_identity
-from reka_ingest.files.outbox import file_done, file_failed, remove_empty_claim_folders
+from reka_ingest.files.outbox import (
+    file_done,
+    file_failed,
+    in_work_area,
+    remove_empty_claim_folders,
+)
 from reka_ingest.ledger import Ledger
 from reka_ingest.ledger.intake import NewFile, failed_file, ids_of_work_paths
 from scheduler import sidecar as sc
+from scheduler.describe import MetadataRules
 from scheduler.recorder import Recorder
 
 log = get_logger(__name__)
@@ -70,6 +78,7 @@ class _Reading:
     seen_at: float
     lines: Iterator[ManifestLine] | None = None  # None once read to the end
     layers: list[sc.Layer] | str = field(default_factory=list)  # or why they are bad
+    folders_refused: FileRejected | None = None  # its folders do not fit INGEST_PATH_METADATA
     urls: int = 0  # good URL rows handed to the recorder
     first_line: int | None = None
     bad: list[dict[str, object]] = field(default_factory=list)  # the first few
@@ -106,6 +115,7 @@ class ManifestIntake:
         self.defaults = defaults
         self.clock = clock
         self.counts = ManifestCounts()
+        self.folders = MetadataRules.from_settings(settings).folders
         self._open: deque[_Reading] = deque()
 
     def __len__(self) -> int:
@@ -120,11 +130,19 @@ class ManifestIntake:
             origin=origin,
             seen_at=seen_at,
         )
+        rel_dir = os.path.dirname(rel_path)
         try:
             if self.defaults is not None:
-                reading.layers = self.defaults.layers(os.path.dirname(rel_path))
+                reading.layers = self.defaults.layers(rel_dir)
         except FileRejected as err:
             reading.layers = err.message
+        try:
+            values = self.folders.values(rel_dir)
+        except FileRejected as err:
+            reading.folders_refused = err
+        else:
+            if values and isinstance(reading.layers, list):  # the lowest layer: path
+                reading.layers.insert(0, (sc.PATH_LAYER, dict(values)))
         reading.lines = read_manifest(work_path)
         self._open.append(reading)
         self.counts.manifests += 1
@@ -170,6 +188,9 @@ class ManifestIntake:
         name = os.path.basename(r.rel_path)
         if line.url is None:
             return self._bad(r, line, work_path, Reason.BAD_URL, line.error or "not a URL")
+        if r.folders_refused is not None:
+            refused = r.folders_refused
+            return self._bad(r, line, work_path, Reason(refused.reason), refused.message)
         try:
             if isinstance(r.layers, str):
                 raise FileRejected(Reason.BAD_SIDECAR, r.layers)
@@ -216,6 +237,9 @@ class ManifestIntake:
             return
         file_id = self._first_id(r)
         settings = self.settings.model_copy(update={"after_upload": AfterUpload.MOVE})
+        # A list read where it lies (`reka-ingest scan`) stays there: only its reason
+        # file, if any, is written (to failed/).
+        in_place = not in_work_area(self.settings, r.work_path)
         if r.bad_total:
             final = file_failed(
                 settings,
@@ -230,10 +254,17 @@ class ManifestIntake:
                     "bad_lines_total": r.bad_total,
                     "bad_lines": r.bad,
                 },
+                in_place=in_place,
             )
             self.counts.failed += 1
         else:
-            final = file_done(settings, work_path=r.work_path, rel_path=r.rel_path, file_id=file_id)
+            final = file_done(
+                settings,
+                work_path=r.work_path,
+                rel_path=r.rel_path,
+                file_id=file_id,
+                in_place=in_place,
+            )
             self.counts.done += 1
         remove_empty_claim_folders(self.settings, [r.work_path])
         log.info(

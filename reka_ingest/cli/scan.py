@@ -72,6 +72,8 @@ def command(
         typer.echo(
             f"excluded:    {summary.excluded} (left in place by INGEST_INCLUDE/INGEST_EXCLUDE)"
         )
+    if summary.url_lists:
+        typer.echo(f"URL lists:   {summary.url_lists} (one row per URL, counted above)")
     if summary.too_new:
         typer.echo(f"too new:     {summary.too_new} (still changing; run again later)")
     typer.echo(f"batches:     {summary.batches}")

@@ -31,6 +31,7 @@ from reka_ingest.metrics.server_check import ServerCheck, describe, read_server_
 FILE_FIELDS = (
     "id",
     "path",
+    "origin",
     "sha256",
     "state",
     "reason",

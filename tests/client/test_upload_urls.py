@@ -2,7 +2,7 @@
 
 The request's exact shape over `httpx.MockTransport` (both encodings); then
 the real thing: the stand-in on loopback fetching real JPEG and PNG bytes from
-a second loopback server (tests.standin.url_images), the results checked
+a second loopback server (tests.support.url_images), the results checked
 through get, list and the stand-in's record of the metadata; a bad URL's 400
 names its index, which is what lets a caller split a batch down to it.
 """
@@ -33,7 +33,7 @@ from reka_ingest.standin.metadata import SECURITY_KEYS
 from reka_ingest.standin.runner import RunningStandin
 from tests.client.conftest import API_KEY, ClientFactory, image_json
 from tests.client.standin_support import admin, admin_client, client_for, running_standin
-from tests.standin.url_images import ImageServer, closed_port_url, serve_images
+from tests.support.url_images import ImageServer, closed_port_url, serve_images
 
 URLS = ["https://images.example/a.jpg", "http://127.0.0.1:8000/b%20c.png?sig=xyz"]
 

@@ -12,8 +12,9 @@ from typer.testing import CliRunner
 
 from reka_ingest.cli.main import app
 from reka_ingest.core.settings import IngestSettings
-from reka_ingest.core.states import FileState, Reason
+from reka_ingest.core.states import FileState, Origin, Reason
 from reka_ingest.ledger import Ledger, open_ledger
+from reka_ingest.ledger.queries import list_files
 from scheduler.backfill import backfill, count_files, refusal
 from tests.scheduler.conftest import files_by_path
 from tests.support.images import image_bytes, write_image
@@ -148,3 +149,28 @@ def test_a_path_too_long_to_index_fails_alone_and_a_rerun_records_it_once(
     again = backfill(settings, ledger, root, lambda _batch: None)
     assert again.recorded == 0
     assert len(files_by_path(ledger)) == 2
+
+
+def test_an_image_url_list_in_the_tree_is_read_where_it_lies(
+    fast_settings: Callable[..., IngestSettings], ledger: Ledger, tmp_path: Path
+) -> None:
+    settings = aged(fast_settings())
+    root = tmp_path / "archive"
+    write_image(root / "a" / "p.jpg", seed=910)
+    listing = root / "a" / "links.urls"
+    listing.write_text("https://img.example/1.jpg\nnot a url\nhttps://img.example/1.jpg\n")
+    sent: list[int] = []
+    summary = backfill(settings, ledger, root, sent.append)
+    assert summary.url_lists == 1
+    rows = files_by_path(ledger)
+    assert rows["a/p.jpg"].state == FileState.QUEUED
+    urls = [f for f in list_files(ledger) if f.origin == Origin.URL]
+    assert [f.state for f in urls] == [FileState.QUEUED, FileState.FAILED, FileState.DUPLICATE]
+    assert urls[1].reason == Reason.BAD_URL
+    assert urls[2].duplicate_of == urls[0].id
+    assert listing.exists()  # never moved
+    reason = json.loads(next(settings.failed_path.rglob("links.urls.error.json")).read_text())
+    assert reason["bad_lines_total"] == 1
+    assert len(sent) == 2  # the image's batch and the URL's, apart
+    again = backfill(settings, ledger, root, sent.append)
+    assert again.recorded == 0  # every line's row is known

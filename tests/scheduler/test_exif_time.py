@@ -28,28 +28,11 @@ from scheduler import describe as describe_module
 from scheduler.describe import MetadataRules, describe
 from scheduler.path_metadata import FolderMetadata
 from scheduler.sidecar import DefaultsReader
-from tests.support.images import image_bytes, write_image
+from tests.support.images import exif_jpeg_bytes, image_bytes, write_image
 
 # 2026-11-27 14:03:11 read as UTC.
 NOV_27_1403_UTC = int(datetime(2026, 11, 27, 14, 3, 11, tzinfo=UTC).timestamp())
 HOUR = 3600
-
-
-def exif_jpeg_bytes(taken: str | None, offset: str | None = None, *, seed: int = 0) -> bytes:
-    """A small JPEG whose Exif IFD holds `DateTimeOriginal` (and `OffsetTimeOriginal`)."""
-    img = Image.new("RGB", (32, 24), (seed % 256, 40, 90))
-    block = Image.Exif()
-    block[0x010F] = "reka-ingest tests"  # Make, in IFD0
-    sub: dict[int, Any] = {}
-    if taken is not None:
-        sub[exif.DATE_TIME_ORIGINAL] = taken
-    if offset is not None:
-        sub[exif.OFFSET_TIME_ORIGINAL] = offset
-    if sub:
-        block[exif.EXIF_IFD] = sub
-    buf = io.BytesIO()
-    img.save(buf, "JPEG", exif=block, quality=80)
-    return buf.getvalue()
 
 
 def jpeg_with_exif(

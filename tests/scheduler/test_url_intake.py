@@ -287,3 +287,33 @@ def test_a_long_list_streams_in_bounded_memory(
     assert unbatched == 0
     assert len(sent) == lines // 100
     assert peak - base < 40 * 1024 * 1024, f"grew {(peak - base) / 1e6:.1f} MB"
+
+
+def test_url_rows_take_their_lists_folder_values_under_defaults_and_columns(
+    fast_settings: Callable[..., IngestSettings], ledger: Ledger, running: Any
+) -> None:
+    """Precedence for a URL row: its CSV cells > `_defaults.json` > the list's folders;
+    a list whose folders do not fit the pattern fails each of its URL rows alone."""
+    settings = fast_settings(path_metadata="{site_id}/{camera_id}")
+    watcher = Watcher(settings, ledger, lambda _batch_id: None)
+    good = settings.inbox / "lot-7" / "cam-3" / "shots.urls.csv"
+    good.parent.mkdir(parents=True)
+    (settings.inbox / "lot-7" / "_defaults.json").write_text(json.dumps({"camera_id": "dflt"}))
+    stray = settings.inbox / "stray.urls"
+    with running(watcher):
+        good.write_text(
+            "url,site_id,caption\n"
+            "https://img.example/1.jpg,,first\n"
+            "https://img.example/2.jpg,lot-9,second\n"
+        )
+        stray.write_text("https://img.example/3.jpg\n")
+        wait_for(_gone(good))
+        wait_for(_gone(stray))
+        wait_for(lambda: len([f for f in _rows(ledger) if f.origin == Origin.URL]) == 3)
+    rows = {f.path: f for f in _rows(ledger) if f.origin == Origin.URL}
+    first, second = rows["https://img.example/1.jpg"], rows["https://img.example/2.jpg"]
+    assert first.sidecar == {"site_id": "lot-7", "camera_id": "dflt", "caption": "first"}
+    assert second.sidecar == {"site_id": "lot-9", "camera_id": "dflt", "caption": "second"}
+    third = rows["https://img.example/3.jpg"]
+    assert (third.state, third.reason) == (FileState.FAILED, Reason.PATH_MISMATCH)
+    assert "INGEST_PATH_METADATA" in (third.message or "")

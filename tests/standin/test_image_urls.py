@@ -1,7 +1,7 @@
 """URL uploads: `image_urls` inside `metadata`, no file parts, the stand-in fetching each.
 
 Real parts only: the stand-in on loopback, and a second HTTP server on
-loopback (tests.standin.url_images) serving real JPEG and PNG bytes made with
+loopback (tests.support.url_images) serving real JPEG and PNG bytes made with
 Pillow, or a 404, a redirect, a slow body. Both encodings Reka's form endpoint
 takes are sent (multipart with only `metadata`, and urlencoded, as Reka's CLI
 does), and the request exactly as the CLI builds it.
@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 
 from reka_ingest.standin.metadata import SECURITY_KEYS
 from tests.standin.conftest import KEY, Api, error_of
-from tests.standin.url_images import Answer, ImageServer, closed_port_url, serve_images
 from tests.support.images import image_bytes
+from tests.support.url_images import Answer, ImageServer, closed_port_url, serve_images
 
 ENCODINGS = ("form", "multipart")
 

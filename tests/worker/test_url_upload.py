@@ -19,9 +19,9 @@ from reka_ingest.ledger.queries import list_files
 from reka_ingest.ledger.schema import File
 from reka_ingest.standin.runner import RunningStandin
 from scheduler.requeue import requeue
-from tests.standin.url_images import ImageServer, serve_images
 from tests.support.clock import Clock
 from tests.support.images import image_bytes
+from tests.support.url_images import ImageServer, serve_images
 from tests.worker.conftest import KEY
 from worker.poller import poll_due
 from worker.runtime import Runtime
