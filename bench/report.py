@@ -227,6 +227,15 @@ def lines(r: dict[str, Any]) -> list[str]:
             f"{b['files_per_s']} files/s; missed {b['missed']}; by origin {b['by_origin']}; "
             f"watcher peak RSS {b['watcher_peak_rss_mb']} MB",
         ]
+    if loop := r.get("intake_loop"):
+        out += [
+            f"intake loop (bench/intake.py: inotify, rename, sha256, SQLite executemany), the "
+            f"same burst (renamed in over {loop['drop_seconds']:.1f} s):",
+            f"  recorded {loop['recorded']} in {loop['seconds_to_record_all']} s = "
+            f"{loop['files_per_s']} files/s; missed {loop['missed']}; CPU {loop['cpu_s']} s; "
+            f"peak RSS {loop['peak_rss_mb']} MB",
+            f"  intake_ratio (watcher files/s over the loop's): {r.get('intake_ratio')}",
+        ]
     out += _check_lines(r.get("server_check"))
     out += _plan_lines(r.get("plan"))
     out += ["", "targets:"]
