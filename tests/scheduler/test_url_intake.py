@@ -252,16 +252,18 @@ def _rss() -> int:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+# Streaming is what this is about, not the ledger: SQLite only (recording the rows is
+# the cost, about half a millisecond each).
 @pytest.mark.slow
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(400)
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_a_long_list_streams_in_bounded_memory(
     fast_settings: Callable[..., IngestSettings], ledger: Ledger, running: Any
 ) -> None:
-    """200,000 lines: every row recorded and batched, and the process's memory (sampled
-    while the watcher reads) grows far less than a list of all lines (or of their
-    rows, well over 100 MB) would take: a slice at a time holds a group of 500 rows
-    and a batch of 100."""
-    lines = 200_000
+    """100,000 lines: every row recorded and batched, and the process's memory (sampled
+    while the watcher reads) grows far less than a list of their rows (about 100 MB)
+    would take: a slice at a time holds a group of 500 rows and a batch of 100."""
+    lines = 100_000
     settings = fast_settings(batch_max_files=100, batch_max_wait=30.0)
     sent: list[int] = []
     watcher = Watcher(settings, ledger, sent.append)
@@ -279,14 +281,14 @@ def test_a_long_list_streams_in_bounded_memory(
 
     with running(watcher):
         os.rename(tmp, big)
-        wait_for(done, timeout=580)
+        wait_for(done, timeout=380)
     with ledger.read() as s:
         count = s.scalar(select(func.count()).select_from(File).where(File.origin == Origin.URL))
         unbatched = s.scalar(select(func.count()).select_from(File).where(File.batch_id.is_(None)))
     assert count == lines
     assert unbatched == 0
     assert len(sent) == lines // 100
-    assert peak - base < 40 * 1024 * 1024, f"grew {(peak - base) / 1e6:.1f} MB"
+    assert peak - base < 30 * 1024 * 1024, f"grew {(peak - base) / 1e6:.1f} MB"
 
 
 def test_url_rows_take_their_lists_folder_values_under_defaults_and_columns(
