@@ -6,11 +6,19 @@ and keeps, per pid, the peak resident set (`VmHWM`, the kernel's own
 high-water mark, so a spike between two samples is not missed) and the last
 CPU time seen (`utime + stime` from /proc/PID/stat). `mark()` snapshots the
 CPU times, so a scenario measures only its own window, not imports at start.
+
+`Profiler` (BENCH_PROFILE=DIR): py-spy attached by pid to named processes and their
+children, each writing collapsed stacks (`DIR/LABEL.txt`, py-spy's raw format) when
+stopped; it slows what it watches, so a profiled run's timings are not comparable.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import signal
+import subprocess
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,3 +128,39 @@ class Sampler:
 
     def _ordered(self) -> list[Seen]:
         return sorted(self.seen.values(), key=lambda s: s.label)
+
+
+class Profiler:
+    """`py-spy record --subprocesses --pid PID` per named process, stopped by SIGINT."""
+
+    def __init__(self, out: Path, roots: dict[str, int], rate: int = 250) -> None:
+        found = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+        out.mkdir(parents=True, exist_ok=True)
+        self.out = out
+        self.procs = [
+            subprocess.Popen(
+                [
+                    *(found, "record", "--subprocesses", "--nonblocking", "--format", "raw"),
+                    *("--rate", str(rate), "--pid", str(pid), "-o", str(out / f"{label}.txt")),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+            )
+            for label, pid in roots.items()
+        ]
+
+    @classmethod
+    def from_env(cls, roots: dict[str, int]) -> Profiler | None:
+        where = os.environ.get("BENCH_PROFILE")
+        return cls(Path(where), roots) if where else None
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+        for proc in self.procs:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any, Final
 
-from bench.procs import MB, Sampler
+from bench.procs import MB, Profiler, Sampler
 from bench.service import API_KEY, TERMINAL, Service, StandIn
 from bench.workload import small_jpegs
 
@@ -108,6 +108,9 @@ def run_limit(
         "peak_rss_mb": sampler.peak_rss_mb(),
         "cpu_s": cpu,
         "cpu_s_per_1000_images": round(cpu.get("client", 0.0) / total * 1000, 3),
+        # From its first request to its last answer (without the interpreter's start).
+        "cpu_s_in_run": round(result["cpu_s"], 3),
+        "cpu_s_per_1000_images_in_run": round(result["cpu_s"] / total * 1000, 3),
         "curve": curve,
     }
 
@@ -136,12 +139,15 @@ def run_pipeline(
     standin.reset()
     service = Service(root, standin.base_url, database_url=database_url).start()
     sampler = _sampler(service, standin, database_pids)
+    profiler = Profiler.from_env({k: v for k, v in service.pids.items() if k != "redis"})
     try:
         sampler.mark()
         drops = {p.name: drop(p, service.inbox) for p in files}
         t0 = min(drops.values())
         wait_count(service, len(files), timeout, "the pipeline")
         sampler.sample()
+        if profiler is not None:
+            profiler.stop()
         cpu = sampler.cpu_window()
         requests = standin.upload_requests()
         main = _pipeline_figures(service, files, t0)
@@ -160,6 +166,8 @@ def run_pipeline(
         main["peak_rss_mb"] = sampler.peak_rss_mb()
         return main
     finally:
+        if profiler is not None:
+            profiler.stop()
         sampler.stop()
         service.stop()
         service.remove()
