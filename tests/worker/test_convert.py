@@ -14,6 +14,8 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -186,6 +188,24 @@ def test_ensure_registered_is_idempotent() -> None:
     ensure_registered()
     assert "HEIF" in Image.OPEN
     assert Image.ID.count("HEIF") == 1
+
+
+def test_common_openers_come_first_and_avif_before_heif() -> None:
+    """In a fresh process (this one's Pillow may be set up already): JPEG is tried
+    before the openers that parse any bytes before refusing them, AVIF before HEIF."""
+    code = (
+        "from PIL import Image\n"
+        "from reka_ingest.files.heif import ensure_registered\n"
+        "ensure_registered()\n"
+        "print(','.join(Image.ID))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    order = out.strip().split(",")
+    assert order.index("JPEG") < min(order.index(f) for f in ("IM", "IMT", "IPTC"))
+    assert order.index("PNG") < order.index("IM")
+    assert order.index("AVIF") < order.index("HEIF")
 
 
 @pytest.mark.parametrize("fmt", ["HEIF", "AVIF"])
