@@ -28,6 +28,9 @@ check at 100,000 alone about 3):
   BENCH_BURST_N=100000    burst files (0: skip)
   BENCH_CHECK_N=100000    ledger rows and stand-in images of the server check (0: skip)
   BENCH_PLAN_N=100000     files in the tree (and lines in the URL list) of the dry run (0: skip)
+  BENCH_LATENCY_N=5000    images of the latency run (0: skip): raw client and pipeline against
+                          a stand-in holding each upload BENCH_LATENCY_S=0.5 s (bench/latency.py;
+                          alone: python -m bench.latency)
   BENCH_TIMEOUT=600       seconds any one scenario may take before it fails
   BENCH_KEEP=1            keep the run folders (logs, ledgers) in bench/.cache/runs
   BENCH_PROFILE=DIR       py-spy (the profile extra) on the pipeline's watcher, worker
@@ -45,7 +48,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import report
+from bench import latency, report
 from bench.intake import intake_ratio, run_intake_loop
 from bench.plan import run_plans
 from bench.scenarios import run_burst, run_limit, run_pipeline, run_worker_memory
@@ -111,6 +114,7 @@ def _targets(r: dict[str, Any], cfg: dict[str, Any]) -> dict[str, dict[str, Any]
         t["burst watcher peak RSS MB"] = {"value": peak, "target": "< 200", "ok": peak < 200}
     t.update(_check_targets(r.get("server_check")))
     t.update(_plan_targets(r.get("plan")))
+    t.update(latency.target(r.get("latency_ratio")))
     mem = r.get("worker_memory") or {}
     if len(mem) >= 2:
         peaks = [max(v for k, v in p.items() if k.startswith("worker")) for p in mem.values()]
@@ -285,6 +289,7 @@ def main() -> int:
     burst_n = _int("BENCH_BURST_N", 100_000)
     check_n = _int("BENCH_CHECK_N", 100_000)
     plan_n = _int("BENCH_PLAN_N", 100_000)
+    latency_n, latency_s = latency.settings_from_env()
     databases = _databases()
     timeout = float(os.environ.get("BENCH_TIMEOUT", "600"))
     defaults = IngestSettings()
@@ -357,6 +362,16 @@ def main() -> int:
             r["server_check"] = run_checks(standin, check_n, root=runs / "check", timeout=timeout)
         if plan_n:
             r["plan"] = run_plans(plan_n, root=runs / "plan", timeout=timeout)
+        if latency_n:
+            print(f"latency: {latency_n} images, every upload held {latency_s:g} s")
+            r["latency_ratio"] = latency.run_latency(
+                jpegs(latency_n),
+                latency=latency_s,
+                batch=defaults.batch_max_files,
+                concurrency=defaults.worker_concurrency,
+                root=runs / "latency",
+                timeout=timeout,
+            )
     finally:
         standin.stop()
         if not os.environ.get("BENCH_KEEP"):

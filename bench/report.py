@@ -11,6 +11,8 @@ import json
 from pathlib import Path
 from typing import Any, Final
 
+from bench import latency
+
 RESULTS: Final = Path(__file__).resolve().parent / "results"
 
 
@@ -251,6 +253,7 @@ def lines(r: dict[str, Any]) -> list[str]:
         ]
     out += _check_lines(r.get("server_check"))
     out += _plan_lines(r.get("plan"))
+    out += latency.lines(r.get("latency_ratio"))
     out += ["", "targets:"]
     for name, t in r["targets"].items():
         verdict = "INFO" if t["ok"] is None else "PASS" if t["ok"] else "FAIL"

@@ -64,10 +64,11 @@ def listening(port: int) -> bool:
 class StandIn:
     """The stand-in server as its own process (client and server must not share a GIL)."""
 
-    def __init__(self, log_dir: Path) -> None:
+    def __init__(self, log_dir: Path, *, upload_latency: float = 0.0) -> None:
         self.port = free_port()
         self.base_url = f"http://{HOST}:{self.port}"
         self.supervisor = Supervisor(log_dir)
+        self.upload_latency = upload_latency  # seconds each upload request is held
         self.pid = 0
 
     def start(self) -> StandIn:
@@ -84,6 +85,8 @@ class StandIn:
             "--upload-quota",
             "0",
             "--no-access-log",
+            "--upload-latency",
+            str(self.upload_latency),
         )
         env = os.environ | {"INGEST_LOG_LEVEL": "WARNING", "INGEST_LOG_FORMAT": "json"}
         self.pid = self.supervisor.start("stand-in", argv, env).pid
@@ -98,6 +101,12 @@ class StandIn:
 
     def upload_requests(self) -> int:
         return sum(self.stats()["requests"].get("upload", {}).values())
+
+    def upload_spans(self) -> list[tuple[float, float]]:
+        """(arrived, answered) of each upload request since the last reset."""
+        r = httpx.get(f"{self.base_url}/_standin/upload-spans", headers={API_KEY_HEADER: API_KEY})
+        r.raise_for_status()
+        return [(float(a), float(b)) for a, b in r.json()["spans"]]
 
     def reset(self) -> None:
         r = httpx.post(f"{self.base_url}/_standin/reset", headers={API_KEY_HEADER: API_KEY})
