@@ -11,6 +11,12 @@ between the first arrival and the last answer. The pipeline's batches (ledger
 times) say where such time went: the lag to its first request, the wait of a queued
 batch for a process, batches short of full.
 
+The pipeline runs with INGEST_SIDECAR_WAIT=0 (BENCH_LATENCY_SIDECAR_WAIT): these
+files have no sidecars, and the default wait for one (5 s after a file arrives) is
+a fixed delay before the first claim that no concurrency removes (at 5,000 files
+it alone would cost a quarter of the ratio). BENCH_LATENCY_INDEX_DELAY (1 s) makes
+the indexing poll do real work meanwhile.
+
 Alone (the rest of `make bench` skipped):
 
     python -m bench.latency        # BENCH_LATENCY_N, BENCH_LATENCY_S, BENCH_LATENCY_RUNS
