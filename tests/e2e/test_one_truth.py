@@ -1,12 +1,11 @@
 """One truth in every view ("Done when", issue 16): one real `reka-ingest run`, and a
 second shell that sets nothing but INGEST_DATA_DIR. The banner (its progress lines),
-`status --json`, `status`, `status --watch` (drawn once) and `/metrics` agree on the
-file counts and on the API budget, in the same words; the second shell says which
-deployment it reads; no JSON log line is mixed into the banner's output.
+`status --json`, `status`, `status --watch` (drawn once), `/metrics` and the web page
+agree on the file counts and on the API budget, in the same words; the second shell
+says which deployment it reads; no JSON log line is mixed into the banner's output.
 
 Each view is one entry of `VIEWS`: a function from the test's `Views` to what it
-shows (counts by state, the budget's first clause). Another view (the web page) is
-one more entry.
+shows (counts by state, the budget's first clause).
 """
 
 from __future__ import annotations
@@ -22,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 
 from reka_ingest.cli.pid_file import PID_FILE_NAME
@@ -47,6 +47,7 @@ class Views:
     tmp: Path
     second_env: dict[str, str]
     run_out: Path
+    web_port: int
 
     def cli(
         self, *args: str, extra: dict[str, str] | None = None
@@ -115,12 +116,28 @@ def metrics(v: Views) -> Shown:
     return Shown(counts, budget)
 
 
+def web_page(v: Views) -> Shown:
+    """The page `run` serves beside Flower (from loopback, as a browser on this host)."""
+    page = httpx.get(f"http://127.0.0.1:{v.web_port}/", timeout=30)
+    page.raise_for_status()
+    html = page.text
+    counts = {
+        k: int(n)
+        for k, n in re.findall(r'data-count="([a-z]+)">(\d+)<', html)
+        if int(n) and k in set(FileState)  # not the row of the total
+    }
+    budget = re.search(r'<dd id="budget">([^;<]+)', html)
+    assert budget is not None, html
+    return Shown(counts, budget.group(1).strip())
+
+
 VIEWS: dict[str, Callable[[Views], Shown]] = {
     "banner": banner,
     "status --json": status_json,
     "status": status_text,
     "status --watch": status_watch,
     "/metrics": metrics,
+    "web page": web_page,
 }
 
 
@@ -148,7 +165,7 @@ def test_every_view_agrees_from_a_second_shell(tmp_path: Path) -> None:
         run = subprocess.Popen(
             [sys.executable, "-m", "reka_ingest.cli", "run"], env=run_env, stdout=out, stderr=err
         )
-    views = Views(tmp_path, second_env, out_path)
+    views = Views(tmp_path, second_env, out_path, int(run_env["INGEST_WEB_PORT"]))
     try:
         wait_for(
             lambda: b"Drop files into" in out_path.read_bytes(),
