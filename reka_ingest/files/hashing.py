@@ -14,6 +14,9 @@ from dataclasses import dataclass
 
 from reka_ingest.core.constants import HASH_CHUNK_BYTES
 
+# Below glibc's mmap threshold (128 KiB): such a buffer comes from the heap, reused.
+MIN_HASH_CHUNK = 64 * 1024
+
 
 @dataclass(frozen=True, slots=True)
 class Digest:
@@ -23,11 +26,22 @@ class Digest:
     size: int
 
 
+def _chunk(fd: int) -> int:
+    """The read size for `fd`: HASH_CHUNK_BYTES, or less for a smaller file (one byte
+    more than it holds, to see its end in one read, and at least MIN_HASH_CHUNK).
+    A fresh zeroed MiB for each small file of a burst costs more than hashing it."""
+    try:
+        size = os.fstat(fd).st_size
+    except OSError:
+        return HASH_CHUNK_BYTES
+    return min(HASH_CHUNK_BYTES, max(size + 1, MIN_HASH_CHUNK))
+
+
 def digest_of(fd: int) -> Digest:
     """Stream an open file's bytes, from where it stands to its end, through sha256."""
     digest = hashlib.sha256()
     size = 0
-    buf = bytearray(HASH_CHUNK_BYTES)
+    buf = bytearray(_chunk(fd))
     view = memoryview(buf)
     while n := os.readv(fd, [buf]):
         digest.update(view[:n])
