@@ -20,6 +20,7 @@ None and a debug line: a capture time is a nicety, never a reason to fail an ima
 
 from __future__ import annotations
 
+import os
 import re
 import warnings
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
@@ -39,6 +40,13 @@ OFFSET_TIME_ORIGINAL: Final = 0x9011
 # JPEG's opener also gives MPO (multi-picture JPEG); HEIF is pillow-heif's opener
 # (`reka_ingest.files.heif`), AVIF Pillow's own.
 EXIF_FORMATS: Final = ("JPEG", "TIFF", "WEBP", "PNG", "HEIF", "AVIF")
+# A JPEG's headers, as far as `jpeg_without_exif` walks them: Pillow reads EXIF only
+# from an APP1 segment opening with the tag, before the scan (SOS) starts.
+JPEG_SOI: Final = b"\xff\xd8"
+APP1: Final = 0xE1
+EXIF_APP1_TAG: Final = b"Exif\x00\x00"
+JPEG_END_OF_HEADERS: Final = (0xDA, 0xD9)  # start of scan, end of image
+MAX_JPEG_SEGMENTS: Final = 64  # more before the scan: Pillow reads them
 # A capture time before this year is a placeholder (`0000:00:00`, `1000:01:01`), not a time.
 EARLIEST_YEAR: Final = 1900
 
@@ -96,11 +104,59 @@ def _formats() -> tuple[str, ...]:
     return tuple(f for f in EXIF_FORMATS if f in Image.OPEN)
 
 
+def jpeg_without_exif(fh: IO[bytes]) -> bool:
+    """Whether `fh` (from where it stands) is a JPEG with no `Exif` APP1 segment
+    before its scan, which is the only place Pillow looks for one: such a file has
+    no capture time, and Pillow need not open it (a burst of exported images, EXIF
+    stripped, spent more in `Image.open` than in hashing). False when it has one,
+    and whenever its markers are anything but plain (Pillow decides then).
+    `fh` is put back where it stood."""
+    try:
+        start = fh.tell()
+    except (OSError, ValueError):  # not seekable: Pillow copies it
+        return False
+    try:
+        return fh.read(len(JPEG_SOI)) == JPEG_SOI and _no_exif_segment(fh)
+    finally:
+        fh.seek(start)
+
+
+def _no_exif_segment(fh: IO[bytes]) -> bool:
+    """Walk a JPEG's segments from after its SOI: True at its scan with no Exif APP1 seen."""
+    for _ in range(MAX_JPEG_SEGMENTS):
+        head = fh.read(4)
+        if len(head) >= 2 and head[0] == 0xFF and head[1] in JPEG_END_OF_HEADERS:
+            return True
+        length = _payload_length(head)
+        if length is None:
+            return False
+        if head[1] == APP1:
+            tag = fh.read(len(EXIF_APP1_TAG))
+            if tag == EXIF_APP1_TAG or len(tag) < min(length, len(EXIF_APP1_TAG)):
+                return False
+            length -= len(tag)
+        fh.seek(length, os.SEEK_CUR)
+    return False
+
+
+def _payload_length(head: bytes) -> int | None:
+    """A plain segment's payload length from its marker and length bytes; None for
+    padding, a marker with no length, a short read or junk."""
+    if len(head) < 4 or head[0] != 0xFF:
+        return None
+    if not 0xC0 <= head[1] <= 0xFE or 0xD0 <= head[1] <= 0xD9:
+        return None
+    length = int.from_bytes(head[2:4], "big") - 2
+    return length if length >= 0 else None
+
+
 def capture_time(fh: IO[bytes], default_zone: tzinfo) -> int | None:
     """The capture time of the image open as `fh` (read from where it stands), or None.
 
     `fh` is left wherever Pillow left it: seek it back before reading it again.
     """
+    if jpeg_without_exif(fh):
+        return None
     # Pillow warns (UserWarning) about each damaged tag it skips: for us that is a
     # debug line, not a message on stderr.
     with warnings.catch_warnings(record=True) as caught:

@@ -344,3 +344,56 @@ def test_a_path_mismatch_is_found_before_any_sidecar_is_read(tmp_path: Path) -> 
     (tmp_path / "lot-7" / "b.jpg.json").write_text("{not json")
     new = _describe(tmp_path, "lot-7/b.jpg", RULES, sidecar=tmp_path / "lot-7" / "b.jpg.json")
     assert new.reason == Reason.PATH_MISMATCH
+
+
+# --- a JPEG with no EXIF block is not opened --------------------------------------------
+
+
+def _xmp_then(jpeg: bytes) -> bytes:
+    """`jpeg` with an XMP APP1 segment (not EXIF) before whatever it had."""
+    return _with_app1(jpeg, b"http://ns.adobe.com/xap/1.0/\x00<x:xmpmeta/>")
+
+
+def _pillow_only(data: bytes) -> int | None:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(exif, "jpeg_without_exif", lambda _fh: False)
+        return time_of(data)
+
+
+def test_a_jpeg_without_exif_is_known_without_pillow(monkeypatch: pytest.MonkeyPatch) -> None:
+    plain = image_bytes(6)
+    commented = plain[:2] + b"\xff\xfe\x00\x07burst" + plain[2:]  # like the bench's burst
+    for data in (plain, commented, _xmp_then(plain)):
+        assert exif.jpeg_without_exif(io.BytesIO(data))
+    with_exif = exif_jpeg_bytes("2026:11:27 14:03:11")
+    for data in (with_exif, _xmp_then(with_exif), b"", b"\xff\xd8", image_bytes(4, fmt="PNG")):
+        assert not exif.jpeg_without_exif(io.BytesIO(data))
+    fh = io.BytesIO(b"xx" + plain)
+    fh.seek(2)
+    assert exif.jpeg_without_exif(fh)
+    assert fh.tell() == 2  # put back where it stood
+
+    def never(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("Pillow opened a JPEG with no EXIF block")
+
+    monkeypatch.setattr(Image, "open", never)
+    assert time_of(commented) is None
+
+
+def test_an_exif_block_after_another_app1_is_still_read() -> None:
+    assert time_of(_xmp_then(exif_jpeg_bytes("2026:11:27 14:03:11"))) == NOV_27_1403_UTC
+
+
+@pytest.mark.parametrize("case", list(_damaged()))
+def test_the_shortcut_agrees_with_pillow_on_damage(case: str) -> None:
+    data = _damaged()[case]
+    assert time_of(data) == _pillow_only(data)
+
+
+@given(st.integers(min_value=0, max_value=2000), st.binary(min_size=1, max_size=8))
+def test_the_shortcut_agrees_with_pillow_on_any_overwrite(at: int, junk: bytes) -> None:
+    for source in (exif_jpeg_bytes("2026:11:27 14:03:11", "+02:00"), image_bytes(7)):
+        data = bytearray(source)
+        at = at % min(len(data), 400)
+        data[at : at + len(junk)] = junk
+        assert time_of(bytes(data)) == _pillow_only(bytes(data))
