@@ -25,6 +25,7 @@ from reka_ingest.metrics.counters import CounterSink
 from reka_ingest.reka.client import RekaClient
 from worker.budget import Budget
 from worker.notify import Notifier
+from worker.slots import RequestSlots, worker_folder
 
 
 @dataclass
@@ -38,6 +39,7 @@ class Runtime:
     _client: RekaClient | None = field(default=None, repr=False)
     _budget: Budget | None = field(default=None, repr=False)
     _notifier: Notifier | None = field(default=None, repr=False)
+    _slots: RequestSlots | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
@@ -67,6 +69,14 @@ class Runtime:
             if self._budget is None:
                 self._budget = Budget.from_settings(self.settings, clock=self.clock)
             return self._budget
+
+    @property
+    def slots(self) -> RequestSlots:
+        """This worker's upload request slots (INGEST_WORKER_CONCURRENCY of them)."""
+        with self._lock:
+            if self._slots is None:
+                self._slots = RequestSlots(worker_folder(), self.settings.ingest.worker_concurrency)
+            return self._slots
 
     @property
     def notifier(self) -> Notifier | None:

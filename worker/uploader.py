@@ -400,10 +400,11 @@ def _take_budget(rt: Runtime, report: BatchReport) -> bool:
 def _upload(rt: Runtime, items: list[UploadItem] | list[UrlItem]) -> UploadResult:
     """The request, its rate-limit headers fed back to the shared budget (answer or error)."""
     try:
-        if items and isinstance(items[0], UrlItem):
-            result = rt.client.upload_urls(items)
-        else:
-            result = rt.client.upload(cast(list[UploadItem], items))
+        with rt.slots.hold():  # INGEST_WORKER_CONCURRENCY requests in flight per worker
+            if items and isinstance(items[0], UrlItem):
+                result = rt.client.upload_urls(items)
+            else:
+                result = rt.client.upload(cast(list[UploadItem], items))
     except ApiError as err:
         if err.status is not None:
             rt.budget.follow(err.rate_limit, rate_limited=isinstance(err, ApiRateLimited))

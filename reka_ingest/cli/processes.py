@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import IO
 
 from reka_ingest.cli.pid_file import PidFile
+from reka_ingest.core.constants import WORKER_PROCESSES_PER_SLOT
 from reka_ingest.core.logs import get_logger
 from reka_ingest.core.parent_death import die_with_parent
 from reka_ingest.core.queues import CONTROL_QUEUE, UPLOAD_QUEUE
@@ -45,14 +46,17 @@ def worker_argv(
     settings: IngestSettings, *, concurrency: int | None = None, node: str | None = None
 ) -> list[str]:
     """A Celery worker's command line; `node` names it (before `@host`), so several
-    workers started by one process each get their own node name."""
+    workers started by one process each get their own node name. `concurrency`:
+    upload requests in flight (default INGEST_WORKER_CONCURRENCY, which its processes
+    must read too), each with WORKER_PROCESSES_PER_SLOT pool processes."""
+    requests = concurrency or settings.worker_concurrency
     return celery_argv(
         WORKER_APP,
         "worker",
         "--queues",
         f"{UPLOAD_QUEUE},{CONTROL_QUEUE}",
         "--concurrency",
-        str(concurrency or settings.worker_concurrency),
+        str(requests * WORKER_PROCESSES_PER_SLOT),
         "--loglevel",
         settings.log_level,
         "--hostname",

@@ -23,11 +23,15 @@ def _exec(argv: list[str], extra: list[str], env: dict[str, str] | None = None) 
 
 def worker(
     ctx: typer.Context,
-    concurrency: int = typer.Option(0, help="Processes; 0 = INGEST_WORKER_CONCURRENCY."),
+    concurrency: int = typer.Option(
+        0, help="Upload requests in flight; 0 = INGEST_WORKER_CONCURRENCY."
+    ),
 ) -> None:
     """Run a Celery worker for uploads and polls (extra args go to celery worker)."""
     settings = load_settings().ingest
-    _exec(worker_argv(settings, concurrency=concurrency or None), ctx.args)
+    # The pool's processes read it too: it is how many requests they keep in flight.
+    env = {"INGEST_WORKER_CONCURRENCY": str(concurrency)} if concurrency else None
+    _exec(worker_argv(settings, concurrency=concurrency or None), ctx.args, env)
 
 
 def beat(ctx: typer.Context) -> None:

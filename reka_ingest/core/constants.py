@@ -112,6 +112,10 @@ REDIS_DOWN_WAIT: Final = 30.0
 RATE_LIMITED_PAUSE: Final = 1.0
 # Seconds a budget key outlives what it records (then Redis drops it).
 BUDGET_KEY_TTL_MARGIN: Final = 60
+# Processes a worker runs per upload request it keeps in flight (INGEST_WORKER_CONCURRENCY
+# requests, `worker.slots`): while one process checks, records and moves its batch,
+# another's request is in flight, so a slow API is kept busy at that concurrency.
+WORKER_PROCESSES_PER_SLOT: Final = 2
 
 # --- Indexing polls (worker.poller) ----------------------------------------------
 

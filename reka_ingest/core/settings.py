@@ -299,7 +299,15 @@ class IngestSettings(BaseSettings):
     retry_backoff_max: float = Field(
         default=60.0, gt=0, description="Longest wait between retries, seconds."
     )
-    worker_concurrency: int = Field(default=2, ge=1, description="Upload processes per worker.")
+    worker_concurrency: int = Field(
+        default=2,
+        ge=1,
+        description=(
+            "Upload requests in flight per worker (it runs"
+            f" {c.WORKER_PROCESSES_PER_SLOT} processes per request, so one's checks and"
+            " records overlap another's request)."
+        ),
+    )
     uploads_per_day: int = Field(
         default=c.STANDARD_TIER_UPLOADS_PER_DAY,
         ge=0,

@@ -1,0 +1,72 @@
+"""Request slots: at most INGEST_WORKER_CONCURRENCY upload requests in flight per worker,
+from more processes than that.
+
+An upload task spends a good part of its time outside its request: claiming the
+batch, checking its files, recording the answer, moving the files, and between
+tasks the pool hands the next message over. With one process per request, every
+such moment is a request not in flight, and when the API is slow that is
+throughput lost. So a worker runs `PROCESSES_PER_SLOT` processes per slot, and
+only the request itself holds one: while one process records its batch, another's
+request is in flight.
+
+A slot is an exclusive `flock` on one of N files in a folder of the worker's own
+(named by the pool's parent pid, so workers sharing a machine do not share slots).
+The kernel lets go of a lock when its holder dies, so a killed process never
+strands a slot. Waiting is a short poll over the N files: a freed slot is taken
+within `POLL_SECONDS`.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Final
+
+from reka_ingest.core.constants import WORKER_PROCESSES_PER_SLOT
+
+PROCESSES_PER_SLOT: Final = WORKER_PROCESSES_PER_SLOT
+POLL_SECONDS: Final = 0.005
+FOLDER_PREFIX: Final = "reka-ingest-slots-"
+
+
+def worker_folder() -> Path:
+    """The slots' folder of this process's worker: one per pool parent (the Celery worker)."""
+    return Path(tempfile.gettempdir()) / f"{FOLDER_PREFIX}{os.getppid()}"
+
+
+class RequestSlots:
+    """`count` slots shared by every process (and thread) that uses the same folder."""
+
+    def __init__(self, folder: Path, count: int) -> None:
+        if count < 1:
+            raise ValueError(f"request slots: count must be >= 1, got {count}")
+        self.folder = folder
+        self.count = count
+
+    @contextmanager
+    def hold(self) -> Iterator[int]:
+        """Wait for a free slot and hold it for the block; yields the slot's number."""
+        self.folder.mkdir(mode=0o700, exist_ok=True)
+        start = os.getpid() % self.count  # processes try different slots first
+        while True:
+            for i in range(self.count):
+                slot = (start + i) % self.count
+                # A descriptor of its own each time: flock conflicts between open files,
+                # so two threads of one process exclude each other as processes do.
+                fd = os.open(self.folder / f"slot-{slot}", os.O_RDWR | os.O_CREAT, 0o600)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    os.close(fd)
+                    continue
+                try:
+                    yield slot
+                finally:
+                    os.close(fd)  # closing the last descriptor releases the lock
+                return
+            time.sleep(POLL_SECONDS)
