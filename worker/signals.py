@@ -11,6 +11,7 @@ from celery import signals
 
 from reka_ingest.core.logs import configure_logging, get_logger
 from reka_ingest.core.settings import Settings
+from reka_ingest.files.heif import ensure_registered
 from worker.runtime import ProcessRuntime
 
 log = get_logger(__name__)
@@ -28,10 +29,14 @@ def connect(settings: Settings, process: ProcessRuntime) -> None:
         configure_logging(level, fmt)
 
     def _start_runtime(**_: Any) -> None:
-        # At process start, so the first task of a drop does not pay for it; the
-        # budget's rule goes to Redis at once, so every view can read it.
+        # At process start, so the first task of a drop does not pay for it (the
+        # client, Pillow's and pillow-heif's openers: about a second on a busy
+        # machine); the budget's rule goes to Redis at once, so every view can read it.
         try:
-            process.start().budget.publish()
+            runtime = process.start()
+            runtime.budget.publish()
+            runtime.client  # noqa: B018 - the property builds it: now, not at the first upload
+            ensure_registered()
         except Exception as err:  # noqa: BLE001 - the first task builds it (and says why)
             log.warning("worker.runtime_warmup_failed", error=repr(err))
 
