@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -276,22 +277,28 @@ def main() -> int:
     timeout = float(os.environ.get("BENCH_TIMEOUT", "600"))
     defaults = IngestSettings()
     files = jpegs(n)
-    for i in range(runs):
-        result = run_latency(
-            files,
-            latency=latency,
-            batch=defaults.batch_max_files,
-            concurrency=defaults.worker_concurrency,
-            root=CACHE / "runs" / "latency",
-            timeout=timeout,
-            keep_spans=True,
-        )
-        out = CACHE / f"latency-{time.strftime('%Y%m%d-%H%M%S')}-{i}.json"
-        out.write_text(json.dumps(result, indent=2) + "\n")
-        print("\n".join(lines(result)))
-        for name, t in target(result).items():
-            print(f"  {'PASS' if t['ok'] else 'FAIL'}  {name}: {t['value']} ({t['target']})")
-        print(f"  wrote {out}")
+    # Not under runs/: a `make bench` beside it removes that folder when it ends.
+    root = CACHE / f"latency-{os.getpid()}"
+    try:
+        for i in range(runs):
+            result = run_latency(
+                files,
+                latency=latency,
+                batch=defaults.batch_max_files,
+                concurrency=defaults.worker_concurrency,
+                root=root,
+                timeout=timeout,
+                keep_spans=True,
+            )
+            out = CACHE / f"latency-{time.strftime('%Y%m%d-%H%M%S')}-{i}.json"
+            out.write_text(json.dumps(result, indent=2) + "\n")
+            print("\n".join(lines(result)))
+            for name, t in target(result).items():
+                print(f"  {'PASS' if t['ok'] else 'FAIL'}  {name}: {t['value']} ({t['target']})")
+            print(f"  wrote {out}")
+    finally:
+        if not os.environ.get("BENCH_KEEP"):
+            shutil.rmtree(root, ignore_errors=True)
     return 0
 
 
