@@ -11,6 +11,8 @@ set for a local run (`TEST_DATABASES=sqlite make test`); `make test` runs both.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -57,10 +59,17 @@ def redis_url(redis_server: BundledRedis) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresCluster]:
-    cluster = PostgresCluster(tmp_path_factory.mktemp("postgres"))
-    yield cluster
-    cluster.close()
+def postgres() -> Iterator[PostgresCluster]:
+    # Not under pytest's own temporary root: every pytest session that starts on this
+    # machine makes that root 0700 again, which locks out the server's own user (the
+    # suite runs as root, the server as `embedded_postgres`) the next time it starts.
+    root = Path(tempfile.mkdtemp(prefix="reka-ingest-postgres-"))
+    cluster = PostgresCluster(root)
+    try:
+        yield cluster
+    finally:
+        cluster.close()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(params=DATABASES)
