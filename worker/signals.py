@@ -4,6 +4,8 @@ the task's id and name bound to every log line the task writes."""
 
 from __future__ import annotations
 
+import os
+import shutil
 from typing import Any
 
 import structlog
@@ -13,6 +15,7 @@ from reka_ingest.core.logs import configure_logging, get_logger
 from reka_ingest.core.settings import Settings
 from reka_ingest.files.heif import ensure_registered
 from worker.runtime import ProcessRuntime
+from worker.slots import slots_folder_of
 
 log = get_logger(__name__)
 
@@ -41,9 +44,15 @@ def connect(settings: Settings, process: ProcessRuntime) -> None:
             log.warning("worker.runtime_warmup_failed", error=repr(err))
 
     signals.setup_logging.connect(_setup_logging, weak=False, dispatch_uid=f"{__name__}.logging")
+    signals.worker_shutdown.connect(_remove_slots, dispatch_uid=f"{__name__}.slots")
     signals.worker_process_init.connect(_start_runtime, weak=False)
     signals.task_prerun.connect(_bind, dispatch_uid=f"{__name__}.bind")
     signals.task_postrun.connect(_clear, dispatch_uid=f"{__name__}.clear")
+
+
+def _remove_slots(**_: Any) -> None:
+    """The worker's request-slot folder goes with it (its pool children are gone)."""
+    shutil.rmtree(slots_folder_of(os.getpid()), ignore_errors=True)
 
 
 def _bind(task_id: str | None = None, task: Any = None, **_: Any) -> None:

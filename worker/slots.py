@@ -34,9 +34,15 @@ POLL_SECONDS: Final = 0.005
 FOLDER_PREFIX: Final = "reka-ingest-slots-"
 
 
+def slots_folder_of(worker_pid: int) -> Path:
+    """The slots' folder of the Celery worker (pool parent) with this pid; removed by
+    the worker at its shutdown."""
+    return Path(tempfile.gettempdir()) / f"{FOLDER_PREFIX}{worker_pid}"
+
+
 def worker_folder() -> Path:
     """The slots' folder of this process's worker: one per pool parent (the Celery worker)."""
-    return Path(tempfile.gettempdir()) / f"{FOLDER_PREFIX}{os.getppid()}"
+    return slots_folder_of(os.getppid())
 
 
 class RequestSlots:
