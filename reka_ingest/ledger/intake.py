@@ -14,7 +14,10 @@ earlier row becomes `superseded` (with `superseded_by` naming the new row): it
 stays in history with its reason and message, and leaves the failed count;
 `retry` no longer takes it. Only rows whose failure is settled (moved to
 failed/ beside their NAME.error.json) are superseded; a row still being
-finished is left to finish.
+finished is left to finish. A path holding a `%XX` escape names no one file (a
+byte that is not UTF-8 is shown that way, and so is a name that really holds
+those three characters), so such a path never supersedes: two different files
+must never share one failure.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -352,12 +356,17 @@ def record_files(
         ]
 
 
+# A byte shown as %XX (reka_ingest.core.text.shown), or those three characters.
+_ESCAPED = re.compile(r"%[0-9A-F]{2}")
+
+
 def _supersede(s: Session, new: Sequence[tuple[str, str, int]], now: float) -> None:
     """Earlier settled failed rows of the same (source root, path) as a new row become
     `superseded` by it (the newest new row of that path, when a group holds several)."""
     latest: dict[tuple[str, str], int] = {}
     for root, path, file_id in new:
-        latest[(root, path)] = max(file_id, latest.get((root, path), 0))
+        if _ESCAPED.search(path) is None:  # see the module's docstring
+            latest[(root, path)] = max(file_id, latest.get((root, path), 0))
     paths = sorted({path for _, path in latest})
     changes: list[dict[str, Any]] = []
     for i in range(0, len(paths), _IN_CHUNK):

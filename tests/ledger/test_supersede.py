@@ -85,3 +85,13 @@ def test_a_redropped_file_that_fails_again_counts_once(ledger: Ledger) -> None:
     rows = {f.id: f for f in list_files(ledger)}
     assert rows[first].state == FileState.SUPERSEDED and rows[first].superseded_by == second
     assert summary(ledger, now=NOW).files["failed"] == 1
+
+
+def test_a_path_with_an_escape_names_no_one_file_and_supersedes_nothing(ledger: Ledger) -> None:
+    """b"caf\\xe9.jpg" is shown as caf%E9.jpg, and so is a file really named that: two
+    files, two failures, neither hiding the other."""
+    first = _fail(ledger, "caf%E9.jpg", "/work/c1/caf\udce9.jpg")
+    second = _fail(ledger, "caf%E9.jpg", "/work/c2/caf%E9.jpg")
+    rows = {f.id: f for f in list_files(ledger)}
+    assert rows[first].state == rows[second].state == FileState.FAILED
+    assert summary(ledger, now=NOW).files["failed"] == 2
