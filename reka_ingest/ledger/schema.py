@@ -115,3 +115,21 @@ class File(Base):
     indexed_at: Mapped[float | None] = mapped_column(Float, default=None)
     finished_at: Mapped[float | None] = mapped_column(Float, default=None, index=True)
     updated_at: Mapped[float] = mapped_column(Float)
+
+
+class FileCount(Base):
+    """Files counted by (state, origin, reason, latency bucket), kept exact by triggers
+    on `files` (migration 0005, reka_ingest.ledger.counts): `status` and the metrics
+    read these few rows, never the whole `files` index. `reason` is '' for none;
+    `bucket` -1 outside the drop-to-indexed histogram; `shard` spreads concurrent
+    writers over rows (PostgreSQL), so a reader sums over it."""
+
+    __tablename__ = "file_counts"
+
+    state: Mapped[str] = mapped_column(BoundedString(16), primary_key=True)
+    origin: Mapped[str] = mapped_column(BoundedString(16), primary_key=True)
+    reason: Mapped[str] = mapped_column(BoundedString(32), primary_key=True)
+    bucket: Mapped[int] = mapped_column(Integer, primary_key=True)
+    shard: Mapped[int] = mapped_column(Integer, primary_key=True)
+    n: Mapped[int] = mapped_column(BigInteger)
+    latency_sum: Mapped[float] = mapped_column(Float)

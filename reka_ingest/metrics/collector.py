@@ -29,7 +29,7 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import Collector
-from sqlalchemy import Select, case, func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -39,8 +39,15 @@ from reka_ingest.core.queues import QUEUES
 from reka_ingest.core.settings import Settings
 from reka_ingest.core.states import ACTIVE, BatchState, FileState, Origin
 from reka_ingest.ledger import Ledger, open_ledger
+from reka_ingest.ledger.counts import (
+    LATENCY_BUCKETS,
+    failed_by_reason,
+    files_by_origin,
+    files_by_state,
+    indexed_latency,
+)
 from reka_ingest.ledger.queries import oldest_by_state
-from reka_ingest.ledger.schema import Batch, File
+from reka_ingest.ledger.schema import Batch
 from reka_ingest.metrics.budget import read_budget
 from reka_ingest.metrics.counters import (
     API_RESPONSES_KEY,
@@ -57,9 +64,6 @@ DEFAULT_PORT: Final = 9464
 KOMBU_PRIORITY_SEP: Final = "\x06\x16"
 KOMBU_PRIORITY_STEPS: Final = (3, 6, 9)
 KOMBU_UNACKED_KEY: Final = "unacked"
-# Seconds from a file being seen to it being indexed. The daily quota can hold
-# a file for hours, so the buckets reach a day.
-LATENCY_BUCKETS: Final = (1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400)
 ORIGINS: Final = tuple(str(origin) for origin in Origin)
 
 
@@ -114,31 +118,20 @@ class IngestCollector(Collector):
     # --- the ledger -------------------------------------------------------------
 
     def _from_ledger(self) -> Iterator[Metric]:
-        """Every query here is answered from an index (tests/ledger/test_query_plans.py):
-        counts by state and by origin from the index alone, the histogram from
-        (state, indexed_at, seen_at) alone."""
+        """Every query here costs the same at any ledger size (tests/ledger/
+        test_query_plans.py, bench/scale.py): counts by state, origin and failure
+        reason and the drop-to-indexed histogram from the counts table
+        (reka_ingest.ledger.counts), the oldest active file from an index probe."""
         now = self.clock()
-        latency = File.indexed_at - File.seen_at
         with self.ledger.read() as s:
-            by_state = _counts(s, select(File.state, func.count()).group_by(File.state))
-            by_origin = _counts(s, select(File.origin, func.count()).group_by(File.origin))
-            by_reason = _counts(
-                s,
-                select(File.reason, func.count())
-                .where(File.state == FileState.FAILED)
-                .group_by(File.reason),
-            )
+            by_state = files_by_state(s)
+            by_origin = files_by_origin(s)
+            by_reason = {str(reason): n for reason, n in failed_by_reason(s).items()}
             batches = _counts(s, select(Batch.state, func.count()).group_by(Batch.state))
             oldest = min(
                 (seen for _, seen in oldest_by_state(s, sorted(ACTIVE)).values()), default=None
             )
-            row = s.execute(
-                select(
-                    *(func.sum(case((latency <= b, 1), else_=0)) for b in LATENCY_BUCKETS),
-                    func.count(),
-                    func.sum(latency),
-                ).where(File.state == FileState.INDEXED, File.indexed_at.is_not(None))
-            ).one()
+            latency = indexed_latency(s)
 
         files = GaugeMetricFamily(
             f"{PREFIX}_files", "Files in the ledger by state.", labels=["state"]
@@ -177,17 +170,16 @@ class IngestCollector(Collector):
             value=max(0.0, now - oldest) if oldest is not None else 0.0,
         )
 
-        *cumulative, count, total = row
         buckets = [
-            (_bucket_label(b), float(n or 0))
-            for b, n in zip(LATENCY_BUCKETS, cumulative, strict=True)
+            (_bucket_label(b), float(n))
+            for b, n in zip(LATENCY_BUCKETS, latency.cumulative, strict=True)
         ]
-        buckets.append(("+Inf", float(count or 0)))
+        buckets.append(("+Inf", float(latency.count)))
         yield HistogramMetricFamily(
             f"{PREFIX}_drop_to_indexed_seconds",
             "Seconds from a file being seen in the inbox to Reka reporting it indexed.",
             buckets=buckets,
-            sum_value=float(total or 0.0),
+            sum_value=latency.total_seconds,
         )
 
     # --- Redis --------------------------------------------------------------------

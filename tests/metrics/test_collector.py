@@ -16,10 +16,10 @@ from reka_ingest.core.bundled_redis import free_port
 from reka_ingest.core.queues import CONTROL_QUEUE, UPLOAD_QUEUE
 from reka_ingest.core.settings import Settings
 from reka_ingest.ledger import Ledger
+from reka_ingest.ledger.counts import LATENCY_BUCKETS
 from reka_ingest.metrics.budget import publish_rule, window_key
 from reka_ingest.metrics.collector import (
     KOMBU_PRIORITY_SEP,
-    LATENCY_BUCKETS,
     IngestCollector,
     build_registry,
     serve,
