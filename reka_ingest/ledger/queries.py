@@ -114,24 +114,40 @@ def iter_files(
     limit: int | None = None,
     chunk: int = EXPORT_CHUNK,
 ) -> Iterator[Row[Any]]:
-    """Every file row's `columns`, in id order, a chunk at a time: memory stays flat
-    at any ledger size. Each chunk is one short read (keyset on the primary key, so
-    each query is an index range scan), never a transaction held for the whole export;
-    rows added meanwhile with higher ids are included."""
-    selected = [File.__table__.c[name] for name in columns]
+    """Every file row's `id` and `columns`, in id order (see `iter_file_chunks`)."""
+    for rows in iter_file_chunks(ledger, ("id", *columns), state=state, limit=limit, chunk=chunk):
+        yield from rows
+
+
+def iter_file_chunks(
+    ledger: Ledger,
+    columns: Sequence[str],
+    *,
+    state: FileState | None = None,
+    limit: int | None = None,
+    chunk: int = EXPORT_CHUNK,
+) -> Iterator[Sequence[Row[Any]]]:
+    """Every file row's `columns` (which must name `id`), in id order, a list of
+    rows at a time: memory stays flat at any ledger size. Each chunk is one short
+    read (keyset on the primary key, so each query is an index range scan), never a
+    transaction held for the whole export; rows added meanwhile with higher ids are
+    included. Plain Core rows, no ORM loading: an export of a million rows spends
+    its time writing them, not wrapping them."""
+    table = File.__table__
+    key = list(columns).index("id")
+    base = select(*(table.c[name] for name in columns)).order_by(table.c.id)
+    if state is not None:
+        base = base.where(table.c.state == state)
     after = 0
     left = limit
     while left is None or left > 0:
         size = chunk if left is None else min(chunk, left)
-        q = select(File.id, *selected).where(File.id > after).order_by(File.id).limit(size)
-        if state is not None:
-            q = q.where(File.state == state)
         with ledger.read() as s:
-            rows = s.execute(q).all()
+            rows = s.connection().execute(base.where(table.c.id > after).limit(size)).all()
         if not rows:
             return
-        yield from rows
-        after = rows[-1].id
+        yield rows
+        after = rows[-1][key]
         if left is not None:
             left -= len(rows)
         if len(rows) < size:
