@@ -138,7 +138,6 @@ def upload_batch(rt: Runtime, batch_id: int) -> BatchReport:
         if files and not _take_budget(rt, report):
             return report  # deferred in the ledger until the shared budget has room
         if files:
-            ops.mark_uploading(rt.ledger, [f.id for f in files], now=rt.clock())
             _send(
                 rt,
                 report,
@@ -285,7 +284,6 @@ def _upload_url_batch(
         return
     if not _take_budget(rt, report):
         return  # deferred in the ledger until the shared budget has room
-    ops.mark_uploading(rt.ledger, [f.id for f in files], now=rt.clock())
     with _conversions(rt) as conversions:  # none for URLs; `_send` takes the (empty) set
         _send(
             rt,
@@ -335,7 +333,7 @@ def _send(
 ) -> None:
     """One request for the batch, and what each kind of answer means for its files."""
     try:
-        result = _upload(rt, items)
+        result = _upload(rt, items, [f.id for f in files])
     except ApiRateLimited as err:
         report.request_id = err.request_id
         until = rt.clock() + (pause_for(err.rate_limit, rate_limited=True) or 0.0)
@@ -397,10 +395,17 @@ def _take_budget(rt: Runtime, report: BatchReport) -> bool:
     return True
 
 
-def _upload(rt: Runtime, items: list[UploadItem] | list[UrlItem]) -> UploadResult:
-    """The request, its rate-limit headers fed back to the shared budget (answer or error)."""
+def _upload(
+    rt: Runtime, items: list[UploadItem] | list[UrlItem], file_ids: list[int]
+) -> UploadResult:
+    """The request, its rate-limit headers fed back to the shared budget (answer or error).
+
+    The files become `uploading` once this process holds a request slot, just before
+    the request: a batch waiting for a slot is not in flight, and a worker killed
+    while it waits leaves no file flagged as possibly sent."""
     try:
         with rt.slots.hold():  # INGEST_WORKER_CONCURRENCY requests in flight per worker
+            ops.mark_uploading(rt.ledger, file_ids, now=rt.clock())
             if items and isinstance(items[0], UrlItem):
                 result = rt.client.upload_urls(items)
             else:

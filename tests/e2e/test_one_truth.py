@@ -68,6 +68,8 @@ def banner(v: Views) -> Shown:
     progress = [
         ln for ln in v.run_out.read_text().splitlines() if re.match(r"\[\d\d:\d\d:\d\d\] ", ln)
     ]
+    if not progress:  # none printed yet
+        return Shown({}, "")
     counts_text, _, budget = progress[-1][11:].partition("  |  API budget: ")
     pairs = re.findall(r"([a-z]+) (\d+)", counts_text)
     return Shown({k: int(n) for k, n in pairs}, budget)

