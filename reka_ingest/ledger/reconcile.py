@@ -4,7 +4,7 @@ id again is always safe, because the claim admits one run at a time."""
 
 from __future__ import annotations
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import or_, select, union_all, update
 
 from reka_ingest.core.states import BatchState
 from reka_ingest.ledger.db import Ledger
@@ -18,18 +18,17 @@ def batches_to_send(ledger: Ledger, *, now: float, requeue_after: float, limit: 
     - queued batches not taken for `requeue_after` seconds (a lost message);
     - uploading batches whose lease ran out (a dead worker).
     """
+    deferred = (Batch.state == BatchState.DEFERRED) & (Batch.next_attempt_at <= now)
+    lost = (Batch.state == BatchState.QUEUED) & (Batch.queued_at < now - requeue_after)
+    expired = (Batch.state == BatchState.UPLOADING) & (Batch.lease_until < now)
+    # Each kind found by its own index (SQLite walks every batch for the OR alone: a
+    # sweep's cost grew with the ledger); the OR is checked again on the row locked.
+    candidates = union_all(*(select(Batch.id).where(kind) for kind in (deferred, lost, expired)))
     with ledger.write() as s:
         ids = list(
             s.scalars(
                 select(Batch.id)
-                .where(
-                    or_(
-                        (Batch.state == BatchState.DEFERRED) & (Batch.next_attempt_at <= now),
-                        (Batch.state == BatchState.QUEUED)
-                        & (Batch.queued_at < now - requeue_after),
-                        (Batch.state == BatchState.UPLOADING) & (Batch.lease_until < now),
-                    )
-                )
+                .where(Batch.id.in_(candidates.scalar_subquery()), or_(deferred, lost, expired))
                 .order_by(Batch.id)
                 .limit(limit)
                 .with_for_update(skip_locked=True)
