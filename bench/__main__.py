@@ -31,6 +31,10 @@ check at 100,000 alone about 3):
   BENCH_LATENCY_N=5000    images of the latency run (0: skip): raw client and pipeline against
                           a stand-in holding each upload BENCH_LATENCY_S=0.5 s (bench/latency.py;
                           alone: python -m bench.latency)
+  BENCH_SCALE_N=1000000   ledger rows of the scale run (0: skip): exports, status, metrics,
+                          sweeps and intake at N against 10,000 rows; BENCH_SCALE_SCAN_N=200000
+                          files scanned (and N/4); BENCH_SCALE_DATABASES=sqlite (bench/scale.py;
+                          alone: python -m bench.scale)
   BENCH_TIMEOUT=600       seconds any one scenario may take before it fails
   BENCH_KEEP=1            keep the run folders (logs, ledgers) in bench/.cache/runs
   BENCH_PROFILE=DIR       py-spy (the profile extra) on the pipeline's watcher, worker
@@ -48,7 +52,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import latency, report
+from bench import latency, report, scale
 from bench.intake import intake_ratio, run_intake_loop
 from bench.plan import run_plans
 from bench.scenarios import run_burst, run_limit, run_pipeline, run_worker_memory
@@ -115,6 +119,7 @@ def _targets(r: dict[str, Any], cfg: dict[str, Any]) -> dict[str, dict[str, Any]
     t.update(_check_targets(r.get("server_check")))
     t.update(_plan_targets(r.get("plan")))
     t.update(latency.target(r.get("latency_ratio")))
+    t.update(scale.targets(r.get("scale")))
     mem = r.get("worker_memory") or {}
     if len(mem) >= 2:
         peaks = [max(v for k, v in p.items() if k.startswith("worker")) for p in mem.values()]
@@ -290,6 +295,7 @@ def main() -> int:
     check_n = _int("BENCH_CHECK_N", 100_000)
     plan_n = _int("BENCH_PLAN_N", 100_000)
     latency_n, latency_s = latency.settings_from_env()
+    scale_n, scale_scan_n = scale.settings_from_env()
     databases = _databases()
     timeout = float(os.environ.get("BENCH_TIMEOUT", "600"))
     defaults = IngestSettings()
@@ -371,6 +377,10 @@ def main() -> int:
                 concurrency=defaults.worker_concurrency,
                 root=runs / "latency",
                 timeout=timeout,
+            )
+        if scale_n:
+            r["scale"] = scale.run_scale(
+                scale_n, root=runs / "scale", timeout=max(timeout, 1800), scan_n=scale_scan_n
             )
     finally:
         standin.stop()

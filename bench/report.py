@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any, Final
 
-from bench import latency
+from bench import latency, scale
 
 RESULTS: Final = Path(__file__).resolve().parent / "results"
 
@@ -254,6 +254,7 @@ def lines(r: dict[str, Any]) -> list[str]:
     out += _check_lines(r.get("server_check"))
     out += _plan_lines(r.get("plan"))
     out += latency.lines(r.get("latency_ratio"))
+    out += scale.lines(r.get("scale"))
     out += ["", "targets:"]
     for name, t in r["targets"].items():
         verdict = "INFO" if t["ok"] is None else "PASS" if t["ok"] else "FAIL"
