@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy import Row, Table, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from reka_ingest.core.states import (
@@ -516,42 +516,9 @@ def finish_batch(
 def split_batch(ledger: Ledger, batch_id: int, *, now: float, error: str) -> list[int]:
     """Replace a batch by two halves (after a 413); returns the new batch ids."""
     with ledger.write() as s:
-        rows = s.execute(
-            select(File.id, File.size)
-            .where(
-                File.batch_id == batch_id,
-                File.state.in_([FileState.QUEUED, FileState.UPLOADING]),
-            )
-            .order_by(File.id)
-        ).all()
+        rows = _unsent_rows(s, batch_id)
         half = (len(rows) + 1) // 2
-        new_ids: list[int] = []
-        for part in (rows[:half], rows[half:]):
-            if not part:
-                continue
-            child = Batch(
-                state=BatchState.QUEUED,
-                parent_id=batch_id,
-                created_at=now,
-                queued_at=now,
-                attempts=0,
-                file_count=len(part),
-                total_bytes=sum(r.size for r in part),
-            )
-            s.add(child)
-            s.flush()
-            s.execute(
-                update(File)
-                .where(File.id.in_([r.id for r in part]))
-                .values(batch_id=child.id, state=FileState.QUEUED, updated_at=now)
-            )
-            new_ids.append(child.id)
-        s.execute(
-            update(Batch)
-            .where(Batch.id == batch_id)
-            .values(state=BatchState.SPLIT, finished_at=now, lease_until=None, last_error=error)
-        )
-        return new_ids
+        return _replace_batch(s, batch_id, [rows[:half], rows[half:]], now=now, error=error)
 
 
 def split_by_kind(ledger: Ledger, batch_id: int, *, now: float) -> list[int]:
@@ -559,47 +526,66 @@ def split_by_kind(ledger: Ledger, batch_id: int, *, now: float) -> list[int]:
     request is one kind; `retry` or an older version may have mixed them); returns
     the new batch ids."""
     with ledger.write() as s:
-        rows = s.execute(
-            select(File.id, File.size, File.origin)
-            .where(
-                File.batch_id == batch_id,
-                File.state.in_([FileState.QUEUED, FileState.UPLOADING]),
-            )
-            .order_by(File.id)
-        ).all()
-        new_ids: list[int] = []
-        for urls in (False, True):
-            part = [r for r in rows if (r.origin == Origin.URL) == urls]
-            if not part:
-                continue
-            child = Batch(
-                state=BatchState.QUEUED,
-                parent_id=batch_id,
-                created_at=now,
-                queued_at=now,
-                attempts=0,
-                file_count=len(part),
-                total_bytes=sum(r.size for r in part),
-            )
-            s.add(child)
-            s.flush()
-            s.execute(
-                update(File)
-                .where(File.id.in_([r.id for r in part]))
-                .values(batch_id=child.id, state=FileState.QUEUED, updated_at=now)
-            )
-            new_ids.append(child.id)
-        s.execute(
-            update(Batch)
-            .where(Batch.id == batch_id)
-            .values(
-                state=BatchState.SPLIT,
-                finished_at=now,
-                lease_until=None,
-                last_error="split by kind: file rows and URL rows are sent apart",
-            )
+        rows = _unsent_rows(s, batch_id)
+        parts = [[r for r in rows if (r.origin == Origin.URL) == urls] for urls in (False, True)]
+        return _replace_batch(
+            s,
+            batch_id,
+            parts,
+            now=now,
+            error="split by kind: file rows and URL rows are sent apart",
         )
-        return new_ids
+
+
+def _unsent_rows(s: Session, batch_id: int) -> Sequence[Row[int, int, str]]:
+    """The batch's files not yet answered for, in id order: id, size, origin."""
+    return s.execute(
+        select(File.id, File.size, File.origin)
+        .where(
+            File.batch_id == batch_id,
+            File.state.in_([FileState.QUEUED, FileState.UPLOADING]),
+        )
+        .order_by(File.id)
+    ).all()
+
+
+def _replace_batch(
+    s: Session,
+    batch_id: int,
+    parts: Sequence[Sequence[Row[int, int, str]]],
+    *,
+    now: float,
+    error: str,
+) -> list[int]:
+    """A new queued batch for each non-empty part (its files queued in it again), and
+    the old batch `split`; the new batch ids."""
+    new_ids: list[int] = []
+    for part in parts:
+        if not part:
+            continue
+        child = Batch(
+            state=BatchState.QUEUED,
+            parent_id=batch_id,
+            created_at=now,
+            queued_at=now,
+            attempts=0,
+            file_count=len(part),
+            total_bytes=sum(r.size for r in part),
+        )
+        s.add(child)
+        s.flush()
+        s.execute(
+            update(File)
+            .where(File.id.in_([r.id for r in part]))
+            .values(batch_id=child.id, state=FileState.QUEUED, updated_at=now)
+        )
+        new_ids.append(child.id)
+    s.execute(
+        update(Batch)
+        .where(Batch.id == batch_id)
+        .values(state=BatchState.SPLIT, finished_at=now, lease_until=None, last_error=error)
+    )
+    return new_ids
 
 
 def set_final_path(ledger: Ledger, moves: Sequence[tuple[int, str]], *, now: float) -> None:
