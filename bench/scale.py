@@ -301,7 +301,10 @@ def _commands(env: dict[str, str], n: int, work: Path, timeout: float) -> dict[s
         run.update(
             rows=rows,
             rows_per_s=round(rows / run["seconds"]),
-            rows_per_s_after_start=round(rows / max(0.001, run["seconds"] - start["seconds"])),
+            # None when the export took no longer than the start (small N, a noisy machine).
+            rows_per_s_after_start=round(rows / (run["seconds"] - start["seconds"]))
+            if run["seconds"] > start["seconds"] + 0.5
+            else None,
             mb=_mb(path),
         )
         path.unlink()
