@@ -33,7 +33,7 @@ from reka_ingest.files.filters import PathFilter
 from reka_ingest.files.manifests import is_manifest
 from reka_ingest.ledger import Ledger
 from reka_ingest.ledger.intake import NewFile, failed_file, known_work_paths
-from scheduler.batcher import Batcher, BatchLimits, Enqueue, ledger_batch_groups, ledger_batches
+from scheduler.batcher import Enqueue, ledger_batchers
 from scheduler.constants import RECORD_GROUP_SIZE
 from scheduler.describe import MetadataRules, describe
 from scheduler.exclusions import Exclusions
@@ -111,20 +111,7 @@ def backfill(
     if problem is not None:
         raise ValueError(problem)
     top = os.path.realpath(root)
-    batcher = Batcher(
-        BatchLimits.from_settings(settings),
-        create=ledger_batches(ledger, clock),
-        create_many=ledger_batch_groups(ledger, clock),
-        enqueue=enqueue,
-        clock=clock,
-    )
-    url_batcher = Batcher(
-        BatchLimits.for_urls(settings),
-        create=ledger_batches(ledger, clock),
-        create_many=ledger_batch_groups(ledger, clock),
-        enqueue=enqueue,
-        clock=clock,
-    )
+    batcher, url_batcher = ledger_batchers(settings, ledger, enqueue, clock)
     recorder = Recorder(
         settings, ledger, batcher, clock=clock, group_size=group_size, url_batcher=url_batcher
     )

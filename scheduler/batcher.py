@@ -64,6 +64,24 @@ def ledger_batch_groups(ledger: Ledger, clock: Callable[[], float] = time.time) 
     return create_many
 
 
+def ledger_batchers(
+    settings: IngestSettings, ledger: Ledger, enqueue: Enqueue, clock: Callable[[], float]
+) -> tuple[Batcher, Batcher]:
+    """The two batchers every taker of files uses, writing to the ledger: one for files
+    (by count and bytes) and one for URL rows (by count only; a request is one kind)."""
+
+    def batcher(limits: BatchLimits) -> Batcher:
+        return Batcher(
+            limits,
+            create=ledger_batches(ledger, clock),
+            create_many=ledger_batch_groups(ledger, clock),
+            enqueue=enqueue,
+            clock=clock,
+        )
+
+    return batcher(BatchLimits.from_settings(settings)), batcher(BatchLimits.for_urls(settings))
+
+
 @dataclass(slots=True)
 class _Sealed:
     ids: list[int]

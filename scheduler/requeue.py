@@ -31,7 +31,7 @@ from reka_ingest.files.hashing import digest_file
 from reka_ingest.files.outbox import ERROR_SUFFIX, in_work_area
 from reka_ingest.ledger import Ledger
 from reka_ingest.ledger.retry import FailedFile, Requeue, failed_files, requeue_failed
-from scheduler.batcher import Batcher, BatchLimits, ledger_batch_groups, ledger_batches
+from scheduler.batcher import ledger_batchers
 from scheduler.enqueue import producer_app
 
 RETRY_FOLDER_PREFIX = "retry-"
@@ -154,25 +154,12 @@ def requeue(
     now = time.time()
     reset = set(requeue_failed(ledger, ready, now=now))
     # Packed by the watcher's rule; the caller enqueues the batches itself.
-    batcher = Batcher(
-        BatchLimits.from_settings(ingest),
-        create=ledger_batches(ledger, lambda: now),
-        create_many=ledger_batch_groups(ledger, lambda: now),
-        enqueue=lambda _batch_id: None,
-        clock=lambda: now,
-    )
+    batcher, url_batcher = ledger_batchers(ingest, ledger, lambda _batch_id: None, lambda: now)
     batches = batcher.add_many(
         (r.file_id, r.size) for r in ready if r.file_id in reset and r.file_id not in url_ids
     )
     batches += batcher.flush()
     # URL rows in batches of their own (a request is one kind), by count only.
-    url_batcher = Batcher(
-        BatchLimits.for_urls(ingest),
-        create=ledger_batches(ledger, lambda: now),
-        create_many=ledger_batch_groups(ledger, lambda: now),
-        enqueue=lambda _batch_id: None,
-        clock=lambda: now,
-    )
     batches += url_batcher.add_many((i, 0) for i in sorted(url_ids & reset))
     batches += url_batcher.flush()
     return batches, len(reset), skipped

@@ -46,7 +46,7 @@ from reka_ingest.files.filters import PathFilter
 from reka_ingest.files.manifests import is_manifest
 from reka_ingest.ledger import Ledger
 from reka_ingest.ledger.intake import NewFile, TakenImage, failed_file, images_owning
-from scheduler.batcher import Batcher, BatchLimits, Enqueue, ledger_batch_groups, ledger_batches
+from scheduler.batcher import Enqueue, ledger_batchers
 from scheduler.claim import (
     Claimed,
     ClaimFolders,
@@ -138,21 +138,8 @@ class Watcher:
             give_up_after=settings.never_stable_after if give_up_after is None else give_up_after,
             clock=clock,
         )
-        self.batcher = Batcher(
-            BatchLimits.from_settings(settings),
-            create=ledger_batches(ledger, clock),
-            create_many=ledger_batch_groups(ledger, clock),
-            enqueue=enqueue,
-            clock=clock,
-        )
         # URL rows (image URL lists) batched apart, by count only: a request is one kind.
-        self.url_batcher = Batcher(
-            BatchLimits.for_urls(settings),
-            create=ledger_batches(ledger, clock),
-            create_many=ledger_batch_groups(ledger, clock),
-            enqueue=enqueue,
-            clock=clock,
-        )
+        self.batcher, self.url_batcher = ledger_batchers(settings, ledger, enqueue, clock)
         self.recorder = Recorder(
             settings, ledger, self.batcher, clock=clock, url_batcher=self.url_batcher
         )

@@ -17,11 +17,10 @@ from dataclasses import dataclass
 from sqlalchemy import delete, select
 
 from reka_ingest.core.states import FileState
-from reka_ingest.ledger.db import Ledger
+from reka_ingest.ledger.db import IN_CHUNK, Ledger
 from reka_ingest.ledger.schema import File
 
 CHUNK_ROWS = 5_000
-_IN_CHUNK = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,10 +54,10 @@ def forget_excluded(ledger: Ledger, ids: Sequence[int]) -> int:
     """Delete these rows if they are still `excluded`; how many were."""
     gone = 0
     with ledger.write() as s:
-        for i in range(0, len(ids), _IN_CHUNK):
+        for i in range(0, len(ids), IN_CHUNK):
             result = s.execute(
                 delete(File).where(
-                    File.id.in_(ids[i : i + _IN_CHUNK]), File.state == FileState.EXCLUDED
+                    File.id.in_(ids[i : i + IN_CHUNK]), File.state == FileState.EXCLUDED
                 )
             )
             gone += result.rowcount  # type: ignore[attr-defined]  # CursorResult for a DELETE

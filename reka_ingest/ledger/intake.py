@@ -38,7 +38,7 @@ from reka_ingest.core.text import clean_text
 from reka_ingest.files.outbox import ERROR_SUFFIX
 from reka_ingest.files.sidecars import SIDECAR_SUFFIX
 from reka_ingest.ledger.columns import MAX_KEY_BYTES, keyable
-from reka_ingest.ledger.db import Ledger
+from reka_ingest.ledger.db import IN_CHUNK, Ledger
 from reka_ingest.ledger.schema import MAX_MESSAGE_CHARS, MAX_PATH_CHARS, Batch, File
 
 
@@ -117,8 +117,6 @@ class Recorded:
     reason: Reason | None = None
     message: str | None = None
 
-
-_IN_CHUNK = 500  # values per `IN (...)` list: well under every backend's parameter limit
 
 # Above this many distinct hashes, one transaction takes the whole-intake lock
 # instead of one lock per hash: PostgreSQL's shared lock table holds about
@@ -251,8 +249,8 @@ def for_ledger(f: NewFile) -> NewFile:
 def _ids_by_work_path(s: Session, paths: Sequence[str]) -> dict[str, int]:
     """The rows among these work paths (in the ledger's form): work path -> id."""
     ids: dict[str, int] = {}
-    for i in range(0, len(paths), _IN_CHUNK):
-        chunk = paths[i : i + _IN_CHUNK]
+    for i in range(0, len(paths), IN_CHUNK):
+        chunk = paths[i : i + IN_CHUNK]
         query = select(File.work_path, File.id).where(File.work_path.in_(chunk))
         ids.update((row.work_path, row.id) for row in s.execute(query))
     return ids
@@ -262,10 +260,10 @@ def _live_originals(s: Session, hashes: set[str]) -> dict[str, tuple[int, str | 
     """For each hash, the earliest row with those bytes that is not failed or a duplicate."""
     out: dict[str, tuple[int, str | None, str | None]] = {}
     ordered = sorted(hashes)
-    for i in range(0, len(ordered), _IN_CHUNK):
+    for i in range(0, len(ordered), IN_CHUNK):
         for r in s.execute(
             select(File.id, File.sha256, File.image_id, File.image_url)
-            .where(File.sha256.in_(ordered[i : i + _IN_CHUNK]))
+            .where(File.sha256.in_(ordered[i : i + IN_CHUNK]))
             .where(File.state.notin_(NOT_ORIGINALS))
             .order_by(File.id)
         ):
@@ -369,11 +367,11 @@ def _supersede(s: Session, new: Sequence[tuple[str, str, int]], now: float) -> N
             latest[(root, path)] = max(file_id, latest.get((root, path), 0))
     paths = sorted({path for _, path in latest})
     changes: list[dict[str, Any]] = []
-    for i in range(0, len(paths), _IN_CHUNK):
+    for i in range(0, len(paths), IN_CHUNK):
         for r in s.execute(
             select(File.id, File.source_root, File.path).where(
                 File.state == FileState.FAILED,
-                File.path.in_(paths[i : i + _IN_CHUNK]),
+                File.path.in_(paths[i : i + IN_CHUNK]),
                 File.final_path.endswith(ERROR_SUFFIX, autoescape=True),
             )
         ):
@@ -521,7 +519,7 @@ def images_owning(ledger: Ledger, *, source_root: str, sidecar_rel: str) -> list
             .where(File.source_root == source_root)
             .where((File.path == stem) | File.path.like(like, escape="\\"))
             .order_by(File.id.desc())
-            .limit(_IN_CHUNK)
+            .limit(IN_CHUNK)
         ).all()
     return [
         TakenImage(

@@ -17,7 +17,7 @@ from sqlalchemy import or_, select, update
 
 from reka_ingest.core.states import FileState, Origin, Reason
 from reka_ingest.core.text import clean_text
-from reka_ingest.ledger.db import Ledger
+from reka_ingest.ledger.db import IN_CHUNK, Ledger
 from reka_ingest.ledger.schema import MAX_MESSAGE_CHARS, Batch, File
 
 # Rows read per chunk by default.
@@ -232,12 +232,12 @@ def rows_holding(ledger: Ledger, image_ids: Iterable[str]) -> list[Deletable]:
     ids = sorted(set(image_ids))
     out: list[Deletable] = []
     with ledger.read() as s:
-        for i in range(0, len(ids), 500):
+        for i in range(0, len(ids), IN_CHUNK):
             out.extend(
                 Deletable(r.id, r.path, r.image_id, r.state, r.seen_at)
                 for r in s.execute(
                     select(File.id, File.path, File.image_id, File.state, File.seen_at)
-                    .where(File.image_id.in_(ids[i : i + 500]))
+                    .where(File.image_id.in_(ids[i : i + IN_CHUNK]))
                     .where(File.state != FileState.DELETED)
                     .order_by(File.id)
                 )
