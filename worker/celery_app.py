@@ -7,8 +7,8 @@ started by the pool child's process-init signal (`worker.signals`).
 
 Delivery: late acknowledgement, rejected back to the queue when a worker dies,
 prefetch 1 (an upload holds its process for seconds; prefetching would strand
-batches behind it). Processes: WORKER_PROCESSES_PER_SLOT per upload request in
-flight (INGEST_WORKER_CONCURRENCY, `worker.slots`).
+batches behind it). Processes: `worker.slots.pool_processes`, two per upload request
+in flight (INGEST_WORKER_CONCURRENCY) and two for the control queue's tasks.
 
 `app` is built on first attribute access (PEP 562), not at import, from the
 environment's settings.
@@ -20,11 +20,11 @@ from typing import Any
 
 from celery import Celery
 
-from reka_ingest.core.constants import WORKER_PROCESSES_PER_SLOT
 from reka_ingest.core.queues import lazy_app, sender_config
 from reka_ingest.core.settings import Settings, load_settings
 from worker import signals, tasks
 from worker.runtime import ProcessRuntime, Runtime
+from worker.slots import pool_processes
 
 __all__ = ["create_app", "worker_config"]
 
@@ -39,8 +39,8 @@ def worker_config(settings: Settings) -> dict[str, Any]:
         "worker_cancel_long_running_tasks_on_connection_loss": True,
         "worker_prefetch_multiplier": 1,
         # Upload requests in flight are INGEST_WORKER_CONCURRENCY (worker.slots); the
-        # processes around them check and record batches meanwhile.
-        "worker_concurrency": settings.ingest.worker_concurrency * WORKER_PROCESSES_PER_SLOT,
+        # processes around them check and record batches, and run beat's sweeps.
+        "worker_concurrency": pool_processes(settings.ingest.worker_concurrency),
         "worker_hijack_root_logger": False,
         "worker_send_task_events": True,  # for Flower
     }

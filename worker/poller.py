@@ -12,10 +12,18 @@ left in place for a backfill). Each sweep ends by settling such files: their
 bytes move to failed/ beside `NAME.error.json`, as every failure's do, so
 `reka-ingest retry` finds them there. One file at a time: a file that cannot
 be moved is logged and left for a later sweep, never stopping the others.
+
+The Get Image calls run at a lower CPU priority (`POLL_NICENESS`, their threads
+only): a sweep shares the worker's CPU with uploads, and when CPU is short the
+requests in flight come first; an idle CPU still runs the poll at full speed.
+The thread that writes the ledger keeps its priority, so a lock it holds never
+waits behind the uploads it would hold up.
 """
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -47,6 +55,9 @@ from worker.outage import through_outage
 from worker.runtime import Runtime
 
 log = get_logger(__name__)
+
+# Added to the nice value of each Get Image thread (Linux: per thread).
+POLL_NICENESS = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +98,9 @@ def _poll_round(rt: Runtime, limit: int) -> PollReport:
     if not due:
         return PollReport(0, 0, 0, 0, 0)
     workers = min(rt.settings.ingest.poll_concurrency, len(due))
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="poll") as pool:
+    with ThreadPoolExecutor(
+        max_workers=workers, thread_name_prefix="poll", initializer=_lower_priority
+    ) as pool:
         outcomes = list(pool.map(lambda d: _poll_one(rt, d), due))
     # The rows are this round's until the lease ends: a passing outage is waited
     # out (well within it), not left to hold them for the whole lease.
@@ -114,6 +127,16 @@ def _poll_round(rt: Runtime, limit: int) -> PollReport:
         errors=report.errors,
     )
     return report
+
+
+def _lower_priority() -> None:
+    """This thread's nice value up by POLL_NICENESS (a thread may always lower its own
+    priority; on Linux the value is the thread's, not the process's)."""
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + POLL_NICENESS)
+    except (AttributeError, OSError) as err:  # no such call here: the poll runs as it is
+        log.debug("poll_priority_unchanged", error=str(err))
 
 
 def _poll_one(rt: Runtime, due: DuePoll) -> PollOutcome:

@@ -24,11 +24,11 @@ from pathlib import Path
 from typing import IO
 
 from reka_ingest.cli.pid_file import PidFile
-from reka_ingest.core.constants import WORKER_PROCESSES_PER_SLOT
 from reka_ingest.core.logs import get_logger
 from reka_ingest.core.parent_death import die_with_parent
 from reka_ingest.core.queues import CONTROL_QUEUE, UPLOAD_QUEUE
 from reka_ingest.core.settings import IngestSettings
+from worker.slots import pool_processes
 
 log = get_logger(__name__)
 
@@ -48,7 +48,7 @@ def worker_argv(
     """A Celery worker's command line; `node` names it (before `@host`), so several
     workers started by one process each get their own node name. `concurrency`:
     upload requests in flight (default INGEST_WORKER_CONCURRENCY, which its processes
-    must read too), each with WORKER_PROCESSES_PER_SLOT pool processes."""
+    must read too), with the pool around them (`worker.slots.pool_processes`)."""
     requests = concurrency or settings.worker_concurrency
     return celery_argv(
         WORKER_APP,
@@ -56,7 +56,7 @@ def worker_argv(
         "--queues",
         f"{UPLOAD_QUEUE},{CONTROL_QUEUE}",
         "--concurrency",
-        str(requests * WORKER_PROCESSES_PER_SLOT),
+        str(pool_processes(requests)),
         "--loglevel",
         settings.log_level,
         "--hostname",
