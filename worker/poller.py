@@ -1,10 +1,12 @@
 """poll_due: the work behind the beat-driven indexing sweep, without Celery.
 
 Takes the `indexing` rows whose poll time has come (pushing that time out as a
-lease), asks Get Image for each with bounded concurrency on the process's one
-client, and records what came back. "Not yet" is a time in the ledger, never a
-sleep: each row's next poll is further out (initial delay doubling to a cap),
-until the deadline turns it into `failed` / `indexing_timeout`.
+lease), reads their images from List Images where a few pages cost fewer
+requests than a Get per row (`worker.poll_list`), asks Get Image for the others
+with bounded concurrency on the process's one client, and records what came
+back. "Not yet" is a time in the ledger, never a sleep: each row's next poll is
+further out (initial delay doubling to a cap), until the deadline turns it into
+`failed` / `indexing_timeout`.
 
 A file whose indexing failed (status 3, a 404, the deadline) was sent, so its
 bytes went where uploaded files go (done/, kept in the work area, deleted, or
@@ -49,9 +51,11 @@ from reka_ingest.ledger.polling import (
     record_settled,
     take_unsettled_failures,
 )
+from reka_ingest.reka.models import Image
 from worker.backoff import next_poll_delay
 from worker.indexing import decide
 from worker.outage import through_outage
+from worker.poll_list import listed_images
 from worker.runtime import Runtime
 
 log = get_logger(__name__)
@@ -97,11 +101,15 @@ def _poll_round(rt: Runtime, limit: int) -> PollReport:
     due = claim_due_polls(rt.ledger, now=rt.clock(), limit=limit, lease=POLL_LEASE_SECONDS)
     if not due:
         return PollReport(0, 0, 0, 0, 0)
-    workers = min(rt.settings.ingest.poll_concurrency, len(due))
-    with ThreadPoolExecutor(
-        max_workers=workers, thread_name_prefix="poll", initializer=_lower_priority
-    ) as pool:
-        outcomes = list(pool.map(lambda d: _poll_one(rt, d), due))
+    listed = listed_images(rt, due)  # many at once, where that is cheaper (worker.poll_list)
+    outcomes = [_decided(rt, d, listed[d.image_id]) for d in due if d.image_id in listed]
+    rest = [d for d in due if d.image_id not in listed]
+    if rest:
+        workers = min(rt.settings.ingest.poll_concurrency, len(rest))
+        with ThreadPoolExecutor(
+            max_workers=workers, thread_name_prefix="poll", initializer=_lower_priority
+        ) as pool:
+            outcomes += pool.map(lambda d: _poll_one(rt, d), rest)
     # The rows are this round's until the lease ends: a passing outage is waited
     # out (well within it), not left to hold them for the whole lease.
     deadline = time.monotonic() + min(
@@ -179,6 +187,12 @@ def _poll_one(rt: Runtime, due: DuePoll) -> PollOutcome:
             next_poll_at=now + delay,
             poll_delay=delay,
         )
+    return _decided(rt, due, image)
+
+
+def _decided(rt: Runtime, due: DuePoll, image: Image) -> PollOutcome:
+    """What the image's indexing status means for its row."""
+    settings = rt.settings.ingest
     now = rt.clock()
     d = decide(
         image.indexing_status,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import bindparam, exists, not_, or_, select, update
+from sqlalchemy import bindparam, exists, func, not_, or_, select, update
 
 from reka_ingest.core.states import BATCH_TERMINAL, BatchState, FileState, Origin, Reason
 from reka_ingest.ledger.db import Ledger
@@ -219,3 +219,10 @@ def record_settled(
                 .where(_FILES.c.id.in_(unsettled), _FILES.c.state == FileState.FAILED)
                 .values(next_poll_at=None, updated_at=now)
             )
+
+
+def images_bound(ledger: Ledger) -> int:
+    """An upper bound on the images this ledger's rows were uploaded as (one per row,
+    give or take a duplicate): the highest file id, read from the primary key's index."""
+    with ledger.read() as s:
+        return int(s.execute(select(func.max(File.id))).scalar() or 0)

@@ -28,7 +28,7 @@ def on_first_poll_answer(action: Callable[[], None]) -> Callable[[str, str, int]
     fired: list[bool] = []
 
     def observe(method: str, path: str, status: int) -> None:
-        if method == "GET" and "/images/" in path and status == 200 and not fired:
+        if method == "GET" and "/images" in path and status == 200 and not fired:
             fired.append(True)
             action()
 
