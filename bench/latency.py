@@ -147,6 +147,10 @@ def _pipeline(
             " WHERE started_at IS NOT NULL ORDER BY started_at"
         )
         spans = standin.upload_spans()
+        # What else the pipeline asked of the API meanwhile (the indexing poll's gets and lists).
+        requests = {
+            name: sum(counts.values()) for name, counts in standin.stats()["requests"].items()
+        }
     finally:
         service.stop()
         service.remove()
@@ -160,6 +164,7 @@ def _pipeline(
         "seconds": round(seconds, 3),
         "images_per_s": round(len(files) / seconds, 1),
         "upload_requests": len(spans),
+        "api_requests": requests,
         "in_flight": flight,
         "drop_seconds": round(max(drops) - t0, 3),
         "first_request_after_drop_s": round(flight["first_arrival"] - t0, 3) if spans else None,
@@ -252,6 +257,8 @@ def lines(result: dict[str, Any] | None) -> list[str]:
         f"(drops took {pipe['drop_seconds']} s); {b['count']} batches, {b['short_of_full']} short "
         f"of {result['batch']}; queued->started p50 {b['queued_to_started_s']['p50']} s, "
         f"p95 {b['queued_to_started_s']['p95']} s",
+        "  pipeline: API requests to the last upload: "
+        + ", ".join(f"{k} {v}" for k, v in sorted(pipe.get("api_requests", {}).items())),
         f"  latency_ratio (pipeline images/s / raw images/s): {result['value']:.3f}",
     ]
     return out
