@@ -1,15 +1,13 @@
-"""`reka-ingest status` and `reka-ingest files`: what the ledger says.
+"""`reka-ingest status`: what the ledger says (`files` is reka_ingest.cli.files).
 
-Both read the deployment recorded in the data folder (reka_ingest.cli.deployment)
-and say which: `status` on its first line (and under `deployment` in --json),
-`files` on stderr (its stdout stays the table, JSON or CSV). The API budget is
-the one reading and wording every view shares (reka_ingest.metrics.budget).
+It reads the deployment recorded in the data folder (reka_ingest.cli.deployment)
+and says which on its first line (and under `deployment` in --json). The API
+budget is the one reading and wording every view shares (reka_ingest.metrics.budget).
 """
 
 from __future__ import annotations
 
 import json
-import sys
 import time
 from typing import Any
 
@@ -17,11 +15,10 @@ import redis
 import typer
 
 from reka_ingest.cli import deployment, watch_status
-from reka_ingest.cli.export import COLUMNS, write_csv, write_json
 from reka_ingest.core.settings import Settings, load_settings
 from reka_ingest.core.states import ACTIVE, FileState
 from reka_ingest.ledger import open_ledger
-from reka_ingest.ledger.queries import Summary, iter_file_chunks, summary
+from reka_ingest.ledger.queries import Summary, summary
 from reka_ingest.metrics.budget import BudgetView, budget_words, read_budget
 from reka_ingest.metrics.counters import redis_client
 from reka_ingest.metrics.server_check import ServerCheck, describe, read_server_check
@@ -140,39 +137,3 @@ def server_check_line(
 def budget_line(b: BudgetView, now: float) -> str:
     """The shared upload budget in one line, in the words every view uses."""
     return f"API budget: {budget_words(b, now)}"
-
-
-def files(
-    ctx: typer.Context,
-    state: FileState | None = typer.Option(None, "--state", help="Only files in this state."),
-    as_json: bool = typer.Option(False, "--json", help="A JSON array of objects."),
-    as_csv: bool = typer.Option(False, "--csv", help="CSV with a header row."),
-    limit: int | None = typer.Option(None, "--limit", min=1),
-) -> None:
-    """The per-file results: path, hash, state, reason, image id, indexing status."""
-    if as_json and as_csv:
-        raise typer.BadParameter("choose one of --json and --csv")
-    settings = load_settings()
-    reading = deployment.reading_of(ctx)
-    if not (as_json or as_csv):
-        for line in deployment.announce(reading, settings.ingest.broker_url, check_redis=False):
-            typer.echo(line, err=True)
-    ledger = open_ledger(settings.ingest.ledger_url)
-    try:
-        chunks = iter_file_chunks(ledger, COLUMNS, state=state, limit=limit)
-        if as_json:
-            write_json(chunks, sys.stdout)
-        elif as_csv:
-            write_csv(chunks, sys.stdout)
-        else:
-            # A failed (or superseded) row's reason is not enough to act on: its
-            # message follows, on the same line, after the path.
-            records = (dict(zip(COLUMNS, v, strict=True)) for vs in chunks for v in vs)
-            for r in records:
-                detail = r["image_id"] or r["reason"] or ""
-                line = f"{r['state']:<10} {detail:<40} {r['path']}"
-                if r["message"] and not r["image_id"]:
-                    line += f"  {r['message']}"
-                typer.echo(line)
-    finally:
-        ledger.dispose()
