@@ -28,9 +28,8 @@ import time
 from collections.abc import MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
-
-import redis
 
 from reka_ingest.cli.pid_file import RunRecord, read_run_record
 from reka_ingest.core.constants import (
@@ -40,6 +39,9 @@ from reka_ingest.core.constants import (
     STANDIN_DEV_API_KEY,
 )
 from reka_ingest.core.settings import IngestSettings, mask_url
+
+if TYPE_CHECKING:
+    import redis
 
 # Recorded part -> the variables that, set in this shell, keep it from being taken.
 _TAKEN: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -128,6 +130,8 @@ def mark_redis(client: redis.Redis[bytes], data_dir: Path, *, pid: int, started_
 def redis_warning(redis_url: str, reading: Reading) -> str | None:
     """Why the Redis at `redis_url` may not be this deployment's; None when it is (or
     when Redis does not answer: the command itself says so)."""
+    import redis  # noqa: PLC0415 - only commands that check Redis load its client
+
     client: redis.Redis[bytes] = redis.Redis.from_url(
         redis_url, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT
     )

@@ -1,38 +1,52 @@
 """Entry point of the `reka-ingest` console script.
 
 Logging is configured here, once, before any command runs. Each command lives
-in its own module and is registered below; the stand-in server is imported
-only by `reka_ingest.cli.fake_api`, and only when that command runs.
+in its own module, imported only when that command runs: `reka-ingest files`
+loads SQLAlchemy and the ledger, not Celery, kombu, the web app or the worker
+(a module's imports are most of a short command's time, and of its memory).
+`reka-ingest --help` (or a name that is no command) imports them all, to list
+them; `app` (tests) is the whole CLI, built on first use.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib
 import json
 import os
+import sys
+from collections.abc import Sequence
 
 import typer
 
-from reka_ingest.cli import check as check_cmd
-from reka_ingest.cli import delete as delete_cmd
-from reka_ingest.cli import deployment, fake_api, run, scan, services, status, watch
-from reka_ingest.cli import health as health_cmd
-from reka_ingest.cli import metrics as metrics_cmd
-from reka_ingest.cli import migrate as migrate_cmd
-from reka_ingest.cli import plan as plan_cmd
-from reka_ingest.cli import retry as retry_cmd
-from reka_ingest.cli import web as web_cmd
+from reka_ingest.cli import deployment
 from reka_ingest.core.errors import IngestError
 from reka_ingest.core.logs import configure_logging
 from reka_ingest.core.settings import effective, load_settings
 
-app = typer.Typer(
-    name="reka-ingest",
-    help="Bulk image ingestion for Reka's Vision API.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-
+# Every command after `config`, in the order `--help` lists them: name -> the
+# module and function that are the command. worker, beat and flower pass their
+# unknown options on to Celery (their module's PASS_THROUGH).
+COMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("reka_ingest.cli.run", "command"),
+    "worker": ("reka_ingest.cli.services", "worker"),
+    "beat": ("reka_ingest.cli.services", "beat"),
+    "flower": ("reka_ingest.cli.services", "flower"),
+    "status": ("reka_ingest.cli.status", "status"),
+    "files": ("reka_ingest.cli.files", "command"),
+    "fake-api": ("reka_ingest.cli.fake_api", "command"),
+    "metrics": ("reka_ingest.cli.metrics", "command"),
+    "migrate": ("reka_ingest.cli.migrate", "command"),
+    "health": ("reka_ingest.cli.health", "command"),
+    "retry": ("reka_ingest.cli.retry", "command"),
+    "check": ("reka_ingest.cli.check", "command"),
+    "delete": ("reka_ingest.cli.delete", "command"),
+    "watch": ("reka_ingest.cli.watch", "command"),
+    "scan": ("reka_ingest.cli.scan", "command"),
+    "web": ("reka_ingest.cli.web", "command"),
+    "plan": ("reka_ingest.cli.plan", "command"),
+}
+_PASS_THROUGH = frozenset({"worker", "beat", "flower"})
 
 # Commands that read a deployment: they take the parts of the run recorded in the
 # data folder as defaults (reka_ingest.cli.deployment); `status`, `files`, `retry`
@@ -42,14 +56,12 @@ READERS = frozenset(
 )
 
 
-@app.callback()
 def _root(ctx: typer.Context) -> None:
     """Bulk image ingestion for Reka's Vision API."""
     if ctx.invoked_subcommand in READERS:
         ctx.obj = deployment.adopt(os.environ)
 
 
-@app.command("config")
 def config_command(
     as_json: bool = typer.Option(False, "--json", help="One JSON object instead of a table."),
 ) -> None:
@@ -66,23 +78,43 @@ def config_command(
             typer.echo(f"  {key.ljust(width)}  {'' if value is None else value}")
 
 
-app.command("run")(run.command)
-app.command("worker", context_settings=services.PASS_THROUGH)(services.worker)
-app.command("beat", context_settings=services.PASS_THROUGH)(services.beat)
-app.command("flower", context_settings=services.PASS_THROUGH)(services.flower)
-app.command("status")(status.status)
-app.command("files")(status.files)
-app.command("fake-api")(fake_api.command)
-app.command("metrics")(metrics_cmd.command)
-app.command("migrate")(migrate_cmd.command)
-app.command("health")(health_cmd.command)
-app.command("retry")(retry_cmd.command)
-app.command("check")(check_cmd.command)
-app.command("delete")(delete_cmd.command)
-app.command("watch")(watch.command)
-app.command("scan")(scan.command)
-app.command("web")(web_cmd.command)
-app.command("plan")(plan_cmd.command)
+def _add(app: typer.Typer, name: str) -> None:
+    module = importlib.import_module(COMMANDS[name][0])
+    function = getattr(module, COMMANDS[name][1])
+    if name in _PASS_THROUGH:
+        app.command(name, context_settings=module.PASS_THROUGH)(function)
+    else:
+        app.command(name)(function)
+
+
+def build(argv: Sequence[str] = ()) -> typer.Typer:
+    """The CLI with the command `argv` names (its first word that is not an
+    option), or with every command when it names none of them."""
+    app = typer.Typer(
+        name="reka-ingest",
+        help="Bulk image ingestion for Reka's Vision API.",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+    )
+    app.callback()(_root)
+    app.command("config")(config_command)
+    name = next((arg for arg in argv if not arg.startswith("-")), None)
+    for command in [name] if name in COMMANDS else list(COMMANDS):
+        _add(app, command)
+    return app
+
+
+def __getattr__(attr: str) -> typer.Typer:
+    """`app`: the whole CLI (for tests and tools), its commands imported on first use."""
+    if attr != "app":
+        raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")
+    return _whole_cli()
+
+
+@functools.cache
+def _whole_cli() -> typer.Typer:
+    return build()
 
 
 def main() -> None:
@@ -93,7 +125,7 @@ def main() -> None:
         raise SystemExit(2) from None
     configure_logging(settings.ingest.log_level, settings.ingest.log_format)
     try:
-        app()
+        build(sys.argv[1:])()
     except IngestError as err:
         typer.echo(f"reka-ingest: {err}", err=True)
         raise SystemExit(2) from None

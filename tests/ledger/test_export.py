@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from sqlalchemy import Table, insert
 from typer.testing import CliRunner
 
+from reka_ingest.cli.export import FILE_FIELDS
 from reka_ingest.cli.main import app
-from reka_ingest.cli.status import FILE_FIELDS
 from reka_ingest.core.settings import Settings
 from reka_ingest.core.states import FileState
 from reka_ingest.ledger import Ledger
@@ -126,5 +126,5 @@ def test_state_and_limit_select_across_chunks(env: Settings, filled: Ledger) -> 
 def test_chunked_reading_equals_one_query(
     small: Ledger, chunk: int, limit: int | None, state: FileState | None
 ) -> None:
-    got = [r.id for r in iter_files(small, ["path"], state=state, limit=limit, chunk=chunk)]
+    got = [r[0] for r in iter_files(small, ["path"], state=state, limit=limit, chunk=chunk)]
     assert got == [f.id for f in list_files(small, state=state, limit=limit)]
