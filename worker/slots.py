@@ -34,12 +34,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Final
 
-from reka_ingest.core.constants import WORKER_PROCESSES_PER_SLOT
+from reka_ingest.core.constants import WORKER_CONTROL_PROCESSES, WORKER_PROCESSES_PER_SLOT
 
 PROCESSES_PER_SLOT: Final = WORKER_PROCESSES_PER_SLOT
-# Beat's control tasks that may run at once beside the uploads: a poll sweep and a
-# batch sweep (or a notification's post).
-CONTROL_PROCESSES: Final = 2
+CONTROL_PROCESSES: Final = WORKER_CONTROL_PROCESSES
 POLL_SECONDS: Final = 0.005
 FOLDER_PREFIX: Final = "reka-ingest-slots-"
 QUEUE_FILE: Final = "queue"

@@ -116,6 +116,10 @@ BUDGET_KEY_TTL_MARGIN: Final = 60
 # requests, `worker.slots`): while one process checks, records and moves its batch,
 # another's request is in flight, so a slow API is kept busy at that concurrency.
 WORKER_PROCESSES_PER_SLOT: Final = 2
+# Processes beside those for beat's control tasks that may run at once with the uploads
+# (a poll sweep and a batch sweep, or a notification's post), so a sweep never takes
+# one of the processes around the requests.
+WORKER_CONTROL_PROCESSES: Final = 2
 
 # --- Indexing polls (worker.poller) ----------------------------------------------
 

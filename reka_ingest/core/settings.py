@@ -305,7 +305,8 @@ class IngestSettings(BaseSettings):
         description=(
             "Upload requests in flight per worker (it runs"
             f" {c.WORKER_PROCESSES_PER_SLOT} processes per request, so one's checks and"
-            " records overlap another's request)."
+            " records overlap another's request, plus"
+            f" {c.WORKER_CONTROL_PROCESSES} for the indexing poll and sweeps)."
         ),
     )
     uploads_per_day: int = Field(
