@@ -108,9 +108,10 @@ class Service:
     def wait_standin(self) -> None:
         wait_for(
             lambda: _listening(self.standin_port),
-            20,
+            60,  # it starts beside the others: on a loaded machine, seconds each
             "the stand-in server to listen",
             interval=0.05,
+            on_timeout=self.logs,
         )
 
     def start_worker(self, name: str = "worker", *, node: str | None = None) -> None:
