@@ -223,6 +223,18 @@ class Service:
         return r.json()
 
 
+def ledger_counts(data_dir: Path) -> dict[str, int]:
+    """Files by state in the ledger of the deployment whose data folder this is, read
+    straight from it: for a test's polls, where each `status --json` would start a
+    Python process (seconds of imports on a loaded machine) and steal the CPU the
+    run needs. What `status` itself shows is still asserted where it is the point."""
+    ledger = open_ledger(load_settings(data_dir=data_dir).ingest.ledger_url, migrate=False)
+    try:
+        return summary(ledger, now=time.time()).files
+    finally:
+        ledger.dispose()
+
+
 def wait_for(
     predicate: Callable[[], bool],
     timeout: float,
