@@ -152,9 +152,10 @@ def test_a_mixed_drop_of_bad_input_fails_each_with_its_reason_and_disturbs_nothi
     from reka_ingest.ledger import open_ledger  # noqa: PLC0415 - only to create the schema
 
     open_ledger(svc.settings().ingest.ledger_url).dispose()
-    svc.start_standin()
+    svc.start_standin(wait=False)
     svc.start_beat()
     svc.start_watcher()
+    svc.wait_standin()  # the three start at once; the files go in after this
     try:
         good = drop(svc.inbox, outside)
         writer = keep_writing(svc.inbox / "forever.jpg", stop)

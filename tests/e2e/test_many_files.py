@@ -1,9 +1,11 @@
-"""10,000 files in one folder, through the real service, all end indexed.
+"""3,000 files in one folder, through the real service, all end indexed.
 
 One flat folder is the case that hurts a naive watcher (one huge directory
 listing per scan, one claim folder per file in work/); the batches are full
-(100 images per request), and the shared budget is lifted (0 = unlimited),
-since 100 requests is the standard tier's whole day.
+(100 images per request), and the shared budget is lifted (0 = unlimited).
+3,000 files (30 full batches, a listing of thousands) prove what 10,000 did, in a
+third of the time; how fast a far bigger burst goes in is the benchmark's
+(`intake_ratio`, 100,000 files), not the suite's.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from tests.support.service import Service
 
 pytestmark = [pytest.mark.slow]
 
-N = 10_000
+N = 3_000
 
 
 @pytest.fixture
@@ -40,8 +42,8 @@ def service(tmp_path: Path, redis_url: str) -> Iterator[Service]:
         svc.stop()
 
 
-@pytest.mark.timeout(240)
-def test_ten_thousand_files_in_one_folder_all_end_indexed(service: Service) -> None:
+@pytest.mark.timeout(180)
+def test_thousands_of_files_in_one_folder_all_end_indexed(service: Service) -> None:
     service.start()
     folder = service.inbox / "one folder"
     folder.mkdir()
@@ -50,7 +52,7 @@ def test_ten_thousand_files_in_one_folder_all_end_indexed(service: Service) -> N
         (folder / f"img-{i:05d}.jpg").write_bytes(image_bytes(i, size=(8, 8)))
     written = time.monotonic() - started
 
-    counts = service.wait_terminal(N, timeout=200)
+    counts = service.wait_terminal(N, timeout=150)
     assert counts["indexed"] == N, (counts, service.diagnose())
     stats = service.standin("/_standin/stats")
     assert stats["images_stored"] == N, stats

@@ -1,5 +1,6 @@
-"""Missed events: a burst of 20,000 files the watcher cannot read events for
-ends with all 20,000 recorded, and the watcher says it had to catch up.
+"""Missed events: a burst of files the watcher cannot read events for (half as
+many again as the kernel's event queue holds: 14,288 at the default 16,384) ends
+with all recorded, and the watcher says it had to catch up.
 
 Mechanism, honestly: the real `reka-ingest watch` process runs with its
 native (inotify) observer. The first files of the burst arrive with events
@@ -20,6 +21,7 @@ import os
 import signal
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +34,9 @@ from tests.support.service import Service, wait_for
 
 pytestmark = [pytest.mark.slow]
 
-N = 20_000
+MAX_FILES = 20_000
 WITH_EVENTS = 2_000  # created while the watcher reads its events
+CAUGHT_UP_WITHIN = 10.0  # seconds from the overflow read to the scan's end
 MAX_QUEUED = Path("/proc/sys/fs/inotify/max_queued_events")
 
 
@@ -61,8 +64,11 @@ def records(log: Path) -> list[dict[str, Any]]:
 @pytest.mark.timeout(120)
 def test_a_burst_the_observer_cannot_read_is_caught_by_the_scan(service: Service) -> None:
     queue_size = int(MAX_QUEUED.read_text())
-    if queue_size >= 2 * (N - WITH_EVENTS):
-        pytest.skip(f"max_queued_events is {queue_size}: a burst of {N} would not overflow it")
+    # Two events a file while the watcher is frozen: 1.5 times the queue, overflowed
+    # whatever the timing.
+    n = WITH_EVENTS + queue_size * 3 // 4
+    if n > MAX_FILES:
+        pytest.skip(f"max_queued_events is {queue_size}: a burst of {MAX_FILES} would not do")
     svc = service
     svc.inbox.mkdir(parents=True)
     svc.data_dir.mkdir(parents=True)
@@ -84,7 +90,7 @@ def test_a_burst_the_observer_cannot_read_is_caught_by_the_scan(service: Service
         (folder / f"f{i:05d}.jpg").write_bytes(b"burst file %d" % i)
     os.kill(watcher.pid, signal.SIGSTOP)
     try:
-        for i in range(WITH_EVENTS, N):
+        for i in range(WITH_EVENTS, n):
             (folder / f"f{i:05d}.jpg").write_bytes(b"burst file %d" % i)
     finally:
         os.kill(watcher.pid, signal.SIGCONT)
@@ -93,9 +99,9 @@ def test_a_burst_the_observer_cannot_read_is_caught_by_the_scan(service: Service
         with svc.ledger.read() as s:
             return int(s.scalar(select(func.count()).select_from(File)) or 0)
 
-    wait_for(lambda: recorded() >= N, 90, f"{N} rows", on_timeout=svc.diagnose)
+    wait_for(lambda: recorded() >= n, 90, f"{n} rows", on_timeout=svc.diagnose)
     elapsed = time.monotonic() - started
-    assert recorded() == N
+    assert recorded() == n
     assert not any(folder.iterdir())
 
     events = records(log)
@@ -106,6 +112,15 @@ def test_a_burst_the_observer_cannot_read_is_caught_by_the_scan(service: Service
     later_scans = [r for r in later_scans if not r["start_scan"]]
     missed = sum(r["count"] for r in later_scans)
     assert missed > 0, later_scans
-    # The scan that followed the overflow came at once, not at the 30 s interval.
-    assert elapsed < 30 + 20, elapsed
-    print(f"{N} recorded in {elapsed:.1f} s; {missed} found by scans after the overflow")
+    # The scan that followed the overflow came at once, not at the 30 s interval: by
+    # the watcher's own log times (how long the burst took to write, on a loaded
+    # machine, is not the watcher's doing).
+    lost = _seconds(next(r for r in events if r["event"] == "watcher.events_lost")["timestamp"])
+    after = [_seconds(r["timestamp"]) - lost for r in later_scans]
+    assert [t for t in after if 0 <= t < CAUGHT_UP_WITHIN], (lost, later_scans)
+    print(f"{n} recorded in {elapsed:.1f} s; {missed} found by scans after the overflow")
+
+
+def _seconds(timestamp: str) -> float:
+    """A log line's ISO timestamp (`...Z`) in seconds since the epoch."""
+    return datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()

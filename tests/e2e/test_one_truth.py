@@ -28,7 +28,7 @@ from reka_ingest.cli.pid_file import PID_FILE_NAME
 from reka_ingest.core.bundled_redis import free_port
 from reka_ingest.core.states import FileState
 from tests.support.images import image_bytes
-from tests.support.service import wait_for
+from tests.support.service import ledger_counts, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -200,12 +200,12 @@ def test_every_view_agrees_from_a_second_shell(tmp_path: Path) -> None:
             (inbox / f"img{n}.jpg").write_bytes(image_bytes(300 + n))
         (inbox / "broken.jpg").write_bytes(b"not an image at all")
 
-        def settled() -> bool:
-            data = json.loads(views.cli("status", "--json").stdout)
-            active = sum(data["files"][s] for s in ("queued", "uploading", "indexing"))
-            return bool(data["total"] == GOOD + BAD and active == 0)
+        def settled() -> bool:  # read from the ledger: each view is asked once, below
+            files = ledger_counts(data_dir)
+            active = sum(files[s] for s in ("queued", "uploading", "indexing"))
+            return sum(files.values()) == GOOD + BAD and active == 0
 
-        wait_for(settled, 120, "every file to settle", interval=1.0)
+        wait_for(settled, 120, "every file to settle", interval=0.25)
         final = {"indexed": GOOD, "failed": BAD}
         wait_for(
             lambda: banner(views).counts == final,

@@ -1,7 +1,7 @@
 """Images the server dropped are noticed and sent again: the retention drill.
 
 Real processes (redis-server, the stand-in, the watcher, a worker, beat), on
-each ledger database. The stand-in keeps images for a few seconds
+PostgreSQL (see the test). The stand-in keeps images for a few seconds
 (STANDIN_RETENTION), as Reka's developer tier keeps them for 30 days. Files
 are dropped and indexed; then their images expire on the stand-in, and:
 
@@ -86,6 +86,11 @@ def states(svc: Service) -> dict[str, int]:
     return dict(Counter(str(r.state) for r in svc.files()))
 
 
+# On PostgreSQL alone: the drill is about real processes and commands from a shell
+# (beat's periodic check, `check`, `check --fix`, `retry`); what each does to the
+# ledger is tested on both ledgers in tests/serverside/test_check.py, and SQLite is
+# the ledger of most other end-to-end tests.
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_expired_images_are_marked_by_check_fix_and_sent_again_by_retry(
     service: Service,
 ) -> None:

@@ -17,7 +17,7 @@ import pytest
 from reka_ingest.cli.pid_file import PID_FILE_NAME
 from reka_ingest.core.bundled_redis import free_port
 from tests.support.images import image_bytes
-from tests.support.service import wait_for
+from tests.support.service import ledger_counts, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -67,18 +67,20 @@ def test_run_starts_everything_and_a_dropped_file_ends_indexed(tmp_path: Path) -
 
         (tmp_path / "inbox" / "hello.jpg").write_bytes(image_bytes(42))
 
-        def indexed() -> bool:
-            status = subprocess.run(
-                [sys.executable, "-m", "reka_ingest.cli", "status", "--json"],
-                env=env,
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-            data = json.loads(status.stdout)
-            return bool(data["files"]["indexed"] == 1)
-
-        wait_for(indexed, 120, "hello.jpg to be indexed", interval=1.0)
+        wait_for(
+            lambda: ledger_counts(tmp_path / "var")["indexed"] == 1,
+            120,
+            "hello.jpg to be indexed",
+            interval=0.25,
+        )
+        status = subprocess.run(
+            [sys.executable, "-m", "reka_ingest.cli", "status", "--json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert json.loads(status.stdout)["files"]["indexed"] == 1, status.stdout
         # Every process it started, from its run record (its log lines are in run.log).
         record = json.loads((tmp_path / "var" / PID_FILE_NAME).read_text())
         pids = {c["pid"] for c in record["children"]}

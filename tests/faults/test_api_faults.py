@@ -81,6 +81,11 @@ def alternate_drops(svc: Service, stop: threading.Event) -> threading.Thread:
     return thread
 
 
+# On SQLite alone: the faults are the API's, not the ledger's. What the ledger does
+# with them (a batch sent again, its files flagged, `check --fix` settling them) is
+# tested on both ledgers in tests/worker and tests/serverside, and PostgreSQL under
+# faults of its own in test_postgres_drill.
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 @pytest.mark.timeout(150)
 def test_a_faulty_api_loses_nothing_and_flags_what_went_twice(
     service: Service, results_file: Path

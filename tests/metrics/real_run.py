@@ -81,9 +81,10 @@ def small_run(root: Path, redis_url: str, *, log_level: str = "INFO") -> Iterato
         svc.inbox.mkdir(parents=True, exist_ok=True)
         svc.data_dir.mkdir(parents=True, exist_ok=True)
         open_ledger(svc.settings().ingest.ledger_url).dispose()
-        svc.start_standin()
+        svc.start_standin(wait=False)
         svc.start_worker()
         svc.start_beat()
+        svc.wait_standin()  # all three start at once; nothing is sent before this
         app = producer_app(svc.settings())
         counters = redis.Redis.from_url(redis_url)
         try:

@@ -10,6 +10,7 @@ admin endpoints.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import time
 from collections.abc import Callable
@@ -18,7 +19,13 @@ from typing import Any
 
 import httpx
 
-from reka_ingest.cli.processes import Supervisor, beat_argv, cli_argv, worker_argv
+from reka_ingest.cli.processes import (
+    STOP_TIMEOUT,
+    Supervisor,
+    beat_argv,
+    cli_argv,
+    worker_argv,
+)
 from reka_ingest.core.bundled_redis import free_port
 from reka_ingest.core.settings import load_settings
 from reka_ingest.ledger import Ledger, open_ledger
@@ -88,13 +95,24 @@ class Service:
                 else:
                     os.environ[k] = v
 
-    def start_standin(self) -> None:
+    def start_standin(self, *, wait: bool = True) -> None:
+        """The stand-in server; `wait`: return once it listens."""
         self.supervisor.start(
             "stand-in",
             cli_argv("fake-api", "--host", "127.0.0.1", "--port", str(self.standin_port)),
             self.env | self.standin_env,
         )
-        wait_for(lambda: _listening(self.standin_port), 20, "the stand-in server to listen")
+        if wait:
+            self.wait_standin()
+
+    def wait_standin(self) -> None:
+        wait_for(
+            lambda: _listening(self.standin_port),
+            60,  # it starts beside the others: on a loaded machine, seconds each
+            "the stand-in server to listen",
+            interval=0.05,
+            on_timeout=self.logs,
+        )
 
     def start_worker(self, name: str = "worker", *, node: str | None = None) -> None:
         """One worker node; `node` gives it its own Celery node name (needed when
@@ -115,23 +133,42 @@ class Service:
         self.supervisor.start("watcher", cli_argv("watch"), self.env)
 
     def start(self, *, workers: int = 1) -> Service:
-        """Stand-in, worker(s), beat, watcher; several workers are worker-1..N."""
+        """Stand-in, worker(s), beat, watcher; several workers are worker-1..N.
+
+        All four start at once and it returns once the stand-in listens: each takes
+        seconds to import and start, and none calls the stand-in before a file is
+        dropped (which the caller does after this returns)."""
         self.inbox.mkdir(parents=True, exist_ok=True)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         open_ledger(self.settings().ingest.ledger_url).dispose()
-        self.start_standin()
+        self.start_standin(wait=False)
         if workers == 1:
             self.start_worker()
         else:
             self.start_workers(workers)
         self.start_beat()
         self.start_watcher()
+        self.wait_standin()
         return self
 
     def stop(self) -> None:
+        """Every child at once: SIGTERM to each, then wait for all together
+        (`stop_all` stops them one by one, each given up to STOP_TIMEOUT, the order
+        a user's `run` needs; a test's service is thrown away, so the order only
+        costs seconds here). Whoever outlasts STOP_TIMEOUT is killed."""
         if self._ledger is not None:
             self._ledger.dispose()
-        self.supervisor.stop_all()
+        running = [c.process for c in self.supervisor.children if c.process.poll() is None]
+        for proc in running:
+            proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while any(p.poll() is None for p in running) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for proc in running:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(STOP_TIMEOUT)
+        self.supervisor.stop_all()  # closes the log files; each child has ended
 
     def child(self, name: str) -> Any:
         return next(c for c in self.supervisor.children if c.name == name)
@@ -184,6 +221,18 @@ class Service:
         )
         r.raise_for_status()
         return r.json()
+
+
+def ledger_counts(data_dir: Path) -> dict[str, int]:
+    """Files by state in the ledger of the deployment whose data folder this is, read
+    straight from it: for a test's polls, where each `status --json` would start a
+    Python process (seconds of imports on a loaded machine) and steal the CPU the
+    run needs. What `status` itself shows is still asserted where it is the point."""
+    ledger = open_ledger(load_settings(data_dir=data_dir).ingest.ledger_url, migrate=False)
+    try:
+        return summary(ledger, now=time.time()).files
+    finally:
+        ledger.dispose()
 
 
 def wait_for(
