@@ -2,9 +2,11 @@
 starts them, watches them and ends them (by pid, in reverse order).
 
 Every child gets its own session, so Ctrl-C reaches only `reka-ingest run`,
-which then stops the children in a safe order: the watcher first (no new
-batches), then beat, the worker (a warm shutdown finishes the task in hand),
-Flower, the stand-in server, and Redis last.
+which then stops the children in a safe order, a stop group at a time (the
+members of a group are signalled together and waited for together): the
+watcher, beat, Flower and the web page first (no new batches, nothing left
+that sends a task), then the worker (a warm shutdown finishes the task in
+hand), then the stand-in server and Redis.
 
 When `run` cannot stop them in order (SIGKILL, a crash), two things still end
 them: with `end_with_parent` each child gets SIGTERM from the kernel when its
@@ -115,6 +117,11 @@ class Child:
     process: subprocess.Popen[bytes]
     log_path: Path | None
     log_file: IO[bytes] | None = field(default=None, repr=False)
+    # Children of one group stop together; groups stop in reverse order of start.
+    stop_group: str = ""
+
+    def __post_init__(self) -> None:
+        self.stop_group = self.stop_group or self.name
 
     @property
     def pid(self) -> int:
@@ -141,7 +148,11 @@ class Supervisor:
         self.pid_file = pid_file
         self.children: list[Child] = []
 
-    def start(self, name: str, argv: list[str], env: dict[str, str]) -> Child:
+    def start(
+        self, name: str, argv: list[str], env: dict[str, str], *, stop_group: str = ""
+    ) -> Child:
+        """Start a child; `stop_group` names the children it is stopped together with
+        (by default it stops alone)."""
         log_file: IO[bytes] | None = None
         log_path: Path | None = None
         if self.log_dir is not None:
@@ -157,15 +168,15 @@ class Supervisor:
             start_new_session=True,
             preexec_fn=die_with_parent() if self.end_with_parent else None,  # noqa: PLW1509 - prctl only
         )
-        child = Child(name, argv, proc, log_path, log_file)
+        child = Child(name, argv, proc, log_path, log_file, stop_group)
         self._track(child)
         log.info("process_started", name=name, pid=proc.pid)
         return child
 
-    def adopt(self, name: str, process: subprocess.Popen[bytes]) -> None:
+    def adopt(self, name: str, process: subprocess.Popen[bytes], *, stop_group: str = "") -> None:
         """Track a child started elsewhere (the bundled Redis) so it stops in order."""
         argv = [str(a) for a in process.args] if isinstance(process.args, list) else []
-        self._track(Child(name, argv, process, None))
+        self._track(Child(name, argv, process, None, stop_group=stop_group))
 
     def _track(self, child: Child) -> None:
         self.children.append(child)
@@ -176,24 +187,31 @@ class Supervisor:
         return [c for c in self.children if c.process.poll() is not None]
 
     def stop_all(self, timeout: float = STOP_TIMEOUT) -> None:
+        """Stop every child by pid, a stop group at a time, the last started first;
+        each group has `timeout` seconds after SIGTERM before SIGKILL."""
+        groups: dict[str, list[Child]] = {}
         for child in reversed(self.children):
-            self._stop(child, timeout)
+            groups.setdefault(child.stop_group, []).append(child)
+        for members in groups.values():
+            self._stop(members, timeout)
         self.children.clear()
         if self.pid_file is not None:
             self.pid_file.remove()
 
     @staticmethod
-    def _stop(child: Child, timeout: float) -> None:
-        proc = child.process
-        if proc.poll() is None:
-            log.info("process_stopping", name=child.name, pid=proc.pid)
-            proc.send_signal(signal.SIGTERM)
-            deadline = time.monotonic() + timeout
-            while proc.poll() is None and time.monotonic() < deadline:
-                time.sleep(0.1)
-            if proc.poll() is None:
-                log.warning("process_killed", name=child.name, pid=proc.pid)
-                proc.kill()
-                proc.wait(timeout)
-        if child.log_file is not None:
-            child.log_file.close()
+    def _stop(members: list[Child], timeout: float) -> None:
+        running = [c for c in members if c.process.poll() is None]
+        for child in running:
+            log.info("process_stopping", name=child.name, pid=child.pid)
+            child.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while any(c.process.poll() is None for c in running) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        for child in running:
+            if child.process.poll() is None:
+                log.warning("process_killed", name=child.name, pid=child.pid)
+                child.process.kill()
+                child.process.wait(timeout)
+        for child in members:
+            if child.log_file is not None:
+                child.log_file.close()

@@ -137,10 +137,12 @@ def command() -> None:
         )
 
         supervisor.start("worker", worker_argv(ingest), env)
-        supervisor.start("beat", beat_argv(ingest), env)
-        supervisor.start("flower", flower_argv(ingest), env | flower_env(ingest))
-        supervisor.start("web", cli_argv("web"), env)
-        supervisor.start("watcher", cli_argv("watch"), env)
+        # What sends tasks or only shows them stops first, together; then the worker.
+        supervisor.start("beat", beat_argv(ingest), env, stop_group="front")
+        flower = env | flower_env(ingest)
+        supervisor.start("flower", flower_argv(ingest), flower, stop_group="front")
+        supervisor.start("web", cli_argv("web"), env, stop_group="front")
+        supervisor.start("watcher", cli_argv("watch"), env, stop_group="front")
         lines += [
             ("Drop files into", str(inbox)),
             ("Flower", f"http://{ingest.flower_host}:{ingest.flower_port}"),
@@ -174,7 +176,7 @@ def _start_redis(
         data_dir / "redis", ingest.bundled_redis_port, end_with_parent=True
     ).start()
     assert bundled.process is not None
-    supervisor.adopt("redis", bundled.process)
+    supervisor.adopt("redis", bundled.process, stop_group="back")
     line = f"{bundled.url} (bundled, pid {bundled.pid}, data in {data_dir / 'redis'})"
     return ("Redis", line), bundled.url
 
@@ -198,6 +200,7 @@ def _start_standin(
             "fake-api", "--host", "127.0.0.1", "--port", str(port), "--storage-dir", str(storage)
         ),
         env | {"STANDIN_API_KEYS": STANDIN_DEV_API_KEY},
+        stop_group="back",  # with Redis, once the worker has stopped
     )
     if not _wait_for_port(port, STANDIN_START_TIMEOUT):
         raise typer.Exit(_fail(f"the stand-in server did not start; see {child.log_path}"))
