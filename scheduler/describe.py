@@ -4,20 +4,23 @@ EXIF capture time: `scheduler.sidecar` orders them); or the reason it is
 already failed.
 
 The file is opened once, without following a symbolic link, and what is
-hashed is what `fstat` describes; the EXIF block, when it is needed, is read
-from the same descriptor before the hash (headers only, then back to the
-start). An empty file, one over the size limit, one with a bad sidecar and one
-whose folders do not fit INGEST_PATH_METADATA (unless its rule is `omit`) are
-recorded as failed at once: no batch slot is spent on a file that cannot be
-uploaded. Any other error while looking at this one
-file (an odd name, an odd sidecar the checks did not foresee) makes it fail
-alone with `intake_failed` and the error's text: `describe` never raises.
+hashed is what `fstat` describes; a file of up to HASH_CHUNK_BYTES is read once,
+whole, and its EXIF block (when it is needed) and its hash both come from those
+bytes; a larger one has its EXIF block read from the same descriptor before the
+hash (headers only, then back to the start). An empty file, one over the size
+limit, one with a bad sidecar and one whose folders do not fit
+INGEST_PATH_METADATA (unless its rule is `omit`) are recorded as failed at once:
+no batch slot is spent on a file that cannot be uploaded. Any other error while
+looking at this one file (an odd name, an odd sidecar the checks did not
+foresee) makes it fail alone with `intake_failed` and the error's text:
+`describe` never raises.
 """
 
 from __future__ import annotations
 
 import errno
 import functools
+import io
 import os
 import stat
 from dataclasses import dataclass, field
@@ -28,7 +31,7 @@ from reka_ingest.core.settings import IngestSettings, PathMismatch
 from reka_ingest.core.states import Origin, Reason
 from reka_ingest.core.zones import parse_zone
 from reka_ingest.files.exif import capture_time
-from reka_ingest.files.hashing import sha256_of
+from reka_ingest.files.hashing import sha256_of, sha256_of_bytes, whole_small_file
 from reka_ingest.ledger.intake import NewFile
 from scheduler import sidecar as sc
 from scheduler.path_metadata import FolderMetadata
@@ -85,8 +88,11 @@ def _check(st: os.stat_result, max_image_bytes: int) -> None:
         )
 
 
-def _capture_time(fd: int, zone: tzinfo) -> int | None:
-    """The EXIF capture time of the open file `fd`, read from its start."""
+def _capture_time(fd: int, zone: tzinfo, data: bytes | None = None) -> int | None:
+    """The EXIF capture time of the open file `fd`, read from its start (from `data`,
+    its bytes already read, when given)."""
+    if data is not None:
+        return capture_time(io.BytesIO(data), zone)
     os.lseek(fd, 0, os.SEEK_SET)
     with open(fd, "rb", closefd=False) as fh:  # the caller keeps and closes `fd`
         return capture_time(fh, zone)
@@ -115,15 +121,19 @@ def describe(
             rel_dir = os.path.dirname(rel_path)
             folder_values = rules.folders.values(rel_dir)  # FileRejected(path_mismatch)
             layers = defaults.layers(rel_dir) if defaults is not None else []
+            data = whole_small_file(fd, st.st_size)
             meta = sc.load(
                 sidecar_path,
                 layers,
                 folder_values=folder_values,
-                capture_time=functools.partial(_capture_time, fd, rules.exif_zone),
+                capture_time=functools.partial(_capture_time, fd, rules.exif_zone, data),
             )
             try:
-                os.lseek(fd, 0, os.SEEK_SET)  # the EXIF reader may have moved it
-                digest = sha256_of(fd)
+                if data is not None:
+                    digest = sha256_of_bytes(data)
+                else:
+                    os.lseek(fd, 0, os.SEEK_SET)  # the EXIF reader may have moved it
+                    digest = sha256_of(fd)
             except OSError as err:
                 raise FileRejected(
                     Reason.UNREADABLE, f"cannot read the file: {err.strerror}"

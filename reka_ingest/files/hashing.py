@@ -49,6 +49,25 @@ def digest_of(fd: int) -> Digest:
     return Digest(digest.hexdigest(), size)
 
 
+def whole_small_file(fd: int, size: int) -> bytes | None:
+    """All of an open file's `size` bytes in one read, when `size` is at most
+    HASH_CHUNK_BYTES (a burst's photos: read once, for the EXIF check and the hash
+    alike); None for a larger file, and when the read fails or finds another size
+    (it changed since `fstat`): the streamed reading then meets that itself."""
+    if size > HASH_CHUNK_BYTES:
+        return None
+    try:
+        data = os.pread(fd, size + 1, 0)
+    except OSError:
+        return None
+    return data if len(data) == size else None
+
+
+def sha256_of_bytes(data: bytes) -> str:
+    """The sha256 (hex) of bytes already read (see `whole_small_file`)."""
+    return hashlib.sha256(data).hexdigest()
+
+
 def sha256_of(fd: int) -> str:
     """The sha256 (hex) of an open file's bytes."""
     return digest_of(fd).sha256

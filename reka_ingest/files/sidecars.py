@@ -23,6 +23,10 @@ def find_sidecar(image_path: str) -> str | None:
     for path in candidates(image_path):
         if path == image_path:
             continue
+        # A cheap existence test first: most images have no sidecar, and a failed
+        # `lstat` costs an exception (this runs two or four times for every file).
+        if not os.access(path, os.F_OK, follow_symlinks=False):
+            continue
         try:
             st = os.lstat(path)
         except OSError:
