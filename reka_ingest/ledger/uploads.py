@@ -31,6 +31,7 @@ from reka_ingest.ledger.intake import lock_content
 from reka_ingest.ledger.schema import MAX_MESSAGE_CHARS, Batch, File
 
 _FILES = cast(Table, File.__table__)
+_BATCHES = cast(Table, Batch.__table__)
 
 # What `record_uploaded` writes per row, besides the id (the request id and the time
 # are the same for every row of a batch).
@@ -235,11 +236,11 @@ def count_attempt(ledger: Ledger, batch_id: int, *, now: float, error: str) -> i
 
 def mark_uploading(ledger: Ledger, file_ids: Sequence[int], *, now: float) -> None:
     """Just before the request: from here on, its outcome may be unknown."""
-    with ledger.write() as s:
+    with ledger.write() as s:  # a Core statement: no ORM session to synchronise
         s.execute(
-            update(File)
-            .where(File.id.in_(list(file_ids)))
-            .values(state=FileState.UPLOADING, attempts=File.attempts + 1, updated_at=now)
+            update(_FILES)
+            .where(_FILES.c.id.in_(list(file_ids)))
+            .values(state=FileState.UPLOADING, attempts=_FILES.c.attempts + 1, updated_at=now)
         )
 
 
@@ -499,8 +500,8 @@ def finish_batch(
     with ledger.write() as s:
         _write_final_paths(s, final_paths, now)
         s.execute(
-            update(Batch)
-            .where(Batch.id == batch_id)
+            update(_BATCHES)
+            .where(_BATCHES.c.id == batch_id)
             .values(state=BatchState.DONE, finished_at=now, lease_until=None, request_id=request_id)
         )
 
