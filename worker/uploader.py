@@ -45,6 +45,7 @@ file that cannot be converted fails alone with `conversion_failed`.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
@@ -234,7 +235,7 @@ def _prepare(
     items: list[UploadItem] = []
     for f in claimed:
         try:
-            path, filename = Path(f.work_path), Path(f.path).name
+            path, filename = Path(f.work_path), os.path.basename(f.path)
             content_type = check_image(
                 path, max_bytes=rt.settings.ingest.max_image_bytes, decode_convertible=False
             )

@@ -32,6 +32,7 @@ import os
 import shutil
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -61,13 +62,13 @@ def _free_name(target: str, file_id: int) -> str:
     return f"{stem}.{file_id}{suffix}"
 
 
-def _target(root: Path, rel_path: str, file_id: int) -> str:
+def _target(root: str, rel_path: str, file_id: int) -> str:
     """Where a file dropped as `rel_path` goes below `root`: the same folders and
     name, shortened to fit (it cannot climb out), `.<file_id>` added when taken."""
     return _free_name(os.path.join(root, fit_path(rel_path, reserve=_NAME_RESERVE)), file_id)
 
 
-def _flat(root: Path, rel_path: str, file_id: int) -> str:
+def _flat(root: str, rel_path: str, file_id: int) -> str:
     """The fallback name when the derived one cannot be made: `<root>/<file_id><ext>`."""
     ext = os.path.splitext(fit_name(os.path.basename(rel_path) or "x"))[1]
     return os.path.join(root, f"{file_id}{ext if len(ext) <= _FLAT_EXT_MAX else ''}")
@@ -110,6 +111,39 @@ def _work_roots(work_dir: Path) -> frozenset[str]:
     return frozenset({str(work_dir), str(work_root(work_dir))})
 
 
+@dataclass(frozen=True, slots=True)
+class _Places:
+    """Where one settings object puts files, as strings: `settings.work_dir`,
+    `done_path` and `failed_path` are computed (a new Path) at each call, and a
+    worker asks for them once or more per file."""
+
+    settings: IngestSettings  # held, so its id is not reused while the entry lives
+    work_roots: frozenset[str]  # the work area as configured and as resolved
+    work_prefixes: tuple[str, ...]  # each with a trailing `/`
+    done: str
+    failed: str
+
+
+_PLACES: dict[int, _Places] = {}
+_PLACES_MAX = 16
+
+
+def _places(settings: IngestSettings) -> _Places:
+    hit = _PLACES.get(id(settings))
+    if hit is None or hit.settings is not settings:
+        if len(_PLACES) >= _PLACES_MAX:
+            _PLACES.clear()
+        roots = _work_roots(settings.work_dir)
+        hit = _PLACES[id(settings)] = _Places(
+            settings,
+            roots,
+            tuple(os.path.join(r, "") for r in roots),
+            str(settings.done_path),
+            str(settings.failed_path),
+        )
+    return hit
+
+
 def in_work_area(settings: IngestSettings, path: str) -> bool:
     """Whether `path` lies below the work area; a file whose path does not was
     recorded in place (a backfill, a refused link) and never moves.
@@ -118,12 +152,12 @@ def in_work_area(settings: IngestSettings, path: str) -> bool:
     `reka-ingest retry`: a plain prefix test against the work area as configured
     and as resolved (the backfill refuses roots that overlap the data folder, so
     no in-place path reaches the work area through a link)."""
-    return any(path.startswith(os.path.join(root, "")) for root in _work_roots(settings.work_dir))
+    return path.startswith(_places(settings).work_prefixes)
 
 
 def _in_claim_folder(settings: IngestSettings, folder: str) -> bool:
     """Whether `folder` is a claim folder (a folder directly below the work area)."""
-    return os.path.dirname(folder) in _work_roots(settings.work_dir)
+    return os.path.dirname(folder) in _places(settings).work_roots
 
 
 def _companions(settings: IngestSettings, src: str) -> list[str]:
@@ -174,14 +208,15 @@ def file_done(
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
         return None
-    return _place(settings, settings.done_path, work_path, rel_path, file_id)
+    return _place(settings, _places(settings).done, work_path, rel_path, file_id)
 
 
 def _place(
-    settings: IngestSettings, root: Path, work_path: str, rel_path: str, file_id: int
+    settings: IngestSettings, root: str, work_path: str, rel_path: str, file_id: int
 ) -> str | None:
     """Move `work_path` (and its sidecar) below `root`; the path it went to, or None."""
-    for target in (_target(root, rel_path, file_id), _flat(root, rel_path, file_id)):
+    for make in (_target, _flat):  # the flat name only made when the derived one fails
+        target = make(root, rel_path, file_id)
         try:
             return target if _move_with_companions(settings, work_path, target, file_id) else None
         except OSError as err:
@@ -208,7 +243,7 @@ def file_failed(
 ) -> str | None:
     """Move a failed file to failed/, write NAME.error.json beside it; return that
     path (None when not even a flat reason file could be written)."""
-    root = settings.failed_path
+    root = _places(settings).failed
     moved_to: str | None = None
     if not in_place and os.path.isfile(work_path) and not os.path.islink(work_path):
         moved_to = _place(settings, root, work_path, rel_path, file_id)

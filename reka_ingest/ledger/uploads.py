@@ -9,11 +9,12 @@ and a batch that used its attempts is failed by its next claim, never sent again
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Row, Table, bindparam, select, update
+from sqlalchemy import Dialect, Float, Integer, Row, Table, select, update
 from sqlalchemy.orm import Session
 
 from reka_ingest.core.states import (
@@ -25,38 +26,27 @@ from reka_ingest.core.states import (
     Reason,
 )
 from reka_ingest.core.text import clean_text
-from reka_ingest.ledger.db import Ledger
+from reka_ingest.ledger.db import IN_CHUNK, Ledger
 from reka_ingest.ledger.intake import lock_content
 from reka_ingest.ledger.schema import MAX_MESSAGE_CHARS, Batch, File
 
 _FILES = cast(Table, File.__table__)
+_BATCHES = cast(Table, Batch.__table__)
 
-# Core executemany UPDATEs by id (the ORM's bulk UPDATE costs several times more
-# Python per row); bind names differ from column names, as Core requires.
-_RECORD_UPLOADED = (
-    update(_FILES)
-    .where(_FILES.c.id == bindparam("b_id"))
-    .values(
-        state=bindparam("b_state"),
-        reason=bindparam("b_reason"),
-        image_id=bindparam("b_image_id"),
-        image_url=bindparam("b_image_url"),
-        indexing_status=bindparam("b_indexing_status"),
-        upload_timestamp=bindparam("b_upload_timestamp"),
-        upload_request_id=bindparam("b_request_id"),
-        conversion=bindparam("b_conversion"),
-        uploaded_at=bindparam("b_now"),
-        indexed_at=bindparam("b_indexed_at"),
-        finished_at=bindparam("b_finished_at"),
-        next_poll_at=bindparam("b_next_poll_at"),
-        poll_delay=bindparam("b_poll_delay"),
-        updated_at=bindparam("b_now"),
-    )
-)
-_SET_FINAL_PATH = (
-    update(_FILES)
-    .where(_FILES.c.id == bindparam("b_id"))
-    .values(final_path=bindparam("b_final_path"), updated_at=bindparam("b_now"))
+# What `record_uploaded` writes per row, besides the id (the request id and the time
+# are the same for every row of a batch).
+_RECORDED = (
+    "state",
+    "reason",
+    "image_id",
+    "image_url",
+    "indexing_status",
+    "upload_timestamp",
+    "conversion",
+    "indexed_at",
+    "finished_at",
+    "next_poll_at",
+    "poll_delay",
 )
 
 
@@ -246,11 +236,11 @@ def count_attempt(ledger: Ledger, batch_id: int, *, now: float, error: str) -> i
 
 def mark_uploading(ledger: Ledger, file_ids: Sequence[int], *, now: float) -> None:
     """Just before the request: from here on, its outcome may be unknown."""
-    with ledger.write() as s:
+    with ledger.write() as s:  # a Core statement: no ORM session to synchronise
         s.execute(
-            update(File)
-            .where(File.id.in_(list(file_ids)))
-            .values(state=FileState.UPLOADING, attempts=File.attempts + 1, updated_at=now)
+            update(_FILES)
+            .where(_FILES.c.id.in_(list(file_ids)))
+            .values(state=FileState.UPLOADING, attempts=_FILES.c.attempts + 1, updated_at=now)
         )
 
 
@@ -275,7 +265,7 @@ def record_uploaded(
 ) -> list[Requeued]:
     """Write each file's upload result, and hand its image id to its duplicates.
 
-    One executemany UPDATE for the batch's rows, and one look for their
+    One set-based UPDATE for the batch's rows (`_update_by_id`), and one look for their
     duplicates (`duplicate_of` has no index: a statement per file scanned the
     whole table once per file, which grew with the ledger).
 
@@ -287,23 +277,21 @@ def record_uploaded(
     if not results:
         return []
     final = (FileState.INDEXED, FileState.STORED, FileState.FAILED)
-    rows: list[dict[str, Any]] = [
-        {
-            "b_id": r.file_id,
-            "b_state": r.state,
-            "b_reason": r.reason,
-            "b_image_id": r.image_id,
-            "b_image_url": r.image_url,
-            "b_indexing_status": r.indexing_status,
-            "b_upload_timestamp": r.upload_timestamp,
-            "b_request_id": request_id,
-            "b_conversion": r.conversion,
-            "b_now": now,
-            "b_indexed_at": now if r.state == FileState.INDEXED else None,
-            "b_finished_at": now if r.state in final else None,
-            "b_next_poll_at": r.next_poll_at,
-            "b_poll_delay": r.poll_delay,
-        }
+    rows = [
+        (
+            r.file_id,
+            r.state,
+            r.reason,
+            r.image_id,
+            r.image_url,
+            r.indexing_status,
+            r.upload_timestamp,
+            r.conversion,
+            now if r.state == FileState.INDEXED else None,
+            now if r.state in final else None,
+            r.next_poll_at,
+            r.poll_delay,
+        )
         for r in results
     ]
     by_id = {r.file_id: r for r in results}
@@ -311,7 +299,12 @@ def record_uploaded(
     with ledger.write() as s:
         if rehashed:  # a file's bytes change identity: decide in turn with the intake
             lock_content(s, {h for c in rehashed for h in (c.claimed_sha256, c.sha256) if h})
-        s.execute(_RECORD_UPLOADED, rows)
+        _update_by_id(
+            s,
+            _RECORDED,
+            rows,
+            {"upload_request_id": request_id, "uploaded_at": now, "updated_at": now},
+        )
         for change in rehashed:
             requeued.extend(_record_rehashed(s, change, now))
         originals = s.scalars(
@@ -507,8 +500,8 @@ def finish_batch(
     with ledger.write() as s:
         _write_final_paths(s, final_paths, now)
         s.execute(
-            update(Batch)
-            .where(Batch.id == batch_id)
+            update(_BATCHES)
+            .where(_BATCHES.c.id == batch_id)
             .values(state=BatchState.DONE, finished_at=now, lease_until=None, request_id=request_id)
         )
 
@@ -598,5 +591,65 @@ def set_final_path(ledger: Ledger, moves: Sequence[tuple[int, str]], *, now: flo
 
 def _write_final_paths(s: Session, moves: Sequence[tuple[int, str]], now: float) -> None:
     if moves:
-        rows = [{"b_id": i, "b_final_path": path, "b_now": now} for i, path in moves]
-        s.execute(_SET_FINAL_PATH, rows)
+        _update_by_id(s, ("final_path",), list(moves), {"updated_at": now})
+
+
+def _update_by_id(
+    s: Session, columns: Sequence[str], rows: Sequence[tuple[Any, ...]], same: dict[str, Any]
+) -> None:
+    """Each row `(id, *its values of columns)` written to its file, and `same` to all of them:
+    one `WITH v AS (VALUES ...) UPDATE files ... FROM v` per IN_CHUNK rows, as the
+    driver's own SQL (SQLite, PostgreSQL).
+
+    Not an executemany: SQLite runs the count triggers (migration 0005) far slower
+    once per executed statement than for one statement's rows, and each row of an
+    executemany is a statement. Not SQLAlchemy's `values()` either: compiling 100
+    rows of it cost more than the write. Each value goes through its column's bind
+    processing as an ORM write would; numbers are cast in the SET, since PostgreSQL
+    types a VALUES column holding only NULLs as text.
+    """
+    conn = s.connection()
+    dialect = conn.dialect
+    names = ("id", *columns)
+    process = [_processor(dialect, name) for name in names]
+    fixed = [(name, _processor(dialect, name)(value)) for name, value in same.items()]
+    for start in range(0, len(rows), IN_CHUNK):
+        chunk = rows[start : start + IN_CHUNK]
+        params: list[Any] = [
+            f(value) for row in chunk for f, value in zip(process, row, strict=True)
+        ]
+        params += [value for _, value in fixed]
+        sql = _update_sql(dialect, tuple(columns), tuple(name for name, _ in fixed), len(chunk))
+        conn.exec_driver_sql(sql, tuple(params))
+
+
+@functools.lru_cache(maxsize=64)
+def _processor(dialect: Dialect, name: str) -> Callable[[Any], Any]:
+    """The bind processing of a column of `files` on `dialect` (identity when it has none)."""
+    processor = _FILES.c[name].type.bind_processor(dialect)
+    return processor if processor is not None else _same
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+@functools.lru_cache(maxsize=64)
+def _update_sql(dialect: Dialect, columns: tuple[str, ...], same: tuple[str, ...], n: int) -> str:
+    """`_update_by_id`'s statement for `n` rows (column names are ours, never input)."""
+    if dialect.paramstyle not in ("qmark", "format", "pyformat"):
+        raise ValueError(f"the ledger's driver binds {dialect.paramstyle!r}: not supported here")
+    mark = "?" if dialect.paramstyle == "qmark" else "%s"
+    row = "(" + ", ".join([mark] * (len(columns) + 1)) + ")"
+    sets = []
+    for name in columns:
+        kind = _FILES.c[name].type
+        if isinstance(kind, Float | Integer):
+            sets.append(f"{name} = CAST(v.{name} AS {kind.compile(dialect=dialect)})")
+        else:
+            sets.append(f"{name} = v.{name}")
+    sets += [f"{name} = {mark}" for name in same]
+    return (
+        f"WITH v (id, {', '.join(columns)}) AS (VALUES {', '.join([row] * n)}) "  # noqa: S608
+        f"UPDATE files SET {', '.join(sets)} FROM v WHERE files.id = v.id"
+    )

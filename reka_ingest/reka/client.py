@@ -25,7 +25,7 @@ import os
 from collections.abc import Callable, Generator, Sequence
 from contextlib import ExitStack
 from types import TracebackType
-from typing import Any, BinaryIO, Literal, TypeVar, cast
+from typing import Any, BinaryIO, Literal, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -50,6 +50,7 @@ from reka_ingest.reka.models import (
     UploadResult,
     UrlItem,
 )
+from reka_ingest.reka.multipart import UploadBody
 
 __all__ = [
     "HashingReader",
@@ -114,9 +115,10 @@ def _check_key(api_key: str | SecretStr) -> SecretStr:
 
 
 class HashingReader:
-    """An open file as httpx reads it into a multipart part, hashing what it hands out.
+    """An open file as an upload's body reads it into its part, hashing what it hands out.
 
-    How httpx 0.28 uses a file part (`httpx/_multipart.py` FileField): the
+    The upload body (`reka_ingest.reka.multipart`) reads a part as httpx 0.28's
+    own encoder does (`httpx/_multipart.py` FileField), only in larger reads: the
     length from `fileno()` and fstat when the request is built (so the body
     keeps its Content-Length), `seek(0)` before the part is rendered (again if
     it is rendered again), then `read(64 KiB)` until b"". So the digest starts
@@ -249,8 +251,8 @@ class RekaClient:
     def upload(self, items: Sequence[UploadItem], *, timeout: TimeoutArg = None) -> UploadResult:
         """Upload `items` in ONE multipart request; results come back in input order.
 
-        Each file is streamed from disk in chunks (httpx reads the open file
-        objects through a `HashingReader`) and closed afterwards whatever
+        Each file is streamed from disk in large pieces (`reka_ingest.reka.multipart`,
+        each read through a `HashingReader`) and closed afterwards whatever
         happens; the result's `sent` says what each part carried. A file that
         cannot be opened raises OSError before anything is sent: the caller
         checked the files, so that is its bug or a race it must record.
@@ -259,15 +261,18 @@ class RekaClient:
             raise ApiUsageError("upload needs at least one item")
         metadata = _upload_metadata(items)
         with ExitStack() as stack:
-            files: builtins.list[tuple[str, tuple[str, BinaryIO, str]]] = []
             readers: builtins.list[HashingReader] = []
             for item in items:
-                reader = HashingReader(stack.enter_context(item.path.open("rb")))
-                readers.append(reader)
-                # httpx only reads, rewinds and measures a part (see HashingReader).
-                files.append(("images", (item.filename, cast(BinaryIO, reader), item.content_type)))
+                readers.append(HashingReader(stack.enter_context(item.path.open("rb"))))
+            body = UploadBody(
+                [("metadata", metadata)],
+                [
+                    ("images", item.filename, item.content_type, reader)
+                    for item, reader in zip(items, readers, strict=True)
+                ],
+            )
             result = self._upload_request(
-                len(items), data={"metadata": metadata}, files=files, timeout=timeout
+                len(items), content=body, headers=body.headers, timeout=timeout
             )
         return dataclasses.replace(result, sent=[reader.sent for reader in readers])
 
