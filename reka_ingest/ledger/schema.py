@@ -11,9 +11,11 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from reka_ingest.core.states import FileState
 from reka_ingest.ledger.columns import BoundedString, KeyText, SafeJSON, SafeText
 
 NAMING = {
@@ -33,6 +35,10 @@ MAX_MESSAGE_CHARS = 4000
 # The longest image id kept whole (Reka's are far shorter): an id is sent back to
 # poll, so it is stored as text rather than cut at a small VARCHAR's length.
 MAX_ID_CHARS = 512
+
+# The condition of the partial index of failed rows; a query that should use it
+# says it in these words (a bound parameter would not match the index's predicate).
+FAILED_ONLY = f"state = '{FileState.FAILED.value}'"
 
 
 class Base(DeclarativeBase):
@@ -67,6 +73,16 @@ class File(Base):
         Index("ix_files_state_seen_at", "state", "seen_at"),
         # The drop-to-indexed histogram (metrics): read from the index alone.
         Index("ix_files_state_indexed_at_seen_at", "state", "indexed_at", "seen_at"),
+        # Failed rows by path: the failures a file dropped again supersedes (intake),
+        # without reading every failed row. A hash index on PostgreSQL (a path may
+        # exceed a btree entry's size); partial, so only failed rows pay for it.
+        Index(
+            "ix_files_failed_path",
+            "path",
+            postgresql_using="hash",
+            postgresql_where=text(FAILED_ONLY),
+            sqlite_where=text(FAILED_ONLY),
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)

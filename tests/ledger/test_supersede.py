@@ -5,11 +5,13 @@ source root; a row whose failure is not settled yet (not in failed/) is left."""
 
 from __future__ import annotations
 
-from sqlalchemy import update
+from typing import Any
+
+from sqlalchemy import event, update
 
 from reka_ingest.core.states import FileState, Origin, Reason
 from reka_ingest.ledger import Ledger
-from reka_ingest.ledger.intake import NewFile, failed_file, record_files
+from reka_ingest.ledger.intake import NewFile, _failed_by_path, failed_file, record_files
 from reka_ingest.ledger.queries import list_files, summary
 from reka_ingest.ledger.retry import failed_files
 from reka_ingest.ledger.schema import File
@@ -95,3 +97,43 @@ def test_a_path_with_an_escape_names_no_one_file_and_supersedes_nothing(ledger: 
     rows = {f.id: f for f in list_files(ledger)}
     assert rows[first].state == rows[second].state == FileState.FAILED
     assert summary(ledger, now=NOW).files["failed"] == 2
+
+
+def test_the_failed_rows_of_a_path_are_found_through_their_index(ledger: Ledger) -> None:
+    """The lookup probes ix_files_failed_path per path instead of reading every failed
+    row (which grew with the ledger): the plan names the index on both ledgers."""
+    first = _fail(ledger, "x.jpg", "/w/x.jpg")
+    sqlite = ledger.is_sqlite
+    if not sqlite:  # PostgreSQL's planner by its statistics: thousands of failed rows
+        _copy_failed_row(ledger, first, 3000)
+    sent: list[tuple[str, Any]] = []
+
+    def capture(_c: Any, _cur: Any, statement: str, parameters: Any, *_: Any) -> None:
+        sent.append((statement, parameters))
+
+    with ledger.engine.connect() as conn:
+        event.listen(conn, "before_cursor_execute", capture)
+        found = conn.execute(
+            _failed_by_path(ledger.engine.dialect.name),
+            {"paths": ["x.jpg", "y.jpg"], "settled": "%.error.json"},
+        ).all()
+        event.remove(conn, "before_cursor_execute", capture)
+        statement, parameters = next(s for s in sent if s[0].lstrip().startswith("SELECT"))
+        explain = "EXPLAIN QUERY PLAN " if sqlite else "EXPLAIN "
+        plan = conn.exec_driver_sql(explain + statement, parameters).all()
+    assert "ix_files_failed_path" in " ".join(str(r) for r in plan), plan
+    assert [r.path for r in found] == ["x.jpg"]
+
+
+def _copy_failed_row(ledger: Ledger, file_id: int, copies: int) -> None:
+    """`copies` more failed rows like `file_id`, each of its own path; then ANALYZE."""
+    columns = [c.name for c in File.__table__.columns if c.name != "id"]
+    made = {"path": "'p' || g || '.jpg'", "work_path": "work_path || '.' || g"}
+    chosen = ", ".join(made.get(c, c) for c in columns)
+    with ledger.engine.begin() as conn:
+        conn.exec_driver_sql(
+            f"INSERT INTO files ({', '.join(columns)}) SELECT {chosen}"  # noqa: S608 - our names
+            f" FROM files, generate_series(1, {copies}) g WHERE id = {file_id}"
+        )
+    with ledger.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.exec_driver_sql("ANALYZE files")
