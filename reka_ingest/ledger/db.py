@@ -17,20 +17,19 @@ import time
 import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import InterfaceError, OperationalError, ProgrammingError
 from sqlalchemy.orm import Session, sessionmaker
 
 from reka_ingest.core.constants import MIGRATION_LOCK_KEY, SQLITE_BUSY_TIMEOUT_MS
 from reka_ingest.core.errors import SettingsError
 from reka_ingest.core.logs import get_logger
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 log = get_logger(__name__)
 
@@ -39,12 +38,18 @@ log = get_logger(__name__)
 START_RETRY_MAX_WAIT = 30.0
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+# The newest migration's revision (tests hold it to the migrations folder's head):
+# a ledger already there is opened without importing alembic at all, which every
+# command, watcher and worker would otherwise pay for at start.
+HEAD_REVISION = "0006_failed_path"
 # Values in one `IN (...)` list: well under every backend's parameter limit.
 IN_CHUNK = 500
 _IMMEDIATE = "reka_ingest_immediate"
 
 
 def _alembic_config(url: str) -> Config:
+    from alembic.config import Config  # noqa: PLC0415 - only when migrating (see HEAD_REVISION)
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
@@ -140,18 +145,38 @@ class Ledger:
     # --- migrations --------------------------------------------------------
 
     def current_revision(self) -> str | None:
+        """The revision the ledger is at (None: never migrated), as alembic reads it."""
+        from alembic.runtime.migration import MigrationContext  # noqa: PLC0415 - see HEAD_REVISION
+
         with self.engine.connect() as conn:
             rev: str | None = MigrationContext.configure(conn).get_current_revision()
             conn.rollback()
             return rev
 
-    def head_revision(self) -> str | None:
-        return ScriptDirectory.from_config(_alembic_config(self.url)).get_current_head()
+    def _at_head(self) -> bool:
+        """Whether the ledger is at HEAD_REVISION, read without alembic; False when
+        it cannot tell (no version table yet), so alembic decides."""
+        try:
+            with self.engine.connect() as conn:
+                rows = conn.execute(text("SELECT version_num FROM alembic_version")).all()
+                conn.rollback()
+        except (OperationalError, ProgrammingError):  # no table yet: a new ledger
+            return False
+        return [r[0] for r in rows] == [HEAD_REVISION]
+
+    @staticmethod
+    def head_revision() -> str | None:
+        from alembic.script import ScriptDirectory  # noqa: PLC0415 - see HEAD_REVISION
+
+        head: str | None = ScriptDirectory.from_config(_alembic_config("")).get_current_head()
+        return head
 
     def migrate(self) -> None:
         """Bring the schema to the newest revision; safe when many processes start at once."""
-        if self.current_revision() == self.head_revision():
+        if self._at_head():
             return
+        from alembic import command  # noqa: PLC0415 - see HEAD_REVISION
+
         with self._migration_lock():
             if self.current_revision() != self.head_revision():
                 with self.engine.begin() as conn:
