@@ -956,6 +956,7 @@ def test_a_watcher_killed_mid_drop_restarts_and_every_file_ends_with_a_row(
 UNREADABLE_CHILD = """
 import json, os, sys, time
 import sqlite3, scheduler.inotify, sqlalchemy.dialects.sqlite.pysqlite  # before the uid drop
+import alembic.command, alembic.config, alembic.script, alembic.runtime.migration  # a new ledger
 from scheduler.watcher import Watcher
 from reka_ingest.ledger import open_ledger
 from reka_ingest.ledger.queries import list_files
