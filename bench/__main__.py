@@ -203,7 +203,9 @@ def _pipeline_targets(
     }
     p50 = (pipe.get("trickle") or {}).get("drop_to_uploaded", {}).get("p50")
     if p50 is not None:
-        limit = cfg["batch_max_wait"] + 1.0
+        # A lone file waits INGEST_SIDECAR_WAIT for a sidecar that may follow it, then at
+        # most the batch wait for company, then its request: a second for that.
+        limit = cfg.get("sidecar_wait", 0.0) + cfg["batch_max_wait"] + 1.0
         t[f"trickle drop->uploaded p50 s{suffix}"] = {
             "value": p50,
             "target": f"<= {limit:g}",
@@ -306,6 +308,7 @@ def main() -> int:
         "mean_kb": sum(p.stat().st_size for p in main_files) / len(main_files) / 1024,
         "batch_max_files": defaults.batch_max_files,
         "batch_max_wait": defaults.batch_max_wait,
+        "sidecar_wait": defaults.sidecar_wait,
         "concurrency": defaults.worker_concurrency,
         "cpus": os.cpu_count(),
         "python": sys.version.split()[0],
