@@ -74,10 +74,6 @@ class Recorder:
         self.url_batcher = url_batcher or batcher
         self.clock = clock
         self.group_size = group_size
-        # A run of files starts with a group of one batch, doubling to group_size while
-        # groups keep filling: the first request can leave before the 500th file is in.
-        self._first_group = max(1, min(group_size, settings.batch_max_files))
-        self._limit = self._first_group
         self.totals = RecordCounts()
         self._group: list[NewFile] = []
 
@@ -87,23 +83,14 @@ class Recorder:
     def add(self, new: NewFile) -> RecordCounts | None:
         """Queue one file for recording; records the group when it is full."""
         self._group.append(new)
-        if len(self._group) < self._limit:
-            return None
-        counts = self._record_group()
-        self._limit = min(self._limit * 2, self.group_size)
-        return counts
+        return self.flush() if len(self._group) >= self.group_size else None
 
     def flush(self) -> RecordCounts:
-        """Record every file waiting, route the outcomes, return what happened; the
-        next run of files starts with a small group again.
+        """Record every file waiting, route the outcomes, return what happened.
 
         Raises `LedgerUnavailable` only when the ledger does not answer; what was
         recorded before that is routed, the rest waits for the next flush.
         """
-        self._limit = self._first_group
-        return self._record_group()
-
-    def _record_group(self) -> RecordCounts:
         group, self._group = self._group, []
         counts = RecordCounts()
         if not group:
