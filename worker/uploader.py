@@ -22,7 +22,11 @@ Outcomes by error:
 Running it twice for one batch is safe: the claim lets one run in, and a run
 after a worker died flags the files whose request may have gone out; a batch
 whose lease ran out again after its last attempt (INGEST_UPLOAD_MAX_RETRIES)
-fails at that claim instead of being sent once more.
+fails at that claim instead of being sent once more. Each write of a run names
+its claim (`ops.Hold`): a run whose lease ran out before its request (a long
+wait for a slot) and whose batch was claimed again meanwhile stops at its next
+write (`LeaseLost`), sending and writing nothing; the lease is renewed when the
+request starts, so it covers the request, not the wait.
 
 An answer the server accepted is never lost to our own database
 (`worker.parked`): its recording is retried through a ledger outage
@@ -61,6 +65,7 @@ from reka_ingest.core.errors import (
     ApiTransportError,
     ApiValidationError,
     FileRejected,
+    LeaseLost,
     PermanentError,
     RetryableError,
 )
@@ -110,48 +115,52 @@ class BatchReport:
 
 def upload_batch(rt: Runtime, batch_id: int) -> BatchReport:
     report = BatchReport(batch_id)
+    try:
+        _run(rt, report)
+    except LeaseLost as lost:
+        # Another run claimed the batch after this one's lease ran out: it sends it.
+        log.warning("batch_lease_lost", batch_id=batch_id, claim=lost.claim)
+        report.outcome = BatchOutcome.SKIPPED
+        report.error = str(lost)
+    return report
+
+
+def _run(rt: Runtime, report: BatchReport) -> None:
+    """One run of `upload_batch`, filling `report`; raises `LeaseLost` (see the
+    module's docstring)."""
+    batch_id = report.batch_id
     if _parked_outcome_applied(rt, report):
-        return report  # its answer was parked: recorded now (or still waiting), never resent
+        return  # its answer was parked: recorded now (or still waiting), never resent
     settings = rt.settings.ingest
-    claimed_at = rt.clock()
     claimed = ops.claim_batch(
         rt.ledger,
         batch_id,
-        now=claimed_at,
+        now=rt.clock(),
         lease=settings.batch_lease,
         max_attempts=settings.upload_max_retries + 1,
     )
     if claimed is None:
-        return report
+        return
     if claimed.outcome_unknown:
         log.warning("batch_outcome_unknown", batch_id=batch_id, attempt=claimed.attempt)
     if claimed.given_up:
         _gave_up(rt, report, claimed)
-        return report
+        return
     report.files = len(claimed.files)
     report.bytes = sum(f.size for f in claimed.files)
     if any(f.is_url for f in claimed.files):  # an image URL list's rows: no bytes here
-        _upload_url_batch(rt, report, claimed, lease_until=claimed_at + settings.batch_lease)
+        _upload_url_batch(rt, report, claimed)
         _finish(rt, report, claimed)
-        return report
+        return
     with _conversions(rt) as conversions:  # the JPEGs made for this run, removed at its end
-        files, items = _prepare(rt, claimed.files, report, conversions)
-        if files and not _take_budget(rt, report):
-            return report  # deferred in the ledger until the shared budget has room
+        files, items = _prepare(rt, claimed, report, conversions)
+        if files and not _take_budget(rt, report, claimed.hold):
+            return  # deferred in the ledger until the shared budget has room
         if files:
-            _send(
-                rt,
-                report,
-                claimed.attempt,
-                files,
-                items,
-                conversions=conversions,
-                lease_until=claimed_at + settings.batch_lease,
-            )
+            _send(rt, report, claimed, files, items, conversions=conversions)
         else:
             report.outcome = BatchOutcome.FAILED if claimed.files else BatchOutcome.DONE
     _finish(rt, report, claimed)
-    return report
 
 
 def _finish(rt: Runtime, report: BatchReport, claimed: ops.ClaimedBatch) -> None:
@@ -166,6 +175,7 @@ def _finish(rt: Runtime, report: BatchReport, claimed: ops.ClaimedBatch) -> None
             now=rt.clock(),
             request_id=report.request_id,
             final_paths=report.final_paths,
+            hold=claimed.hold,
         )
     remove_empty_claim_folders(rt.settings.ingest, (f.work_path for f in claimed.files))
 
@@ -227,13 +237,14 @@ def _conversions(rt: Runtime) -> Conversions:
 
 
 def _prepare(
-    rt: Runtime, claimed: list[ops.BatchFile], report: BatchReport, conversions: Conversions
+    rt: Runtime, claimed: ops.ClaimedBatch, report: BatchReport, conversions: Conversions
 ) -> tuple[list[ops.BatchFile], list[UploadItem]]:
     """Check each file (converting HEIF/AVIF) and build its upload item; a file that
     fails here fails alone."""
     files: list[ops.BatchFile] = []
     items: list[UploadItem] = []
-    for f in claimed:
+    hold = claimed.hold
+    for f in claimed.files:
         try:
             path, filename = Path(f.work_path), os.path.basename(f.path)
             content_type = check_image(
@@ -251,17 +262,18 @@ def _prepare(
                 index=f.index_flag,
             )
         except FileRejected as rejected:
-            _fail(rt, [f], Reason(rejected.reason), rejected.message)
+            _fail(rt, hold, [f], Reason(rejected.reason), rejected.message)
             report.failed += 1
             continue
         except ValidationError as err:
             message = f"metadata cannot be sent: {err.errors()[0]['msg']}"
-            _fail(rt, [f], Reason.BAD_SIDECAR, message)
+            _fail(rt, hold, [f], Reason.BAD_SIDECAR, message)
             report.failed += 1
             continue
         except Exception as err:  # an unforeseen error is this file's, not the batch's
             log.exception("upload.file_isolated", file_id=f.id, path=f.path)
-            _fail(rt, [f], Reason.INTAKE_FAILED, f"cannot be checked: {type(err).__name__}: {err}")
+            message = f"cannot be checked: {type(err).__name__}: {err}"
+            _fail(rt, hold, [f], Reason.INTAKE_FAILED, message)
             report.failed += 1
             continue
         files.append(f)
@@ -269,52 +281,52 @@ def _prepare(
     return files, items
 
 
-def _upload_url_batch(
-    rt: Runtime, report: BatchReport, claimed: ops.ClaimedBatch, *, lease_until: float
-) -> None:
+def _upload_url_batch(rt: Runtime, report: BatchReport, claimed: ops.ClaimedBatch) -> None:
     """A batch of URL rows (an image URL list's lines): no file to check, hash or move;
     one `upload_urls` request, and everything else as for files (budget, split on a
     413 or 400 until the bad URL is alone, retries, parked outcomes, polling)."""
     if not all(f.is_url for f in claimed.files):  # mixed (retry, an older version): apart
-        report.enqueue = ops.split_by_kind(rt.ledger, report.batch_id, now=rt.clock())
+        report.enqueue = ops.split_by_kind(
+            rt.ledger, report.batch_id, now=rt.clock(), hold=claimed.hold
+        )
         report.outcome = BatchOutcome.SPLIT
         return
-    files, items = _url_items(rt, claimed.files, report)
+    files, items = _url_items(rt, claimed, report)
     if not files:
         report.outcome = BatchOutcome.FAILED
         return
-    if not _take_budget(rt, report):
+    if not _take_budget(rt, report, claimed.hold):
         return  # deferred in the ledger until the shared budget has room
     with _conversions(rt) as conversions:  # none for URLs; `_send` takes the (empty) set
         _send(
             rt,
             report,
-            claimed.attempt,
+            claimed,
             files,
             items,  # type: ignore[arg-type]  # `_upload` sends URL items with `upload_urls`
             conversions=conversions,
-            lease_until=lease_until,
         )
 
 
 def _url_items(
-    rt: Runtime, claimed: list[ops.BatchFile], report: BatchReport
+    rt: Runtime, claimed: ops.ClaimedBatch, report: BatchReport
 ) -> tuple[list[ops.BatchFile], list[UrlItem]]:
     """Each URL row's item: its URL (the normal form of the text it was written as)
     and metadata; a row that cannot make one fails alone."""
     files: list[ops.BatchFile] = []
     items: list[UrlItem] = []
-    for f in claimed:
+    hold = claimed.hold
+    for f in claimed.files:
         try:
             item = UrlItem(
                 url=normalise_url(f.path), metadata=dict(f.sidecar or {}), index=f.index_flag
             )
         except ValidationError as err:
-            _fail(rt, [f], Reason.BAD_URL, f"cannot be sent: {err.errors()[0]['msg']}")
+            _fail(rt, hold, [f], Reason.BAD_URL, f"cannot be sent: {err.errors()[0]['msg']}")
             report.failed += 1
             continue
         except ValueError as err:
-            _fail(rt, [f], Reason.BAD_URL, f"not a usable URL: {err}")
+            _fail(rt, hold, [f], Reason.BAD_URL, f"not a usable URL: {err}")
             report.failed += 1
             continue
         files.append(f)
@@ -325,54 +337,56 @@ def _url_items(
 def _send(
     rt: Runtime,
     report: BatchReport,
-    attempt: int,
+    claimed: ops.ClaimedBatch,
     files: list[ops.BatchFile],
     items: list[UploadItem],
     *,
     conversions: Conversions,
-    lease_until: float,
 ) -> None:
     """One request for the batch, and what each kind of answer means for its files."""
+    attempt, hold = claimed.attempt, claimed.hold
+    lease = _Lease()
     try:
-        result = _upload(rt, items, [f.id for f in files])
+        result = _upload(rt, items, [f.id for f in files], hold, lease)
     except ApiRateLimited as err:
         report.request_id = err.request_id
         until = rt.clock() + (pause_for(err.rate_limit, rate_limited=True) or 0.0)
-        _defer(rt, report, until, str(err))
+        _defer(rt, report, hold, until, str(err))
         return
     except RetryableError as err:
-        _retry_later(rt, report, attempt, err, files)
+        _retry_later(rt, report, claimed, err, files)
         return
     except OSError as err:
         # A file vanished or became unreadable after its check, before any byte was
         # sent: try again soon; the next run's checks fail that file alone.
-        _retry_later(rt, report, attempt, FileChanged(str(err)), files)
+        _retry_later(rt, report, claimed, FileChanged(str(err)), files)
         return
     except (ApiPayloadTooLarge, ApiValidationError) as err:
         report.error = str(err)
         if len(files) > 1:
             report.enqueue = ops.split_batch(
-                rt.ledger, report.batch_id, now=rt.clock(), error=str(err)
+                rt.ledger, report.batch_id, now=rt.clock(), error=str(err), hold=hold
             )
             report.outcome = BatchOutcome.SPLIT
             return
         reason = Reason.TOO_LARGE if isinstance(err, ApiPayloadTooLarge) else Reason.API_REJECTED
         if files[0].is_url and reason is Reason.API_REJECTED:
             reason = Reason.BAD_URL  # the API could not fetch (or take) this URL
-        _fail(rt, files, reason, _api_message(err, "the API rejected the image"))
+        _fail(rt, hold, files, reason, _api_message(err, "the API rejected the image"))
     except ApiAuthError as err:
         report.error = str(err)
-        _fail(rt, files, Reason.AUTH_FAILED, _api_message(err, "the API key was refused (401)"))
+        message = _api_message(err, "the API key was refused (401)")
+        _fail(rt, hold, files, Reason.AUTH_FAILED, message)
     except PermanentError as err:
         report.error = str(err)
-        _fail(rt, files, Reason.UPLOAD_FAILED, _api_message(err, "the upload failed"))
+        _fail(rt, hold, files, Reason.UPLOAD_FAILED, _api_message(err, "the upload failed"))
     else:
         report.request_id = result.request_id
         report.uploaded = len(files)
         report.settled = True
         outcome = _outcome(rt, report.batch_id, attempt, files, result, conversions=conversions)
         try:
-            report.enqueue = parked.record(rt, outcome, lease_until=lease_until)
+            report.enqueue = parked.record(rt, outcome, lease_until=lease.until)
         except parked.LedgerRefused as refused:
             report.error = f"the ledger did not take the outcome: {refused.error}"
             if refused.gave_up:
@@ -387,26 +401,41 @@ def _send(
     report.outcome = BatchOutcome.FAILED
 
 
-def _take_budget(rt: Runtime, report: BatchReport) -> bool:
+def _take_budget(rt: Runtime, report: BatchReport, hold: ops.Hold) -> bool:
     """One slot of the shared budget, or the batch deferred until there is one."""
     answer = rt.budget.try_acquire()
     if isinstance(answer, Wait):
-        _defer(rt, report, answer.until, f"waiting for the API budget ({answer.why})")
+        _defer(rt, report, hold, answer.until, f"waiting for the API budget ({answer.why})")
         return False
     return True
 
 
+@dataclass(slots=True)
+class _Lease:
+    """Until when the run's claim holds its batch: renewed as its request starts."""
+
+    until: float = 0.0
+
+
 def _upload(
-    rt: Runtime, items: list[UploadItem] | list[UrlItem], file_ids: list[int]
+    rt: Runtime,
+    items: list[UploadItem] | list[UrlItem],
+    file_ids: list[int],
+    hold: ops.Hold,
+    lease: _Lease,
 ) -> UploadResult:
     """The request, its rate-limit headers fed back to the shared budget (answer or error).
 
     The files become `uploading` once this process holds a request slot, just before
-    the request: a batch waiting for a slot is not in flight, and a worker killed
-    while it waits leaves no file flagged as possibly sent."""
+    the request, and only while its claim still holds the batch (`LeaseLost`): a
+    batch waiting for a slot is not in flight, a worker killed while it waits leaves
+    no file flagged as possibly sent, and a run whose batch was claimed again while
+    it waited sends nothing. The lease is renewed there, to cover the request."""
     try:
         with rt.slots.hold():  # INGEST_WORKER_CONCURRENCY requests in flight per worker
-            ops.mark_uploading(rt.ledger, file_ids, now=rt.clock())
+            now = rt.clock()
+            lease.until = now + rt.settings.ingest.batch_lease
+            ops.mark_uploading(rt.ledger, file_ids, now=now, hold=hold, lease_until=lease.until)
             if items and isinstance(items[0], UrlItem):
                 result = rt.client.upload_urls(items)
             else:
@@ -419,7 +448,7 @@ def _upload(
     return result
 
 
-def _defer(rt: Runtime, report: BatchReport, until: float, error: str) -> None:
+def _defer(rt: Runtime, report: BatchReport, hold: ops.Hold, until: float, error: str) -> None:
     """Wait in the ledger until `until`, giving the attempt back (quota, not a fault)."""
     report.error = error
     report.retry_at = until
@@ -430,6 +459,7 @@ def _defer(rt: Runtime, report: BatchReport, until: float, error: str) -> None:
         error=error,
         next_attempt_at=until,
         refund_attempt=True,
+        hold=hold,
     )
     report.outcome = BatchOutcome.DEFERRED
 
@@ -437,10 +467,11 @@ def _defer(rt: Runtime, report: BatchReport, until: float, error: str) -> None:
 def _retry_later(
     rt: Runtime,
     report: BatchReport,
-    attempt: int,
+    claimed: ops.ClaimedBatch,
     err: RetryableError,
     files: list[ops.BatchFile],
 ) -> None:
+    attempt, hold = claimed.attempt, claimed.hold
     settings = rt.settings.ingest
     policy = RetryPolicy(
         max_attempts=settings.upload_max_retries + 1,
@@ -459,6 +490,7 @@ def _retry_later(
     if policy.exhausted(attempt):
         _fail(
             rt,
+            hold,
             files,
             Reason.UPLOAD_FAILED,
             f"gave up after {attempt} attempts; last error: {err}",
@@ -471,7 +503,12 @@ def _retry_later(
         wait = max(wait, err.retry_after)
     report.retry_at = rt.clock() + wait
     ops.release_batch(
-        rt.ledger, report.batch_id, now=rt.clock(), error=str(err), next_attempt_at=report.retry_at
+        rt.ledger,
+        report.batch_id,
+        now=rt.clock(),
+        error=str(err),
+        next_attempt_at=report.retry_at,
+        hold=hold,
     )
     report.outcome = BatchOutcome.DEFERRED
 
@@ -555,8 +592,11 @@ def _rehashed(
     return changed
 
 
-def _fail(rt: Runtime, files: list[ops.BatchFile], reason: Reason, message: str) -> None:
-    ops.fail_files(rt.ledger, [f.id for f in files], reason, message, now=rt.clock())
+def _fail(
+    rt: Runtime, hold: ops.Hold, files: list[ops.BatchFile], reason: Reason, message: str
+) -> None:
+    """Fail `files` (while the run's claim holds their batch) and move their bytes."""
+    ops.fail_files(rt.ledger, [f.id for f in files], reason, message, now=rt.clock(), hold=hold)
     for f in files:
         _move_failed(rt, f, reason, message)
 

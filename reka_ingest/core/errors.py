@@ -17,6 +17,7 @@
         |   +-- ApiNotFound             404
         +-- ApiProtocolError            an answer we cannot read (bad JSON, wrong shape)
         +-- ApiUsageError               the client was called wrongly (bad URL, bad argument)
+    +-- LeaseLost                       a run no longer holds its batch: it stops, writing nothing
 
 Every Api* error carries the response's `X-Request-ID` (None when there was no
 response). Foreign exceptions (httpx, json) are translated once, where they
@@ -49,6 +50,20 @@ class PermanentError(IngestError):
 
 class LedgerUnavailable(RetryableError):
     """The ledger database does not answer: work waits and is tried again."""
+
+
+class LeaseLost(IngestError):
+    """An upload run no longer holds its batch: its lease ran out and another run
+    claimed the batch since. Neither passing nor permanent for the batch (the
+    other run sends it): this run stops where it is, having written nothing."""
+
+    def __init__(self, batch_id: int, claim: int) -> None:
+        super().__init__(f"batch {batch_id}: claim {claim} no longer holds it (its lease ran out)")
+        self.batch_id = batch_id
+        self.claim = claim
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.batch_id, self.claim))
 
 
 class SettingsError(PermanentError):

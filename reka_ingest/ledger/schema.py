@@ -53,6 +53,9 @@ class Batch(Base):
     file_count: Mapped[int] = mapped_column(Integer, default=0)
     total_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # The number of the claim that holds (or last held) the batch: each claim takes
+    # the next, and a run's writes name it (a run whose lease ran out stops).
+    claim_seq: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     parent_id: Mapped[int | None] = mapped_column(ForeignKey("batches.id"), default=None)
     created_at: Mapped[float] = mapped_column(Float)
     queued_at: Mapped[float | None] = mapped_column(Float, default=None)

@@ -5,6 +5,14 @@ again, and splitting one after a 413.
 Every function here is one short write transaction and safe to call twice:
 a claim checks the batch's state and lease in the same statement that takes it,
 and a batch that used its attempts is failed by its next claim, never sent again.
+
+A claim is numbered (`Hold`), and what a run writes while it holds the batch
+(marking its files `uploading`, releasing, splitting, failing, finishing it)
+names that number, checked in the same transaction: a run whose lease ran out
+(waiting for a request slot, say) and whose batch another run has claimed since
+gets `LeaseLost` and writes nothing, so two runs never send one batch unknowingly,
+nor does a late run undo what the other recorded. Recording an answer the server
+accepted (`record_uploaded`) names no claim: those images are stored whoever sent them.
 """
 
 from __future__ import annotations
@@ -14,9 +22,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Dialect, Float, Integer, Row, Table, select, update
+from sqlalchemy import CursorResult, Dialect, Float, Integer, Row, Table, select, update
 from sqlalchemy.orm import Session
 
+from reka_ingest.core.errors import LeaseLost
 from reka_ingest.core.states import (
     BATCH_TERMINAL,
     NOT_ORIGINALS,
@@ -81,6 +90,14 @@ class BatchFile:
 
 
 @dataclass(frozen=True, slots=True)
+class Hold:
+    """One claim of a batch: what a run's writes name (see the module's docstring)."""
+
+    batch_id: int
+    claim: int  # `batches.claim_seq` as this claim set it
+
+
+@dataclass(frozen=True, slots=True)
 class ClaimedBatch:
     batch_id: int
     attempt: int
@@ -93,6 +110,11 @@ class ClaimedBatch:
     # moving to failed/ (with `message`, the reason file's text).
     given_up: tuple[BatchFile, ...] = ()
     message: str | None = None
+    claim: int = 0  # `batches.claim_seq` as this claim set it
+
+    @property
+    def hold(self) -> Hold:
+        return Hold(self.batch_id, self.claim)
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +179,7 @@ def claim_batch(
         if batch.state == BatchState.DEFERRED and (batch.next_attempt_at or 0.0) > now:
             return None
         outcome_unknown = batch.state == BatchState.UPLOADING
+        batch.claim_seq += 1  # from here, the previous holder's writes are refused
         if outcome_unknown:
             s.execute(
                 update(File)
@@ -175,7 +198,7 @@ def claim_batch(
             batch.state = BatchState.DONE
             batch.finished_at = now
             batch.lease_until = None
-        return ClaimedBatch(batch.id, batch.attempts, files, outcome_unknown)
+        return ClaimedBatch(batch.id, batch.attempts, files, outcome_unknown, claim=batch.claim_seq)
 
 
 def _unfinished_files(s: Session, batch_id: int) -> list[BatchFile]:
@@ -218,7 +241,9 @@ def _give_up(s: Session, batch: Batch, now: float) -> ClaimedBatch:
     batch.finished_at = now
     batch.lease_until = None
     batch.last_error = message
-    return ClaimedBatch(batch.id, batch.attempts, [], True, given_up=files, message=message)
+    return ClaimedBatch(
+        batch.id, batch.attempts, [], True, given_up=files, message=message, claim=batch.claim_seq
+    )
 
 
 def count_attempt(ledger: Ledger, batch_id: int, *, now: float, error: str) -> int:
@@ -234,9 +259,40 @@ def count_attempt(ledger: Ledger, batch_id: int, *, now: float, error: str) -> i
     return int(attempts or 0)
 
 
-def mark_uploading(ledger: Ledger, file_ids: Sequence[int], *, now: float) -> None:
-    """Just before the request: from here on, its outcome may be unknown."""
-    with ledger.write() as s:  # a Core statement: no ORM session to synchronise
+def check_hold(s: Session, hold: Hold | None, *, lease_until: float | None = None) -> None:
+    """Raise `LeaseLost` (the transaction then rolls back) unless `hold`'s claim still
+    holds its batch; `lease_until`: the lease renewed to then in the same statement.
+    None: a write no run's claim is behind (a recorded answer, a tool)."""
+    if hold is None:
+        return
+    where = (
+        _BATCHES.c.id == hold.batch_id,
+        _BATCHES.c.state == BatchState.UPLOADING,
+        _BATCHES.c.claim_seq == hold.claim,
+    )
+    values: dict[str, Any] = (
+        {"lease_until": lease_until}
+        if lease_until is not None
+        else {"claim_seq": _BATCHES.c.claim_seq}  # a write that changes nothing: locks the row
+    )
+    result = cast(CursorResult[Any], s.execute(update(_BATCHES).where(*where).values(**values)))
+    if result.rowcount != 1:
+        raise LeaseLost(hold.batch_id, hold.claim)
+
+
+def mark_uploading(
+    ledger: Ledger,
+    file_ids: Sequence[int],
+    *,
+    now: float,
+    hold: Hold | None,
+    lease_until: float | None = None,
+) -> None:
+    """Just before the request: from here on, its outcome may be unknown. The claim
+    must still hold the batch (`LeaseLost`), and its lease is renewed to
+    `lease_until`: it covers the request, not the wait for a slot before it."""
+    with ledger.write() as s:  # Core statements: no ORM session to synchronise
+        check_hold(s, hold, lease_until=lease_until)
         s.execute(
             update(_FILES)
             .where(_FILES.c.id.in_(list(file_ids)))
@@ -415,13 +471,21 @@ def _reassign_copies(s: Session, file_id: int, old: str, now: float) -> list[Req
 
 
 def fail_files(
-    ledger: Ledger, file_ids: Sequence[int], reason: Reason, message: str, *, now: float
+    ledger: Ledger,
+    file_ids: Sequence[int],
+    reason: Reason,
+    message: str,
+    *,
+    now: float,
+    hold: Hold | None = None,
 ) -> None:
-    """Give files their final `failed` outcome; their duplicates share it (same bytes)."""
+    """Give files their final `failed` outcome; their duplicates share it (same bytes).
+    `hold`: the claim of the run failing them, which must still hold their batch."""
     ids = list(file_ids)
     if not ids:
         return
     with ledger.write() as s:
+        check_hold(s, hold)
         _fail_rows(s, ids, reason, message, now)
 
 
@@ -461,6 +525,7 @@ def release_batch(
     error: str,
     next_attempt_at: float | None = None,
     refund_attempt: bool = False,
+    hold: Hold | None,
 ) -> None:
     """Give a batch back after a passing failure: its files wait again, nothing is lost.
 
@@ -470,6 +535,7 @@ def release_batch(
     """
     attempts = Batch.attempts - 1 if refund_attempt else Batch.attempts
     with ledger.write() as s:
+        check_hold(s, hold)
         s.execute(
             update(File)
             .where(File.batch_id == batch_id, File.state == FileState.UPLOADING)
@@ -495,9 +561,13 @@ def finish_batch(
     now: float,
     request_id: str | None,
     final_paths: Sequence[tuple[int, str]] = (),
+    hold: Hold | None = None,
 ) -> None:
-    """The batch is done; `final_paths` (file id, where its bytes went) in the same write."""
+    """The batch is done; `final_paths` (file id, where its bytes went) in the same write.
+    `hold`: the claim of the run finishing it without an accepted answer, which must
+    still hold it (an accepted answer's recording finishes it whoever holds it)."""
     with ledger.write() as s:
+        check_hold(s, hold)
         _write_final_paths(s, final_paths, now)
         s.execute(
             update(_BATCHES)
@@ -506,19 +576,23 @@ def finish_batch(
         )
 
 
-def split_batch(ledger: Ledger, batch_id: int, *, now: float, error: str) -> list[int]:
+def split_batch(
+    ledger: Ledger, batch_id: int, *, now: float, error: str, hold: Hold | None
+) -> list[int]:
     """Replace a batch by two halves (after a 413); returns the new batch ids."""
     with ledger.write() as s:
+        check_hold(s, hold)
         rows = _unsent_rows(s, batch_id)
         half = (len(rows) + 1) // 2
         return _replace_batch(s, batch_id, [rows[:half], rows[half:]], now=now, error=error)
 
 
-def split_by_kind(ledger: Ledger, batch_id: int, *, now: float) -> list[int]:
+def split_by_kind(ledger: Ledger, batch_id: int, *, now: float, hold: Hold | None) -> list[int]:
     """Replace a batch holding both file rows and URL rows by one batch of each (a
     request is one kind; `retry` or an older version may have mixed them); returns
     the new batch ids."""
     with ledger.write() as s:
+        check_hold(s, hold)
         rows = _unsent_rows(s, batch_id)
         parts = [[r for r in rows if (r.origin == Origin.URL) == urls] for urls in (False, True)]
         return _replace_batch(

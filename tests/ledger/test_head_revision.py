@@ -9,7 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from reka_ingest.ledger.db import HEAD_REVISION, Ledger, open_ledger
+from alembic import command
+
+from reka_ingest.ledger.db import HEAD_REVISION, Ledger, _alembic_config, open_ledger
 
 
 def test_the_head_revision_in_the_code_is_the_migrations_head() -> None:
@@ -34,15 +36,18 @@ def test_a_ledger_at_head_opens_without_importing_alembic(tmp_path: Path) -> Non
 def test_a_ledger_behind_head_is_still_migrated(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
     ledger = open_ledger(url)
-    with ledger.engine.begin() as conn:  # as if made by the previous release
-        conn.exec_driver_sql("UPDATE alembic_version SET version_num = '0005_file_counts'")
-        conn.exec_driver_sql("DROP INDEX ix_files_failed_path")
+    with ledger.engine.begin() as conn:  # as if made by an older release
+        cfg = _alembic_config(url)
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0005_file_counts")
     ledger.dispose()
     ledger = open_ledger(url)
     try:
         assert ledger.current_revision() == HEAD_REVISION
         with ledger.engine.connect() as conn:
             names = {r[0] for r in conn.exec_driver_sql("SELECT name FROM sqlite_master")}
+            batch_columns = {r[1] for r in conn.exec_driver_sql("PRAGMA table_info(batches)")}
         assert "ix_files_failed_path" in names
+        assert "claim_seq" in batch_columns
     finally:
         ledger.dispose()

@@ -117,7 +117,9 @@ def test_nul_and_lone_surrogates_in_every_kind_of_text(ledger: Ledger) -> None:
     by_path = {r.work_path: r.file_id for r in recs}
     cafe, nul = by_path["/work/caf\udce9.jpg"], by_path["/work/nul\x00name.jpg"]
     batch_id = create_batch(ledger, [cafe, nul], now=NOW)
-    release_batch(ledger, batch_id, now=NOW, error="connection reset \x00 by \udcff peer")
+    release_batch(
+        ledger, batch_id, now=NOW, error="connection reset \x00 by \udcff peer", hold=None
+    )
     assert _batch(ledger, batch_id).last_error == "connection reset \\0 by %FF peer"
     record_uploaded(
         ledger,

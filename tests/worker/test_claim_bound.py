@@ -32,7 +32,7 @@ def die_mid_request(rt: Runtime, batch_id: int, clock: Clock) -> None:
     """A run that claims the batch, marks its files uploading and dies; its lease runs out."""
     claimed = claim_batch(rt.ledger, batch_id, now=clock(), lease=rt.settings.ingest.batch_lease)
     assert claimed is not None and claimed.files
-    mark_uploading(rt.ledger, [f.id for f in claimed.files], now=clock())
+    mark_uploading(rt.ledger, [f.id for f in claimed.files], now=clock(), hold=claimed.hold)
     clock.advance(rt.settings.ingest.batch_lease + 1)
 
 

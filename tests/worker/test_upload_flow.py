@@ -163,7 +163,7 @@ def test_a_lease_that_ran_out_flags_possible_duplicates(rt: Runtime) -> None:
     first = claim_batch(rt.ledger, batch, now=rt.clock(), lease=60)
     assert first is not None
 
-    mark_uploading(rt.ledger, [first.files[0].id], now=rt.clock())
+    mark_uploading(rt.ledger, [first.files[0].id], now=rt.clock(), hold=first.hold)
     # A second delivery while the lease holds is turned away...
     assert claim_batch(rt.ledger, batch, now=rt.clock() + 30, lease=60) is None
     # ...and after it ran out (the worker died mid-request) the retry is flagged.
