@@ -38,8 +38,9 @@ check at 100,000 alone about 3):
   BENCH_TIMEOUT=600       seconds any one scenario may take before it fails
   BENCH_KEEP=1            keep the run folders (logs, ledgers) in bench/.cache/runs
   BENCH_PROFILE=DIR       py-spy (the profile extra) on the pipeline's watcher, worker
-                          (and its children) and beat during the drop: DIR/LABEL.txt,
-                          collapsed stacks; the run's timings then mean nothing
+                          (and its children) and beat during the drop, and on the burst's
+                          watcher (burst-watcher): DIR/LABEL.txt, collapsed stacks; the
+                          run's timings then mean nothing
 """
 
 from __future__ import annotations

@@ -264,6 +264,7 @@ def run_burst(standin: StandIn, n: int, *, root: Path, timeout: float) -> dict[s
     files = small_jpegs(staging, n)
     service.start(watcher_only=True)
     sampler = Sampler(dict(service.pids)).start()
+    profiler = Profiler.from_env({"burst-watcher": service.pids["watcher"]})
     try:
         sampler.mark()
         t0 = time.time()
@@ -278,6 +279,8 @@ def run_burst(standin: StandIn, n: int, *, root: Path, timeout: float) -> dict[s
         sampler.sample()
         cpu = sampler.cpu_window()
     finally:
+        if profiler is not None:
+            profiler.stop()
         sampler.stop()
         service.stop()
         service.remove()
