@@ -7,6 +7,15 @@ Closing a batch creates it in the ledger, then enqueues its id. A failed
 enqueue (the broker is down) is logged and survived: the batch is already
 `queued` in the ledger, and the beat sweep sends it again later.
 
+A failed create loses nothing: the batches it was creating stay sealed, their
+files held, and the next `poll` (or `add`, `add_many`, `flush`) creates them,
+in the order they closed. The ledger's `create_batches` takes only rows that
+are still unbatched, and gives back the batch a group already went into, so a
+create whose commit happened although the call failed (a connection lost at
+COMMIT) is never made a second time. Against the ledger an outage is raised as
+`LedgerUnavailable` (`ledger_batches`, `ledger_batch_groups`); any other error
+is raised as it is, after logging which batches wait.
+
 Pure: the ledger write and the enqueue are injected callables, the clock too,
 so every rule is tested without a thread, a database or a broker.
 """
@@ -18,6 +27,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
+from reka_ingest.core.errors import LedgerUnavailable
 from reka_ingest.core.logs import get_logger
 from reka_ingest.core.settings import IngestSettings
 from reka_ingest.ledger import Ledger
@@ -50,7 +60,12 @@ def ledger_batches(ledger: Ledger, clock: Callable[[], float] = time.time) -> Cr
     """The real `create`: one `create_batch` transaction per closed batch."""
 
     def create(file_ids: Sequence[int]) -> int:
-        return create_batch(ledger, file_ids, now=clock())
+        try:
+            return create_batch(ledger, file_ids, now=clock())
+        except Exception as err:
+            if ledger.is_outage(err):
+                raise _unavailable(err, 1) from err
+            raise
 
     return create
 
@@ -59,9 +74,22 @@ def ledger_batch_groups(ledger: Ledger, clock: Callable[[], float] = time.time) 
     """The real `create_many`: every batch closed together, in one transaction."""
 
     def create_many(groups: Sequence[Sequence[int]]) -> list[int]:
-        return create_batches(ledger, groups, now=clock())
+        try:
+            return create_batches(ledger, groups, now=clock())
+        except Exception as err:
+            if ledger.is_outage(err):
+                raise _unavailable(err, len(groups)) from err
+            raise
 
     return create_many
+
+
+def _unavailable(err: Exception, batches: int) -> LedgerUnavailable:
+    """The ledger's outage `err`, said as what waits for it."""
+    return LedgerUnavailable(
+        f"the ledger does not answer; {batches} batches wait to be created: "
+        f"{type(err).__name__}: {err}"
+    )
 
 
 def ledger_batchers(
@@ -183,7 +211,18 @@ class Batcher:
         if not self._sealed:
             return []
         sealed = self._sealed
-        batch_ids = self._create_many([g.ids for g in sealed])
+        try:
+            batch_ids = self._create_many([g.ids for g in sealed])
+        except Exception as err:  # they stay sealed, in order: created at the next try
+            log.error(
+                "batcher.create_failed",
+                batches=len(sealed),
+                files=sum(len(g.ids) for g in sealed),
+                first_file_id=sealed[0].ids[0] if sealed[0].ids else None,
+                error=f"{type(err).__name__}: {err}",
+                action="kept; created at the next poll",
+            )
+            raise
         self._sealed = []
         for group, batch_id in zip(sealed, batch_ids, strict=True):
             self._held.difference_update(group.ids)

@@ -496,6 +496,13 @@ def create_batches(ledger: Ledger, groups: Sequence[Sequence[int]], *, now: floa
     A burst closes a batch every few milliseconds: one transaction for all of
     them keeps the commits, and the write lock the workers wait for, to one per
     call instead of one per batch.
+
+    A file goes into one batch at most: only rows still unbatched are taken. A
+    group none of whose rows is left unbatched, but some of them in a batch,
+    gets no new batch: its id is that batch's (the first, should they be in
+    several). So a call made again after one whose commit happened although it
+    failed (the connection lost at COMMIT) creates nothing twice, and gives back
+    the batches the first made, to be sent.
     """
     if not groups:
         return []
@@ -535,7 +542,23 @@ def create_batches(ledger: Ledger, groups: Sequence[Sequence[int]], *, now: floa
         }
         for batch in batches:
             batch.file_count, batch.total_bytes = totals.get(batch.id, (0, 0))
+        for i, (batch, group) in enumerate(zip(batches, groups, strict=True)):
+            if batch.id not in totals and (held := _batch_holding(s, group)) is not None:
+                s.delete(batch)
+                ids[i] = held
         return ids
+
+
+def _batch_holding(s: Session, file_ids: Sequence[int]) -> int | None:
+    """The first batch any of these files is in (None: none is in a batch)."""
+    held: int | None = None
+    for i in range(0, len(file_ids), IN_CHUNK):
+        first = s.execute(
+            select(func.min(File.batch_id)).where(File.id.in_(file_ids[i : i + IN_CHUNK]))
+        ).scalar()
+        if first is not None and (held is None or first < held):
+            held = first
+    return held
 
 
 def unbatched_files(
