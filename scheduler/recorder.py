@@ -13,6 +13,21 @@ what any row can hold. Only when even that cannot be written and the ledger
 does not answer at all is it an outage: what was not recorded waits in the
 group for the next flush (`LedgerUnavailable`). Moving a file to `done/` or
 `failed/` never stops the group either (the outbox never raises).
+
+What follows a group's recording (writing where the files moved to `done/`
+or `failed/` went, handing the queued rows to the batchers, which create
+their batches) never loses a recorded row either. Every step is tried, each
+on its own: an outage in any of them is raised as `LedgerUnavailable` once
+all were tried (the final paths not written wait here, the rows not batched
+wait in the batcher, both written at the next flush or tick), never as the
+driver's error, which a caller looking at one path would take for that
+path's fault. Any other error there is no file's fault either: it is logged
+with what waits, and the work is kept for the next try (a final path that
+fails alone is given up, logged with its file: its row's outcome stands).
+
+A run of files starts with a group of one batch (`batch_max_files`), doubling
+up to `group_size` while groups keep filling: a burst's first request leaves
+before hundreds of files are claimed, hashed and recorded. A flush starts over.
 """
 
 from __future__ import annotations
@@ -74,34 +89,59 @@ class Recorder:
         self.url_batcher = url_batcher or batcher
         self.clock = clock
         self.group_size = group_size
+        self._first_group = max(1, min(group_size, settings.batch_max_files))
+        self._limit = self._first_group
         self.totals = RecordCounts()
         self._group: list[NewFile] = []
+        # Recorded, what still waits for the ledger: final paths to write, and the
+        # queued rows (file_id, size) to hand to each batcher (which creates batches).
+        self._moves: list[tuple[int, str]] = []
+        self._queued: list[tuple[int, int]] = []
+        self._url_queued: list[tuple[int, int]] = []
 
     def __len__(self) -> int:
         return len(self._group)
 
+    @property
+    def final_paths_waiting(self) -> int:
+        """Final paths (of files moved to done/ or failed/) not written to the ledger yet."""
+        return len(self._moves)
+
     def add(self, new: NewFile) -> RecordCounts | None:
-        """Queue one file for recording; records the group when it is full."""
+        """Queue one file for recording; records the group when it is full.
+
+        Raises `LedgerUnavailable` as `flush` does (the file waits in the group)."""
         self._group.append(new)
-        return self.flush() if len(self._group) >= self.group_size else None
+        if len(self._group) < self._limit:
+            return None
+        counts = self._record_group()
+        self._limit = min(self._limit * 2, self.group_size)
+        return counts
 
     def flush(self) -> RecordCounts:
-        """Record every file waiting, route the outcomes, return what happened.
+        """Record every file waiting, route the outcomes, return what happened; the
+        next run of files starts with a small group again.
 
         Raises `LedgerUnavailable` only when the ledger does not answer; what was
         recorded before that is routed, the rest waits for the next flush.
         """
+        self._limit = self._first_group
+        return self._record_group()
+
+    def _record_group(self) -> RecordCounts:
         group, self._group = self._group, []
         counts = RecordCounts()
         if not group:
+            outage = self._follow_up()  # what an earlier outage left waiting
+            if outage is not None:
+                raise LedgerUnavailable(f"the ledger does not answer; {outage}")
             return counts
         results, pending, group = self._record_isolated(group, counts)
         counts.recorded = len(results)
         counts.skipped = len(group) - len(results) - len(pending)
         by_path = {f.work_path: f for f in group}
-        moves: list[tuple[int, str]] = []
-        queued: list[tuple[int, int]] = []
-        url_queued: list[tuple[int, int]] = []
+        # After what an earlier outage left waiting, in order.
+        moves, queued, url_queued = self._moves, self._queued, self._url_queued
         for rec in results:
             new = by_path[rec.work_path]
             if rec.state == FileState.QUEUED:
@@ -122,10 +162,8 @@ class Recorder:
                 reason_file = self._failed(new, rec)
                 if reason_file is not None:
                     moves.append((rec.file_id, reason_file))
-        set_final_path(self.ledger, moves, now=self.clock())
-        self.batcher.add_many(queued)  # the batches this fills: created in one write
-        if url_queued:
-            self.url_batcher.add_many(url_queued)
+        # The ledger just did not answer: what follows waits for the next flush.
+        outage = self._follow_up() if not pending else None
         self.totals.add(counts)
         log.info(
             "recorder.group",
@@ -142,7 +180,82 @@ class Recorder:
             raise LedgerUnavailable(
                 f"the ledger does not answer; {len(pending)} files wait to be recorded"
             )
+        if outage is not None:
+            raise LedgerUnavailable(f"the ledger does not answer; {outage}")
         return counts
+
+    def _follow_up(self) -> str | None:
+        """Write the final paths waiting, then hand the queued rows to their batchers
+        (which create the batches they fill). Returns what waits for the ledger when
+        a step met an outage (None if none): the steps after it are not tried, their
+        work waits. Any other error is logged; its work is kept for the next try."""
+        steps: list[tuple[str, int, Callable[[], object]]] = [
+            ("final_paths", len(self._moves), self._write_moves),
+            ("batches", len(self._queued), lambda: _hand(self.batcher, self._take_queued())),
+            (
+                "url_batches",
+                len(self._url_queued),
+                lambda: _hand(self.url_batcher, self._take_urls()),
+            ),
+        ]
+        for step, files, run in steps:
+            if not files:
+                continue
+            try:
+                run()
+            except Exception as err:  # no file's fault: the work waits
+                error = f"{type(err).__name__}: {err}"
+                if isinstance(err, LedgerUnavailable) or self.ledger.is_outage(err):
+                    log.error("recorder.ledger_unavailable", step=step, waiting=files, error=error)
+                    return f"{step}: {files} files wait"
+                log.error(
+                    "recorder.step_failed",
+                    step=step,
+                    files=files,
+                    error=error,
+                    action="kept; tried again at the next flush or tick",
+                    exc_info=err,
+                )
+        return None
+
+    def _take_queued(self) -> list[tuple[int, int]]:
+        files, self._queued = self._queued, []
+        return files
+
+    def _take_urls(self) -> list[tuple[int, int]]:
+        files, self._url_queued = self._url_queued, []
+        return files
+
+    def _write_moves(self) -> None:
+        """Write the final paths waiting; what an outage stops stays waiting.
+
+        Any other error splits them until the one at fault is alone: that one is
+        given up (its row's outcome stands; the path is logged), the rest written.
+        """
+        moves, self._moves = self._moves, []
+        stack = [moves]
+        while stack:
+            part = stack.pop()
+            try:
+                set_final_path(self.ledger, part, now=self.clock())
+                continue
+            except Exception as err:  # an outage waits; else the one at fault alone
+                if self.ledger.is_outage(err) or not self.ledger.reachable():
+                    self._moves = [*part, *(m for rest in reversed(stack) for m in rest)]
+                    raise LedgerUnavailable(
+                        f"{len(self._moves)} final paths wait to be written: "
+                        f"{type(err).__name__}: {err}"
+                    ) from err
+                if len(part) > 1:
+                    half = len(part) // 2
+                    stack.extend([part[half:], part[:half]])
+                    continue
+                log.error(
+                    "recorder.final_path_unwritten",
+                    file_id=part[0][0],
+                    final_path=part[0][1],
+                    error=f"{type(err).__name__}: {err}",
+                )
 
     def _record_isolated(
         self, group: list[NewFile], counts: RecordCounts
@@ -231,6 +344,12 @@ class Recorder:
             extra={"sha256": new.sha256, "origin": new.origin},
             in_place=not in_work_area(self.settings, new.work_path),
         )
+
+
+def _hand(batcher: Batcher, files: list[tuple[int, int]]) -> None:
+    """Put files in a batcher, which creates the batches they fill: should that fail,
+    they stay held there, and its next poll creates them."""
+    batcher.add_many(files)
 
 
 def _stand_in(new: NewFile, error: BaseException) -> NewFile:

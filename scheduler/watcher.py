@@ -306,17 +306,37 @@ class Watcher:
             self._scan()
             self._last_scan = self.clock()
             self._next_scan = self._last_scan + self.settings.scan_interval
-        for path in self.tracker.due(MAX_CHECKS_PER_TICK):
+        due = self.tracker.due(MAX_CHECKS_PER_TICK)
+        for i, path in enumerate(due):
             try:
-                self._look(path)
+                self._look_alone(path)
             except LedgerUnavailable:
+                self._give_back(due[i + 1 :])  # not looked at: tracked again, not dropped
                 raise  # the recorder keeps its group: not this file's fault
-            except Exception as err:  # noqa: BLE001 - one path's failure is that path's outcome
-                self._isolated(path, err)
         self.manifests.step()
         self.recorder.flush()
         self.batcher.poll()
         self.url_batcher.poll()
+
+    def _look_alone(self, path: str) -> None:
+        """Look at one due path; an unexpected error is that path's outcome alone.
+        `LedgerUnavailable` (from the recorder, whatever step met the outage) is
+        raised: the file waits in the recorder's group, nothing is isolated."""
+        try:
+            self._look(path)
+        except LedgerUnavailable:
+            raise
+        except Exception as err:  # noqa: BLE001 - one path's failure is that path's outcome
+            self._isolated(path, err)
+
+    def _give_back(self, paths: list[str]) -> None:
+        """Paths `due()` handed out that an outage kept from being looked at: tracked
+        anew (the tracker owns a due path until it is checked or forgotten)."""
+        for path in paths:
+            if path in self.tracker:
+                origin = self.tracker.origin(path)
+                self.tracker.forget(path)
+                self.tracker.seen(path, origin)
 
     def _check_inbox(self) -> None:
         """Notice at once when the inbox vanishes, and when it is back (or replaced)."""
