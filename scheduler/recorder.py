@@ -15,15 +15,15 @@ group for the next flush (`LedgerUnavailable`). Moving a file to `done/` or
 `failed/` never stops the group either (the outbox never raises).
 
 What follows a group's recording (writing where the files moved to `done/`
-or `failed/` went, handing the queued rows to the batchers, which create
-their batches) never loses a recorded row either. Every step is tried, each
-on its own: an outage in any of them is raised as `LedgerUnavailable` once
-all were tried (the final paths not written wait here, the rows not batched
-wait in the batcher, both written at the next flush or tick), never as the
-driver's error, which a caller looking at one path would take for that
-path's fault. Any other error there is no file's fault either: it is logged
-with what waits, and the work is kept for the next try (a final path that
-fails alone is given up, logged with its file: its row's outcome stands).
+or `failed/` went, then handing the queued rows to the batchers, which create
+their batches) never loses a recorded row either. The first of these steps to
+meet an outage ends them, and it is raised as `LedgerUnavailable`, never as
+the driver's error (which a caller looking at one path would take for that
+path's fault): final paths not written and rows not handed over wait here,
+rows handed over but not batched wait in the batcher, all tried again at the
+next flush or tick. Any other error there is no file's fault either: it is
+logged with what waits, and the work is kept for the next try (a final path
+that fails alone is given up, logged with its file: its row's outcome stands).
 
 A run of files starts with a group of one batch (`batch_max_files`), doubling
 up to `group_size` while groups keep filling: a burst's first request leaves

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ from reka_ingest.core.states import FileState, Origin, Reason
 from reka_ingest.ledger import Ledger, db, open_ledger
 from reka_ingest.ledger.intake import NewFile, create_batches, record_files
 from reka_ingest.ledger.schema import Batch, File
-from scheduler.batcher import ledger_batchers
+from scheduler.batcher import Batcher, BatchLimits, ledger_batch_groups, ledger_batchers
 from scheduler.recorder import Recorder
 from scheduler.watcher import Watcher
 from tests.scheduler.conftest import wait_for
@@ -262,3 +262,35 @@ def test_creating_batches_again_for_rows_already_batched_makes_no_second_batch(
 
 def _moved(f: NewFile, i: int) -> NewFile:
     return NewFile(f"{i}.jpg", f.source_root, f"/w/{i}.jpg", f.origin, 10, 1.0, f"{i:064x}", 1.0)
+
+
+def test_another_error_while_batching_is_logged_and_the_rows_are_batched_later(
+    fast_settings: Callable[..., IngestSettings], ledger: Ledger
+) -> None:
+    """Not an outage, and no file's fault either: the recorder does not raise (a
+    caller looking at one path would blame it), the rows stay with the batcher,
+    and its next poll creates their batches."""
+    settings = fast_settings(batch_max_files=3, batch_max_wait=60.0)
+    sent: list[int] = []
+    real = ledger_batch_groups(ledger)
+    calls = 0
+
+    def create_many(groups: Sequence[Sequence[int]]) -> list[int]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("a bug in batch creation")
+        return real(groups)
+
+    batcher = Batcher(
+        BatchLimits.from_settings(settings),
+        create=lambda ids: create_many([ids])[0],
+        create_many=create_many,
+        enqueue=sent.append,
+    )
+    recorder = Recorder(settings, ledger, batcher, group_size=50)
+    counts = [recorder.add(_new(settings, i)) for i in range(3)][-1]  # a first group of 3
+    assert counts is not None and (counts.recorded, counts.queued, counts.isolated) == (3, 3, 0)
+    assert batcher.pending == 3 and not sent
+    assert len(batcher.poll()) == 1
+    _assert_each_queued_row_in_one_sent_batch(ledger, sent)
