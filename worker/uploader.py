@@ -50,6 +50,9 @@ file that cannot be converted fails alone with `conversion_failed`.
 from __future__ import annotations
 
 import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
@@ -426,26 +429,61 @@ def _upload(
 ) -> UploadResult:
     """The request, its rate-limit headers fed back to the shared budget (answer or error).
 
-    The files become `uploading` once this process holds a request slot, just before
-    the request, and only while its claim still holds the batch (`LeaseLost`): a
-    batch waiting for a slot is not in flight, a worker killed while it waits leaves
-    no file flagged as possibly sent, and a run whose batch was claimed again while
-    it waited sends nothing. The lease is renewed there, to cover the request."""
+    The files become `uploading` once this process holds a request slot, and only
+    while its claim still holds the batch (`LeaseLost`): a batch waiting for a slot
+    is not in flight, a worker killed while it waits leaves no file flagged as
+    possibly sent, and a run whose batch was claimed again while it waited sends
+    nothing. The lease is renewed there, to cover the request. For files, that
+    write runs beside the request's first pieces (`_sent_once_marked`)."""
     try:
         with rt.slots.hold():  # INGEST_WORKER_CONCURRENCY requests in flight per worker
             now = rt.clock()
             lease.until = now + rt.settings.ingest.batch_lease
-            ops.mark_uploading(rt.ledger, file_ids, now=now, hold=hold, lease_until=lease.until)
+
+            def mark() -> None:
+                ops.mark_uploading(rt.ledger, file_ids, now=now, hold=hold, lease_until=lease.until)
+
             if items and isinstance(items[0], UrlItem):
+                mark()  # a short form body: nothing to overlap
                 result = rt.client.upload_urls(items)
             else:
-                result = rt.client.upload(cast(list[UploadItem], items))
+                result = _sent_once_marked(rt, cast(list[UploadItem], items), mark)
     except ApiError as err:
         if err.status is not None:
             rt.budget.follow(err.rate_limit, rate_limited=isinstance(err, ApiRateLimited))
         raise
     rt.budget.follow(result.rate_limit)
     return result
+
+
+def _sent_once_marked(
+    rt: Runtime, items: list[UploadItem], mark: Callable[[], None]
+) -> UploadResult:
+    """The files' request, whose body ends only once `mark` (their `uploading` write)
+    is in the ledger: it runs in a thread while the first pieces go out, and the last
+    piece waits for it (`UploadBody`'s `before_end`). A mark that fails (`LeaseLost`,
+    the ledger out) is raised from the body, so the request never ends and no server
+    stores it; the run goes on as if the mark had come first. Whatever happens, the
+    mark has finished (or failed) before this returns or raises, so nothing the run
+    writes next can be overtaken by it."""
+    marking: Future[None] = Future()
+
+    def run() -> None:
+        try:
+            mark()
+        except BaseException as err:  # noqa: BLE001 - handed to the request's thread
+            marking.set_exception(err)
+        else:
+            marking.set_result(None)
+
+    threading.Thread(target=run, name="mark-uploading", daemon=True).start()
+    try:
+        return rt.client.upload(items, before_end=marking.result)
+    except BaseException as err:
+        failed = marking.exception()  # waits for the mark to finish
+        if failed is not None and failed is not err:
+            raise failed from None  # the claim is lost, or the ledger out: that decides
+        raise
 
 
 def _defer(rt: Runtime, report: BatchReport, hold: ops.Hold, until: float, error: str) -> None:

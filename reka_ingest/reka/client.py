@@ -248,7 +248,13 @@ class RekaClient:
 
     # --- endpoints -----------------------------------------------------------------
 
-    def upload(self, items: Sequence[UploadItem], *, timeout: TimeoutArg = None) -> UploadResult:
+    def upload(
+        self,
+        items: Sequence[UploadItem],
+        *,
+        timeout: TimeoutArg = None,
+        before_end: Callable[[], None] | None = None,
+    ) -> UploadResult:
         """Upload `items` in ONE multipart request; results come back in input order.
 
         Each file is streamed from disk in large pieces (`reka_ingest.reka.multipart`,
@@ -256,6 +262,8 @@ class RekaClient:
         happens; the result's `sent` says what each part carried. A file that
         cannot be opened raises OSError before anything is sent: the caller
         checked the files, so that is its bug or a race it must record.
+        `before_end` runs before the body's last piece is sent; what it raises
+        ends the request unfinished and is raised as it is.
         """
         if not items:
             raise ApiUsageError("upload needs at least one item")
@@ -270,6 +278,7 @@ class RekaClient:
                     ("images", item.filename, item.content_type, reader)
                     for item, reader in zip(items, readers, strict=True)
                 ],
+                before_end=before_end,
             )
             result = self._upload_request(
                 len(items), content=body, headers=body.headers, timeout=timeout

@@ -12,13 +12,19 @@ about 40 pieces instead of 500.
 Files are read through their `HashingReader`s, each from its start, once per
 rendering, so each reader's `sent` is what the request carried; nothing is
 held in memory beyond one piece (plus at most one read).
+
+`before_end`, if given, is called before the last piece is handed over: the
+server cannot have a whole request until it returns, and if it raises, the
+iteration raises with it, the connection is dropped mid-body, and no server
+takes a request whose body never arrived whole. The uploader records that the
+files are being sent there, while the first pieces are already on their way.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Final, Protocol
 
 import httpx
@@ -63,7 +69,8 @@ def _part_head(boundary: bytes, name: str, filename: str | None, content_type: s
 
 class UploadBody(httpx.SyncByteStream):
     """`fields` (name, text) then `files` (name, filename, content type, open file), as
-    multipart/form-data; `headers` are the request's Content-Type and Content-Length."""
+    multipart/form-data; `headers` are the request's Content-Type and Content-Length.
+    `before_end`: see the module's docstring."""
 
     def __init__(
         self,
@@ -71,7 +78,9 @@ class UploadBody(httpx.SyncByteStream):
         files: Sequence[tuple[str, str, str, Readable]],
         *,
         boundary: bytes | None = None,
+        before_end: Callable[[], None] | None = None,
     ) -> None:
+        self.before_end = before_end
         self.boundary = boundary if boundary is not None else os.urandom(16).hex().encode("ascii")
         self._fields = [
             _part_head(self.boundary, name, None, None) + value.encode() + b"\r\n"
@@ -106,4 +115,6 @@ class UploadBody(httpx.SyncByteStream):
             pieces.append(b"\r\n")
             held += 2
         pieces.append(self._end)
+        if self.before_end is not None:
+            self.before_end()  # raising here: the request never ends (see the module)
         yield b"".join(pieces)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 from contextlib import ExitStack
+from pathlib import Path
 
 import pytest
 from httpx._multipart import MultipartStream
@@ -75,3 +76,30 @@ def test_the_body_is_httpx_multipart_byte_for_byte(
             "Content-Type": stream.get_headers()["Content-Type"],
             "Content-Length": str(len(theirs)),
         }
+
+
+def test_before_end_runs_once_before_the_last_piece_and_raising_there_ends_the_body(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "big.bin"
+    path.write_bytes(bytes(3 * PIECE_BYTES))
+    seen: list[int] = []
+
+    class Refused(Exception):
+        pass
+
+    def refuse() -> None:
+        seen.append(len(pieces))
+        raise Refused
+
+    with path.open("rb") as fh:
+        whole = list(UploadBody([], [("images", "a", "image/jpeg", fh)], boundary=BOUNDARY))
+        pieces: list[bytes] = []
+        parts = [("images", "a", "image/jpeg", fh)]
+        body = UploadBody([], parts, boundary=BOUNDARY, before_end=refuse)
+        with pytest.raises(Refused):
+            for piece in body:
+                pieces.append(piece)
+    assert len(whole) > 2
+    assert seen == [len(whole) - 1]  # called once, with every piece but the last handed over
+    assert pieces == whole[:-1]

@@ -27,6 +27,7 @@ from reka_ingest.core.errors import (
 )
 from reka_ingest.reka.client import RekaClient
 from reka_ingest.reka.models import SearchMode, UploadItem
+from reka_ingest.reka.multipart import PIECE_BYTES
 from reka_ingest.standin.runner import RunningStandin
 from tests.client.conftest import API_KEY
 from tests.client.standin_support import (
@@ -299,3 +300,39 @@ def test_request_id_matches_the_header(server: RunningStandin, tmp_path: Path) -
         with pytest.raises(ApiNotFound) as caught:
             client.get("missing")
     assert seen == [result.request_id, caught.value.request_id]
+
+
+# --- a body whose end is held back ------------------------------------------------------
+
+
+class _Refused(Exception):
+    """What `before_end` raises in the test below (not an error the client knows)."""
+
+
+def test_a_request_whose_last_piece_is_refused_is_never_stored(
+    client: RekaClient, server: RunningStandin, tmp_path: Path
+) -> None:
+    """The uploader holds an upload's last piece until its files are marked in the
+    ledger; if that fails, the request must never reach the server whole."""
+    items = []
+    for i in range(32):  # ~18 KB each: a body of several pieces, most of it already sent
+        path = tmp_path / f"big-{i:02d}.jpg"
+        path.write_bytes(image_bytes(900 + i, size=(150, 150)))
+        items.append(UploadItem(path=path, filename=path.name, content_type="image/jpeg"))
+    assert sum(item.path.stat().st_size for item in items) > 2 * PIECE_BYTES
+    calls: list[int] = []
+
+    def refuse() -> None:
+        calls.append(len(calls))
+        raise _Refused
+
+    with pytest.raises(_Refused):  # raised as it is: not taken for a transport error
+        client.upload(items, before_end=refuse)
+    assert calls == [0]
+    stats = admin(server, "GET", "stats")
+    assert stats["uploads_accepted"] == 0 and stats["images_received"] == 0
+
+    marked: list[bool] = []
+    result = client.upload(items, before_end=lambda: marked.append(True))
+    assert marked == [True] and len(result.images) == len(items)
+    assert admin(server, "GET", "stats")["uploads_accepted"] == 1

@@ -73,7 +73,8 @@ def test_a_run_whose_batch_was_claimed_again_while_it_waited_for_a_slot_sends_no
 ) -> None:
     overrides = {"worker_concurrency": 1, "batch_lease": LEASE}
     first, second = make_rt(**overrides), make_rt(**overrides)
-    data = {f"cam/slow-{i}.jpg": image_bytes(700 + i) for i in range(3)}
+    # A body of several pieces: the first are on their way when the mark is refused.
+    data = {f"cam/slow-{i}.jpg": image_bytes(700 + i, size=(150, 150)) for i in range(32)}
     batch = stage(first, data)
     reports: dict[str, BatchReport] = {}
 
