@@ -126,18 +126,8 @@ def _csv_column(kind: Kind, values: Sequence[Any]) -> Sequence[str]:
         return _csv_text(values)
     if kind == "bool":
         return _bools(values, _CSV_BOOL)
-    return csv_number(values)
-
-
-def csv_number(values: Sequence[Any]) -> list[str]:
-    """Each number's text as csv.writer writes it (`str`, NULL as empty)."""
     items = _items(values)
     return list(map(_CSV_NUMBER.get, items, items))
-
-
-def json_number(values: Sequence[Any]) -> list[str]:
-    """Each number's text as json.dumps writes it."""
-    return _items(values)
 
 
 def _json_column(kind: Kind, values: Sequence[Any]) -> Sequence[str]:
@@ -148,30 +138,20 @@ def csv_header() -> str:
     return ",".join(FILE_FIELDS) + "\r\n"
 
 
-def csv_rows(cols: Sequence[Sequence[Any]]) -> list[str]:
-    """Each row's CSV line (without its CRLF), from a chunk's FILE_FIELDS columns."""
-    texts = [_csv_column(kind, values) for kind, values in zip(KINDS, cols, strict=True)]
-    return list(map(",".join, zip(*texts, strict=True)))
-
-
 def csv_lines(cols: Sequence[Sequence[Any]]) -> str:
     """The CSV lines of a chunk's FILE_FIELDS columns, each ending in CRLF."""
     if not cols[0]:
         return ""
-    return "\r\n".join(csv_rows(cols)) + "\r\n"
-
-
-def json_rows(cols: Sequence[Sequence[Any]]) -> list[str]:
-    """Each row's JSON object, from a chunk's FILE_FIELDS columns."""
-    texts = [_json_column(kind, values) for kind, values in zip(KINDS, cols, strict=True)]
-    return list(map(_JSON_ROW.__mod__, zip(*texts, strict=True)))
+    texts = [_csv_column(kind, values) for kind, values in zip(KINDS, cols, strict=True)]
+    return "\r\n".join(map(",".join, zip(*texts, strict=True))) + "\r\n"
 
 
 def json_objects(cols: Sequence[Sequence[Any]]) -> str:
     """The JSON objects of a chunk's FILE_FIELDS columns, one a line, apart by ",\\n"."""
     if not cols[0]:
         return ""
-    return ",\n".join(json_rows(cols))
+    texts = [_json_column(kind, values) for kind, values in zip(KINDS, cols, strict=True)]
+    return ",\n".join(map(_JSON_ROW.__mod__, zip(*texts, strict=True)))
 
 
 def write_csv(chunks: Iterable[Sequence[tuple[Any, ...]]], out: TextIO) -> None:

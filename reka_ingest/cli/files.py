@@ -14,8 +14,8 @@ import sys
 
 import typer
 
-from reka_ingest.cli import deployment, export_sql
-from reka_ingest.cli.export import COLUMNS
+from reka_ingest.cli import deployment
+from reka_ingest.cli.export import COLUMNS, write_csv, write_json
 from reka_ingest.core.settings import load_settings
 from reka_ingest.core.states import FileState
 from reka_ingest.ledger import open_ledger
@@ -39,11 +39,12 @@ def command(
             typer.echo(line, err=True)
     ledger = open_ledger(settings.ingest.ledger_url)
     try:
-        if as_json or as_csv:
-            fmt: export_sql.Format = "json" if as_json else "csv"
-            export_sql.write(ledger, fmt, sys.stdout, state=state, limit=limit)
+        chunks = iter_file_chunks(ledger, COLUMNS, state=state, limit=limit)
+        if as_json:
+            write_json(chunks, sys.stdout)
+        elif as_csv:
+            write_csv(chunks, sys.stdout)
         else:
-            chunks = iter_file_chunks(ledger, COLUMNS, state=state, limit=limit)
             # A failed (or superseded) row's reason is not enough to act on: its
             # message follows, on the same line, after the path.
             records = (dict(zip(COLUMNS, v, strict=True)) for vs in chunks for v in vs)

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, bindparam, func, literal_column, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from reka_ingest.core.states import ACTIVE, NOT_ORIGINALS, FileState
@@ -119,27 +119,6 @@ def iter_files(
         yield from rows
 
 
-def _column(name: str) -> ColumnElement[Any]:
-    table = File.__table__
-    return table.c[name] if name in table.c else literal_column(name)
-
-
-def file_rows(ledger: Ledger, columns: Sequence[str], ids: Sequence[int]) -> list[tuple[Any, ...]]:
-    """The file rows of `ids` (those that exist), their `columns` as the
-    driver reads them (as `iter_file_chunks` gives them), in id order."""
-    table = File.__table__
-    rows: list[tuple[Any, ...]] = []
-    with ledger.read() as s:
-        for i in range(0, len(ids), IN_CHUNK):
-            stmt = (
-                select(*(table.c[name] for name in columns))
-                .where(table.c.id.in_(ids[i : i + IN_CHUNK]))
-                .order_by(table.c.id)
-            )
-            rows.extend(tuple(row) for row in s.execute(stmt))
-    return rows
-
-
 def iter_file_chunks(
     ledger: Ledger,
     columns: Sequence[str],
@@ -148,8 +127,7 @@ def iter_file_chunks(
     limit: int | None = None,
     chunk: int = EXPORT_CHUNK,
 ) -> Iterator[list[tuple[Any, ...]]]:
-    """Every file row's `columns` (which must name `id`; a name that is not a
-    column of `files` is an SQL expression over them), in id order, a list of
+    """Every file row's `columns` (which must name `id`), in id order, a list of
     rows at a time: memory stays flat at any ledger size. Each chunk is one short
     read (keyset on the primary key, so each query is an index range scan), never a
     transaction held for the whole export; rows added meanwhile with higher ids are
@@ -162,7 +140,7 @@ def iter_file_chunks(
     table = File.__table__
     key = list(columns).index("id")
     stmt = (
-        select(*(_column(name) for name in columns))
+        select(*(table.c[name] for name in columns))
         .where(table.c.id > bindparam("after"))
         .order_by(table.c.id)
         .limit(bindparam("size"))
