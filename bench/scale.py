@@ -205,7 +205,7 @@ def _fill_sql(sqlite: bool) -> tuple[str, str]:
     else:
         files = (
             f"INSERT INTO files ({_COLUMNS}) SELECT {values} FROM (SELECT i, "
-            f"{_KIND} AS kind FROM generate_series(1, :n) AS i) AS k"
+            f"{_KIND} AS kind FROM generate_series(CAST(1 AS bigint), :n) AS i) AS k"
         )
         batches = (
             f"INSERT INTO batches ({_BATCH_COLUMNS}) SELECT {_BATCHES} "

@@ -17,9 +17,11 @@ writers' own for any values.
 
 from __future__ import annotations
 
+import gc
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, Final, Literal, TextIO
 
 from sqlalchemy.types import TypeDecorator
@@ -154,19 +156,34 @@ def json_objects(cols: Sequence[Sequence[Any]]) -> str:
     return ",\n".join(map(_JSON_ROW.__mod__, zip(*texts, strict=True)))
 
 
+@contextmanager
+def _no_cycle_collection() -> Iterator[None]:
+    """An export makes millions of tuples and no reference cycle: the cycle
+    collector, run every few hundred new tuples, took a tenth of its time."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def write_csv(chunks: Iterable[Sequence[tuple[Any, ...]]], out: TextIO) -> None:
     """CSV with a header row (what `csv.DictWriter` writes), one write per chunk."""
-    out.write(csv_header())
-    for rows in chunks:
-        out.write(csv_lines(columns_of(rows)))
+    with _no_cycle_collection():
+        out.write(csv_header())
+        for rows in chunks:
+            out.write(csv_lines(columns_of(rows)))
 
 
 def write_json(chunks: Iterable[Sequence[tuple[Any, ...]]], out: TextIO) -> None:
     """A JSON array, one object per line, written a chunk at a time (never built whole)."""
-    out.write("[")
-    separator = "\n"
-    for rows in chunks:
-        if rows:
-            out.write(separator + json_objects(columns_of(rows)))
-            separator = ",\n"
-    out.write("\n]\n")
+    with _no_cycle_collection():
+        out.write("[")
+        separator = "\n"
+        for rows in chunks:
+            if rows:
+                out.write(separator + json_objects(columns_of(rows)))
+                separator = ",\n"
+        out.write("\n]\n")
