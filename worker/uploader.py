@@ -2,7 +2,8 @@
 
 One batch, one multipart request:
     claim (lease) -> check each file -> take a slot of the shared API budget
-    -> mark uploading -> POST -> feed the rate-limit headers back to the budget
+    -> take a request slot -> POST, its files marked uploading as it starts (the
+       body's last piece waits for that write) -> feed the rate-limit headers back
     -> record each result in input order, with the hash of the bytes each file
        really sent -> move files to done/ (failures to failed/).
 

@@ -12,6 +12,7 @@ loopback, real Redis, each ledger; the slot is a real lock held by the test.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -59,12 +60,11 @@ def file_rows(ledger: Ledger, batch_id: int) -> list[tuple[str, str | None, int,
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
-    done = threading.Event()
-    for _ in range(int(timeout / 0.02)):
-        if predicate():
-            return
-        done.wait(0.02)
-    raise AssertionError("timed out")
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out")
+        time.sleep(0.02)
 
 
 @pytest.mark.usefixtures("database_url")
