@@ -25,9 +25,12 @@ next flush or tick. Any other error there is no file's fault either: it is
 logged with what waits, and the work is kept for the next try (a final path
 that fails alone is given up, logged with its file: its row's outcome stands).
 
-A run of files starts with a group of one batch (`batch_max_files`), doubling
-up to `group_size` while groups keep filling: a burst's first request leaves
-before hundreds of files are claimed, hashed and recorded. A flush starts over.
+A run of files starts with groups of one batch (`batch_max_files`), one such
+group for each request a worker keeps in flight (`worker_concurrency`), then
+doubling up to `group_size` while groups keep filling: a burst's first requests
+leave before hundreds of files are claimed, hashed and recorded, and every
+request slot has its first batch as soon as that batch is full. A flush starts
+over.
 """
 
 from __future__ import annotations
@@ -90,7 +93,9 @@ class Recorder:
         self.clock = clock
         self.group_size = group_size
         self._first_group = max(1, min(group_size, settings.batch_max_files))
+        self._first_groups = settings.worker_concurrency  # one batch each, then doubling
         self._limit = self._first_group
+        self._small_left = self._first_groups
         self.totals = RecordCounts()
         self._group: list[NewFile] = []
         # Recorded, what still waits for the ledger: final paths to write, and the
@@ -115,7 +120,10 @@ class Recorder:
         if len(self._group) < self._limit:
             return None
         counts = self._record_group()
-        self._limit = min(self._limit * 2, self.group_size)
+        if self._small_left > 1:
+            self._small_left -= 1
+        else:
+            self._limit = min(self._limit * 2, self.group_size)
         return counts
 
     def flush(self) -> RecordCounts:
@@ -125,7 +133,7 @@ class Recorder:
         Raises `LedgerUnavailable` only when the ledger does not answer; what was
         recorded before that is routed, the rest waits for the next flush.
         """
-        self._limit = self._first_group
+        self._limit, self._small_left = self._first_group, self._first_groups
         return self._record_group()
 
     def _record_group(self) -> RecordCounts:
