@@ -17,8 +17,11 @@ writers' own for any values.
 
 from __future__ import annotations
 
+import bisect
 import gc
+import itertools
 import json
+import operator
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -121,11 +124,20 @@ def _bools(values: Sequence[Any], words: dict[Any, str]) -> list[str]:
 def _csv_text(values: Sequence[Any]) -> Sequence[str]:
     texts = ["" if v is None else v for v in values] if None in values else values
     try:
-        if not _CSV_SPECIAL.search("".join(texts)):
-            return texts
+        joined = _SEP.join(texts)  # "\x00": in no ledger text (ledger.columns)
     except TypeError:  # a value that is not text: written as str() writes it
         texts = [str(v) for v in texts]
-    return ['"' + v.replace('"', '""') + '"' if _CSV_SPECIAL.search(v) else v for v in texts]
+        joined = _SEP.join(texts)
+    found = [m.start() for m in _CSV_SPECIAL.finditer(joined)]
+    if not found:
+        return texts
+    # The values the special characters are in, found by their offsets in `joined`:
+    # value i ends (its separator) at ends[i].
+    ends = list(map(operator.add, itertools.accumulate(map(len, texts)), range(len(texts))))
+    out = list(texts)
+    for i in {bisect.bisect_left(ends, at) for at in found}:
+        out[i] = '"' + out[i].replace('"', '""') + '"'
+    return out
 
 
 def _csv_column(kind: Kind, values: Sequence[Any]) -> Sequence[str]:
