@@ -268,6 +268,8 @@ def main() -> None:
                 conn.close()
     except BrokenPipeError:
         os._exit(STDOUT_CLOSED)
+    except KeyboardInterrupt:  # Ctrl-C reaches both processes: the command says it
+        sys.exit(130)
     except OtherGone:
         sys.stderr.write("reka-ingest files (export helper): the command's process is gone\n")
         sys.exit(1)

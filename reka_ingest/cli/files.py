@@ -3,9 +3,11 @@
 It reads the deployment recorded in the data folder (reka_ingest.cli.deployment)
 and says which on stderr (its stdout stays the table, JSON or CSV). Rows are
 streamed a chunk at a time (reka_ingest.ledger.queries.iter_file_chunks) and
-written by reka_ingest.cli.export. This module imports only what an export
-needs (no Redis client, no live view): at a million rows a user waits for the
-rows, and for a small ledger, for the imports.
+written by reka_ingest.cli.export; a large CSV or JSON export of a SQLite ledger
+to a real stdout is shared with a helper process (reka_ingest.cli.export_pair).
+This module imports only what an export needs (no Redis client, no live view):
+at a million rows a user waits for the rows, and for a small ledger, for the
+imports.
 """
 
 from __future__ import annotations
