@@ -249,7 +249,8 @@ def fill(ledger: Ledger, n: int, *, now: float) -> float:
 def run_command(
     args: list[str], env: dict[str, str], out: Path, *, timeout: float
 ) -> dict[str, Any]:
-    """`reka-ingest ARGS` with stdout to `out`: wall seconds, peak RSS, CPU seconds."""
+    """`reka-ingest ARGS` with stdout to `out`: wall seconds, peak RSS and CPU seconds
+    of the command and its children."""
     err_path = out.with_suffix(".err")
     with out.open("wb") as stdout, err_path.open("wb") as stderr:
         started = time.monotonic()
@@ -272,10 +273,14 @@ def run_command(
         seconds = time.monotonic() - started
     if code != 0:
         raise RuntimeError(f"reka-ingest {' '.join(args)}: exit {code}: {err_path.read_text()}")
+    # The whole tree: an export's helper process (reka_ingest.cli.export_pair) counts
+    # too, each process's own peak (VmHWM) added up, pages it shares counted twice.
+    peaks, cpus = sampler.peak_rss_mb(), sampler.cpu_window()
     return {
         "seconds": round(seconds, 3),
-        "peak_rss_mb": sampler.peak_rss_mb().get("cmd"),
-        "cpu_s": sampler.cpu_window().get("cmd"),
+        "peak_rss_mb": round(sum(peaks.values()), 1) if peaks else None,
+        "cpu_s": round(sum(cpus.values()), 3) if cpus else None,
+        "processes": len(peaks),
     }
 
 

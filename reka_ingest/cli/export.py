@@ -17,16 +17,15 @@ writers' own for any values.
 
 from __future__ import annotations
 
+import bisect
 import gc
+import itertools
 import json
+import operator
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Final, Literal, TextIO
-
-from sqlalchemy.types import TypeDecorator
-
-from reka_ingest.ledger.schema import File
 
 FILE_FIELDS: Final = (
     "id",
@@ -60,27 +59,29 @@ _SEEN_AT, _INDEXED_AT = COLUMNS.index("seen_at"), COLUMNS.index("indexed_at")
 
 Kind = Literal["text", "number", "bool"]
 
-
-def _kind(name: str) -> Kind:
-    if name == "seconds_to_indexed":
-        return "number"
-    column_type = File.__table__.c[name].type
-    if isinstance(column_type, TypeDecorator):  # the ledger's text types (ledger.columns)
-        column_type = column_type.impl_instance
-    python_type = column_type.python_type
-    return "bool" if python_type is bool else "text" if python_type is str else "number"
-
-
-KINDS: Final[tuple[Kind, ...]] = tuple(_kind(name) for name in FILE_FIELDS)
+# How each field is written, from the ledger's column types (tests/ledger/test_export.py
+# holds this to the schema). Spelled out, not derived: the export's helper process
+# (reka_ingest.cli.export_pair) imports this module and nothing but the standard library.
+_TEXT: Final = frozenset(
+    {
+        "path", "origin", "sha256", "state", "reason", "message", "image_id", "image_url",
+        "upload_request_id", "conversion", "final_path",
+    }
+)  # fmt: skip
+KINDS: Final[tuple[Kind, ...]] = tuple(
+    "bool" if name == "possible_duplicate" else "text" if name in _TEXT else "number"
+    for name in FILE_FIELDS
+)
 
 # One JSON value per item, items apart by "\x00" (never inside an encoded value).
 _SEP: Final = "\x00"
 _ENCODE_ITEMS: Final = json.JSONEncoder(
     ensure_ascii=False, check_circular=False, separators=(_SEP, ": ")
 ).encode
-# What `json.dumps(record, ensure_ascii=False)` writes for one record, values aside.
-_JSON_ROW: Final = (
-    "{" + ", ".join(f"{json.dumps(name).replace('%', '%%')}: %s" for name in FILE_FIELDS) + "}"
+# What `json.dumps(record, ensure_ascii=False)` writes before each value of a record
+# (its closing "}" is the caller's): a row is its values' texts, each with its prefix.
+_JSON_PREFIXES: Final = tuple(
+    ("{" if i == 0 else ", ") + json.dumps(name) + ": " for i, name in enumerate(FILE_FIELDS)
 )
 # A number's JSON text -> csv.writer's (`str(value)`), where they differ.
 _CSV_NUMBER: Final = {"null": "", "NaN": "nan", "Infinity": "inf", "-Infinity": "-inf"}
@@ -88,6 +89,10 @@ _CSV_NUMBER: Final = {"null": "", "NaN": "nan", "Infinity": "inf", "-Infinity": 
 _CSV_SPECIAL: Final = re.compile(r'[,"\r\n]')
 _CSV_BOOL: Final[dict[Any, str]] = {None: "", False: "False", True: "True"}
 _JSON_BOOL: Final[dict[Any, str]] = {None: "null", False: "false", True: "true"}
+_JSON_PREFIXED_BOOL: Final = {
+    prefix: {value: prefix + word for value, word in _JSON_BOOL.items()}
+    for prefix in _JSON_PREFIXES
+}
 
 
 def columns_of(rows: Sequence[tuple[Any, ...]]) -> list[Sequence[Any]]:
@@ -101,9 +106,12 @@ def columns_of(rows: Sequence[tuple[Any, ...]]) -> list[Sequence[Any]]:
     return cols
 
 
-def _items(values: Sequence[Any]) -> list[str]:
-    """Each value's JSON text, in one encoder call."""
-    return _ENCODE_ITEMS(list(values))[1:-1].split(_SEP)
+def _items(values: Sequence[Any], prefix: str = "") -> list[str]:
+    """Each value's JSON text after `prefix`, in one encoder call."""
+    encoded = _ENCODE_ITEMS(list(values))[1:-1]
+    if prefix:
+        encoded = prefix + encoded.replace(_SEP, _SEP + prefix)
+    return encoded.split(_SEP)
 
 
 def _bools(values: Sequence[Any], words: dict[Any, str]) -> list[str]:
@@ -116,11 +124,20 @@ def _bools(values: Sequence[Any], words: dict[Any, str]) -> list[str]:
 def _csv_text(values: Sequence[Any]) -> Sequence[str]:
     texts = ["" if v is None else v for v in values] if None in values else values
     try:
-        if not _CSV_SPECIAL.search("".join(texts)):
-            return texts
+        joined = _SEP.join(texts)  # "\x00": in no ledger text (ledger.columns)
     except TypeError:  # a value that is not text: written as str() writes it
         texts = [str(v) for v in texts]
-    return ['"' + v.replace('"', '""') + '"' if _CSV_SPECIAL.search(v) else v for v in texts]
+        joined = _SEP.join(texts)
+    found = [m.start() for m in _CSV_SPECIAL.finditer(joined)]
+    if not found:
+        return texts
+    # The values the special characters are in, found by their offsets in `joined`:
+    # value i ends (its separator) at ends[i].
+    ends = list(map(operator.add, itertools.accumulate(map(len, texts)), range(len(texts))))
+    out = list(texts)
+    for i in {bisect.bisect_left(ends, at) for at in found}:
+        out[i] = '"' + out[i].replace('"', '""') + '"'
+    return out
 
 
 def _csv_column(kind: Kind, values: Sequence[Any]) -> Sequence[str]:
@@ -132,8 +149,10 @@ def _csv_column(kind: Kind, values: Sequence[Any]) -> Sequence[str]:
     return list(map(_CSV_NUMBER.get, items, items))
 
 
-def _json_column(kind: Kind, values: Sequence[Any]) -> Sequence[str]:
-    return _bools(values, _JSON_BOOL) if kind == "bool" else _items(values)
+def _json_column(kind: Kind, prefix: str, values: Sequence[Any]) -> Sequence[str]:
+    if kind == "bool":
+        return _bools(values, _JSON_PREFIXED_BOOL[prefix])
+    return _items(values, prefix)
 
 
 def csv_header() -> str:
@@ -152,12 +171,15 @@ def json_objects(cols: Sequence[Sequence[Any]]) -> str:
     """The JSON objects of a chunk's FILE_FIELDS columns, one a line, apart by ",\\n"."""
     if not cols[0]:
         return ""
-    texts = [_json_column(kind, values) for kind, values in zip(KINDS, cols, strict=True)]
-    return ",\n".join(map(_JSON_ROW.__mod__, zip(*texts, strict=True)))
+    texts = [
+        _json_column(kind, prefix, values)
+        for kind, prefix, values in zip(KINDS, _JSON_PREFIXES, cols, strict=True)
+    ]
+    return "},\n".join(map("".join, zip(*texts, strict=True))) + "}"
 
 
 @contextmanager
-def _no_cycle_collection() -> Iterator[None]:
+def no_cycle_collection() -> Iterator[None]:
     """An export makes millions of tuples and no reference cycle: the cycle
     collector, run every few hundred new tuples, took a tenth of its time."""
     was_enabled = gc.isenabled()
@@ -171,7 +193,7 @@ def _no_cycle_collection() -> Iterator[None]:
 
 def write_csv(chunks: Iterable[Sequence[tuple[Any, ...]]], out: TextIO) -> None:
     """CSV with a header row (what `csv.DictWriter` writes), one write per chunk."""
-    with _no_cycle_collection():
+    with no_cycle_collection():
         out.write(csv_header())
         for rows in chunks:
             out.write(csv_lines(columns_of(rows)))
@@ -179,7 +201,7 @@ def write_csv(chunks: Iterable[Sequence[tuple[Any, ...]]], out: TextIO) -> None:
 
 def write_json(chunks: Iterable[Sequence[tuple[Any, ...]]], out: TextIO) -> None:
     """A JSON array, one object per line, written a chunk at a time (never built whole)."""
-    with _no_cycle_collection():
+    with no_cycle_collection():
         out.write("[")
         separator = "\n"
         for rows in chunks:

@@ -174,3 +174,57 @@ def iter_file_chunks(
             left -= len(rows)
         if len(rows) < size:
             return
+
+
+@dataclass(frozen=True, slots=True)
+class DriverSql:
+    """One statement as the driver takes it: qmark SQL and its parameters' names in
+    order, with the values SQLAlchemy fixed itself (an OFFSET of 0)."""
+
+    sql: str
+    names: tuple[str, ...]
+    fixed: dict[str, Any]
+
+    def params(self, **values: Any) -> list[Any]:
+        return [values[n] if n in values else self.fixed[n] for n in self.names]
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkSql:
+    """The driver's SQL of an export's chunks (see reka_ingest.cli.export_pair), for a
+    process that reads the ledger with the driver alone: `span` (min and max id),
+    `range` (rows with `lo < id <= hi`) and `tail` (the next `size` rows after
+    `after`), each in id order and in `state` when it is not None."""
+
+    span: DriverSql
+    range: DriverSql
+    tail: DriverSql
+    state: str | None
+
+
+def sqlite_chunk_sql(columns: Sequence[str], state: FileState | None = None) -> ChunkSql:
+    """`ChunkSql` of `columns` for SQLite."""
+    from sqlalchemy.dialects import sqlite  # noqa: PLC0415 - only an export needs it
+
+    table = File.__table__
+    dialect = sqlite.dialect()
+    chosen = select(*(table.c[name] for name in columns)).order_by(table.c.id)
+    ranged = chosen.where(table.c.id > bindparam("lo"), table.c.id <= bindparam("hi"))
+    tail = chosen.where(table.c.id > bindparam("after"))
+    if state is not None:
+        ranged = ranged.where(table.c.state == bindparam("state"))
+        tail = tail.where(table.c.state == bindparam("state"))
+    tail = tail.limit(bindparam("size"))
+
+    def driver(stmt: Any) -> DriverSql:
+        compiled = stmt.compile(dialect=dialect)
+        ours = dict.fromkeys(("lo", "hi", "after", "size", "state"))
+        fixed = {k: v for k, v in compiled.construct_params(ours).items() if k not in ours}
+        return DriverSql(str(compiled), tuple(compiled.positiontup or ()), fixed)
+
+    return ChunkSql(
+        span=driver(select(func.min(table.c.id), func.max(table.c.id))),
+        range=driver(ranged),
+        tail=driver(tail),
+        state=None if state is None else str(state.value),
+    )

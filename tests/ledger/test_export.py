@@ -12,9 +12,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Table, insert
+from sqlalchemy.types import TypeDecorator
 from typer.testing import CliRunner
 
-from reka_ingest.cli.export import FILE_FIELDS
+from reka_ingest.cli.export import FILE_FIELDS, KINDS
 from reka_ingest.cli.main import app
 from reka_ingest.core.settings import Settings
 from reka_ingest.core.states import FileState
@@ -128,3 +129,19 @@ def test_chunked_reading_equals_one_query(
 ) -> None:
     got = [r[0] for r in iter_files(small, ["path"], state=state, limit=limit, chunk=chunk)]
     assert got == [f.id for f in list_files(small, state=state, limit=limit)]
+
+
+def test_field_kinds_are_the_schema_column_types() -> None:
+    """export.KINDS is spelled out (its helper process imports no SQLAlchemy): it must
+    say what the ledger's column types say."""
+
+    def kind(name: str) -> str:
+        if name == "seconds_to_indexed":
+            return "number"
+        column_type = File.__table__.c[name].type
+        if isinstance(column_type, TypeDecorator):  # the ledger's text types
+            column_type = column_type.impl_instance
+        python_type = column_type.python_type
+        return "bool" if python_type is bool else "text" if python_type is str else "number"
+
+    assert tuple(kind(name) for name in FILE_FIELDS) == KINDS
