@@ -40,7 +40,7 @@ from reka_ingest.core.states import NOT_ORIGINALS, BatchState, FileState, Origin
 from reka_ingest.core.text import clean_text
 from reka_ingest.files.outbox import ERROR_SUFFIX
 from reka_ingest.files.sidecars import SIDECAR_SUFFIX
-from reka_ingest.ledger.columns import MAX_KEY_BYTES, keyable
+from reka_ingest.ledger.columns import MAX_KEY_BYTES, keyable, storable
 from reka_ingest.ledger.db import IN_CHUNK, Ledger
 from reka_ingest.ledger.schema import FAILED_ONLY, MAX_MESSAGE_CHARS, MAX_PATH_CHARS, Batch, File
 
@@ -235,6 +235,13 @@ def for_ledger(f: NewFile) -> NewFile:
     (`refused_path`), on every ledger alike.
     """
     work_path = keyable(f.work_path)
+    if (
+        work_path is f.work_path
+        and storable(f.path, MAX_PATH_CHARS) is f.path
+        and storable(f.source_root, MAX_PATH_CHARS) is f.source_root
+        and (f.message is None or storable(f.message, MAX_MESSAGE_CHARS) is f.message)
+    ):
+        return f  # storable as it is (most files): nothing to clean
     reason, message = f.reason, f.message
     if reason is None and work_path != clean_text(f.work_path):
         reason = Reason.REFUSED_PATH
@@ -306,6 +313,8 @@ class _RowsInsert:
     group: str  # one row's (?, ?, ...), placeholders positional
     keys: tuple[str, ...]  # the row's keys, in the group's order
     convert: tuple[Callable[[Any], Any] | None, ...]  # per key; None: passed as is
+    # Per key, what its conversion makes of None (worked out once: rows hold many Nones).
+    of_none: tuple[Any, ...]
 
     @classmethod
     def compile(cls, dialect: Dialect) -> _RowsInsert:
@@ -321,28 +330,37 @@ class _RowsInsert:
             keys = tuple(_NAMED.findall(group))
             group = _NAMED.sub("%s", group)
         convert = tuple(table.c[k].type.dialect_impl(dialect).bind_processor(dialect) for k in keys)
-        return cls(head + values, group, keys, convert)
+        of_none = tuple(None if c is None else c(None) for c in convert)
+        return cls(head + values, group, keys, convert, of_none)
 
-    def run(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
-        pairs = tuple(zip(self.keys, self.convert, strict=True))
+    def run(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> dict[str, int]:
+        """Insert `rows`; their new ids by work path (as stored: unique)."""
+        triples = tuple(zip(self.keys, self.convert, self.of_none, strict=True))
+        ids: dict[str, int] = {}
         for i in range(0, len(rows), IN_CHUNK):
             part = rows[i : i + IN_CHUNK]
-            params = [row[k] if c is None else c(row[k]) for row in part for k, c in pairs]
-            sql = self.head + ", ".join([self.group] * len(part))
-            conn.exec_driver_sql(sql, tuple(params))
+            params = [
+                none if (v := row[k]) is None else v if c is None else c(v)
+                for row in part
+                for k, c, none in triples
+            ]
+            sql = self.head + ", ".join([self.group] * len(part)) + _RETURNING
+            result = conn.exec_driver_sql(sql, tuple(params))
+            ids.update((path, file_id) for file_id, path in result)
+        return ids
 
 
 _NAMED = re.compile(r"%\((\w+)\)s")  # a pyformat placeholder
+# The new rows' ids, paired with their work paths (SQLite returns them in no set order).
+_RETURNING = " RETURNING id, work_path"
 _ROW_INSERTS: dict[str, _RowsInsert] = {}  # by dialect name
 
 
 def _insert(s: Session, rows: list[dict[str, Any]]) -> dict[str, int]:
-    """One executemany INSERT (through the driver, see `_RowInsert`), then the new
-    ids by work path (unique).
-
-    Not `RETURNING`: to keep the ids in parameter order, SQLite falls back to one
-    statement per row; an indexed lookup afterwards is much cheaper.
-    """
+    """One multi-row INSERT (through the driver, see `_RowsInsert`); the new ids by
+    work path (unique), from its `RETURNING`: each id comes with its work path, so
+    their order does not matter (SQLAlchemy's own `RETURNING` keeps parameter order,
+    for which SQLite falls back to one statement per row)."""
     if not rows:
         return {}
     conn = s.connection()
@@ -350,8 +368,7 @@ def _insert(s: Session, rows: list[dict[str, Any]]) -> dict[str, int]:
     plan = _ROW_INSERTS.get(dialect.name)
     if plan is None:
         plan = _ROW_INSERTS[dialect.name] = _RowsInsert.compile(dialect)
-    plan.run(conn, rows)
-    return _ids_by_work_path(s, [r["work_path"] for r in rows])
+    return plan.run(conn, rows)
 
 
 def record_files(
