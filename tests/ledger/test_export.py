@@ -6,12 +6,10 @@ import csv
 import io
 import json
 from collections.abc import Callable
-from typing import Any, cast
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import Table, insert
 from sqlalchemy.types import TypeDecorator
 from typer.testing import CliRunner
 
@@ -22,38 +20,13 @@ from reka_ingest.core.states import FileState
 from reka_ingest.ledger import Ledger
 from reka_ingest.ledger.queries import iter_files, list_files
 from reka_ingest.ledger.schema import File
+from tests.support.export_rows import STATES, fill_files
 
 ROWS = 12_345  # more than two export chunks
-STATES = [FileState.INDEXED, FileState.FAILED, FileState.DUPLICATE, FileState.INDEXING]
-# Text a CSV or JSON writer must quote or escape, and names that are not ASCII.
-ODD = ['comma, "quoted"', "line\nbreak", "tab\there", "Ærø/😀.jpg", "back\\slash", ""]
 
 
 def fill(ledger: Ledger, n: int) -> None:
-    rows: list[dict[str, Any]] = []
-    for i in range(1, n + 1):
-        state = STATES[i % len(STATES)]
-        rows.append(
-            {
-                "path": f"site-{i % 7}/{ODD[i % len(ODD)]}-{i}.jpg",
-                "source_root": "/inbox",
-                "work_path": f"/work/{i}.jpg",
-                "origin": "scan",
-                "size": 1000 + i,
-                "mtime": 1.0,
-                "sha256": f"{i:064x}",
-                "state": state,
-                "reason": "not_an_image" if state == FileState.FAILED else None,
-                "message": f"why {ODD[i % len(ODD)]}" if state == FileState.FAILED else None,
-                "image_id": f"img-{i}" if state != FileState.FAILED else None,
-                "seen_at": 1000.0 + i,
-                "indexed_at": 1010.5 + i if state == FileState.INDEXED else None,
-                "updated_at": 1000.0 + i,
-            }
-        )
-    with ledger.write() as s:
-        for start in range(0, len(rows), 2000):
-            s.execute(insert(cast(Table, File.__table__)), rows[start : start + 2000])
+    fill_files(ledger, n)
 
 
 @pytest.fixture

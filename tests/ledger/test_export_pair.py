@@ -13,11 +13,9 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, cast
 
 import psutil
 import pytest
-from sqlalchemy import Table, insert
 
 from reka_ingest.cli.export import COLUMNS, write_csv, write_json
 from reka_ingest.cli.export_pair import WIDTH
@@ -26,41 +24,21 @@ from reka_ingest.core.settings import Settings
 from reka_ingest.core.states import FileState
 from reka_ingest.ledger import Ledger
 from reka_ingest.ledger.queries import iter_file_chunks
-from reka_ingest.ledger.schema import File
+from tests.support.export_rows import fill_files
 
 ROWS = 12_345
 GAP = 7  # ids 7, 14, ...: chunks of WIDTH ids hold WIDTH / 7 rows, 18 of them
-STATES = [FileState.INDEXED, FileState.FAILED, FileState.DUPLICATE, FileState.INDEXING]
-ODD = ['comma, "quoted"', "line\nbreak", "tab\there", "Ærø/😀.jpg", "back\\slash", ""]
 
 
 def fill(ledger: Ledger) -> None:
-    rows: list[dict[str, Any]] = []
-    for i in range(1, ROWS + 1):
-        state = STATES[i % len(STATES)]
-        rows.append(
-            {
-                "id": i * GAP,
-                "path": f"site-{i % 7}/{ODD[i % len(ODD)]}-{i}.jpg",
-                "source_root": "/inbox",
-                "work_path": f"/work/{i}.jpg",
-                "origin": "scan",
-                "size": 1000 + i,
-                "mtime": 1.0,
-                "sha256": f"{i:064x}",
-                "state": state,
-                "reason": "not_an_image" if state == FileState.FAILED else None,
-                "message": f"why {ODD[i % len(ODD)]}" if state == FileState.FAILED else None,
-                "image_id": f"img-{i}" if state != FileState.FAILED else None,
-                "possible_duplicate": i % 3 == 0,
-                "seen_at": 1000.0 + i / 3,
-                "indexed_at": 1010.5 + i / 7 if state == FileState.INDEXED else None,
-                "updated_at": 1000.0 + i,
-            }
-        )
-    with ledger.write() as s:
-        for start in range(0, len(rows), 2000):
-            s.execute(insert(cast(Table, File.__table__)), rows[start : start + 2000])
+    fill_files(
+        ledger,
+        ROWS,
+        gap=GAP,
+        seen_at=lambda i: 1000.0 + i / 3,
+        indexed_at=lambda i: 1010.5 + i / 7,
+        extra=lambda i: {"possible_duplicate": i % 3 == 0},
+    )
 
 
 @pytest.fixture
