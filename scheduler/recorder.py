@@ -25,6 +25,13 @@ next flush or tick. Any other error there is no file's fault either: it is
 logged with what waits, and the work is kept for the next try (a final path
 that fails alone is given up, logged with its file: its row's outcome stands).
 
+A group whose COMMIT happened although its answer was lost (the connection cut
+at COMMIT) waits like any group the ledger did not take, and is recorded again:
+`record_files` makes no second row, and gives back the rows whose follow-up is
+not done (`again`), which are then batched or moved as new ones would be. The
+beat sweep batches any queued row left without a batch all the same
+(`reconcile.batch_stranded`): whatever loses track of a row, it is not lost.
+
 A run of files starts with groups of one batch (`batch_max_files`), one such
 group for each request a worker keeps in flight (`worker_concurrency`), then
 doubling up to `group_size` while groups keep filling: a burst's first requests
@@ -60,7 +67,10 @@ class RecordCounts:
     queued: int = 0
     duplicates: int = 0
     failed: int = 0
-    skipped: int = 0  # already had a row (same work path)
+    skipped: int = 0  # already had a row (same work path), nothing left to do for it
+    # Already had a row whose batching or move was not done (a retry after a COMMIT
+    # whose answer was lost): done now, not counted in the states above again.
+    resumed: int = 0
     isolated: int = 0  # files whose own row could not be written as described
     excluded: int = 0  # left in place by INGEST_INCLUDE / INGEST_EXCLUDE (never moved)
 
@@ -70,6 +80,7 @@ class RecordCounts:
         self.duplicates += other.duplicates
         self.failed += other.failed
         self.skipped += other.skipped
+        self.resumed += other.resumed
         self.isolated += other.isolated
         self.excluded += other.excluded
 
@@ -145,28 +156,30 @@ class Recorder:
                 raise LedgerUnavailable(f"the ledger does not answer; {outage}")
             return counts
         results, pending, group = self._record_isolated(group, counts)
-        counts.recorded = len(results)
+        counts.resumed = sum(rec.again for rec in results)
+        counts.recorded = len(results) - counts.resumed
         counts.skipped = len(group) - len(results) - len(pending)
         by_path = {f.work_path: f for f in group}
         # After what an earlier outage left waiting, in order.
         moves, queued, url_queued = self._moves, self._queued, self._url_queued
         for rec in results:
             new = by_path[rec.work_path]
+            new_row = not rec.again  # a resumed row was counted when it was made
             if rec.state == FileState.QUEUED:
-                counts.queued += 1
+                counts.queued += new_row
                 (url_queued if new.origin == Origin.URL else queued).append((rec.file_id, rec.size))
             elif new.origin == Origin.URL:  # no bytes to move: its outcome is in the ledger
-                counts.duplicates += rec.state == FileState.DUPLICATE
-                counts.failed += rec.state == FileState.FAILED
+                counts.duplicates += new_row and rec.state == FileState.DUPLICATE
+                counts.failed += new_row and rec.state == FileState.FAILED
             elif rec.state == FileState.EXCLUDED:
-                counts.excluded += 1  # left where it is: nothing to move, no reason file
+                counts.excluded += new_row  # left where it is: nothing to move, no reason file
             elif rec.state == FileState.DUPLICATE:
-                counts.duplicates += 1
+                counts.duplicates += new_row
                 final = self._done(new, rec)
                 if final is not None:
                     moves.append((rec.file_id, final))
             else:
-                counts.failed += 1
+                counts.failed += new_row
                 reason_file = self._failed(new, rec)
                 if reason_file is not None:
                     moves.append((rec.file_id, reason_file))
@@ -180,6 +193,7 @@ class Recorder:
             duplicates=counts.duplicates,
             failed=counts.failed,
             skipped=counts.skipped,
+            resumed=counts.resumed,
             isolated=counts.isolated,
             excluded=counts.excluded,
         )

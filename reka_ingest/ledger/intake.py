@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, func, insert, select, text, update
-from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.engine import Connection, Dialect, Row
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import TextClause
@@ -119,6 +119,9 @@ class Recorded:
     # Why a file failed at intake, as recorded (it may have been found here: `for_ledger`).
     reason: Reason | None = None
     message: str | None = None
+    # Recorded before this call, its follow-up not done (see `record_files`): routed
+    # like a new row, never counted as one.
+    again: bool = False
 
 
 # Above this many distinct hashes, one transaction takes the whole-intake lock
@@ -270,6 +273,43 @@ def _ids_by_work_path(s: Session, paths: Sequence[str]) -> dict[str, int]:
     return ids
 
 
+# A recorded row, as `_rows_by_work_path` reads it.
+_Earlier = Row[str, int, str, int, int | None, str | None, int | None, str | None, str | None]
+
+
+def _rows_by_work_path(s: Session, paths: Sequence[str]) -> dict[str, _Earlier]:
+    """The rows among these work paths (in the ledger's form), each with what its
+    intake's follow-up needs: work path -> (id, state, size, batch_id, final_path,
+    duplicate_of, reason, message)."""
+    rows: dict[str, _Earlier] = {}
+    for i in range(0, len(paths), IN_CHUNK):
+        query = select(
+            File.work_path,
+            File.id,
+            File.state,
+            File.size,
+            File.batch_id,
+            File.final_path,
+            File.duplicate_of,
+            File.reason,
+            File.message,
+        ).where(File.work_path.in_(paths[i : i + IN_CHUNK]))
+        rows.update((row.work_path, row) for row in s.execute(query))
+    return rows
+
+
+_REASONS: dict[str | None, Reason] = {r.value: r for r in Reason}
+
+
+def _follow_up_left(row: _Earlier) -> bool:
+    """Whether a row recorded earlier still waits for what follows its recording: a
+    queued row for its batch, a row final at intake for its file's move (its final
+    path unwritten)."""
+    if row.state == FileState.QUEUED:
+        return row.batch_id is None
+    return row.state in (FileState.FAILED, FileState.DUPLICATE) and row.final_path is None
+
+
 def _live_originals(s: Session, hashes: set[str]) -> dict[str, tuple[int, str | None, str | None]]:
     """For each hash, the earliest row with those bytes that is not failed or a duplicate."""
     out: dict[str, tuple[int, str | None, str | None]] = {}
@@ -374,7 +414,15 @@ def _insert(s: Session, rows: list[dict[str, Any]]) -> dict[str, int]:
 def record_files(
     ledger: Ledger, given: Sequence[NewFile], *, now: float, allow_reupload: bool = False
 ) -> list[Recorded]:
-    """Insert one row per file in one transaction; a work path already recorded is skipped.
+    """Insert one row per file in one transaction; a work path already recorded gets
+    no second row.
+
+    A work path already recorded whose follow-up is not done (a queued row with
+    no batch, a row final at intake whose file was not moved) comes back as it
+    stands, `again=True`, for the caller to finish: this call may be a retry of
+    one whose COMMIT happened although its answer was lost (a connection cut at
+    COMMIT), after which only this call's caller can still batch or move those
+    files. Any other known work path is skipped.
 
     In bulk: one query for known work paths, one for earlier live copies of the
     same bytes, one multi-row INSERT (and a second for copies of bytes first
@@ -388,12 +436,27 @@ def record_files(
     files = [for_ledger(f) for f in given]
     caller_path = {f.work_path: g.work_path for f, g in zip(files, given, strict=True)}
     with ledger.write() as s:
-        known = set(_ids_by_work_path(s, [f.work_path for f in files]))
+        earlier = _rows_by_work_path(s, [f.work_path for f in files])
+        known = set(earlier)
         fresh: list[NewFile] = []
+        again: list[Recorded] = []
         for f in files:
             if f.work_path not in known:
                 known.add(f.work_path)
                 fresh.append(f)
+            elif (old := earlier.pop(f.work_path, None)) is not None and _follow_up_left(old):
+                again.append(
+                    Recorded(
+                        file_id=old.id,
+                        state=FileState(old.state),
+                        size=old.size,
+                        work_path=caller_path[f.work_path],
+                        duplicate_of=old.duplicate_of,
+                        reason=_REASONS.get(old.reason),
+                        message=old.message,
+                        again=True,
+                    )
+                )
         originals = {} if allow_reupload else _decide_originals(s, fresh)
         first: list[tuple[NewFile, dict[str, Any]]] = []
         later: list[tuple[NewFile, dict[str, Any]]] = []
@@ -429,7 +492,7 @@ def record_files(
                 message=rows[f.work_path]["message"],
             )
             for f in fresh
-        ]
+        ] + again
 
 
 # A byte shown as %XX (reka_ingest.core.text.shown), or those three characters.
@@ -504,6 +567,21 @@ def _what(row: dict[str, Any]) -> str:
 def create_batch(ledger: Ledger, file_ids: Sequence[int], *, now: float) -> int:
     """Group queued, unbatched files into a new batch in state `queued`; returns its id."""
     return create_batches(ledger, [file_ids], now=now)[0]
+
+
+def pack(rows: Iterable[tuple[int, int]], *, max_files: int, max_bytes: int) -> list[list[int]]:
+    """File ids (with their sizes) in groups of at most `max_files` files and
+    `max_bytes` bytes, in the order given (a file larger than `max_bytes` alone):
+    batches for rows that no batcher holds."""
+    groups: list[list[int]] = []
+    nbytes = 0
+    for file_id, size in rows:
+        if not groups or len(groups[-1]) >= max_files or nbytes + size > max_bytes:
+            groups.append([])
+            nbytes = 0
+        groups[-1].append(file_id)
+        nbytes += size
+    return groups
 
 
 def create_batches(ledger: Ledger, groups: Sequence[Sequence[int]], *, now: float) -> list[int]:

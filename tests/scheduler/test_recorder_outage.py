@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import event, select
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from reka_ingest.core.errors import LedgerUnavailable
@@ -38,17 +39,24 @@ from tests.support.postgres import PostgresCluster
 
 class Outage:
     """The test's ledger database stops answering when the next group of new rows
-    has committed (`arm`), until `end`; `begun` says whether it has."""
+    has committed (`arm`), until `end`; `begun` says whether it has.
+
+    `arm(answer_lost=True)`: the connection is cut at that COMMIT, after the
+    database committed and before its answer came back. The caller sees its
+    commit fail, as the driver says it then (OperationalError), and cannot tell
+    that its rows are in."""
 
     def __init__(self, request: pytest.FixtureRequest, url: str, ledger: Ledger) -> None:
         self.request, self.url, self.ledger = request, url, ledger
         self.begun = False
         self._armed = False
+        self._answer_lost = False
         self._inserted = False
         self._holder: sqlite3.Connection | None = None
         self._cluster: PostgresCluster | None = None
 
-    def arm(self) -> None:
+    def arm(self, *, answer_lost: bool = False) -> None:
+        self._answer_lost = answer_lost
         if not self.ledger.is_sqlite:
             self._cluster = self.request.getfixturevalue("postgres")
         event.listen(self.ledger.engine, "before_cursor_execute", self._on_execute)
@@ -61,6 +69,9 @@ class Outage:
     def _on_commit(self, _session: Session) -> None:
         if self._armed and self._inserted and not self.begun:
             self._begin()
+            if self._answer_lost:
+                cut = ConnectionError("server closed the connection unexpectedly")
+                raise OperationalError("COMMIT", None, cut)
 
     def _begin(self) -> None:
         self.begun = True
@@ -203,6 +214,55 @@ def test_an_outage_after_a_group_is_recorded_loses_nothing(
     assert all(r.final_path for r in rows if r.state != FileState.QUEUED)
     assert not set(sent) & earlier
     _assert_each_queued_row_in_one_sent_batch(ledger, sorted(earlier) + sent)
+
+
+@pytest.mark.timeout(120)
+def test_a_group_committed_unanswered_is_batched_and_moved_when_recorded_again(
+    fast_settings: Callable[..., IngestSettings],
+    outage_ledger: Ledger,
+    outage: Outage,
+) -> None:
+    """The connection is cut at the group's COMMIT: its rows are in, the recorder
+    is told the ledger does not answer, and the group waits. Recorded again once
+    the ledger answers, it makes no second row, and the rows made unseen go on as
+    if the first try had been answered: every queued one in one batch, sent once,
+    the duplicate and the failed file moved (their final paths written)."""
+    ledger = outage_ledger
+    settings = fast_settings(batch_max_files=3, batch_max_wait=60.0)
+    sent: list[int] = []
+    batcher, url_batcher = ledger_batchers(settings, ledger, sent.append, time.time)
+    big = fast_settings(batch_max_files=50)
+    recorder = Recorder(big, ledger, batcher, url_batcher=url_batcher, group_size=50)
+    group = [_new(settings, i) for i in range(7)]
+    group += [_new(settings, 7, sha=1), _new(settings, 8, bad=True)]
+    for new in group:
+        assert recorder.add(new) is None
+    outage.arm(answer_lost=True)
+    with pytest.raises(LedgerUnavailable):
+        recorder.flush()
+    assert outage.begun
+    assert len(recorder) == len(group)  # nothing is known to be recorded: all wait
+    outage.end()
+    assert len(_rows(ledger)) == len(group)  # and yet the rows are in
+
+    counts = recorder.flush()
+    batcher.flush()
+    assert (counts.recorded, counts.resumed, counts.skipped) == (0, len(group), 0)
+    rows = _rows(ledger)
+    assert len(rows) == len(group)  # no second row
+    assert sorted(r.state for r in rows) == sorted(
+        [FileState.QUEUED] * 7 + [FileState.DUPLICATE, FileState.FAILED]
+    )
+    assert all(r.final_path for r in rows if r.state != FileState.QUEUED)
+    _assert_each_queued_row_in_one_sent_batch(ledger, sent)
+
+    # A third time: nothing is left to do for any of them.
+    for new in group:
+        recorder.add(new)
+    counts = recorder.flush()
+    batcher.flush()
+    assert (counts.recorded, counts.resumed, counts.skipped) == (0, 0, len(group))
+    _assert_each_queued_row_in_one_sent_batch(ledger, sent)
 
 
 @pytest.mark.timeout(120)
