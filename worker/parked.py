@@ -46,7 +46,7 @@ from reka_ingest.files.outbox import (
     remove_empty_claim_folders,
 )
 from reka_ingest.ledger import uploads as ops
-from reka_ingest.ledger.intake import create_batches
+from reka_ingest.ledger.intake import create_batches, pack
 from worker.backoff import RetryPolicy, backoff
 from worker.budget import redis_client
 from worker.outage import through_outage
@@ -485,15 +485,9 @@ def batch_requeued(rt: Runtime, requeued: list[ops.Requeued]) -> list[int]:
     a batch whose message is lost.
     """
     settings = rt.settings.ingest
-    groups: list[list[int]] = []
-    nbytes = 0
-    for r in requeued:
-        if not groups or (
-            len(groups[-1]) >= settings.batch_max_files
-            or nbytes + r.size > settings.batch_max_bytes
-        ):
-            groups.append([])
-            nbytes = 0
-        groups[-1].append(r.file_id)
-        nbytes += r.size
+    groups = pack(
+        ((r.file_id, r.size) for r in requeued),
+        max_files=settings.batch_max_files,
+        max_bytes=settings.batch_max_bytes,
+    )
     return create_batches(rt.ledger, groups, now=rt.clock()) if groups else []

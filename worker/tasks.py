@@ -25,7 +25,7 @@ from reka_ingest.core.queues import (
     send_notify,
     send_upload,
 )
-from reka_ingest.ledger.reconcile import batches_to_send
+from reka_ingest.ledger.reconcile import batch_stranded, batches_to_send
 from reka_ingest.metrics.counters import redis_client
 from reka_ingest.metrics.server_check import (
     COUNTS,
@@ -122,8 +122,9 @@ def register(app: Celery, runtime: Callable[[], Runtime]) -> None:
 
 def sweep_batches(rt: Runtime, send: Callable[[int], object]) -> list[int]:
     """Beat's batch sweep: first the accepted answers parked in Redis go to the ledger
-    (so their batches are never listed to be sent again), then the batches due
-    are sent (`send(batch_id)`); returns the ids sent."""
+    (so their batches are never listed to be sent again), then queued rows left
+    without a batch get one (`batch_stranded`), then the batches due are sent
+    (`send(batch_id)`); returns the ids sent."""
     try:
         applied = parked.drain(rt)
     except redis.RedisError as err:
@@ -139,13 +140,25 @@ def sweep_batches(rt: Runtime, send: Callable[[int], object]) -> list[int]:
             still_parked=len(applied) - len(recorded),
             failed=sum(1 for a in applied if a.gave_up),
         )
+    ingest = rt.settings.ingest
+    stranded = batch_stranded(
+        rt.ledger,
+        now=rt.clock(),
+        # A batcher holds its rows up to batch_max_wait before it makes their batch.
+        older_than=ingest.requeue_after + ingest.batch_max_wait,
+        max_files=ingest.batch_max_files,
+        max_bytes=ingest.batch_max_bytes,
+        limit=SWEEP_LIMIT,
+    )
+    if stranded:
+        log.warning("sweep_stranded_rows_batched", batches=stranded)
     due = batches_to_send(
         rt.ledger,
         now=rt.clock(),
-        requeue_after=rt.settings.ingest.requeue_after,
+        requeue_after=ingest.requeue_after,
         limit=SWEEP_LIMIT,
     )
-    ids = [child for a in recorded for child in a.enqueue] + due
+    ids = [child for a in recorded for child in a.enqueue] + stranded + due
     for batch_id in ids:
         send(batch_id)
     if rt.counters is not None:

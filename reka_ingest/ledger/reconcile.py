@@ -1,14 +1,18 @@
-"""What the beat sweep takes back: batches whose wait is over, and batches
-whose message or worker was lost. The ledger is the truth; sending a batch's
-id again is always safe, because the claim admits one run at a time."""
+"""What the beat sweep takes back: batches whose wait is over, batches whose
+message or worker was lost, and queued rows whose batch was never made. The
+ledger is the truth; sending a batch's id again is always safe, because the
+claim admits one run at a time."""
 
 from __future__ import annotations
 
-from sqlalchemy import or_, select, union_all, update
+import sys
 
-from reka_ingest.core.states import BatchState
+from sqlalchemy import TextClause, or_, select, text, union_all, update
+
+from reka_ingest.core.states import BatchState, Origin
 from reka_ingest.ledger.db import Ledger
-from reka_ingest.ledger.schema import Batch
+from reka_ingest.ledger.intake import create_batches, pack
+from reka_ingest.ledger.schema import UNBATCHED_ONLY, Batch
 
 
 def batches_to_send(ledger: Ledger, *, now: float, requeue_after: float, limit: int) -> list[int]:
@@ -42,3 +46,43 @@ def batches_to_send(ledger: Ledger, *, now: float, requeue_after: float, limit: 
             )
             s.execute(update(Batch).where(Batch.id.in_(ids)).values(queued_at=now))
         return ids
+
+
+def batch_stranded(
+    ledger: Ledger, *, now: float, older_than: float, max_files: int, max_bytes: int, limit: int
+) -> list[int]:
+    """New batches for queued rows left without one for `older_than` seconds; their
+    ids, to send.
+
+    A queued row gets its batch from the process that recorded it or queued it
+    again, moments later. One that lost track of it (its COMMIT's answer lost, a
+    crash between the two writes) would leave it queued for good, unseen until the
+    watcher's next start. Its oldest `limit` such rows are batched here: file rows
+    and URL rows apart (a request is one kind), within the batch limits.
+    `create_batches` takes only rows still unbatched, so a batcher that meanwhile
+    made the batch itself costs nothing but a second send of it.
+    """
+    with ledger.read() as s:
+        query = _stranded_rows(s.get_bind().dialect.name)
+        rows = s.execute(query, {"before": now - older_than, "limit": limit}).all()
+    if not rows:
+        return []
+    files = pack(
+        ((r.id, r.size) for r in rows if r.origin != Origin.URL),
+        max_files=max_files,
+        max_bytes=max_bytes,
+    )
+    url_ids = ((r.id, 0) for r in rows if r.origin == Origin.URL)  # no bytes here: by count
+    urls = pack(url_ids, max_files=max_files, max_bytes=sys.maxsize)
+    return create_batches(ledger, files + urls, now=now)
+
+
+def _stranded_rows(dialect: str) -> TextClause:
+    """The oldest queued rows without a batch, through `ix_files_unbatched`: its
+    partial condition in its own words, and on SQLite named (without statistics its
+    planner would take a state index and read every queued row)."""
+    hint = " INDEXED BY ix_files_unbatched" if dialect == "sqlite" else ""
+    return text(
+        f"SELECT id, size, origin FROM files{hint} WHERE {UNBATCHED_ONLY}"  # noqa: S608 - fixed words; values bound
+        " AND updated_at < :before ORDER BY updated_at, id LIMIT :limit"
+    )

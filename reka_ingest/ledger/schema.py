@@ -39,6 +39,8 @@ MAX_ID_CHARS = 512
 # The condition of the partial index of failed rows; a query that should use it
 # says it in these words (a bound parameter would not match the index's predicate).
 FAILED_ONLY = f"state = '{FileState.FAILED.value}'"
+# The condition of the partial index of queued rows without a batch (the same rule).
+UNBATCHED_ONLY = f"state = '{FileState.QUEUED.value}' AND batch_id IS NULL"
 
 
 class Base(DeclarativeBase):
@@ -85,6 +87,15 @@ class File(Base):
             postgresql_using="hash",
             postgresql_where=text(FAILED_ONLY),
             sqlite_where=text(FAILED_ONLY),
+        ),
+        # Queued rows without a batch, by when they became so (a row's last write):
+        # a few at any moment, found by the beat sweep without reading every queued
+        # or unbatched row (`reconcile.batch_stranded`).
+        Index(
+            "ix_files_unbatched",
+            "updated_at",
+            postgresql_where=text(UNBATCHED_ONLY),
+            sqlite_where=text(UNBATCHED_ONLY),
         ),
     )
 

@@ -34,7 +34,7 @@ from reka_ingest.ledger.polling import (
     take_unsettled_failures,
 )
 from reka_ingest.ledger.queries import summary
-from reka_ingest.ledger.reconcile import batches_to_send
+from reka_ingest.ledger.reconcile import batch_stranded, batches_to_send
 from reka_ingest.ledger.uploads import Uploaded, claim_batch, finish_batch, record_uploaded
 from reka_ingest.metrics.collector import IngestCollector
 from reka_ingest.metrics.counters import resent_by_why
@@ -254,6 +254,9 @@ def _run_everything(ledger: Ledger, rec: Recorder) -> None:
         ids = batches_to_send(ledger, now=NOW, requeue_after=300.0, limit=1000)
         assert ids, "the fill has batches to send again"
         resent_by_why(ledger, ids)
+        batch_stranded(
+            ledger, now=NOW, older_than=600.0, max_files=100, max_bytes=10**8, limit=1000
+        )
 
     def upload() -> None:
         claimed = claim_batch(ledger, BATCH_UNDER_TEST, now=NOW, lease=600.0)
