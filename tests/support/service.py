@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from sqlalchemy import func, select
 
 from reka_ingest.cli.processes import (
     STOP_TIMEOUT,
@@ -28,9 +29,10 @@ from reka_ingest.cli.processes import (
 )
 from reka_ingest.core.bundled_redis import free_port
 from reka_ingest.core.settings import load_settings
+from reka_ingest.core.states import ACTIVE
 from reka_ingest.ledger import Ledger, open_ledger
 from reka_ingest.ledger.queries import list_files, summary
-from reka_ingest.ledger.schema import File
+from reka_ingest.ledger.schema import Batch, File
 
 API_KEY = "e2e-secret-key-7c41d0"
 
@@ -208,7 +210,37 @@ class Service:
         return self.counts()
 
     def diagnose(self) -> str:
-        return f"counts={self.counts()}\n{self.logs()}"
+        return f"counts={self.counts()}\n{self.active_batches()}\n{self.logs()}"
+
+    def active_batches(self) -> str:
+        """Each batch still holding an active file, as the ledger has it now (times
+        relative to now): first in a failure's report, which CI may cut short."""
+        now = time.time()
+
+        def rel(t: float | None) -> str:
+            return "-" if t is None else f"{t - now:+.1f}s"
+
+        with self.ledger.read() as s:
+            rows = s.execute(
+                select(File.batch_id, File.state, func.count())
+                .where(File.state.in_(ACTIVE))
+                .group_by(File.batch_id, File.state)
+                .order_by(File.batch_id)
+            ).all()
+            ids = [r[0] for r in rows if r[0] is not None]
+            batches = {b.id: b for b in s.scalars(select(Batch).where(Batch.id.in_(ids)))}
+            lines = [f"active files by batch (now={now:.1f}):"]
+            for batch_id, state, n in rows:
+                b = batches.get(batch_id) if batch_id is not None else None
+                where = (
+                    "no batch"
+                    if b is None
+                    else f"batch {b.id} {b.state} attempts={b.attempts} claim={b.claim_seq}"
+                    f" queued_at={rel(b.queued_at)} lease_until={rel(b.lease_until)}"
+                    f" next_attempt_at={rel(b.next_attempt_at)} error={b.last_error!r}"
+                )
+                lines.append(f"  {n} {state}: {where}")
+        return "\n".join(lines)
 
     def standin(self, path: str) -> Any:
         r = httpx.get(f"{self.base_url}{path}", headers={"X-Api-Key": API_KEY}, timeout=10)
