@@ -152,6 +152,8 @@ def sweep_batches(rt: Runtime, send: Callable[[int], object]) -> list[int]:
     )
     if stranded:
         log.warning("sweep_stranded_rows_batched", batches=stranded)
+        if rt.counters is not None:
+            rt.counters.stranded(rt.ledger, stranded)
     due = batches_to_send(
         rt.ledger,
         now=rt.clock(),

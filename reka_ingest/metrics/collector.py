@@ -52,6 +52,7 @@ from reka_ingest.metrics.budget import read_budget
 from reka_ingest.metrics.counters import (
     API_RESPONSES_KEY,
     RECONCILE_KEY,
+    RECONCILE_WHYS,
     redis_client,
 )
 from reka_ingest.metrics.server_check import ServerCheck, read_server_check
@@ -219,7 +220,8 @@ class IngestCollector(Collector):
         resent_batches = CounterMetricFamily(
             f"{PREFIX}_reconcile_batches",
             "Batches the beat sweep sent again, by why: lease_expired (a worker died or "
-            "hung), lost_message (queued, never taken), deferred_due (its wait was over).",
+            "hung), lost_message (queued, never taken), deferred_due (its wait was over); "
+            "unbatched: batches it made for queued files left without one.",
             labels=["why"],
         )
         resent_files = CounterMetricFamily(
@@ -227,7 +229,7 @@ class IngestCollector(Collector):
             "Files in the batches the beat sweep sent again, by why (as for batches).",
             labels=["why"],
         )
-        for why in ("lease_expired", "lost_message", "deferred_due"):
+        for why in RECONCILE_WHYS:
             resent_batches.add_metric([why], float(reconcile.get(f"batches:{why}", 0)))
             resent_files.add_metric([why], float(reconcile.get(f"files:{why}", 0)))
 

@@ -32,6 +32,9 @@ log = get_logger(__name__)
 # Every Redis key the metrics read or write, named once.
 API_RESPONSES_KEY: Final = "reka_ingest:metrics:api_responses"  # field "<endpoint>:<status>"
 RECONCILE_KEY: Final = "reka_ingest:metrics:reconcile"  # fields "batches:<why>", "files:<why>"
+# Why the sweep sent a batch: see `why_resent`, and `stranded` for UNBATCHED.
+UNBATCHED: Final = "unbatched"
+RECONCILE_WHYS: Final = ("lease_expired", "lost_message", "deferred_due", UNBATCHED)
 # The shared API budget (core.constants.BUDGET_KEY) is read by reka_ingest.metrics.budget.
 
 
@@ -80,6 +83,13 @@ class CounterSink:
         """Count the batches the beat sweep sent again, and their files, by why."""
         if batch_ids:
             self.reconciled(resent_by_why(ledger, batch_ids))
+
+    def stranded(self, ledger: Ledger, batch_ids: Sequence[int]) -> None:
+        """Count the batches the beat sweep made for queued files left without one,
+        and their files, as why `unbatched`."""
+        if batch_ids:
+            files = sum(n for _, n in resent_by_why(ledger, batch_ids).values())
+            self.reconciled({UNBATCHED: (len(batch_ids), files)})
 
     def reconciled(self, by_why: dict[str, tuple[int, int]]) -> None:
         """`by_why`: why (see `why_resent`) -> (batches, files) the sweep sent again."""

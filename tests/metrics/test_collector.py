@@ -209,6 +209,7 @@ def test_reconciled_batches_and_files_by_why(
     try:
         sink.resent(ledger, [lease, lost, due])
         sink.resent(ledger, [lease])
+        sink.stranded(ledger, [lost, due])
     finally:
         sink.close()
     p = page(ledger, rclient)
@@ -218,6 +219,8 @@ def test_reconciled_batches_and_files_by_why(
     assert value(p, "reka_ingest_reconcile_files_total", why="lost_message") == 1
     assert value(p, "reka_ingest_reconcile_batches_total", why="deferred_due") == 1
     assert value(p, "reka_ingest_reconcile_files_total", why="deferred_due") == 2
+    assert value(p, "reka_ingest_reconcile_batches_total", why="unbatched") == 2
+    assert value(p, "reka_ingest_reconcile_files_total", why="unbatched") == 3
 
 
 def test_a_dead_redis_is_reported_and_the_ledger_still_answers(ledger: Ledger) -> None:

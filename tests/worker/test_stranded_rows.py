@@ -19,6 +19,7 @@ import pytest
 from reka_ingest.core.states import BatchOutcome, FileState, Origin
 from reka_ingest.ledger.intake import NewFile, record_files
 from reka_ingest.ledger.queries import list_files
+from reka_ingest.metrics.counters import RECONCILE_KEY, CounterSink
 from reka_ingest.standin.runner import RunningStandin
 from tests.support.clock import Clock
 from tests.support.images import image_bytes
@@ -52,9 +53,10 @@ def record_unbatched(rt: Runtime, blobs: dict[str, bytes]) -> list[int]:
 
 @pytest.mark.usefixtures("database_url")
 def test_rows_left_without_a_batch_are_batched_sent_and_uploaded(
-    make_rt: Callable[..., Runtime], clock: Clock, standin: RunningStandin
+    make_rt: Callable[..., Runtime], clock: Clock, standin: RunningStandin, redis_url: str
 ) -> None:
     rt = make_rt(batch_max_files=2, requeue_after=30.0, batch_max_wait=2.0)
+    rt.counters = CounterSink.connect(redis_url)  # as a worker's runtime counts
     data = {f"cam/stranded-{i}.jpg": image_bytes(800 + i) for i in range(5)}
     ids = record_unbatched(rt, data)
     sent: list[int] = []
@@ -67,6 +69,8 @@ def test_rows_left_without_a_batch_are_batched_sent_and_uploaded(
     rows = {r.id: r for r in list_files(rt.ledger)}
     assert sorted(rows) == sorted(ids)
     assert {r.batch_id for r in rows.values()} == set(batches)
+    counted = rt.counters.client.hgetall(RECONCILE_KEY)
+    assert counted == {b"batches:unbatched": b"3", b"files:unbatched": b"5"}
 
     for batch in batches:
         assert upload_batch(rt, batch).outcome == BatchOutcome.DONE
@@ -78,3 +82,4 @@ def test_rows_left_without_a_batch_are_batched_sent_and_uploaded(
     clock.advance(60.0)
     assert sweep_batches(rt, sent.append) == []  # nothing left to batch or send
     assert len(sent) == 3
+    rt.counters.close()
