@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
@@ -52,6 +53,13 @@ def service(tmp_path: Path, redis_url: str, database_url: str) -> Iterator[Servi
         yield svc
     finally:
         svc.stop()
+
+
+def files_in(svc: Service, sweeps: list[dict[str, Any]]) -> int:
+    """How many files are in the batches these sweeps made for rows left without one."""
+    batches = [b for sweep in sweeps for b in sweep["batches"]]
+    with svc.ledger.read() as s:
+        return int(s.scalar(select(func.count()).where(File.batch_id.in_(batches))) or 0)
 
 
 def recorded(svc: Service) -> int:
@@ -144,11 +152,16 @@ def test_watcher_killed_during_a_burst_records_each_file_once(
     report(a.tally, results_file)
     assert at_kill["recorded"] < N, "the kill came after the burst"
     # The kill left files in work/ with no row; the new watcher's start took
-    # back exactly those (and batched any row left without a batch).
+    # back exactly those. Rows left without a batch were batched once each: by
+    # that start, or before it by the beat sweep (past INGEST_REQUEUE_AFTER +
+    # INGEST_BATCH_MAX_WAIT on their own, a slow restart).
     assert at_kill["claimed_unrecorded"] > 0, at_kill
+    swept = files_in(svc, log_events(svc, "worker", "sweep_stranded_rows_batched"))
+    a.tally.detail["restart"]["swept"] = swept
     assert a.tally.detail["restart"] == {
         "recovered": at_kill["claimed_unrecorded"],
-        "adopted": at_kill["unbatched"],
+        "adopted": at_kill["unbatched"] - swept,
+        "swept": swept,
     }, at_kill
     assert_nothing_lost(a, svc)  # includes: no path recorded twice, no unknown path
     assert_settled(a, svc)
