@@ -156,6 +156,19 @@ def _assert_each_queued_row_in_one_sent_batch(ledger: Ledger, sent: list[int]) -
     assert sum(batches.values()) == len(rows)
 
 
+def _recording(
+    fast_settings: Callable[..., IngestSettings], ledger: Ledger
+) -> tuple[IngestSettings, list[int], Recorder, Batcher, Batcher]:
+    """Batches of 3 closed by size only, and a recorder whose groups are 50 from the
+    first (each flush records one group); the batch ids sent are appended to `sent`."""
+    settings = fast_settings(batch_max_files=3, batch_max_wait=60.0)
+    sent: list[int] = []
+    batcher, url_batcher = ledger_batchers(settings, ledger, sent.append, time.time)
+    big = fast_settings(batch_max_files=50)
+    recorder = Recorder(big, ledger, batcher, url_batcher=url_batcher, group_size=50)
+    return settings, sent, recorder, batcher, url_batcher
+
+
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("with_moves", [True, False], ids=["final_paths", "batches"])
 def test_an_outage_after_a_group_is_recorded_loses_nothing(
@@ -167,12 +180,7 @@ def test_an_outage_after_a_group_is_recorded_loses_nothing(
     """The outage begins when the group's rows commit: with duplicates and a failed
     file, writing their final paths meets it first; without, creating the batches."""
     ledger = outage_ledger
-    settings = fast_settings(batch_max_files=3, batch_max_wait=60.0)
-    sent: list[int] = []
-    batcher, url_batcher = ledger_batchers(settings, ledger, sent.append, time.time)
-    # Groups of 50 from the first: each flush below records one group.
-    big = fast_settings(batch_max_files=50)
-    recorder = Recorder(big, ledger, batcher, url_batcher=url_batcher, group_size=50)
+    settings, sent, recorder, batcher, url_batcher = _recording(fast_settings, ledger)
     group = [_new(settings, i) for i in range(7)]
     if with_moves:
         group += [_new(settings, 7, sha=1), _new(settings, 8, sha=2), _new(settings, 9, bad=True)]
@@ -228,11 +236,7 @@ def test_a_group_committed_unanswered_is_batched_and_moved_when_recorded_again(
     if the first try had been answered: every queued one in one batch, sent once,
     the duplicate and the failed file moved (their final paths written)."""
     ledger = outage_ledger
-    settings = fast_settings(batch_max_files=3, batch_max_wait=60.0)
-    sent: list[int] = []
-    batcher, url_batcher = ledger_batchers(settings, ledger, sent.append, time.time)
-    big = fast_settings(batch_max_files=50)
-    recorder = Recorder(big, ledger, batcher, url_batcher=url_batcher, group_size=50)
+    settings, sent, recorder, batcher, _ = _recording(fast_settings, ledger)
     group = [_new(settings, i) for i in range(7)]
     group += [_new(settings, 7, sha=1), _new(settings, 8, bad=True)]
     for new in group:

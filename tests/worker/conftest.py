@@ -57,6 +57,11 @@ def make_rt(
 def stage(rt: Runtime, blobs: dict[str, bytes], *, root: Path | None = None) -> int:
     """Files placed as the watcher would (a new claim folder each), or recorded in place
     under `root` as a backfill would; recorded and put in one batch."""
+    return create_batch(rt.ledger, record(rt, blobs, root=root), now=rt.clock())
+
+
+def record(rt: Runtime, blobs: dict[str, bytes], *, root: Path | None = None) -> list[int]:
+    """Files placed and recorded as `stage` does, with no batch yet; their row ids."""
     new = []
     for rel, data in blobs.items():
         if root is None:
@@ -77,8 +82,7 @@ def stage(rt: Runtime, blobs: dict[str, bytes], *, root: Path | None = None) -> 
                 seen_at=rt.clock(),
             )
         )
-    recorded = record_files(rt.ledger, new, now=rt.clock())
-    return create_batch(rt.ledger, [r.file_id for r in recorded], now=rt.clock())
+    return [r.file_id for r in record_files(rt.ledger, new, now=rt.clock())]
 
 
 def rows_by_path(rt: Runtime) -> dict[str, File]:

@@ -9,46 +9,21 @@ until the watcher's next start.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
-from pathlib import Path
 
 import httpx
 import pytest
 
-from reka_ingest.core.states import BatchOutcome, FileState, Origin
-from reka_ingest.ledger.intake import NewFile, record_files
+from reka_ingest.core.states import BatchOutcome, FileState
 from reka_ingest.ledger.queries import list_files
 from reka_ingest.metrics.counters import RECONCILE_KEY, CounterSink
 from reka_ingest.standin.runner import RunningStandin
 from tests.support.clock import Clock
 from tests.support.images import image_bytes
-from tests.worker.conftest import KEY
+from tests.worker.conftest import KEY, record
 from worker.runtime import Runtime
 from worker.tasks import sweep_batches
 from worker.uploader import upload_batch
-
-
-def record_unbatched(rt: Runtime, blobs: dict[str, bytes]) -> list[int]:
-    """Files claimed and recorded as the watcher would, their batch never made."""
-    new = []
-    for i, (rel, data) in enumerate(blobs.items()):
-        path = rt.settings.ingest.work_dir / f"s{i:04d}" / Path(rel).name
-        path.parent.mkdir(parents=True)
-        path.write_bytes(data)
-        new.append(
-            NewFile(
-                path=rel,
-                source_root=str(rt.settings.ingest.inbox),
-                work_path=str(path),
-                origin=Origin.EVENT,
-                size=len(data),
-                mtime=0.0,
-                sha256=hashlib.sha256(data).hexdigest(),
-                seen_at=rt.clock(),
-            )
-        )
-    return [r.file_id for r in record_files(rt.ledger, new, now=rt.clock())]
 
 
 @pytest.mark.usefixtures("database_url")
@@ -58,7 +33,7 @@ def test_rows_left_without_a_batch_are_batched_sent_and_uploaded(
     rt = make_rt(batch_max_files=2, requeue_after=30.0, batch_max_wait=2.0)
     rt.counters = CounterSink.connect(redis_url)  # as a worker's runtime counts
     data = {f"cam/stranded-{i}.jpg": image_bytes(800 + i) for i in range(5)}
-    ids = record_unbatched(rt, data)
+    ids = record(rt, data)  # as the watcher records them; their batch never made
     sent: list[int] = []
 
     clock.advance(31.0)  # a batcher may hold them this long yet (requeue_after + max_wait)
