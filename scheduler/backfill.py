@@ -156,7 +156,7 @@ def backfill(
     summary.recorded, summary.queued = totals.recorded, totals.queued
     summary.duplicates, summary.failed = totals.duplicates, totals.failed
     summary.excluded = totals.excluded
-    summary.already_known += totals.skipped
+    summary.already_known += totals.skipped + totals.resumed  # resumed: batched or moved now
     summary.batches = batcher.batches_created + url_batcher.batches_created
     summary.enqueue_failures = batcher.enqueue_failures + url_batcher.enqueue_failures
     log.info("backfill.done", root=top, **asdict(summary))
