@@ -5,11 +5,12 @@ JSON lines when stderr is not a terminal, readable colours when it is. Context
 and cleared after it; this module only wires the processors.
 
 structlog is imported when the first line is logged, not before: `import
-structlog` imports its console renderer and, with it, rich (a fifth of a short
-command's start-up), and most commands never log a line. `configure_logging`
+structlog` imports its console renderer and, with it, rich (a good share of a
+short command's start-up), and most commands never log a line. `configure_logging`
 installs the standard library's handler at once and leaves structlog's half of
 the setup to `_structlog()`, the one place that imports it; the loggers of
-`get_logger` and the handler's formatter both go through it.
+`get_logger` and the handler's formatter both go through it (code that logs
+through structlog directly would bypass it: log through `get_logger`).
 """
 
 from __future__ import annotations
