@@ -4,8 +4,9 @@ Logging is configured here, once, before any command runs. Each command lives
 in its own module, imported only when that command runs: `reka-ingest files`
 loads SQLAlchemy and the ledger, not Celery, kombu, the web app or the worker
 (a module's imports are most of a short command's time, and of its memory).
-`reka-ingest --help` (or a name that is no command) imports them all, to list
-them; `app` (tests) is the whole CLI, built on first use.
+`config` is main's own and imports none of them; `reka-ingest --help` (or a
+name that is no command) imports them all, to list them; `app` (tests) is the
+whole CLI, built on first use.
 """
 
 from __future__ import annotations
@@ -100,8 +101,9 @@ def build(argv: Sequence[str] = ()) -> typer.Typer:
     app.callback()(_root)
     app.command("config")(config_command)
     name = next((arg for arg in argv if not arg.startswith("-")), None)
-    for command in [name] if name in COMMANDS else list(COMMANDS):
-        _add(app, command)
+    if name != "config":
+        for command in [name] if name in COMMANDS else list(COMMANDS):
+            _add(app, command)
     return app
 
 

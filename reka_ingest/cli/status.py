@@ -14,7 +14,7 @@ from typing import Any
 import redis
 import typer
 
-from reka_ingest.cli import deployment, watch_status
+from reka_ingest.cli import deployment
 from reka_ingest.core.settings import Settings, load_settings
 from reka_ingest.core.states import ACTIVE, FileState
 from reka_ingest.ledger import open_ledger
@@ -62,6 +62,8 @@ def status(
     reading = deployment.reading_of(ctx)
     lines = deployment.announce(reading, settings.ingest.broker_url)
     if watch:
+        from reka_ingest.cli import watch_status  # noqa: PLC0415 - rich, only for --watch
+
         watch_status.watch(settings, header=lines, once=once)
         return
     ledger = open_ledger(settings.ingest.ledger_url)

@@ -11,10 +11,9 @@ import json
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import urlsplit, urlunsplit
 
-import httpx
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -23,6 +22,9 @@ from reka_ingest.core.errors import SettingsError
 from reka_ingest.core.globs import check_globs
 from reka_ingest.core.path_pattern import PathPattern
 from reka_ingest.core.zones import parse_zone
+
+if TYPE_CHECKING:
+    import httpx
 
 
 class RekaSettings(BaseSettings):
@@ -95,7 +97,11 @@ class RekaSettings(BaseSettings):
             return None
         return value
 
+    # httpx is imported by the two methods that build its objects (for the API
+    # client), not with the settings every command loads.
     def timeout(self) -> httpx.Timeout:
+        import httpx  # noqa: PLC0415 - see above
+
         return httpx.Timeout(
             connect=self.connect_timeout,
             read=self.read_timeout,
@@ -104,6 +110,8 @@ class RekaSettings(BaseSettings):
         )
 
     def limits(self) -> httpx.Limits:
+        import httpx  # noqa: PLC0415 - see timeout()
+
         return httpx.Limits(
             max_connections=self.max_connections,
             max_keepalive_connections=self.max_keepalive,
