@@ -205,7 +205,8 @@ def finish_moves(
     settings: IngestSettings, ledger: Ledger, *, work_dir: str, tag: str, now: float
 ) -> int:
     """Move the bytes of settled rows a crash left in this inbox's claim folders."""
-    rows = unmoved_files(ledger, work_prefix=os.path.join(work_dir, f"{tag}-"))
+    found = [c.work_path for c in _claims(work_dir, tag) if not c.lone_sidecar]
+    rows = unmoved_files(ledger, found) if found else []
     moves: list[tuple[int, str]] = []
     for row in rows:
         if not row.from_intake and now - row.updated_at < RECOVERY_MOVE_GRACE:

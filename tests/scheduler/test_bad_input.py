@@ -178,3 +178,43 @@ def test_a_crash_between_recording_a_final_file_and_moving_it_is_finished_at_sta
     with running(again):
         pass
     assert again.stats.moves_finished == 0
+
+
+@pytest.mark.timeout(120)
+def test_a_leftover_is_moved_at_start_however_many_rows_have_their_bytes_gone(
+    fast_settings: Callable[..., IngestSettings], ledger: Ledger, running: Any
+) -> None:
+    """Uploaded rows whose bytes went away (INGEST_AFTER_UPLOAD=delete: every one)
+    keep no final path; twelve thousand of them, older than a file a crash left
+    unmoved, must not hide it: the start looks at what is in work/, not at them."""
+    settings = fast_settings()
+    settings.work_dir.mkdir(parents=True, exist_ok=True)
+    folder = ClaimFolders(str(settings.work_dir.resolve()), inbox_tag(str(settings.inbox)))
+    claim_dir = os.path.join(folder.work_dir, f"{folder.tag}-gone")
+    gone = [
+        NewFile(
+            path=f"gone/{i}.jpg",
+            source_root=str(settings.inbox.resolve()),
+            work_path=os.path.join(claim_dir, f"{i}.jpg"),  # its bytes deleted after upload
+            origin=Origin.EVENT,
+            size=1,
+            mtime=0.0,
+            seen_at=1.0,
+            sha256=f"{i:064x}",
+            reason=Reason.EMPTY_FILE,  # settled at once, as an uploaded row is
+            message="settled",
+        )
+        for i in range(12_000)
+    ]
+    record_files(ledger, gone, now=1.0)
+    bad = _claimed_row(settings, ledger, "late/empty.jpg", b"", reason=Reason.EMPTY_FILE)
+    record_files(ledger, [bad], now=2.0)  # the crash: recorded, never moved
+
+    watcher = Watcher(settings, ledger, no_enqueue)
+    with running(watcher):
+        pass
+    assert watcher.stats.moves_finished == 1
+    assert files_by_path(ledger)["late/empty.jpg"].final_path == str(
+        settings.failed_path / "late" / "empty.jpg.error.json"
+    )
+    assert (settings.failed_path / "late" / "empty.jpg").exists()
