@@ -262,7 +262,11 @@ def test_the_watcher_leaves_excluded_files_in_place_and_records_each_once(
     with running(watcher):
         wait_for(lambda: {"a.jpg", "cam/b.jpg"} <= set(files_by_path(ledger)))
         wait_for(lambda: len(_excluded_rows(ledger)) == 3)
-        # new ones while running: by event (and in a folder left out whole: its row says so)
+        # new ones while running: by event (and in a folder left out whole: its row says so).
+        # Written as a scan ends: the next (0.3 s on) must not find them before their
+        # events do (which come within inotify's 20 ms gathering and one tick).
+        done = watcher.stats.scans
+        wait_for(lambda: watcher.stats.scans > done)
         write_image(inbox / "cam" / "c.thumb.jpg", seed=7)
         write_image(inbox / "private" / "new.jpg", seed=8)
         wait_for(lambda: "cam/c.thumb.jpg" in _excluded_rows(ledger))
