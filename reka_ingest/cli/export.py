@@ -9,6 +9,11 @@ each row joined from its column texts by one C call (`",".join`, `%`). No
 Python code runs per value except where a value needs it (a CSV field to
 quote), which is why a million rows take seconds, not a minute.
 
+A column of numbers is written by orjson, whose shortest float text is
+Python's own `repr` digits at a sixth of the cost (the timestamps are most of
+an export's numbers). Where the two may differ (an exponent, a NaN or an
+infinity, anything not a number) the standard library's encoder writes it.
+
 The one JSON array per column is split on "\\x00": the encoder's item separator
 here, and a character an encoded string never holds (it is written `\\u0000`).
 tests/ledger/test_export_format.py holds the property that these bytes are the
@@ -26,6 +31,8 @@ import re
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Final, Literal, TextIO
+
+import orjson
 
 FILE_FIELDS: Final = (
     "id",
@@ -61,7 +68,7 @@ Kind = Literal["text", "number", "bool"]
 
 # How each field is written, from the ledger's column types (tests/ledger/test_export.py
 # holds this to the schema). Spelled out, not derived: the export's helper process
-# (reka_ingest.cli.export_pair) imports this module and nothing but the standard library.
+# (reka_ingest.cli.export_pair) imports this module, orjson and the standard library only.
 _TEXT: Final = frozenset(
     {
         "path", "origin", "sha256", "state", "reason", "message", "image_id", "image_url",
@@ -85,8 +92,14 @@ _JSON_PREFIXES: Final = tuple(
 )
 # A number's JSON text -> csv.writer's (`str(value)`), where they differ.
 _CSV_NUMBER: Final = {"null": "", "NaN": "nan", "Infinity": "inf", "-Infinity": "-inf"}
-# A field csv.writer quotes (QUOTE_MINIMAL: the delimiter, the quote, a line end).
-_CSV_SPECIAL: Final = re.compile(r'[,"\r\n]')
+# A field csv.writer quotes holds one of these (QUOTE_MINIMAL: the delimiter, the
+# quote, a line end).
+_CSV_SPECIAL: Final = ',"\r\n'
+# Where orjson's text of a number may not be `json.dumps`'s: an exponent (orjson
+# writes "1e-7" for "1e-07"; "true" and "false" have an "e" too) and a number below
+# 1e-4, which Python writes with one ("0.000099" for "9.9e-05"). From 1e16 both
+# write "1e+16". A match in a long fraction only costs that value a second encoding.
+_ORJSON_MAY_DIFFER: Final = re.compile(r"e|0\.0000")
 _CSV_BOOL: Final[dict[Any, str]] = {None: "", False: "False", True: "True"}
 _JSON_BOOL: Final[dict[Any, str]] = {None: "null", False: "false", True: "true"}
 _JSON_PREFIXED_BOOL: Final = {
@@ -108,10 +121,44 @@ def columns_of(rows: Sequence[tuple[Any, ...]]) -> list[Sequence[Any]]:
 
 def _items(values: Sequence[Any], prefix: str = "") -> list[str]:
     """Each value's JSON text after `prefix`, in one encoder call."""
+    if not values:
+        return []
     encoded = _ENCODE_ITEMS(list(values))[1:-1]
     if prefix:
         encoded = prefix + encoded.replace(_SEP, _SEP + prefix)
     return encoded.split(_SEP)
+
+
+def _holding(texts: Sequence[str], offsets: Iterable[int]) -> set[int]:
+    """The indexes of the texts that `offsets` fall in, in the texts joined by one
+    character: text i ends (its separator) at ends[i]."""
+    ends = list(map(operator.add, itertools.accumulate(map(len, texts)), range(len(texts))))
+    return {bisect.bisect_left(ends, at) for at in offsets}
+
+
+def _number_items(values: Sequence[Any], prefix: str = "") -> list[str]:
+    """Each number's JSON text after `prefix`: what `_items` gives, from orjson."""
+    try:
+        encoded = orjson.dumps(values)[1:-1].decode("ascii")
+    except (orjson.JSONEncodeError, UnicodeDecodeError):  # a bigger int; a text's char
+        return _items(values, prefix)
+    # A text (a quote) can hold the separator; orjson writes NaN and infinities as null;
+    # [] is "", no item.
+    if (
+        '"' in encoded
+        or encoded.count("null") != values.count(None)
+        or encoded.count(",") + 1 != len(values)
+    ):
+        return _items(values, prefix)
+    if "e" not in encoded and "0.0000" not in encoded:
+        if prefix:
+            encoded = prefix + encoded.replace(",", _SEP + prefix)
+            return encoded.split(_SEP)
+        return encoded.split(",")
+    items = encoded.split(",")
+    for i in _holding(items, (m.start() for m in _ORJSON_MAY_DIFFER.finditer(encoded))):
+        items[i] = json.dumps(values[i])
+    return list(map(prefix.__add__, items)) if prefix else items
 
 
 def _bools(values: Sequence[Any], words: dict[Any, str]) -> list[str]:
@@ -121,6 +168,20 @@ def _bools(values: Sequence[Any], words: dict[Any, str]) -> list[str]:
         return [words[None if v is None else bool(v)] for v in values]
 
 
+def _first_specials(joined: str) -> list[int]:
+    """Offsets in `joined` (values apart by _SEP) of the first of each special
+    character in a value that holds it: str.find's C scan (a regular expression's
+    character class scans several times slower), then one step per value found."""
+    found = []
+    for char in _CSV_SPECIAL:
+        at = joined.find(char)
+        while at >= 0:
+            found.append(at)
+            end = joined.find(_SEP, at)
+            at = -1 if end < 0 else joined.find(char, end)
+    return found
+
+
 def _csv_text(values: Sequence[Any]) -> Sequence[str]:
     texts = ["" if v is None else v for v in values] if None in values else values
     try:
@@ -128,14 +189,11 @@ def _csv_text(values: Sequence[Any]) -> Sequence[str]:
     except TypeError:  # a value that is not text: written as str() writes it
         texts = [str(v) for v in texts]
         joined = _SEP.join(texts)
-    found = [m.start() for m in _CSV_SPECIAL.finditer(joined)]
+    found = _first_specials(joined)
     if not found:
         return texts
-    # The values the special characters are in, found by their offsets in `joined`:
-    # value i ends (its separator) at ends[i].
-    ends = list(map(operator.add, itertools.accumulate(map(len, texts)), range(len(texts))))
     out = list(texts)
-    for i in {bisect.bisect_left(ends, at) for at in found}:
+    for i in _holding(texts, found):  # the values the special characters are in
         out[i] = '"' + out[i].replace('"', '""') + '"'
     return out
 
@@ -145,14 +203,14 @@ def _csv_column(kind: Kind, values: Sequence[Any]) -> Sequence[str]:
         return _csv_text(values)
     if kind == "bool":
         return _bools(values, _CSV_BOOL)
-    items = _items(values)
+    items = _number_items(values)
     return list(map(_CSV_NUMBER.get, items, items))
 
 
 def _json_column(kind: Kind, prefix: str, values: Sequence[Any]) -> Sequence[str]:
     if kind == "bool":
         return _bools(values, _JSON_PREFIXED_BOOL[prefix])
-    return _items(values, prefix)
+    return _number_items(values, prefix) if kind == "number" else _items(values, prefix)
 
 
 def csv_header() -> str:

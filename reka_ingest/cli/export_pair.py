@@ -22,7 +22,8 @@ helper. A closed stdout (`| head`) in either process ends the export as one
 process would: a BrokenPipeError in the command.
 
 The helper is a fresh interpreter (`-I -S`) that imports this module, the
-formatting module and the standard library only (no SQLAlchemy, no settings): a
+formatting module, orjson (found where the command's own was: its folder is
+the one path added) and the standard library only (no SQLAlchemy, no settings): a
 few MB beside the command's own memory, not a copy of it.
 """
 
@@ -39,6 +40,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Final, Literal
+
+import orjson
 
 from reka_ingest.cli.export import (
     columns_of,
@@ -203,8 +206,9 @@ def export(plan: Plan) -> None:
     from_helper, to_me = os.pipe()
     from_me, to_helper = os.pipe()
     root = str(Path(__file__).resolve().parents[2])
+    packages = str(Path(orjson.__file__).resolve().parent.parent)
     code = (
-        f"import sys; sys.path.insert(0, {root!r}); "
+        f"import sys; sys.path.insert(0, {root!r}); sys.path.append({packages!r}); "
         "from reka_ingest.cli.export_pair import main; main()"
     )
     args = json.dumps({"plan": asdict(plan), "tokens_in": from_me, "tokens_out": to_me})

@@ -12,7 +12,14 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reka_ingest.cli.export import COLUMNS, FILE_FIELDS, KINDS, write_csv, write_json
+from reka_ingest.cli.export import (
+    COLUMNS,
+    FILE_FIELDS,
+    KINDS,
+    _number_items,
+    write_csv,
+    write_json,
+)
 
 _KIND_OF = dict(zip(FILE_FIELDS, KINDS, strict=True))
 # Text as a ledger stores it: any str but NUL and lone surrogates
@@ -78,3 +85,29 @@ def test_json_is_json_dumps_bytes(chunks: list[list[tuple[Any, ...]]]) -> None:
     ]
     want = "[" + ("\n" + ",\n".join(records) if records else "") + "\n]\n"
     assert got.getvalue() == want
+
+
+# Numbers where orjson's text and json's may part: exponents both ways, around 1e-4
+# and 1e16, NaN and the infinities (null to orjson), ints past 64 bits (orjson's
+# error), and the bools and texts a SQLite column of numbers can hold.
+_ANY_NUMBER = st.one_of(
+    _NUMBER,
+    st.floats(-1e-3, 1e-3),
+    st.floats(1e15, 1e18),
+    st.sampled_from([1e-4, 9.9e-05, 1e16, 9999999999999998.0, 1e-07, -0.0, 5e-324]),
+    st.integers(),
+    st.booleans(),
+    _TEXT,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    values=st.lists(_ANY_NUMBER, max_size=40),
+    prefix=st.sampled_from(["", ', "size": ']),
+)
+def test_a_column_of_numbers_is_json_dumps_text_of_each(values: list[Any], prefix: str) -> None:
+    """orjson writes a column of numbers (reka_ingest.cli.export._number_items):
+    each value's text is json.dumps's own, whatever the column holds."""
+    want = [prefix + json.dumps(v, ensure_ascii=False) for v in values]
+    assert _number_items(tuple(values), prefix) == want
