@@ -48,6 +48,7 @@ from reka_ingest.cli.export import (
     csv_header,
     csv_lines,
     json_objects,
+    keep_freed_memory,
     no_cycle_collection,
 )
 from reka_ingest.core.errors import IngestError
@@ -226,6 +227,7 @@ def export(plan: Plan) -> None:
             open(to_helper, "wb", buffering=0) as tokens_out,
         ):
             conn = _connect(plan)
+            keep_freed_memory()
             try:
                 with no_cycle_collection():
                     _Share(plan, 0, conn, tokens_in, sys.stdout.fileno()).run(tokens_out)
@@ -257,6 +259,7 @@ class HelperFailed(IngestError):
 def main() -> None:
     """The helper's part (its own interpreter): the odd chunks."""
     gc.disable()  # millions of tuples, no cycles (reka_ingest.cli.export)
+    keep_freed_memory()
     args = json.loads(sys.argv[1])
     raw = args["plan"]
     plan = Plan(**{**raw, "range_sql": tuple(raw["range_sql"]), "tail_sql": tuple(raw["tail_sql"])})
