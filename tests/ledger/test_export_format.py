@@ -102,12 +102,9 @@ _ANY_NUMBER = st.one_of(
 
 
 @settings(max_examples=300, deadline=None)
-@given(
-    values=st.lists(_ANY_NUMBER, max_size=40),
-    prefix=st.sampled_from(["", ', "size": ']),
-)
-def test_a_column_of_numbers_is_json_dumps_text_of_each(values: list[Any], prefix: str) -> None:
+@given(values=st.lists(_ANY_NUMBER, max_size=40))
+def test_a_column_of_numbers_is_json_dumps_text_of_each(values: list[Any]) -> None:
     """orjson writes a column of numbers (reka_ingest.cli.export._number_items):
     each value's text is json.dumps's own, whatever the column holds."""
-    want = [prefix + json.dumps(v, ensure_ascii=False) for v in values]
-    assert _number_items(tuple(values), prefix) == want
+    want = [json.dumps(v, ensure_ascii=False) for v in values]
+    assert _number_items(tuple(values)) == want
