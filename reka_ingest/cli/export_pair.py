@@ -227,7 +227,6 @@ def export(plan: Plan) -> None:
             open(to_helper, "wb", buffering=0) as tokens_out,
         ):
             conn = _connect(plan)
-            keep_freed_memory()
             try:
                 with no_cycle_collection():
                     _Share(plan, 0, conn, tokens_in, sys.stdout.fileno()).run(tokens_out)

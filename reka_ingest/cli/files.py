@@ -17,7 +17,7 @@ import sys
 import typer
 
 from reka_ingest.cli import deployment, export_pair
-from reka_ingest.cli.export import COLUMNS, write_csv, write_json
+from reka_ingest.cli.export import COLUMNS, keep_freed_memory, write_csv, write_json
 from reka_ingest.core.constants import SQLITE_BUSY_TIMEOUT_MS
 from reka_ingest.core.settings import load_settings
 from reka_ingest.core.states import FileState
@@ -79,6 +79,8 @@ def command(
         for line in deployment.announce(reading, settings.ingest.broker_url, check_redis=False):
             typer.echo(line, err=True)
     ledger = open_ledger(settings.ingest.ledger_url)
+    if as_json or as_csv:
+        keep_freed_memory()  # this process ends with the export
     try:
         if (as_json or as_csv) and (
             plan := _pair_plan(ledger, "json" if as_json else "csv", state, limit)
