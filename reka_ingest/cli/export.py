@@ -27,6 +27,7 @@ import ctypes
 import gc
 import itertools
 import json
+import json.encoder
 import operator
 import re
 from collections.abc import Iterable, Iterator, Sequence
@@ -86,6 +87,8 @@ _SEP: Final = "\x00"
 _ENCODE_ITEMS: Final = json.JSONEncoder(
     ensure_ascii=False, check_circular=False, separators=(_SEP, ": ")
 ).encode
+# What json.dumps(ensure_ascii=False) writes for a str (the C function, where built).
+_ENCODE_TEXT: Final = json.encoder.encode_basestring
 # What `json.dumps(record, ensure_ascii=False)` writes before each value of a record
 # (its closing "}" is the caller's): a row is one join of these, each followed by its
 # value's text. The same few strings in every row: a prefixed copy of each value,
@@ -202,10 +205,23 @@ def _csv_column(kind: Kind, values: Sequence[Any]) -> Sequence[str]:
     return list(map(_CSV_NUMBER.get, items, items))
 
 
+def _text_items(values: Sequence[Any]) -> list[str]:
+    """Each text's JSON text (None's: null): the encoder's own escaping of a string
+    (ensure_ascii=False), one C call per value with no array to join and split."""
+    try:
+        return list(map(_ENCODE_TEXT, values))
+    except TypeError:  # a None, or a value that is not text
+        pass
+    try:
+        return ["null" if v is None else _ENCODE_TEXT(v) for v in values]
+    except TypeError:  # not text: written as json writes it
+        return _items(values)
+
+
 def _json_column(kind: Kind, values: Sequence[Any]) -> Sequence[str]:
     if kind == "bool":
         return _bools(values, _JSON_BOOL)
-    return _number_items(values) if kind == "number" else _items(values)
+    return _number_items(values) if kind == "number" else _text_items(values)
 
 
 def csv_header() -> str:

@@ -17,6 +17,7 @@ from reka_ingest.cli.export import (
     FILE_FIELDS,
     KINDS,
     _number_items,
+    _text_items,
     write_csv,
     write_json,
 )
@@ -108,3 +109,12 @@ def test_a_column_of_numbers_is_json_dumps_text_of_each(values: list[Any]) -> No
     each value's text is json.dumps's own, whatever the column holds."""
     want = [json.dumps(v, ensure_ascii=False) for v in values]
     assert _number_items(tuple(values)) == want
+
+
+@settings(max_examples=300, deadline=None)
+@given(values=st.lists(st.one_of(_TEXT, st.none(), _NUMBER), max_size=40))
+def test_a_column_of_texts_is_json_dumps_text_of_each(values: list[Any]) -> None:
+    """A text column's JSON (reka_ingest.cli.export._text_items), whatever SQLite's
+    loose typing left in it: each value's text is json.dumps's own."""
+    want = [json.dumps(v, ensure_ascii=False) for v in values]
+    assert _text_items(tuple(values)) == want
