@@ -3,11 +3,12 @@
 per row would write, made a column at a time.
 
 A chunk of driver rows (reka_ingest.ledger.queries.iter_file_chunks) is turned
-into columns (`zip(*rows)`), each column formatted by one C call where it can
-be (a list of numbers, or of strings, encoded as one JSON array and split), and
-each row joined from its column texts by one C call (`",".join`, `"".join`). No
-Python code runs per value except where a value needs it (a CSV field to
-quote), which is why a million rows take seconds, not a minute.
+into columns (`zip(*rows)`), each column formatted by C code where it can be
+(a column of numbers encoded as one JSON array and split, a JSON text column
+mapped through the encoder's string function), and each row joined from its
+column texts by one C call (`",".join`, `"".join`). No Python code runs per
+value except where a value needs it (a CSV field to quote), which is why a
+million rows take seconds, not a minute.
 
 A column of numbers is written by orjson, whose shortest float text is
 Python's own `repr` digits at a sixth of the cost (the timestamps are most of
