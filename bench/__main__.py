@@ -8,7 +8,9 @@ Scenarios (each bounded; every process started is ended by its pid):
   3. memory    the worker's peak RSS at two sizes (fresh service each)
   4. burst     the watcher alone (with Redis) under a burst of small files, then a
                minimal intake loop in plain Python over the same burst (bench/intake.py):
-               intake_ratio = the watcher's files/s over the loop's
+               intake_ratio = the watcher's files/s over the loop's; then the loop
+               with the design's fixed costs (the default sidecar hold, the ledger's
+               schema): intake_ceiling = its files/s over the plain loop's
   5. check     `reka-ingest check` on a ledger of N rows against a stand-in holding
                N images (and at N/10, for memory's growth): seconds, peak RSS,
                requests (bench/server_check.py says how both sides are filled)
@@ -114,6 +116,12 @@ def _targets(r: dict[str, Any], cfg: dict[str, Any]) -> dict[str, dict[str, Any]
                 "value": loop["missed"],
                 "target": "== 0",
                 "ok": loop["missed"] == 0,
+            }
+        if r.get("intake_design_loop"):
+            t["intake_ceiling"] = {
+                "value": r.get("intake_ceiling"),
+                "target": "informational: the most intake_ratio the design allows",
+                "ok": None,
             }
         peak = burst["watcher_peak_rss_mb"] or 0.0
         t["burst watcher peak RSS MB"] = {"value": peak, "target": "< 200", "ok": peak < 200}
@@ -368,6 +376,12 @@ def main() -> int:
             print("intake loop: the same burst, plain Python (the watcher's floor)")
             r["intake_loop"] = run_intake_loop(burst_n, root=runs / "intake-loop", timeout=timeout)
             r["intake_ratio"] = intake_ratio(r["burst"], r["intake_loop"])
+            print("intake loop with the design's fixed costs: sidecar hold, ledger schema")
+            r["intake_design_loop"] = run_intake_loop(
+                burst_n, root=runs / "intake-design", timeout=timeout, design=True
+            )
+            r["intake_ceiling"] = intake_ratio(r["intake_design_loop"], r["intake_loop"])
+            r["intake_ratio_of_ceiling"] = intake_ratio(r["burst"], r["intake_design_loop"])
         if check_n:
             r["server_check"] = run_checks(standin, check_n, root=runs / "check", timeout=timeout)
         if plan_n:

@@ -9,6 +9,15 @@ SQLite (WAL, `synchronous=NORMAL`, like the ledger), `BATCH_ROWS` rows per
 sidecar, no batches, no Redis. The watcher cannot beat it; `intake_ratio` is
 the watcher's files/s over this loop's, in the same run.
 
+The same loop with the design's two fixed costs (`--design`) is the most a
+watcher that keeps the product's rules could reach, whatever its code: each
+file is held until `INGEST_SIDECAR_WAIT` (the setting's default) has passed
+since it last changed, by its ctime (one `lstat`, as the watcher holds an image
+for a sidecar written after it), and its row goes into the ledger's own schema
+(made by the ledger's migrations: its indexes and its count triggers), with
+only the columns a queued row must have. Still no stability rule, no sidecar
+lookup, no duplicate lookup, no batches, no Redis: a ceiling, not a model.
+
 `run_intake_loop` gives it the burst exactly as `bench.scenarios.run_burst` gives
 the watcher: `n` tiny JPEGs written to a staging folder, then renamed into the
 inbox one after the other by this process, the clock starting at the first
@@ -22,7 +31,9 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import heapq
 import json
+import math
 import os
 import resource
 import select
@@ -37,6 +48,7 @@ from typing import Any, Final
 
 from bench.procs import MB, peak_rss
 from bench.workload import small_jpegs
+from reka_ingest.core.settings import IngestSettings
 
 IN_CLOSE_WRITE: Final = 0x00000008
 IN_MOVED_TO: Final = 0x00000080
@@ -62,6 +74,14 @@ INSERT: Final = (
     "INSERT INTO files (path, work_path, size, mtime, sha256, recorded_at)"
     " VALUES (?, ?, ?, ?, ?, ?)"
 )
+# `--design`: queued rows of the ledger's own `files`, the columns they cannot be without,
+# many rows a statement as the watcher inserts them (SQLite runs the count triggers far
+# slower once per statement, and each row of an executemany is one).
+LEDGER_INSERT: Final = (
+    "INSERT INTO files (path, work_path, size, mtime, sha256, seen_at, source_root, origin,"
+    " index_flag, state, attempts, possible_duplicate, polls, updated_at) VALUES "
+)
+LEDGER_ROW: Final = "(?, ?, ?, ?, ?, ?, ?, 'event', 1, 'queued', 0, 0, 0, ?)"
 
 
 def _inotify(folder: str) -> int:
@@ -126,24 +146,55 @@ def _drain(fd: int, pending: deque[bytes]) -> int:
         overflows += lost
 
 
-def loop(inbox: str, work: str, db: str, n: int, timeout: float) -> dict[str, Any]:
+def _connect(db: str, *, design: bool) -> sqlite3.Connection:
+    """`db` with the loop's table (`design`: the ledger's schema), tuned as the ledger is."""
+    if design:
+        from reka_ingest.ledger import open_ledger  # noqa: PLC0415 - the --design loop's only
+
+        open_ledger(f"sqlite:///{db}").dispose()  # its migrations, before the clock starts
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    if design:
+        conn.execute("PRAGMA foreign_keys=ON")  # as the ledger's connections have it
+    else:
+        conn.execute(SCHEMA)
+    return conn
+
+
+def _held(inbox: bytes, names: deque[bytes], hold: float, waiting: list[Any]) -> None:
+    """Move `names` onto the `waiting` heap, each due `hold` s after its ctime (gone: dropped)."""
+    while names:
+        name = names.popleft()
+        try:
+            changed = os.lstat(os.path.join(inbox, name)).st_ctime
+        except FileNotFoundError:
+            continue
+        heapq.heappush(waiting, (changed + hold, name))
+
+
+def loop(
+    inbox: str, work: str, db: str, n: int, timeout: float, *, design: bool = False
+) -> dict[str, Any]:
     """Take files until `n` rows are in `db` (or `timeout` passes); what happened.
 
     The kernel's queue is drained into `pending` between every `BATCH_ROWS` files,
     so it never holds more than a batch's worth of a burst; should it overflow all
     the same, the inbox is listed once (as the watcher scans), and a name taken
-    twice is simply gone the second time."""
-    conn = sqlite3.connect(db, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute(SCHEMA)
+    twice is simply gone the second time. With `design`, what is drained waits on
+    a heap until its hold is over, and rows go into the ledger's schema."""
+    conn = _connect(db, design=design)
+    hold = float(IngestSettings.model_fields["sidecar_wait"].default) if design else 0.0
+    root = inbox if design else None
+    waiting: list[tuple[float, bytes]] = []  # (due, name): held files, `design` only
     fd = _inotify(inbox)
     poller = select.poll()
     poller.register(fd, select.POLLIN)
     print(READY, flush=True)
     before = resource.getrusage(resource.RUSAGE_SELF)
     inbox_b, work_b = os.fsencode(inbox), os.fsencode(work)
-    pending: deque[bytes] = deque()
+    pending: deque[bytes] = deque()  # names to take now
+    arrived = deque[bytes]() if design else pending  # names drained (held first: `design`)
     rows: list[tuple[Any, ...]] = []
     recorded = events = overflows = 0
     last_commit: float | None = None
@@ -152,25 +203,34 @@ def loop(inbox: str, work: str, db: str, n: int, timeout: float) -> dict[str, An
     def commit() -> None:
         nonlocal recorded, last_commit
         conn.execute("BEGIN IMMEDIATE")
-        conn.executemany(INSERT, rows)
+        if root is None:
+            conn.executemany(INSERT, rows)
+        else:
+            values = ", ".join([LEDGER_ROW] * len(rows))
+            conn.execute(LEDGER_INSERT + values, [v for r in rows for v in (*r, root, r[-1])])
         conn.execute("COMMIT")
         last_commit = time.time()
         recorded += len(rows)
         rows.clear()
 
     while recorded < n and time.monotonic() < deadline:
-        queued = len(pending)
-        lost = _drain(fd, pending)
-        events += len(pending) - queued
+        queued = len(arrived)
+        lost = _drain(fd, arrived)
+        events += len(arrived) - queued
         if lost:
             overflows += lost
-            pending.extend(os.listdir(inbox_b))
+            arrived.extend(os.listdir(inbox_b))
+        now = time.time()
+        if design:
+            _held(inbox_b, arrived, hold, waiting)
+            while waiting and waiting[0][0] <= now and len(pending) < BATCH_ROWS:
+                pending.append(heapq.heappop(waiting)[1])
         if not pending:
             if rows:
                 commit()  # nothing more to take now: record what is in hand
-            poller.poll(POLL_MS)
+            wake = POLL_MS if not waiting else (waiting[0][0] - time.time()) * 1000
+            poller.poll(max(0, min(POLL_MS, math.ceil(wake))))
             continue
-        now = time.time()
         for _ in range(min(BATCH_ROWS - len(rows), len(pending))):
             row = _take(inbox_b, work_b, pending.popleft(), now)
             if row is not None:
@@ -189,13 +249,15 @@ def loop(inbox: str, work: str, db: str, n: int, timeout: float) -> dict[str, An
         "overflows": overflows,
         "last_commit": last_commit,
         "cpu_s": round(cpu, 3),
+        "hold_s": hold,
         # VmHWM, not ru_maxrss: that one carries the parent's peak across fork and exec.
         "peak_rss_mb": round((peak_rss(os.getpid()) or 0) / MB, 1),
     }
 
 
-def run_intake_loop(n: int, *, root: Path, timeout: float) -> dict[str, Any]:
-    """The loop over a burst of `n` small files, dropped as `run_burst` drops them."""
+def run_intake_loop(n: int, *, root: Path, timeout: float, design: bool = False) -> dict[str, Any]:
+    """The loop over a burst of `n` small files, dropped as `run_burst` drops them
+    (`design`: with the design's fixed costs, see the module's docstring)."""
     inbox, work, staging = root / "inbox", root / "work", root / "staging"
     for folder in (inbox, work):
         folder.mkdir(parents=True, exist_ok=True)
@@ -204,6 +266,7 @@ def run_intake_loop(n: int, *, root: Path, timeout: float) -> dict[str, Any]:
     files = small_jpegs(staging, n)
     argv = [sys.executable, "-m", "bench.intake"]
     argv += [str(inbox), str(work), str(db), str(n), str(timeout), str(out)]
+    argv += ["--design"] if design else []
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
@@ -236,6 +299,7 @@ def run_intake_loop(n: int, *, root: Path, timeout: float) -> dict[str, Any]:
         "missed": n - recorded,
         "overflows": result["overflows"],
         "cpu_s": result["cpu_s"],
+        "hold_s": result["hold_s"],
         "peak_rss_mb": result["peak_rss_mb"],
     }
 
@@ -249,8 +313,9 @@ def intake_ratio(burst: dict[str, Any], floor: dict[str, Any]) -> float | None:
 
 
 def main(argv: list[str]) -> int:
-    inbox, work, db, n, timeout, out = argv
-    result = loop(inbox, work, db, int(n), float(timeout))
+    design = "--design" in argv
+    inbox, work, db, n, timeout, out = (a for a in argv if a != "--design")
+    result = loop(inbox, work, db, int(n), float(timeout), design=design)
     Path(out).write_text(json.dumps(result))
     return 0
 

@@ -251,6 +251,15 @@ def lines(r: dict[str, Any]) -> list[str]:
             f"peak RSS {loop['peak_rss_mb']} MB",
             f"  intake_ratio (watcher files/s over the loop's): {r.get('intake_ratio')}",
         ]
+    if design := r.get("intake_design_loop"):
+        out += [
+            f"intake loop with the design's fixed costs (each file held {design['hold_s']:g} s "
+            "after its ctime, rows into the ledger's schema), the same burst:",
+            f"  recorded {design['recorded']} in {design['seconds_to_record_all']} s = "
+            f"{design['files_per_s']} files/s; missed {design['missed']}; CPU {design['cpu_s']} s",
+            f"  intake_ceiling (its files/s over the plain loop's): {r.get('intake_ceiling')}; "
+            f"the watcher's files/s over its: {r.get('intake_ratio_of_ceiling')}",
+        ]
     out += _check_lines(r.get("server_check"))
     out += _plan_lines(r.get("plan"))
     out += latency.lines(r.get("latency_ratio"))
