@@ -77,6 +77,16 @@ CPU_NOT_OURS = frozenset({"stand-in", "redis"})
 CPU_RATIO_TARGET, CPU_RATIO_AIM = 2.5, 2.0
 
 
+def _settle(*folders: Path) -> None:
+    """After a scenario: remove the files it left (unless BENCH_KEEP) and write every dirty
+    page out, so that its hundred thousand files' writeback does not land in the next
+    scenario's figures (each scenario is measured on a quiet disk)."""
+    if not os.environ.get("BENCH_KEEP"):
+        for folder in folders:
+            shutil.rmtree(folder, ignore_errors=True)
+    os.sync()
+
+
 def _int(name: str, default: int) -> int:
     return int(os.environ.get(name, default))
 
@@ -382,10 +392,13 @@ def main() -> int:
             )
             r["intake_ceiling"] = intake_ratio(r["intake_design_loop"], r["intake_loop"])
             r["intake_ratio_of_ceiling"] = intake_ratio(r["burst"], r["intake_design_loop"])
+            _settle(runs / "burst", runs / "intake-loop", runs / "intake-design")
         if check_n:
             r["server_check"] = run_checks(standin, check_n, root=runs / "check", timeout=timeout)
+            _settle(runs / "check")
         if plan_n:
             r["plan"] = run_plans(plan_n, root=runs / "plan", timeout=timeout)
+            _settle(runs / "plan")
         if latency_n:
             print(f"latency: {latency_n} images, every upload held {latency_s:g} s")
             r["latency_ratio"] = latency.run_latency(
