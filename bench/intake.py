@@ -11,8 +11,8 @@ the watcher's files/s over this loop's, in the same run.
 
 The same loop with the design's two fixed costs (`--design`) is the most a
 watcher that keeps the product's rules could reach, whatever its code: each
-file is held until `INGEST_SIDECAR_WAIT` (the setting's default) has passed
-since it last changed, by its ctime (one `lstat`, as the watcher holds an image
+file is held until `INGEST_SIDECAR_WAIT` (5 s unless set) has passed since it
+last changed, by its ctime (one `lstat`, as the watcher holds an image
 for a sidecar written after it), and its row goes into the ledger's own schema
 (made by the ledger's migrations: its indexes and its count triggers), with
 only the columns a queued row must have. Still no stability rule, no sidecar
@@ -22,7 +22,7 @@ lookup, no duplicate lookup, no batches, no Redis: a ceiling, not a model.
 the watcher: `n` tiny JPEGs written to a staging folder, then renamed into the
 inbox one after the other by this process, the clock starting at the first
 rename and stopping at the loop's last commit. The loop is its own process
-(`python -m bench.intake INBOX WORK DB N TIMEOUT OUT`), so it never shares a
+(`python -m bench.intake INBOX WORK DB N TIMEOUT OUT [--design]`), so it never shares a
 GIL with the renames; it reports its own CPU time (from its first read on) and
 peak RSS (VmHWM).
 """
@@ -184,7 +184,7 @@ def loop(
     twice is simply gone the second time. With `design`, what is drained waits on
     a heap until its hold is over, and rows go into the ledger's schema."""
     conn = _connect(db, design=design)
-    hold = float(IngestSettings.model_fields["sidecar_wait"].default) if design else 0.0
+    hold = IngestSettings().sidecar_wait if design else 0.0  # as the watcher reads it
     root = inbox if design else None
     waiting: list[tuple[float, bytes]] = []  # (due, name): held files, `design` only
     fd = _inotify(inbox)
