@@ -7,6 +7,7 @@ and a metrics scrape reads its batches gauge from it, never from `batches`."""
 
 from __future__ import annotations
 
+import importlib.util
 import random
 import re
 import threading
@@ -19,12 +20,13 @@ import redis
 from alembic import command
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import Table, case, delete, event, insert, text, update
+from sqlalchemy import Table, case, create_engine, delete, event, insert, select, text, update
+from sqlalchemy.pool import NullPool
 
 from reka_ingest.core.states import BatchState, Origin
 from reka_ingest.ledger import Ledger
 from reka_ingest.ledger.counts import batches_by_state
-from reka_ingest.ledger.db import _alembic_config
+from reka_ingest.ledger.db import MIGRATIONS_DIR, _alembic_config
 from reka_ingest.ledger.intake import NewFile, create_batches, record_files
 from reka_ingest.ledger.schema import Batch
 from reka_ingest.ledger.uploads import claim_batch, finish_batch, release_batch, split_batch
@@ -269,6 +271,49 @@ def test_concurrent_writers_keep_the_counts_exact(ledger: Ledger) -> None:
     assert not errors, errors
     _assert_exact(ledger)
     assert sum(_counted(ledger).values()) == writers * rounds * 10
+
+
+def _pg_shards() -> int:
+    """The migration's own number of shards a connection's first choice is made from."""
+    path = MIGRATIONS_DIR / "versions" / "0009_batch_counts.py"
+    spec = importlib.util.spec_from_file_location("migration_0009", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return int(module.PG_SHARDS)
+
+
+def test_a_writer_never_waits_for_a_count_another_transaction_holds(ledger: Ledger) -> None:
+    """More open transactions than shards, each having moved one batch between the same
+    two states, all open at once: none waits for another's count row (each would give
+    up after 2 s). A writer holding a `file_counts` row can so never wait on a count
+    of batches held by one that waits on it: no deadlock between the two tables,
+    whatever order a transaction writes `files` and `batches` in. SQLite has one
+    writer at a time: nothing to wait for there."""
+    if ledger.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has one writer at a time")
+    holders = _pg_shards() + 1  # two of them share a first choice, whatever their pids
+    _insert(ledger, [BatchState.QUEUED] * holders)
+    with ledger.read() as s:
+        ids = list(s.execute(select(BATCHES.c.id).order_by(BATCHES.c.id)).scalars())
+    engine = create_engine(ledger.url, poolclass=NullPool)  # one connection each, at once
+    conns = [engine.connect() for _ in range(holders)]
+    try:
+        for conn, batch_id in zip(conns, ids, strict=True):
+            conn.execute(text("SET LOCAL lock_timeout = '2s'"))
+            conn.execute(
+                update(BATCHES)
+                .where(BATCHES.c.id == batch_id)
+                .values(state=BatchState.UPLOADING, lease_until=NOW + 60)
+            )
+        for conn in conns:  # every one still open until here
+            conn.commit()
+    finally:
+        for conn in conns:
+            conn.close()
+        engine.dispose()
+    _assert_exact(ledger)
+    assert _counted(ledger) == {BatchState.UPLOADING.value: holders}
 
 
 def _migrate_to(ledger: Ledger, revision: str, *, down: bool = False) -> None:

@@ -15,11 +15,15 @@ so they are exact whenever the rows are (every insert, delete and update of
   changes the state.
 - PostgreSQL: one trigger per statement (transition tables, which PostgreSQL
   allows on no trigger with a column list: every UPDATE of `batches` runs it),
-  its changes summed by state and added, in state order, to the shard of the
-  writing connection (`pg_backend_pid() % 16`): concurrent writers (workers
-  claiming and finishing batches, the watcher making them) mostly add to
-  different rows, and they lock the rows they share in the same order. An
-  UPDATE that moves no batch between states adds nothing.
+  its changes summed by state and each added to a row of that state that no
+  other transaction holds (`FOR UPDATE SKIP LOCKED`, the connection's own shard
+  `pg_backend_pid() % 16` first), or to a new row when every one is held. So a
+  writer never waits for a count of batches: a transaction that writes `files`
+  and `batches` in one order (holding a `file_counts` row) can never wait on
+  one that wrote them in the other order, which a shared shard row would let
+  deadlock. The rows of a state are as many as writers ever held them at
+  once, not more as batches come. An UPDATE that moves no batch between states
+  adds nothing.
 
 The migration fills the table from the rows already there.
 
@@ -68,14 +72,44 @@ _SQLITE = (
 
 
 def _pg_add(deltas: str) -> str:
-    """Add the summed deltas of `deltas` (rows of state, d) to this connection's shard:
-    one row per state, in state order; a state whose deltas cancel out adds nothing."""
+    """Add the summed deltas of `deltas` (rows of state, d), one state at a time in state
+    order, each to a row no other transaction holds; a state whose deltas cancel out
+    adds nothing."""
     return (
-        f"INSERT INTO batch_counts AS c ({KEY}, n) "
-        f"SELECT state, pg_backend_pid() % {PG_SHARDS}, sum(d) "
-        f"FROM ({deltas}) AS x GROUP BY state HAVING sum(d) <> 0 ORDER BY state "
-        f"ON CONFLICT ({KEY}) DO UPDATE SET n = c.n + excluded.n;"
+        f"FOR moved IN SELECT state, sum(d) AS d FROM ({deltas}) AS x "
+        f"GROUP BY state HAVING sum(d) <> 0 ORDER BY state LOOP "
+        f"PERFORM batch_counts_add(moved.state, moved.d); END LOOP;"
     )
+
+
+# One state's delta, added without waiting for another transaction's lock: to a free
+# row of that state (this connection's own shard first), else to a new row, numbered
+# past the shards by this connection's pid (unique among live connections; a row a
+# dead connection of the same pid left, held by someone now, moves it on by PID_SPAN).
+# ON CONFLICT DO NOTHING never waits for a committed row, as DO UPDATE would.
+PID_SPAN = 1 << 22  # PostgreSQL's pids are below this (Linux's pid_max at most)
+_PG_ADD_FUNCTION = f"""
+CREATE FUNCTION batch_counts_add(st text, delta bigint) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    free integer;
+    spare integer := {PG_SHARDS} + pg_backend_pid();
+BEGIN
+    SELECT shard INTO free FROM batch_counts WHERE state = st
+        ORDER BY shard <> pg_backend_pid() % {PG_SHARDS}, shard
+        LIMIT 1 FOR UPDATE SKIP LOCKED;
+    IF FOUND THEN
+        UPDATE batch_counts SET n = n + delta WHERE state = st AND shard = free;
+        RETURN;
+    END IF;
+    LOOP
+        INSERT INTO batch_counts ({KEY}, n) VALUES (st, spare, delta)
+            ON CONFLICT ({KEY}) DO NOTHING;
+        EXIT WHEN FOUND;
+        spare := spare + {PID_SPAN};
+    END LOOP;
+END
+$$
+"""
 
 
 # The batches an UPDATE moved between states: only those.
@@ -85,6 +119,8 @@ _MOVED = (
 
 _PG_FUNCTION = f"""
 CREATE FUNCTION batch_counts_apply() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    moved record;
 BEGIN
     IF TG_OP = 'INSERT' THEN
         {_pg_add("SELECT r.state AS state, 1 AS d FROM new_rows AS r")}
@@ -103,6 +139,7 @@ END
 $$
 """
 _PG = (
+    _PG_ADD_FUNCTION,
     _PG_FUNCTION,
     "CREATE TRIGGER batch_counts_insert AFTER INSERT ON batches REFERENCING NEW TABLE AS new_rows "
     "FOR EACH STATEMENT EXECUTE FUNCTION batch_counts_apply()",
@@ -142,4 +179,5 @@ def downgrade() -> None:
         )
     if not sqlite:
         op.execute("DROP FUNCTION IF EXISTS batch_counts_apply()")
+        op.execute("DROP FUNCTION IF EXISTS batch_counts_add(text, bigint)")
     op.drop_table("batch_counts")
