@@ -1,7 +1,9 @@
 """The ledger's counts, read from `file_counts` (kept exact by triggers on `files`,
 migration 0005): files by state, by origin, failed files by reason, and the
-drop-to-indexed histogram. A few dozen rows whatever the ledger's size, where a
-`GROUP BY` over `files` reads a whole index (a million entries in a big ledger).
+drop-to-indexed histogram; and from `batch_counts` (triggers on `batches`,
+migration 0009): batches by state. A few dozen rows whatever the ledger's size,
+where a `GROUP BY` over `files` or `batches` reads a whole index (a million
+entries in a big ledger, one per batch ever made).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from reka_ingest.core.states import FileState
-from reka_ingest.ledger.schema import FileCount
+from reka_ingest.ledger.schema import BatchCount, FileCount
 
 # Seconds from a file being seen to it being indexed. The daily quota can hold a file
 # for hours, so the buckets reach a day. Frozen in migration 0005's triggers: a
@@ -33,6 +35,15 @@ def _sum_by(
 def files_by_state(session: Session) -> dict[str, int]:
     """State -> files in it (states with none left out)."""
     return _sum_by(session, FileCount.state)
+
+
+def batches_by_state(session: Session) -> dict[str, int]:
+    """State -> batches in it (states with none left out), summed over the shards."""
+    n = func.sum(BatchCount.n)
+    rows = session.execute(
+        select(BatchCount.state, n).group_by(BatchCount.state).having(n != 0)
+    ).all()
+    return {str(state): int(count) for state, count in rows}
 
 
 def files_by_origin(session: Session) -> dict[str, int]:

@@ -163,3 +163,16 @@ class FileCount(Base):
     shard: Mapped[int] = mapped_column(Integer, primary_key=True)
     n: Mapped[int] = mapped_column(BigInteger)
     latency_sum: Mapped[float] = mapped_column(Float)
+
+
+class BatchCount(Base):
+    """Batches counted by state, kept exact by triggers on `batches` (migration 0009,
+    reka_ingest.ledger.counts): a metrics scrape reads these few rows, never the whole
+    `batches` index. `shard` spreads concurrent writers over rows (PostgreSQL), so a
+    reader sums over it."""
+
+    __tablename__ = "batch_counts"
+
+    state: Mapped[str] = mapped_column(BoundedString(16), primary_key=True)
+    shard: Mapped[int] = mapped_column(Integer, primary_key=True)
+    n: Mapped[int] = mapped_column(BigInteger)

@@ -1,7 +1,8 @@
 """The Prometheus view of the service: what Flower lacks.
 
 Everything is read at scrape time, from the ledger (files by state, by
-origin, by failure reason; the oldest active file; drop-to-indexed latency)
+origin, by failure reason; batches by state; the oldest active file;
+drop-to-indexed latency)
 and from Redis (queue depth; the counters that worker processes add to in
 `reka_ingest.metrics.counters`; the shared API budget). Nothing lives in this
 process's memory, so any number of endpoints, and any number of worker
@@ -29,9 +30,7 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import Collector
-from sqlalchemy import Select, func, select
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session
 
 from reka_ingest.core.constants import BUDGET_KEY
 from reka_ingest.core.logs import get_logger
@@ -41,13 +40,13 @@ from reka_ingest.core.states import ACTIVE, BatchState, FileState, Origin
 from reka_ingest.ledger import Ledger, open_ledger
 from reka_ingest.ledger.counts import (
     LATENCY_BUCKETS,
+    batches_by_state,
     failed_by_reason,
     files_by_origin,
     files_by_state,
     indexed_latency,
 )
 from reka_ingest.ledger.queries import oldest_by_state
-from reka_ingest.ledger.schema import Batch
 from reka_ingest.metrics.budget import read_budget
 from reka_ingest.metrics.counters import (
     API_RESPONSES_KEY,
@@ -120,15 +119,15 @@ class IngestCollector(Collector):
 
     def _from_ledger(self) -> Iterator[Metric]:
         """Every query here costs the same at any ledger size (tests/ledger/
-        test_query_plans.py, bench/scale.py): counts by state, origin and failure
-        reason and the drop-to-indexed histogram from the counts table
-        (reka_ingest.ledger.counts), the oldest active file from an index probe."""
+        test_query_plans.py, bench/scale.py): files by state, origin and failure
+        reason, the drop-to-indexed histogram and batches by state from the counts
+        tables (reka_ingest.ledger.counts), the oldest active file from an index probe."""
         now = self.clock()
         with self.ledger.read() as s:
             by_state = files_by_state(s)
             by_origin = files_by_origin(s)
             by_reason = {str(reason): n for reason, n in failed_by_reason(s).items()}
-            batches = _counts(s, select(Batch.state, func.count()).group_by(Batch.state))
+            batches = batches_by_state(s)
             oldest = min(
                 (seen for _, seen in oldest_by_state(s, sorted(ACTIVE)).values()), default=None
             )
@@ -366,11 +365,6 @@ def serve(settings: Settings, *, host: str, port: int, clock: Callable[[], float
 
 def _s(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
-
-
-def _counts(session: Session, stmt: Select[str, int] | Select[str | None, int]) -> dict[str, int]:
-    """A `label, count` query as a dict (a NULL label reads as "none")."""
-    return {str(label): int(n) for label, n in session.execute(stmt).all()}
 
 
 def _hash(client: redis.Redis[bytes], key: str) -> dict[str, int]:

@@ -175,12 +175,13 @@ def test_an_absent_sidecar_stays_as_it_was_stored_before() -> None:
 
 # --- any str, any text column ---------------------------------------------------------
 
-# Every text column written by the service (`file_counts` is written by triggers alone,
-# from the `files` columns of the same names, which are among these).
+# Every text column written by the service (`file_counts` and `batch_counts` are written
+# by triggers alone, from the `files` and `batches` columns of the same names, which are
+# among these).
 _TEXT_COLUMNS = [
     (table.name, column.name, column.type)
     for table in Base.metadata.sorted_tables
-    if table.name != "file_counts"
+    if table.name not in {"file_counts", "batch_counts"}
     for column in table.columns
     if isinstance(column.type, BoundedString | SafeText)
 ]
