@@ -6,8 +6,8 @@ PostgreSQL), in the states of a long-running deployment: the same live work in
 both (the newest 500 files queued in 10 batches, 5 of them lost and 5 deferred
 and due; the 3,000 before them indexing, every one due for a poll), and behind it
 a history of N - 3,500 finished files: 2% failed, 5% duplicates of an indexed
-original, the rest indexed, in done batches of 50 (the counts table, migration
-0005, kept by its triggers through the fill).
+original, the rest indexed, in done batches of 50 (the counts tables, migrations
+0005 and 0009, kept by their triggers through the fill).
 SQLite by default; BENCH_SCALE_DATABASES=sqlite,postgresql adds the
 embedded PostgreSQL server of bench/service.py.
 
