@@ -152,7 +152,8 @@ class FileCount(Base):
     on `files` (migration 0005, reka_ingest.ledger.counts): `status` and the metrics
     read these few rows, never the whole `files` index. `reason` is '' for none;
     `bucket` -1 outside the drop-to-indexed histogram; `shard` spreads concurrent
-    writers over rows (PostgreSQL), so a reader sums over it."""
+    writers over rows (PostgreSQL: each adds to a row no other holds, migration 0010),
+    so a reader sums over it."""
 
     __tablename__ = "file_counts"
 
@@ -168,8 +169,8 @@ class FileCount(Base):
 class BatchCount(Base):
     """Batches counted by state, kept exact by triggers on `batches` (migration 0009,
     reka_ingest.ledger.counts): a metrics scrape reads these few rows, never the whole
-    `batches` index. `shard` spreads concurrent writers over rows (PostgreSQL), so a
-    reader sums over it."""
+    `batches` index. `shard` spreads concurrent writers over rows (PostgreSQL: each adds
+    to a row no other holds), so a reader sums over it."""
 
     __tablename__ = "batch_counts"
 

@@ -15,7 +15,8 @@ from typing import Any, cast
 
 import pytest
 from alembic import command
-from sqlalchemy import Table, delete, insert, text, update
+from sqlalchemy import Table, create_engine, delete, insert, select, text, update
+from sqlalchemy.pool import NullPool
 
 from reka_ingest.core.states import FileState, Origin, Reason
 from reka_ingest.ledger import Ledger
@@ -224,6 +225,65 @@ def test_the_migration_counts_the_rows_already_there(tmp_path: Path, database_ur
         _assert_exact(ledger)
     finally:
         ledger.dispose()
+
+
+def _migration(name: str) -> Any:
+    path = MIGRATIONS_DIR / "versions" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"migration_{name}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_writer_never_waits_for_a_count_another_transaction_holds(ledger: Ledger) -> None:
+    """More open transactions than shards, each having moved one file between the same
+    two counts, all open at once: none waits for another's count row (each would give
+    up after 2 s). So counts take no part in a lock cycle, whatever order a
+    transaction moves files in (a file failed, then its duplicates). SQLite has one
+    writer at a time: nothing to wait for there."""
+    if ledger.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has one writer at a time")
+    holders = _migration("0005_file_counts").PG_SHARDS + 1  # two share a first choice
+    rows = [_row(i, random.Random(i)) | {"state": FileState.QUEUED} for i in range(holders)]
+    _insert(ledger, [r | {"reason": None, "indexed_at": None} for r in rows])
+    with ledger.read() as s:
+        ids = list(s.execute(select(FILES.c.id).order_by(FILES.c.id)).scalars())
+    engine = create_engine(ledger.url, poolclass=NullPool)  # one connection each, at once
+    conns = [engine.connect() for _ in range(holders)]
+    try:
+        for conn, file_id in zip(conns, ids, strict=True):
+            conn.execute(text("SET LOCAL lock_timeout = '2s'"))
+            conn.execute(
+                update(FILES)
+                .where(FILES.c.id == file_id)
+                .values(state=FileState.INDEXING, origin=Origin.EVENT)
+            )
+        for conn in conns:  # every one still open until here
+            conn.commit()
+    finally:
+        for conn in conns:
+            conn.close()
+        engine.dispose()
+    _assert_exact(ledger)
+    assert _counted(ledger)["state"] == {FileState.INDEXING.value: holders}
+
+
+def test_down_to_0009_and_up_again_the_counts_stay_exact(ledger: Ledger) -> None:
+    """0010's downgrade gives 0005's trigger function back, and its upgrade takes it
+    again: counts written under each are exact together."""
+    rng = random.Random(10)
+    _insert(ledger, [_row(i, rng) for i in range(200)])
+    for revision, down in (("0009_batch_counts", True), ("0010_file_counts_no_wait", False)):
+        with ledger.engine.begin() as conn:
+            cfg = _alembic_config(ledger.url)
+            cfg.attributes["connection"] = conn
+            (command.downgrade if down else command.upgrade)(cfg, revision)
+        with ledger.write() as s:
+            s.execute(update(FILES).where(FILES.c.id % 3 == 0).values(state=FileState.INDEXED))
+            s.execute(delete(FILES).where(FILES.c.id % 7 == 0))
+        _insert(ledger, [_row(i, rng, prefix=revision) for i in range(30)])
+        _assert_exact(ledger)
 
 
 def test_the_triggers_buckets_are_the_metrics_buckets() -> None:
