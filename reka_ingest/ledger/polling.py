@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import bindparam, exists, func, not_, or_, select, update
+from sqlalchemy import exists, func, not_, or_, select, update
 
 from reka_ingest.core.states import BATCH_TERMINAL, BatchState, FileState, Origin, Reason
+from reka_ingest.ledger.bulk import update_by_id
 from reka_ingest.ledger.db import Ledger
 from reka_ingest.ledger.schema import Batch, File
 
@@ -72,10 +73,10 @@ _FILES = File.metadata.tables[File.__tablename__]
 def record_polls(ledger: Ledger, outcomes: list[PollOutcome], *, now: float) -> None:
     """Write each poll's outcome; a row no longer `indexing` is left alone.
 
-    Outcomes are grouped by the columns they set, one executemany per group,
-    not a statement built per row.
+    Outcomes are grouped by the columns they set, each group written many rows a
+    statement (`reka_ingest.ledger.bulk`), each written row's `polls` counted.
     """
-    groups: dict[tuple[str, ...], list[dict[str, object]]] = {}
+    groups: dict[tuple[str, ...], list[tuple[object, ...]]] = {}
     for o in outcomes:
         final = o.state != FileState.INDEXING
         values: dict[str, object] = {
@@ -83,7 +84,6 @@ def record_polls(ledger: Ledger, outcomes: list[PollOutcome], *, now: float) -> 
             "poll_request_id": o.request_id,
             "next_poll_at": o.next_poll_at,
             "poll_delay": o.poll_delay,
-            "updated_at": now,
         }
         if o.indexing_status is not None:
             values["indexing_status"] = o.indexing_status
@@ -96,18 +96,18 @@ def record_polls(ledger: Ledger, outcomes: list[PollOutcome], *, now: float) -> 
             values["indexed_at"] = now
         if final:
             values["finished_at"] = now
-        row = {f"v_{name}": value for name, value in values.items()}
-        row["b_id"] = o.file_id
-        groups.setdefault(tuple(sorted(values)), []).append(row)
+        columns = tuple(sorted(values))
+        groups.setdefault(columns, []).append((o.file_id, *(values[c] for c in columns)))
     with ledger.write() as s:
-        conn = s.connection()
         for columns, rows in groups.items():
-            stmt = (
-                update(_FILES)
-                .where(_FILES.c.id == bindparam("b_id"), _FILES.c.state == FileState.INDEXING)
-                .values(polls=_FILES.c.polls + 1, **{c: bindparam(f"v_{c}") for c in columns})
+            update_by_id(
+                s,
+                columns,
+                rows,
+                {"updated_at": now},
+                only_in=FileState.INDEXING,
+                counted="polls",
             )
-            conn.execute(stmt, rows)
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,16 +205,16 @@ def record_settled(
     if not settled and not unsettled:
         return
     with ledger.write() as s:
-        conn = s.connection()
         if settled:
-            conn.execute(
-                update(_FILES)
-                .where(_FILES.c.id == bindparam("b_id"), _FILES.c.state == FileState.FAILED)
-                .values(final_path=bindparam("b_final_path"), next_poll_at=None, updated_at=now),
-                [{"b_id": file_id, "b_final_path": path} for file_id, path in settled],
+            update_by_id(
+                s,
+                ("final_path",),
+                list(settled),
+                {"next_poll_at": None, "updated_at": now},
+                only_in=FileState.FAILED,
             )
         if unsettled:
-            conn.execute(
+            s.connection().execute(
                 update(_FILES)
                 .where(_FILES.c.id.in_(unsettled), _FILES.c.state == FileState.FAILED)
                 .values(next_poll_at=None, updated_at=now)

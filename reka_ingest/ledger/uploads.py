@@ -17,12 +17,11 @@ accepted (`record_uploaded`) names no claim: those images are stored whoever sen
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Dialect, Float, Integer, Row, Table, select, update
+from sqlalchemy import CursorResult, Row, Table, select, update
 from sqlalchemy.orm import Session
 
 from reka_ingest.core.errors import LeaseLost
@@ -35,7 +34,8 @@ from reka_ingest.core.states import (
     Reason,
 )
 from reka_ingest.core.text import clean_text
-from reka_ingest.ledger.db import IN_CHUNK, Ledger
+from reka_ingest.ledger.bulk import update_by_id
+from reka_ingest.ledger.db import Ledger
 from reka_ingest.ledger.intake import lock_content
 from reka_ingest.ledger.schema import MAX_MESSAGE_CHARS, Batch, File
 
@@ -321,7 +321,7 @@ def record_uploaded(
 ) -> list[Requeued]:
     """Write each file's upload result, and hand its image id to its duplicates.
 
-    One set-based UPDATE for the batch's rows (`_update_by_id`), and one look for their
+    One set-based UPDATE for the batch's rows (`reka_ingest.ledger.bulk`), and one look for their
     duplicates (`duplicate_of` has no index: a statement per file scanned the
     whole table once per file, which grew with the ledger).
 
@@ -355,7 +355,7 @@ def record_uploaded(
     with ledger.write() as s:
         if rehashed:  # a file's bytes change identity: decide in turn with the intake
             lock_content(s, {h for c in rehashed for h in (c.claimed_sha256, c.sha256) if h})
-        _update_by_id(
+        update_by_id(
             s,
             _RECORDED,
             rows,
@@ -665,65 +665,4 @@ def set_final_path(ledger: Ledger, moves: Sequence[tuple[int, str]], *, now: flo
 
 def _write_final_paths(s: Session, moves: Sequence[tuple[int, str]], now: float) -> None:
     if moves:
-        _update_by_id(s, ("final_path",), list(moves), {"updated_at": now})
-
-
-def _update_by_id(
-    s: Session, columns: Sequence[str], rows: Sequence[tuple[Any, ...]], same: dict[str, Any]
-) -> None:
-    """Each row `(id, *its values of columns)` written to its file, and `same` to all of them:
-    one `WITH v AS (VALUES ...) UPDATE files ... FROM v` per IN_CHUNK rows, as the
-    driver's own SQL (SQLite, PostgreSQL).
-
-    Not an executemany: SQLite runs the count triggers (migration 0005) far slower
-    once per executed statement than for one statement's rows, and each row of an
-    executemany is a statement. Not SQLAlchemy's `values()` either: compiling 100
-    rows of it cost more than the write. Each value goes through its column's bind
-    processing as an ORM write would; numbers are cast in the SET, since PostgreSQL
-    types a VALUES column holding only NULLs as text.
-    """
-    conn = s.connection()
-    dialect = conn.dialect
-    names = ("id", *columns)
-    process = [_processor(dialect, name) for name in names]
-    fixed = [(name, _processor(dialect, name)(value)) for name, value in same.items()]
-    for start in range(0, len(rows), IN_CHUNK):
-        chunk = rows[start : start + IN_CHUNK]
-        params: list[Any] = [
-            f(value) for row in chunk for f, value in zip(process, row, strict=True)
-        ]
-        params += [value for _, value in fixed]
-        sql = _update_sql(dialect, tuple(columns), tuple(name for name, _ in fixed), len(chunk))
-        conn.exec_driver_sql(sql, tuple(params))
-
-
-@functools.lru_cache(maxsize=64)
-def _processor(dialect: Dialect, name: str) -> Callable[[Any], Any]:
-    """The bind processing of a column of `files` on `dialect` (identity when it has none)."""
-    processor = _FILES.c[name].type.bind_processor(dialect)
-    return processor if processor is not None else _same
-
-
-def _same(value: Any) -> Any:
-    return value
-
-
-@functools.lru_cache(maxsize=64)
-def _update_sql(dialect: Dialect, columns: tuple[str, ...], same: tuple[str, ...], n: int) -> str:
-    """`_update_by_id`'s statement for `n` rows (column names are ours, never input)."""
-    if dialect.paramstyle not in ("qmark", "format", "pyformat"):
-        raise ValueError(f"the ledger's driver binds {dialect.paramstyle!r}: not supported here")
-    mark = "?" if dialect.paramstyle == "qmark" else "%s"
-    row = "(" + ", ".join([mark] * (len(columns) + 1)) + ")"
-    sets = []
-    for name in columns:
-        kind = _FILES.c[name].type
-        if isinstance(kind, Float | Integer):
-            sets.append(f"{name} = CAST(v.{name} AS {kind.compile(dialect=dialect)})")
-        else:
-            sets.append(f"{name} = v.{name}")
-    sets += [f"{name} = {mark}" for name in same]
-    return (
-        f"WITH v (id, {', '.join(columns)}) AS (VALUES {', '.join([row] * n)}) "  # noqa: S608
-        f"UPDATE files SET {', '.join(sets)} FROM v WHERE files.id = v.id"
-    )
+        update_by_id(s, ("final_path",), list(moves), {"updated_at": now})

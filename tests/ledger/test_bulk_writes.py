@@ -1,0 +1,171 @@
+"""Poll outcomes written many rows a statement (`reka_ingest.ledger.bulk`), on SQLite and
+PostgreSQL: each `indexing` row gets exactly its own outcome's values and one more
+poll, a row another writer took out of `indexing` meanwhile is left as it is, and the
+counts stay exact; settled failures get their final path only while still `failed`."""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+from typing import Any, cast
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import Table, insert, select, text, update
+
+from reka_ingest.core.states import FileState, Origin, Reason
+from reka_ingest.ledger import Ledger
+from reka_ingest.ledger.counts import files_by_state
+from reka_ingest.ledger.polling import PollOutcome, record_polls, record_settled
+from reka_ingest.ledger.schema import File
+
+FILES = cast(Table, File.__table__)
+NOW = 2_000_000.0
+COLUMNS = (
+    "state",
+    "polls",
+    "poll_request_id",
+    "next_poll_at",
+    "poll_delay",
+    "indexing_status",
+    "image_url",
+    "reason",
+    "message",
+    "indexed_at",
+    "finished_at",
+    "updated_at",
+)
+_names = itertools.count()
+
+# Text as it is stored (NUL and lone surrogates are escaped on the way in: test_values).
+texts = st.one_of(st.none(), st.text(st.characters(blacklist_categories=("Cs", "Cc")), max_size=12))
+outcomes: st.SearchStrategy[dict[str, Any]] = st.builds(
+    dict,
+    state=st.sampled_from([FileState.INDEXING, FileState.INDEXED, FileState.FAILED]),
+    indexing_status=st.one_of(st.none(), st.integers(0, 3)),
+    image_url=texts,
+    request_id=texts,
+    next_poll_at=st.one_of(st.none(), st.floats(0, 1e9)),
+    poll_delay=st.one_of(st.none(), st.floats(0, 1e4)),
+    taken_meanwhile=st.booleans(),
+)
+
+
+def _rows(ledger: Ledger, n: int) -> list[int]:
+    """`n` files being indexed (polled twice already); their ids."""
+    tag = next(_names)
+    with ledger.write() as s:
+        s.execute(
+            insert(FILES),
+            [
+                {
+                    "path": f"p{tag}-{i}.jpg",
+                    "source_root": "/in",
+                    "work_path": f"/work/p{tag}-{i}.jpg",
+                    "origin": Origin.EVENT,
+                    "size": 1,
+                    "mtime": 1.0,
+                    "state": FileState.INDEXING,
+                    "image_id": f"img-{tag}-{i}",
+                    "polls": 2,
+                    "next_poll_at": 5.0,
+                    "seen_at": 1.0,
+                    "updated_at": 1.0,
+                }
+                for i in range(n)
+            ],
+        )
+        ids = s.scalars(
+            select(FILES.c.id).where(FILES.c.path.like(f"p{tag}-%")).order_by(FILES.c.id)
+        ).all()
+    return list(ids)
+
+
+def _read(ledger: Ledger, ids: list[int]) -> dict[int, dict[str, Any]]:
+    with ledger.read() as s:
+        got = s.execute(
+            select(FILES.c.id, *(FILES.c[c] for c in COLUMNS)).where(FILES.c.id.in_(ids))
+        )
+        return {r.id: {c: getattr(r, c) for c in COLUMNS} for r in got}
+
+
+def _expected(before: dict[str, Any], o: PollOutcome, taken: bool) -> dict[str, Any]:
+    """What the old row-by-row write gave a row: its outcome's values, one more poll."""
+    if taken:
+        return before
+    row = dict(before, state=o.state, polls=before["polls"] + 1, updated_at=NOW)
+    row |= {"poll_request_id": o.request_id, "next_poll_at": o.next_poll_at}
+    row["poll_delay"] = o.poll_delay
+    if o.indexing_status is not None:
+        row["indexing_status"] = o.indexing_status
+    if o.image_url:
+        row["image_url"] = o.image_url
+    if o.reason is not None:
+        row |= {"reason": o.reason, "message": o.message}
+    if o.state == FileState.INDEXED:
+        row["indexed_at"] = NOW
+    if o.state != FileState.INDEXING:
+        row["finished_at"] = NOW
+    return row
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(drawn=st.lists(outcomes, min_size=1, max_size=40))
+def test_each_row_gets_its_own_outcome_and_a_row_taken_meanwhile_none(
+    ledger: Ledger, drawn: list[dict[str, Any]]
+) -> None:
+    ids = _rows(ledger, len(drawn))
+    taken = {i for i, d in zip(ids, drawn, strict=True) if d["taken_meanwhile"]}
+    if taken:  # a retry (say) took them out of `indexing` before the round's write
+        with ledger.write() as s:
+            s.execute(update(FILES).where(FILES.c.id.in_(taken)).values(state=FileState.QUEUED))
+    before = _read(ledger, ids)
+    polls = [
+        PollOutcome(
+            file_id=i,
+            state=d["state"],
+            indexing_status=d["indexing_status"],
+            image_url=d["image_url"],
+            request_id=d["request_id"],
+            reason=Reason.INDEXING_FAILED if d["state"] == FileState.FAILED else None,
+            message="indexing failed" if d["state"] == FileState.FAILED else None,
+            next_poll_at=d["next_poll_at"],
+            poll_delay=d["poll_delay"],
+        )
+        for i, d in zip(ids, drawn, strict=True)
+    ]
+    record_polls(ledger, polls, now=NOW)
+    after = _read(ledger, ids)
+    for o in polls:
+        assert after[o.file_id] == _expected(before[o.file_id], o, o.file_id in taken)
+    with ledger.read() as s:
+        truth = Counter(r.state for r in s.execute(text("SELECT state FROM files")))
+        assert files_by_state(s) == dict(truth)
+
+
+def test_a_settled_failure_gets_its_final_path_only_while_still_failed(ledger: Ledger) -> None:
+    ids = _rows(ledger, 3)
+    with ledger.write() as s:
+        s.execute(update(FILES).where(FILES.c.id.in_(ids)).values(state=FileState.FAILED))
+        s.execute(update(FILES).where(FILES.c.id == ids[2]).values(state=FileState.QUEUED))
+    record_settled(
+        ledger, [(ids[0], "/failed/a.jpg"), (ids[2], "/failed/c.jpg")], [ids[1]], now=NOW
+    )
+    with ledger.read() as s:
+        got = {
+            r.id: (r.state, r.final_path, r.next_poll_at)
+            for r in s.execute(
+                select(FILES.c.id, FILES.c.state, FILES.c.final_path, FILES.c.next_poll_at).where(
+                    FILES.c.id.in_(ids)
+                )
+            )
+        }
+    assert got == {
+        ids[0]: ("failed", "/failed/a.jpg", None),
+        ids[1]: ("failed", None, None),
+        ids[2]: ("queued", None, 5.0),  # a retry took it: left alone
+    }
