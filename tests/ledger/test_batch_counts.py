@@ -7,10 +7,8 @@ and a metrics scrape reads its batches gauge from it, never from `batches`."""
 
 from __future__ import annotations
 
-import importlib.util
 import random
 import re
-import threading
 from collections import Counter
 from pathlib import Path
 from typing import Any, cast
@@ -20,17 +18,18 @@ import redis
 from alembic import command
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import Table, case, create_engine, delete, event, insert, select, text, update
-from sqlalchemy.pool import NullPool
+from sqlalchemy import Table, case, delete, event, insert, select, text, update
+from sqlalchemy.orm import Session
 
 from reka_ingest.core.states import BatchState, Origin
 from reka_ingest.ledger import Ledger
 from reka_ingest.ledger.counts import batches_by_state
-from reka_ingest.ledger.db import MIGRATIONS_DIR, _alembic_config
+from reka_ingest.ledger.db import _alembic_config
 from reka_ingest.ledger.intake import NewFile, create_batches, record_files
 from reka_ingest.ledger.schema import Batch
 from reka_ingest.ledger.uploads import claim_batch, finish_batch, release_batch, split_batch
 from reka_ingest.metrics.collector import IngestCollector
+from tests.support.counting import migration, moves_never_wait, run_writers
 
 BATCHES = cast(Table, Batch.__table__)
 STATES = [state.value for state in BatchState]
@@ -235,52 +234,24 @@ def test_concurrent_writers_keep_the_counts_exact(ledger: Ledger) -> None:
     two share one): batches made and moved between states, in overlapping rows, every
     transaction committed or (on a conflict the database reports) retried whole."""
     writers, rounds = 4, 15
-    errors: list[BaseException] = []
 
-    def work(w: int) -> None:
-        rng = random.Random(w)
-        try:
-            for r in range(rounds):
-                states = [rng.choice(STATES) for _ in range(10)]
-                for attempt in range(20):
-                    try:
-                        with ledger.write() as s:
-                            s.execute(insert(BATCHES), _rows(states))
-                            s.execute(
-                                update(BATCHES)
-                                .where(BATCHES.c.id % writers == w, BATCHES.c.state == "queued")
-                                .values(state=BatchState.UPLOADING)
-                            )
-                            s.execute(
-                                update(BATCHES)
-                                .where(BATCHES.c.state == "uploading", BATCHES.c.id % 3 == r % 3)
-                                .values(state=BatchState.DONE)
-                            )
-                        break
-                    except Exception as err:
-                        if not ledger.is_outage(err) or attempt == 19:
-                            raise
-        except BaseException as err:  # noqa: BLE001 - reported by the main thread
-            errors.append(err)
+    def write(s: Session, w: int, r: int) -> None:
+        rng = random.Random(w * 1000 + r)  # a retry writes the same rows
+        s.execute(insert(BATCHES), _rows([rng.choice(STATES) for _ in range(10)]))
+        s.execute(
+            update(BATCHES)
+            .where(BATCHES.c.id % writers == w, BATCHES.c.state == "queued")
+            .values(state=BatchState.UPLOADING)
+        )
+        s.execute(
+            update(BATCHES)
+            .where(BATCHES.c.state == "uploading", BATCHES.c.id % 3 == r % 3)
+            .values(state=BatchState.DONE)
+        )
 
-    threads = [threading.Thread(target=work, args=(w,)) for w in range(writers)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    assert not errors, errors
+    run_writers(ledger, writers, rounds, write)
     _assert_exact(ledger)
     assert sum(_counted(ledger).values()) == writers * rounds * 10
-
-
-def _pg_shards() -> int:
-    """The migration's own number of shards a connection's first choice is made from."""
-    path = MIGRATIONS_DIR / "versions" / "0009_batch_counts.py"
-    spec = importlib.util.spec_from_file_location("migration_0009", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return int(module.PG_SHARDS)
 
 
 def test_a_writer_never_waits_for_a_count_another_transaction_holds(ledger: Ledger) -> None:
@@ -292,26 +263,13 @@ def test_a_writer_never_waits_for_a_count_another_transaction_holds(ledger: Ledg
     writer at a time: nothing to wait for there."""
     if ledger.engine.dialect.name != "postgresql":
         pytest.skip("SQLite has one writer at a time")
-    holders = _pg_shards() + 1  # two of them share a first choice, whatever their pids
+    holders = (
+        migration("0009_batch_counts").PG_SHARDS + 1
+    )  # two of them share a first choice, whatever their pids
     _insert(ledger, [BatchState.QUEUED] * holders)
     with ledger.read() as s:
         ids = list(s.execute(select(BATCHES.c.id).order_by(BATCHES.c.id)).scalars())
-    engine = create_engine(ledger.url, poolclass=NullPool)  # one connection each, at once
-    conns = [engine.connect() for _ in range(holders)]
-    try:
-        for conn, batch_id in zip(conns, ids, strict=True):
-            conn.execute(text("SET LOCAL lock_timeout = '2s'"))
-            conn.execute(
-                update(BATCHES)
-                .where(BATCHES.c.id == batch_id)
-                .values(state=BatchState.UPLOADING, lease_until=NOW + 60)
-            )
-        for conn in conns:  # every one still open until here
-            conn.commit()
-    finally:
-        for conn in conns:
-            conn.close()
-        engine.dispose()
+    moves_never_wait(ledger, BATCHES, ids, {"state": BatchState.UPLOADING, "lease_until": NOW + 60})
     _assert_exact(ledger)
     assert _counted(ledger) == {BatchState.UPLOADING.value: holders}
 

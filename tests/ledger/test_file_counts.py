@@ -6,17 +6,15 @@ ledger is migrated; and what `status` and the metrics read from it equals a
 
 from __future__ import annotations
 
-import importlib.util
 import random
-import threading
 from collections import Counter
 from pathlib import Path
 from typing import Any, cast
 
 import pytest
 from alembic import command
-from sqlalchemy import Table, create_engine, delete, insert, select, text, update
-from sqlalchemy.pool import NullPool
+from sqlalchemy import Table, delete, insert, select, text, update
+from sqlalchemy.orm import Session
 
 from reka_ingest.core.states import FileState, Origin, Reason
 from reka_ingest.ledger import Ledger
@@ -27,9 +25,10 @@ from reka_ingest.ledger.counts import (
     files_by_state,
     indexed_latency,
 )
-from reka_ingest.ledger.db import MIGRATIONS_DIR, _alembic_config
+from reka_ingest.ledger.db import _alembic_config
 from reka_ingest.ledger.queries import summary
 from reka_ingest.ledger.schema import File
+from tests.support.counting import migration, moves_never_wait, run_writers
 
 FILES = cast(Table, File.__table__)
 STATES = [
@@ -160,40 +159,23 @@ def test_concurrent_writers_keep_the_counts_exact(ledger: Ledger) -> None:
     two share one): inserts and moves between states interleaved, every transaction
     committed or (on a conflict the database reports) retried whole."""
     writers, rounds = 4, 15
-    errors: list[BaseException] = []
 
-    def work(w: int) -> None:
-        rng = random.Random(w)
-        try:
-            for r in range(rounds):
-                rows = [_row(w * 10_000 + r * 100 + k, rng, prefix=f"w{w}-") for k in range(20)]
-                for attempt in range(20):
-                    try:
-                        with ledger.write() as s:
-                            s.execute(insert(FILES), rows)
-                            s.execute(
-                                update(FILES)
-                                .where(FILES.c.id % writers == w, FILES.c.state == "queued")
-                                .values(state=FileState.INDEXING)
-                            )
-                            s.execute(
-                                update(FILES)
-                                .where(FILES.c.state == "indexing", FILES.c.id % 3 == r % 3)
-                                .values(state=FileState.INDEXED, indexed_at=FILES.c.seen_at + r)
-                            )
-                        break
-                    except Exception as err:
-                        if not ledger.is_outage(err) or attempt == 19:
-                            raise
-        except BaseException as err:  # noqa: BLE001 - reported by the main thread
-            errors.append(err)
+    def write(s: Session, w: int, r: int) -> None:
+        rng = random.Random(w * 1000 + r)  # a retry writes the same rows
+        rows = [_row(w * 10_000 + r * 100 + k, rng, prefix=f"w{w}-") for k in range(20)]
+        s.execute(insert(FILES), rows)
+        s.execute(
+            update(FILES)
+            .where(FILES.c.id % writers == w, FILES.c.state == "queued")
+            .values(state=FileState.INDEXING)
+        )
+        s.execute(
+            update(FILES)
+            .where(FILES.c.state == "indexing", FILES.c.id % 3 == r % 3)
+            .values(state=FileState.INDEXED, indexed_at=FILES.c.seen_at + r)
+        )
 
-    threads = [threading.Thread(target=work, args=(w,)) for w in range(writers)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    assert not errors, errors
+    run_writers(ledger, writers, rounds, write)
     _assert_exact(ledger)
     with ledger.read() as s:
         total = s.execute(text("SELECT count(*) FROM files")).scalar_one()
@@ -227,15 +209,6 @@ def test_the_migration_counts_the_rows_already_there(tmp_path: Path, database_ur
         ledger.dispose()
 
 
-def _migration(name: str) -> Any:
-    path = MIGRATIONS_DIR / "versions" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"migration_{name}", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_a_writer_never_waits_for_a_count_another_transaction_holds(ledger: Ledger) -> None:
     """More open transactions than shards, each having moved one file between the same
     two counts, all open at once: none waits for another's count row (each would give
@@ -244,27 +217,12 @@ def test_a_writer_never_waits_for_a_count_another_transaction_holds(ledger: Ledg
     writer at a time: nothing to wait for there."""
     if ledger.engine.dialect.name != "postgresql":
         pytest.skip("SQLite has one writer at a time")
-    holders = _migration("0005_file_counts").PG_SHARDS + 1  # two share a first choice
+    holders = migration("0005_file_counts").PG_SHARDS + 1  # two share a first choice
     rows = [_row(i, random.Random(i)) | {"state": FileState.QUEUED} for i in range(holders)]
     _insert(ledger, [r | {"reason": None, "indexed_at": None} for r in rows])
     with ledger.read() as s:
         ids = list(s.execute(select(FILES.c.id).order_by(FILES.c.id)).scalars())
-    engine = create_engine(ledger.url, poolclass=NullPool)  # one connection each, at once
-    conns = [engine.connect() for _ in range(holders)]
-    try:
-        for conn, file_id in zip(conns, ids, strict=True):
-            conn.execute(text("SET LOCAL lock_timeout = '2s'"))
-            conn.execute(
-                update(FILES)
-                .where(FILES.c.id == file_id)
-                .values(state=FileState.INDEXING, origin=Origin.EVENT)
-            )
-        for conn in conns:  # every one still open until here
-            conn.commit()
-    finally:
-        for conn in conns:
-            conn.close()
-        engine.dispose()
+    moves_never_wait(ledger, FILES, ids, {"state": FileState.INDEXING, "origin": Origin.EVENT})
     _assert_exact(ledger)
     assert _counted(ledger)["state"] == {FileState.INDEXING.value: holders}
 
@@ -287,9 +245,4 @@ def test_down_to_0009_and_up_again_the_counts_stay_exact(ledger: Ledger) -> None
 
 
 def test_the_triggers_buckets_are_the_metrics_buckets() -> None:
-    path = MIGRATIONS_DIR / "versions" / "0005_file_counts.py"
-    spec = importlib.util.spec_from_file_location("migration_0005", path)
-    assert spec is not None and spec.loader is not None
-    migration = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(migration)
-    assert migration.LATENCY_BUCKETS == LATENCY_BUCKETS
+    assert migration("0005_file_counts").LATENCY_BUCKETS == LATENCY_BUCKETS
