@@ -25,9 +25,13 @@ NO_REASON: Final = ""
 
 
 def _sum_by(
-    session: Session, column: InstrumentedAttribute[str], *where: ColumnElement[bool]
+    session: Session,
+    column: InstrumentedAttribute[str],
+    *where: ColumnElement[bool],
+    counted: InstrumentedAttribute[int] = FileCount.n,
 ) -> dict[str, int]:
-    n = func.sum(FileCount.n)
+    """`column`'s value -> its count summed over the shards (zero counts left out)."""
+    n = func.sum(counted)
     rows = session.execute(select(column, n).where(*where).group_by(column).having(n != 0)).all()
     return {str(label): int(count) for label, count in rows}
 
@@ -38,12 +42,8 @@ def files_by_state(session: Session) -> dict[str, int]:
 
 
 def batches_by_state(session: Session) -> dict[str, int]:
-    """State -> batches in it (states with none left out), summed over the shards."""
-    n = func.sum(BatchCount.n)
-    rows = session.execute(
-        select(BatchCount.state, n).group_by(BatchCount.state).having(n != 0)
-    ).all()
-    return {str(state): int(count) for state, count in rows}
+    """State -> batches in it (states with none left out)."""
+    return _sum_by(session, BatchCount.state, counted=BatchCount.n)
 
 
 def files_by_origin(session: Session) -> dict[str, int]:

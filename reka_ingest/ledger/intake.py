@@ -40,6 +40,7 @@ from reka_ingest.core.states import NOT_ORIGINALS, BatchState, FileState, Origin
 from reka_ingest.core.text import clean_text
 from reka_ingest.files.outbox import ERROR_SUFFIX
 from reka_ingest.files.sidecars import SIDECAR_SUFFIX
+from reka_ingest.ledger.bulk import update_by_id
 from reka_ingest.ledger.columns import MAX_KEY_BYTES, keyable, storable
 from reka_ingest.ledger.db import IN_CHUNK, Ledger
 from reka_ingest.ledger.schema import FAILED_ONLY, MAX_MESSAGE_CHARS, MAX_PATH_CHARS, Batch, File
@@ -507,23 +508,22 @@ def _supersede(s: Session, new: Sequence[tuple[str, str, int]], now: float) -> N
         if _ESCAPED.search(path) is None:  # see the module's docstring
             latest[(root, path)] = max(file_id, latest.get((root, path), 0))
     paths = sorted({path for _, path in latest})
-    changes: list[dict[str, Any]] = []
+    changes: list[tuple[int, int]] = []  # (failed row, the new row superseding it)
     query = _failed_by_path(s.get_bind().dialect.name)
     settled = "%" + _like_escaped(ERROR_SUFFIX)
     for i in range(0, len(paths), IN_CHUNK):
         for r in s.execute(query, {"paths": paths[i : i + IN_CHUNK], "settled": settled}):
             by = latest.get((r.source_root, r.path))
             if by is not None and r.id < by:
-                changes.append({"b_id": r.id, "b_by": by})
-    if not changes:
-        return
-    files = cast(Table, File.__table__)
-    s.execute(
-        update(files)
-        .where(files.c.id == bindparam("b_id"), files.c.state == FileState.FAILED)
-        .values(state=FileState.SUPERSEDED, superseded_by=bindparam("b_by"), updated_at=now),
-        changes,
-    )
+                changes.append((r.id, by))
+    if changes:
+        update_by_id(
+            s,
+            ("superseded_by",),
+            changes,
+            {"state": FileState.SUPERSEDED, "updated_at": now},
+            only_in=FileState.FAILED,
+        )
 
 
 def _failed_by_path(dialect: str) -> TextClause:
