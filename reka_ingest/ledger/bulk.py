@@ -1,14 +1,21 @@
 """Many rows of `files`, each with its own values, written by one statement.
 
-`update_by_id` sends `WITH v AS (VALUES ...) UPDATE files ... FROM v` per IN_CHUNK
-rows, as the driver's own SQL (SQLite, PostgreSQL). Not an executemany: each row
-of one is a statement, and a statement on `files` runs its count triggers (migration
-0005) and, on SQLite, spills its statement journal to a temporary file once the
-indexes it touches pass 64 KiB: about 120 µs a row, against about 50 in one
-statement. Not SQLAlchemy's `values()` either: compiling 100 rows of it cost more
-than the write. Each value goes through its column's bind processing as an ORM
-write would; numbers are cast in the SET, since PostgreSQL types a VALUES column
-holding only NULLs as text.
+`update_by_id` sends, per IN_CHUNK rows, as the driver's own SQL:
+- on SQLite, `WITH v AS (VALUES (?, ...), ...) UPDATE files ... FROM v`;
+- on PostgreSQL, `UPDATE files ... FROM unnest(%s::T[], ...) AS v`: one array a
+  column (`unnest_arrays`, `array_params`, which the recorder's INSERT uses too).
+  psycopg turns each `%s` of a statement into `$n` in Python, and caches that only
+  for short statements: a VALUES list of 500 rows of 22 columns cost it about 50 ms
+  of CPU a statement, the arrays about 13 (and the statement's text is one for any
+  number of rows).
+
+Not an executemany: each row of one is a statement, and a statement on `files`
+runs its count triggers (migration 0005) and, on SQLite, spills its statement
+journal to a temporary file once the indexes it touches pass 64 KiB: about 120 µs
+a row, against about 50 in one statement. Not SQLAlchemy's `values()` either:
+compiling 100 rows of it cost more than the write. Each value goes through its
+column's bind processing as an ORM write would; on SQLite numbers are cast in the
+SET, as the VALUES columns have no type.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ import functools
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
-from sqlalchemy import Dialect, Float, Integer, Table
+from sqlalchemy import Boolean, Dialect, Float, Integer, Table
 from sqlalchemy.orm import Session
 
 from reka_ingest.core.states import FileState
@@ -43,22 +50,27 @@ def update_by_id(
     dialect = conn.dialect
     names = ("id", *columns)
     process = [_processor(dialect, name) for name in names]
-    fixed = [(name, _processor(dialect, name)(value)) for name, value in same.items()]
+    fixed = [_processor(dialect, name)(value) for name, value in same.items()]
     guard = [] if only_in is None else [_processor(dialect, "state")(only_in)]
+    arrays = dialect.name == "postgresql"
     for start in range(0, len(rows), IN_CHUNK):
         chunk = rows[start : start + IN_CHUNK]
-        params: list[Any] = [
+        values: list[Any] = [
             f(value) for row in chunk for f, value in zip(process, row, strict=True)
         ]
-        params += [value for _, value in fixed]
-        params += guard
         sql = _update_sql(
             dialect,
             tuple(columns),
-            tuple(name for name, _ in fixed),
-            len(chunk),
+            tuple(same),
+            None if arrays else len(chunk),
             guarded=only_in is not None,
             counted=counted,
+        )
+        # Placeholders in the statement's order: the SET's, then FROM's, then WHERE's.
+        params = (
+            [*fixed, *array_params(dialect, names, values), *guard]
+            if arrays
+            else [*values, *fixed, *guard]
         )
         conn.exec_driver_sql(sql, tuple(params))
 
@@ -79,20 +91,20 @@ def _update_sql(
     dialect: Dialect,
     columns: tuple[str, ...],
     same: tuple[str, ...],
-    n: int,
+    n: int | None,
     *,
     guarded: bool,
     counted: str | None,
 ) -> str:
-    """`update_by_id`'s statement for `n` rows (column names are ours, never input)."""
+    """`update_by_id`'s statement for `n` rows as a VALUES list, or (None) for arrays
+    of any length (column names are ours, never input)."""
     if dialect.paramstyle not in ("qmark", "format", "pyformat"):
         raise ValueError(f"the ledger's driver binds {dialect.paramstyle!r}: not supported here")
     mark = "?" if dialect.paramstyle == "qmark" else "%s"
-    row = "(" + ", ".join([mark] * (len(columns) + 1)) + ")"
     sets = []
     for name in columns:
         kind = _FILES.c[name].type
-        if isinstance(kind, Float | Integer):
+        if n is not None and isinstance(kind, Float | Integer):
             sets.append(f"{name} = CAST(v.{name} AS {kind.compile(dialect=dialect)})")
         else:
             sets.append(f"{name} = v.{name}")
@@ -100,7 +112,49 @@ def _update_sql(
     if counted is not None:
         sets.append(f"{_FILES.c[counted].name} = files.{_FILES.c[counted].name} + 1")
     where = "files.id = v.id" + (f" AND files.state = {mark}" if guarded else "")
+    names = ", ".join(("id", *columns))
+    if n is None:
+        rows = unnest_arrays(dialect, ("id", *columns))
+        return f"UPDATE files SET {', '.join(sets)} FROM {rows} AS v ({names}) WHERE {where}"  # noqa: S608
+    row = "(" + ", ".join([mark] * (len(columns) + 1)) + ")"
     return (
-        f"WITH v (id, {', '.join(columns)}) AS (VALUES {', '.join([row] * n)}) "  # noqa: S608
+        f"WITH v ({names}) AS (VALUES {', '.join([row] * n)}) "  # noqa: S608
         f"UPDATE files SET {', '.join(sets)} FROM v WHERE {where}"
     )
+
+
+def unnest_arrays(dialect: Dialect, names: Sequence[str]) -> str:
+    """PostgreSQL's `unnest(%s::T[], ...)`: rows of the `files` columns `names`, their
+    values sent as one array parameter a column (`array_params`)."""
+    return "unnest(" + ", ".join(f"%s::{_array_of(dialect, name)[0]}" for name in names) + ")"
+
+
+def array_params(dialect: Dialect, names: Sequence[str], values: Sequence[Any]) -> list[list[Any]]:
+    """`values` (row after row, a value for each of `names`, bind-processed) as one list
+    a column, for `unnest_arrays`. Each list holds one Python type: psycopg dumps no
+    list of mixed types (an int among a column's floats, a bool among its ints)."""
+    width = len(names)
+    out = []
+    for i, name in enumerate(names):
+        column = list(values[i::width])
+        kind = _array_of(dialect, name)[1]
+        out.append(column if kind is None else [None if v is None else kind(v) for v in column])
+    return out
+
+
+@functools.lru_cache(maxsize=64)
+def _array_of(dialect: Dialect, name: str) -> tuple[str, Callable[[Any], Any] | None]:
+    """The array type of a `files` column on `dialect`, and the Python type its
+    values are made (None: as bind processing left them)."""
+    kind = _FILES.c[name].type
+    # Boolean first: a bool is an int, and no int belongs in a boolean column's list.
+    python: Callable[[Any], Any] | None = (
+        bool
+        if isinstance(kind, Boolean)
+        else float
+        if isinstance(kind, Float)
+        else int
+        if isinstance(kind, Integer)
+        else None
+    )
+    return f"{kind.compile(dialect=dialect)}[]", python

@@ -40,7 +40,7 @@ from reka_ingest.core.states import NOT_ORIGINALS, BatchState, FileState, Origin
 from reka_ingest.core.text import clean_text
 from reka_ingest.files.outbox import ERROR_SUFFIX
 from reka_ingest.files.sidecars import SIDECAR_SUFFIX
-from reka_ingest.ledger.bulk import update_by_id
+from reka_ingest.ledger.bulk import array_params, unnest_arrays, update_by_id
 from reka_ingest.ledger.columns import MAX_KEY_BYTES, keyable, storable
 from reka_ingest.ledger.db import IN_CHUNK, Ledger
 from reka_ingest.ledger.schema import FAILED_ONLY, MAX_MESSAGE_CHARS, MAX_PATH_CHARS, Batch, File
@@ -348,6 +348,9 @@ class _RowsInsert:
     every row through its per-row machinery: this is the same statement (compiled
     once per dialect, with the casts PostgreSQL needs) and the same column types'
     conversions (`bind_processor`: text cleaned, JSON serialised, booleans).
+    On PostgreSQL the rows go as one array a column (`INSERT ... SELECT * FROM
+    unnest(...)`: `reka_ingest.ledger.bulk`), not as a VALUES list, whose 11,000
+    placeholders psycopg would parse in Python at each statement.
     """
 
     head: str  # INSERT INTO files (...) VALUES
@@ -356,6 +359,8 @@ class _RowsInsert:
     convert: tuple[Callable[[Any], Any] | None, ...]  # per key; None: passed as is
     # Per key, what its conversion makes of None (worked out once: rows hold many Nones).
     of_none: tuple[Any, ...]
+    # PostgreSQL: the whole statement for any number of rows (arrays); else None.
+    arrays: str | None
 
     @classmethod
     def compile(cls, dialect: Dialect) -> _RowsInsert:
@@ -372,7 +377,12 @@ class _RowsInsert:
             group = _NAMED.sub("%s", group)
         convert = tuple(table.c[k].type.dialect_impl(dialect).bind_processor(dialect) for k in keys)
         of_none = tuple(None if c is None else c(None) for c in convert)
-        return cls(head + values, group, keys, convert, of_none)
+        arrays = (
+            f"{head} SELECT * FROM {unnest_arrays(dialect, keys)}{_RETURNING}"  # noqa: S608 - our names
+            if dialect.name == "postgresql"
+            else None
+        )
+        return cls(head + values, group, keys, convert, of_none, arrays)
 
     def run(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> dict[str, int]:
         """Insert `rows`; their new ids by work path (as stored: unique)."""
@@ -385,7 +395,11 @@ class _RowsInsert:
                 for row in part
                 for k, c, none in triples
             ]
-            sql = self.head + ", ".join([self.group] * len(part)) + _RETURNING
+            if self.arrays is not None:
+                sql = self.arrays
+                params = array_params(conn.dialect, self.keys, params)
+            else:
+                sql = self.head + ", ".join([self.group] * len(part)) + _RETURNING
             result = conn.exec_driver_sql(sql, tuple(params))
             ids.update((path, file_id) for file_id, path in result)
         return ids

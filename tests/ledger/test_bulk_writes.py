@@ -1,7 +1,11 @@
-"""Poll outcomes written many rows a statement (`reka_ingest.ledger.bulk`), on SQLite and
-PostgreSQL: each `indexing` row gets exactly its own outcome's values and one more
+"""Many rows a statement (`reka_ingest.ledger.bulk`), on SQLite and PostgreSQL.
+
+Poll outcomes: each `indexing` row gets exactly its own outcome's values and one more
 poll, a row another writer took out of `indexing` meanwhile is left as it is, and the
-counts stay exact; settled failures get their final path only while still `failed`."""
+counts stay exact; settled failures get their final path only while still `failed`.
+Any Python value a column takes (an int for a float column, a bool for an int one)
+is written as the column holds it, and on PostgreSQL the statement (rows as arrays)
+is the same text for any number of rows: psycopg parses each placeholder in Python."""
 
 from __future__ import annotations
 
@@ -9,13 +13,16 @@ import itertools
 from collections import Counter
 from typing import Any, cast
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import Table, insert, select, text, update
+from sqlalchemy import Table, event, insert, select, text, update
 
 from reka_ingest.core.states import FileState, Origin, Reason
 from reka_ingest.ledger import Ledger
+from reka_ingest.ledger.bulk import update_by_id
 from reka_ingest.ledger.counts import files_by_state
+from reka_ingest.ledger.intake import NewFile, record_files
 from reka_ingest.ledger.polling import PollOutcome, record_polls, record_settled
 from reka_ingest.ledger.schema import File
 
@@ -169,3 +176,107 @@ def test_a_settled_failure_gets_its_final_path_only_while_still_failed(ledger: L
         ids[1]: ("failed", None, None),
         ids[2]: ("queued", None, 5.0),  # a retry took it: left alone
     }
+
+
+# Values of each Python type a float, an int, a text and a boolean column may be given.
+mixed_rows = st.lists(
+    st.tuples(
+        st.one_of(st.none(), st.integers(-(10**6), 10**6), st.floats(-1e9, 1e9)),
+        st.one_of(st.none(), st.booleans(), st.integers(0, 3)),
+        texts,
+        st.one_of(st.booleans(), st.integers(0, 1)),  # possible_duplicate: never NULL
+    ),
+    min_size=1,
+    max_size=30,
+)
+MIXED = ("next_poll_at", "indexing_status", "image_url", "possible_duplicate")
+
+
+@settings(
+    max_examples=20,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(values=mixed_rows)
+def test_any_python_values_a_column_takes_are_written_as_it_holds_them(
+    ledger: Ledger, values: list[tuple[Any, ...]]
+) -> None:
+    ids = _rows(ledger, len(values))
+    with ledger.write() as s:
+        update_by_id(
+            s, MIXED, [(i, *v) for i, v in zip(ids, values, strict=True)], {"updated_at": NOW}
+        )
+    with ledger.read() as s:
+        got = {
+            r[0]: tuple(r[1:])
+            for r in s.execute(
+                select(FILES.c.id, *(FILES.c[c] for c in MIXED)).where(FILES.c.id.in_(ids))
+            )
+        }
+    for i, (when, status, url, dup) in zip(ids, values, strict=True):
+        want = (
+            None if when is None else float(when),
+            None if status is None else int(status),
+            url,
+            bool(dup),
+        )
+        assert got[i] == want
+        assert [type(v) for v in got[i]] == [type(v) for v in want]
+
+
+def _statements(ledger: Ledger) -> tuple[list[str], Any]:
+    sent: list[str] = []
+
+    def capture(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if "files" in statement and ("INSERT" in statement or "UPDATE" in statement):
+            sent.append(statement)
+
+    event.listen(ledger.engine, "before_cursor_execute", capture)
+    return sent, capture
+
+
+def _new(tag: str, i: int, when: float) -> NewFile:
+    return NewFile(
+        path=f"{tag}/{i}.jpg",
+        source_root="/in",
+        work_path=f"/w/{tag}/{i}.jpg",
+        origin=Origin.EVENT,
+        size=1 + i,
+        mtime=when,
+        sha256=f"{tag}{i}".encode().hex().ljust(64, "0"),
+        seen_at=when,
+    )
+
+
+def test_on_postgresql_a_statement_is_one_text_for_any_number_of_rows(ledger: Ledger) -> None:
+    if ledger.is_sqlite:
+        pytest.skip("SQLite binds in C: a VALUES list costs nothing to parse")
+    sent, capture = _statements(ledger)
+    try:
+        for tag, n in (("few", 3), ("many", 400)):
+            # Whole seconds among fractions: psycopg dumps no list of mixed types.
+            recorded = record_files(
+                ledger, [_new(tag, i, 7 if i % 2 else 7.5) for i in range(n)], now=NOW
+            )
+            with ledger.write() as s:
+                update_by_id(
+                    s,
+                    ("next_poll_at",),
+                    [(r.file_id, 5 if r.file_id % 2 else None) for r in recorded],
+                    {},
+                )
+    finally:
+        event.remove(ledger.engine, "before_cursor_execute", capture)
+    inserts = [q for q in sent if q.startswith("INSERT")]
+    updates = [q for q in sent if q.startswith("UPDATE")]
+    assert len(inserts) == 2 and inserts[0] == inserts[1] and "unnest(" in inserts[0]
+    assert len(updates) == 2 and updates[0] == updates[1] and "unnest(" in updates[0]
+    assert sent[0].count("%s") < 30
+    with ledger.read() as s:
+        rows = s.execute(
+            select(FILES.c.path, FILES.c.mtime, FILES.c.next_poll_at).where(
+                FILES.c.path.like("many/%")
+            )
+        ).all()
+    assert len(rows) == 400
+    assert {(type(m), m) for _, m, _ in rows} == {(float, 7.0), (float, 7.5)}
