@@ -7,9 +7,11 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from sqlalchemy import Table, insert
+from sqlalchemy.sql.schema import ScalarElementColumnDefault
 
 from reka_ingest.core.states import FileState
 from reka_ingest.ledger import Ledger
+from reka_ingest.ledger.bulk import array_params, unnest_arrays
 from reka_ingest.ledger.schema import File
 
 STATES = [FileState.INDEXED, FileState.FAILED, FileState.DUPLICATE, FileState.INDEXING]
@@ -49,6 +51,24 @@ def fill_files(
         if gap is not None:
             row["id"] = i * gap
         rows.append(row)
+    # Many rows a statement, as the recorder writes them: a statement a row fires the
+    # count trigger each time. SQLite: RETURNING makes SQLAlchemy send multi-row
+    # INSERTs ("insertmanyvalues"); PostgreSQL: one array a column (psycopg would parse
+    # every placeholder of a VALUES list in Python).
+    table = cast(Table, File.__table__)
     with ledger.write() as s:
-        for start in range(0, len(rows), 2000):
-            s.execute(insert(cast(Table, File.__table__)), rows[start : start + 2000])
+        if ledger.is_sqlite:
+            s.execute(insert(table).returning(table.c.id), rows)
+            return
+        conn = s.connection()
+        given = tuple(rows[0])
+        defaults = {  # what SQLAlchemy's INSERT would add: the columns' Python defaults
+            c.name: c.default.arg
+            for c in table.c
+            if c.name not in given and isinstance(c.default, ScalarElementColumnDefault)
+        }
+        keys = (*given, *defaults)
+        values = [v for row in rows for v in (*(row[k] for k in given), *defaults.values())]
+        arrays = unnest_arrays(conn.dialect, keys)
+        sql = f"INSERT INTO files ({', '.join(keys)}) SELECT * FROM {arrays}"  # noqa: S608 - our names
+        conn.exec_driver_sql(sql, tuple(array_params(conn.dialect, keys, values)))
