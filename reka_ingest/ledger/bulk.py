@@ -56,7 +56,7 @@ def update_by_id(
     # `files` alone, SQLite built a Bloom filter for it by scanning the whole table
     # (500 rows of a poll round: 9 ms on an empty ledger, 490 at a million rows).
     held = () if only_in is None else (_processor(dialect, "state")(only_in),)
-    types = (*names, *(("state",) if held else ()))  # the files columns v's take after
+    types = (*names, *(("state",) if held else ()))  # the files columns v's columns are typed as
     arrays = dialect.name == "postgresql"
     for start in range(0, len(rows), IN_CHUNK):
         chunk = rows[start : start + IN_CHUNK]
