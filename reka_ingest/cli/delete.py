@@ -22,6 +22,7 @@ import typer
 
 from reka_ingest.core.settings import load_settings
 from reka_ingest.core.states import FileState
+from reka_ingest.core.text import printable
 from reka_ingest.ledger import open_ledger
 from worker.runtime import Runtime
 from worker.serverside import DeleteReport, Selection, delete_images, select_for_delete
@@ -125,7 +126,7 @@ def _run(
     if not as_json:
         typer.echo(f"{len(rows)} file(s) match, {images} image(s) on Reka:")
         for r in rows[:SHOWN]:
-            typer.echo(f"  {r.state:<10} {r.image_id:<40} {r.path}")
+            typer.echo(f"  {r.state:<10} {printable(r.image_id):<40} {printable(r.path)}")
         if len(rows) > SHOWN:
             typer.echo(f"  ... and {len(rows) - SHOWN} more")
     if not dry_run and not yes:

@@ -21,6 +21,7 @@ from reka_ingest.cli.export import COLUMNS, keep_freed_memory, write_csv, write_
 from reka_ingest.core.constants import SQLITE_BUSY_TIMEOUT_MS
 from reka_ingest.core.settings import load_settings
 from reka_ingest.core.states import FileState
+from reka_ingest.core.text import printable
 from reka_ingest.ledger import Ledger, open_ledger
 from reka_ingest.ledger.queries import iter_file_chunks, sqlite_chunk_sql
 
@@ -94,13 +95,14 @@ def command(
             write_csv(chunks, sys.stdout)
         else:
             # A failed (or superseded) row's reason is not enough to act on: its
-            # message follows, on the same line, after the path.
+            # message follows, on the same line, after the path. One line a row,
+            # whatever a name holds (`printable`).
             records = (dict(zip(COLUMNS, v, strict=True)) for vs in chunks for v in vs)
             for r in records:
                 detail = r["image_id"] or r["reason"] or ""
-                line = f"{r['state']:<10} {detail:<40} {r['path']}"
+                line = f"{r['state']:<10} {printable(detail):<40} {printable(r['path'])}"
                 if r["message"] and not r["image_id"]:
-                    line += f"  {r['message']}"
+                    line += f"  {printable(r['message'])}"
                 typer.echo(line)
     finally:
         ledger.dispose()

@@ -8,9 +8,11 @@ from pathlib import Path
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.text import Text
 
 from reka_ingest.core.errors import IngestError
 from reka_ingest.core.settings import load_settings
+from reka_ingest.core.text import printable
 from reka_ingest.ledger import Ledger, open_ledger
 from scheduler.backfill import count_files
 from scheduler.plan import PlanReport, plan
@@ -38,7 +40,7 @@ def command(
     try:
         show_progress = console.is_terminal and not as_json
         if target.is_dir() and show_progress:
-            with console.status(f"counting files under {target} ..."):
+            with console.status(Text(f"counting files under {printable(str(target))} ...")):
                 total = count_files(target)
             with Progress(
                 TextColumn("[progress.description]{task.description}"),
@@ -68,13 +70,18 @@ def _ledger(url: str, console: Console) -> Ledger | None:
     try:
         return open_ledger(url)
     except IngestError as err:
-        console.print(f"[yellow]ledger not read ({err}); duplicates counted within PATH only[/]")
+        console.print(
+            Text(
+                f"ledger not read ({printable(str(err))}); duplicates counted within PATH only",
+                style="yellow",
+            )
+        )
         return None
 
 
 def render(report: PlanReport) -> str:
     """The plan as a person reads it; the headline last."""
-    lines = [f"plan for {report.root} (nothing was claimed, recorded or uploaded)"]
+    lines = [f"plan for {printable(report.root)} (nothing was claimed, recorded or uploaded)"]
 
     def row(label: str, value: int, detail: str = "") -> None:
         lines.append(f"  {label:<14} {value:>10,}" + (f"  {detail}" if detail else ""))
@@ -93,7 +100,7 @@ def render(report: PlanReport) -> str:
     )
     row("would fail", report.would_fail)
     for reason, count in report.failures.most_common():
-        examples = ", ".join(report.examples.get(reason, []))
+        examples = ", ".join(map(printable, report.examples.get(reason, [])))
         lines.append(f"    {reason:<20} {count:>8,}  e.g. {examples}")
     row("excluded", report.excluded, "(left in place by INGEST_INCLUDE / INGEST_EXCLUDE)")
     row("requests", report.requests, f"(walked in {report.seconds:.1f} s)")

@@ -20,6 +20,7 @@ import typer
 from reka_ingest.cli import deployment
 from reka_ingest.core.settings import load_settings
 from reka_ingest.core.states import Reason
+from reka_ingest.core.text import printable
 from reka_ingest.ledger import open_ledger
 from scheduler.requeue import retry_failed
 
@@ -57,7 +58,7 @@ def command(
     for why, paths in skipped.items():
         typer.echo(f"not retried, {why}: {len(paths)}")
         for p in paths[:10]:
-            typer.echo(f"  {p}")
+            typer.echo(f"  {printable(p)}")
         if len(paths) > 10:
             typer.echo(f"  ... and {len(paths) - 10} more")
     if not files:

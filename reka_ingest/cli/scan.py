@@ -8,8 +8,10 @@ from pathlib import Path
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.text import Text
 
 from reka_ingest.core.settings import load_settings
+from reka_ingest.core.text import printable
 from reka_ingest.files.filters import PathFilter
 from reka_ingest.ledger import open_ledger
 from scheduler.backfill import backfill, count_files, refusal
@@ -42,7 +44,7 @@ def command(
     if enqueue:
         send, app = celery_enqueue(settings)
     try:
-        with console.status(f"walking {directory} ..."):
+        with console.status(Text(f"walking {printable(str(directory))} ...")):
             total = count_files(directory, PathFilter.from_settings(settings.ingest))
         with Progress(
             TextColumn("[progress.description]{task.description}"),

@@ -17,6 +17,7 @@ import typer
 from reka_ingest.cli import deployment
 from reka_ingest.core.settings import Settings, load_settings
 from reka_ingest.core.states import ACTIVE, FileState
+from reka_ingest.core.text import printable
 from reka_ingest.ledger import open_ledger
 from reka_ingest.ledger.queries import Summary, summary
 from reka_ingest.metrics.budget import BudgetView, budget_words, read_budget
@@ -93,7 +94,7 @@ def status(
     typer.echo(
         "oldest waiting: none"
         if oldest is None
-        else f"oldest waiting: {oldest['path']} ({oldest['age_seconds']} s)"
+        else f"oldest waiting: {printable(oldest['path'])} ({oldest['age_seconds']} s)"
     )
     rate = data["throughput_per_second"]
     typer.echo(

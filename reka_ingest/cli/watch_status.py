@@ -29,6 +29,7 @@ from sqlalchemy import select
 from reka_ingest.core.queues import QUEUES
 from reka_ingest.core.settings import Settings
 from reka_ingest.core.states import ACTIVE, FileState
+from reka_ingest.core.text import printable
 from reka_ingest.ledger import Ledger, open_ledger
 from reka_ingest.ledger.queries import summary
 from reka_ingest.ledger.schema import File
@@ -138,6 +139,12 @@ def take_snapshot(
     )
 
 
+def _plain(text: str) -> Text:
+    """Foreign text (a name, a message, a server's error) as a cell: never read as rich
+    markup (`a[/]b.jpg` would stop the view), and one line (`printable`)."""
+    return Text(printable(text))
+
+
 def render(snap: Snapshot) -> RenderableType:
     states = Table.grid(padding=(0, 2))
     states.add_column(justify="left", no_wrap=True)
@@ -168,9 +175,9 @@ def render(snap: Snapshot) -> RenderableType:
         facts.add_row("queues", Text("Redis did not answer", style="red"))
     else:
         facts.add_row("queues", "  ".join(f"{q} {n}" for q, n in snap.queues.items()))
-    facts.add_row("API budget", budget_words(snap.budget, snap.at))
+    facts.add_row("API budget", _plain(budget_words(snap.budget, snap.at)))
     if snap.server_check_read:
-        facts.add_row("server check", describe(snap.server_check, snap.at))
+        facts.add_row("server check", _plain(describe(snap.server_check, snap.at)))
     else:
         facts.add_row("server check", Text("unknown (Redis did not answer)", style="red"))
 
@@ -179,7 +186,7 @@ def render(snap: Snapshot) -> RenderableType:
     failures.add_column("reason", no_wrap=True)
     failures.add_column("message", overflow="fold", ratio=3)
     for f in snap.failures:
-        failures.add_row(f.path, f.reason or "", f.message or "")
+        failures.add_row(_plain(f.path), _plain(f.reason or ""), _plain(f.message or ""))
     if not snap.failures:
         failures.add_row("none", "", "")
 

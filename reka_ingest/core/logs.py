@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TextIO, cast
 
 from reka_ingest.core.settings import LogFormat
-from reka_ingest.core.text import shown
+from reka_ingest.core.text import printable, shown
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -64,6 +64,15 @@ def _show_names(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
     for key, value in event.items():
         if isinstance(value, str):
             event[key] = shown(value)
+    return event
+
+
+def _one_line_values(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+    """On a terminal, each text value is one line that cannot steer it: a name's
+    newline or escape sequence is shown escaped (`printable`). JSON escapes them itself."""
+    for key, value in event.items():
+        if isinstance(value, str):
+            event[key] = printable(value)
     return event
 
 
@@ -124,7 +133,7 @@ def configure_logging(
             foreign_pre_chain=shared(structlog),
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                *([structlog.processors.format_exc_info] if as_json else []),
+                *([structlog.processors.format_exc_info] if as_json else [_one_line_values]),
                 renderer,
             ],
         )

@@ -13,6 +13,13 @@ ledger's `path`, `files --json/--csv`, logs, reason files) goes through `shown`:
 
 `clean_text` bounds any other foreign string (a message, an error's text) before
 it reaches a column: no NUL, no lone surrogate, at most a given length.
+
+`printable` is for a person's terminal: a name may hold a newline (one file
+would read as two lines of a listing), an escape sequence (it would move the
+cursor or recolour the screen) or a bidirectional override (it would reorder
+what follows it on the line). Each such character is written as its Python
+escape (`\\n`, `\\x1b`, `\\u202e`), so every name is one line that shows what
+is there. Stored text, JSON and CSV keep the name as it is (`shown`).
 """
 
 from __future__ import annotations
@@ -43,6 +50,40 @@ def shown(name: str) -> str:
         else:
             out.append(ch)
     return "".join(out)
+
+
+def _escape(code: int) -> str:
+    named = {0x09: "\\t", 0x0A: "\\n", 0x0D: "\\r"}
+    if code in named:
+        return named[code]
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+# What a terminal acts on instead of showing: C0 and C1 controls and DEL, the line
+# and paragraph separators, and the marks that change the direction of the text after them.
+_UNSAFE: Final = {
+    code: _escape(code)
+    for code in (
+        *range(0x00, 0x20),
+        *range(0x7F, 0xA0),
+        0x061C,  # ARABIC LETTER MARK
+        0x200E,  # LEFT-TO-RIGHT MARK
+        0x200F,  # RIGHT-TO-LEFT MARK
+        0x2028,  # LINE SEPARATOR
+        0x2029,  # PARAGRAPH SEPARATOR
+        *range(0x202A, 0x202F),  # embeddings and overrides
+        *range(0x2066, 0x206A),  # isolates
+    )
+}
+
+
+def printable(text: str) -> str:
+    """`text` as one line a terminal shows as it is: `shown`, then each character of
+    `_UNSAFE` written as its escape (see the module's docstring)."""
+    text = shown(text)
+    if text.isprintable():  # the common case: nothing to escape
+        return text
+    return text.translate(_UNSAFE)
 
 
 def clean_text(text: str, limit: int | None = None) -> str:
