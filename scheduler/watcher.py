@@ -455,7 +455,8 @@ class Watcher:
         """Sidecars still in the inbox at this scan, with no image beside them to take
         them: one whose image the ledger shows taken already fails as `late_sidecar`
         (at once when that was shortly before it came), one first seen
-        `orphan_sidecar_after` ago with no image at all as `orphan_sidecar`.
+        `orphan_sidecar_after` ago with no image at all as `orphan_sidecar`, and one that
+        is no file (a FIFO, a socket, a device: no image takes it) at once as `refused_path`.
 
         An image takes its sidecar along when it is claimed, so a sidecar that stays
         has no image yet. Scans are the clock: the bound is kept within one
@@ -475,6 +476,15 @@ class Watcher:
             if not (new or due):
                 continue
             try:
+                if new and self._not_a_file(path):
+                    del self._sidecars[path]
+                    self._fail_sidecar(
+                        path,
+                        since,
+                        Reason.REFUSED_PATH,
+                        "not a regular file: no image takes it as its sidecar",
+                    )
+                    continue
                 if self._has_image(path):
                     continue
                 owners = images_owning(
@@ -494,6 +504,16 @@ class Watcher:
             except Exception as err:  # noqa: BLE001 - one sidecar's failure is its own outcome
                 self._sidecars.pop(path, None)
                 self._isolated(path, err)
+
+    @staticmethod
+    def _not_a_file(path: str) -> bool:
+        """A sidecar's name on something no image takes along (`find_sidecar`: a FIFO,
+        a socket, a device); a symbolic link is taken, and refused when read."""
+        try:
+            mode = os.lstat(path).st_mode
+        except OSError:
+            return False  # gone: nothing to record
+        return not (stat.S_ISREG(mode) or stat.S_ISLNK(mode))
 
     def _has_image(self, sidecar: str) -> bool:
         """Whether an image that would take this sidecar (see `candidates`) is beside it."""

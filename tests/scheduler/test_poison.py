@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import sqlite3
 import time
 from collections.abc import Callable
@@ -271,6 +272,33 @@ def test_a_sidecar_that_comes_after_its_image_was_taken_fails_with_the_truth(
     assert "no image arrived" not in message
     assert (settings.failed_path / "fast.jpg.json").is_file()
     assert watcher.stats.orphan_sidecars == 0
+
+
+@pytest.mark.timeout(60)
+def test_a_sidecar_name_on_a_fifo_or_socket_fails_at_once_as_no_file_and_the_image_goes(
+    fast_settings: Callable[..., IngestSettings], ledger: Ledger, running: Any
+) -> None:
+    settings = fast_settings(sidecar_wait=0.3, scan_interval=0.5, orphan_sidecar_after=3600)
+    inbox = settings.inbox
+    os.mkfifo(inbox / "pipe.jpg.json")
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(inbox / "sock.json"))
+    write_image(inbox / "pipe.jpg", seed=1)
+    watcher = Watcher(settings, ledger, no_enqueue)
+    try:
+        with running(watcher):
+            wanted = {"pipe.jpg", "pipe.jpg.json", "sock.json"}
+            wait_for(lambda: wanted <= set(files_by_path(ledger)))
+    finally:
+        sock.close()
+    rows = files_by_path(ledger)
+    assert (rows["pipe.jpg"].state, rows["pipe.jpg"].sidecar) == (FileState.QUEUED, None)
+    for name in ("pipe.jpg.json", "sock.json"):
+        row = rows[name]
+        assert (row.state, row.reason) == (FileState.FAILED, Reason.REFUSED_PATH), name
+        assert "not a regular file" in (row.message or ""), name
+        assert (inbox / name).exists()  # recorded in place, never opened
+    assert watcher.stats.late_sidecars == 0 and watcher.stats.orphan_sidecars == 0
 
 
 @pytest.mark.timeout(60)
