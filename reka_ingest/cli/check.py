@@ -16,6 +16,7 @@ import json
 import typer
 
 from reka_ingest.core.settings import load_settings
+from reka_ingest.core.text import printable
 from reka_ingest.ledger import open_ledger
 from worker.runtime import Runtime
 from worker.serverside import CheckReport, check_server
@@ -43,7 +44,9 @@ def render(report: CheckReport, *, fix: bool, dry_run: bool) -> list[str]:
     ]
     for kind, label in _KINDS:
         lines.append(f"{label}: {counts[kind]}")
-        lines.extend(f"  {json.dumps(item, ensure_ascii=False)}" for item in report.examples[kind])
+        lines.extend(
+            f"  {printable(json.dumps(item, ensure_ascii=False))}" for item in report.examples[kind]
+        )
         if counts[kind] > len(report.examples[kind]):
             lines.append(f"  ... and {counts[kind] - len(report.examples[kind])} more")
     if fix or dry_run:
@@ -53,7 +56,7 @@ def render(report: CheckReport, *, fix: bool, dry_run: bool) -> list[str]:
             f"fix ({verb}): delete {f['extra_copies_deleted']} extra cop(ies), mark"
             f" {f['expired']} row(s) expired, clear {f['flags_cleared']} possible_duplicate flag(s)"
         )
-    lines.extend(f"note: {note}" for note in report.notes)
+    lines.extend(f"note: {printable(note)}" for note in report.notes)
     lines.append(f"{report.requests} request(s) in {report.seconds:.1f} s")
     return lines
 

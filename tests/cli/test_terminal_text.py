@@ -1,7 +1,7 @@
 """What a person's terminal shows of a name (reka_ingest.core.text.printable): one
 line per file whatever its name holds (a newline, an escape sequence, a
-bidirectional override, rich markup), in the `files` listing, in `status --watch`
-and in console logs. JSON and CSV keep the name as it is."""
+bidirectional override, rich markup), in the `files` listing, in `status --watch`,
+in `check`'s report and in console logs. JSON and CSV keep the name as it is."""
 
 from __future__ import annotations
 
@@ -20,12 +20,14 @@ from hypothesis import strategies as st
 from rich.console import Console
 from typer.testing import CliRunner
 
+from reka_ingest.cli.check import render as check_render
 from reka_ingest.cli.main import app
 from reka_ingest.cli.watch_status import render, take_snapshot
 from reka_ingest.core.logs import configure_logging, get_logger
 from reka_ingest.core.text import printable, shown
 from reka_ingest.ledger import Ledger, open_ledger
 from reka_ingest.ledger.schema import File
+from worker.serverside import CheckReport
 
 # Characters a terminal acts on rather than shows: none may reach it raw.
 BIDI = {0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A)}
@@ -156,3 +158,13 @@ def test_a_console_log_line_stays_one_line_and_json_keeps_the_name(
     configure_logging("INFO", stream=piped)
     get_logger("tests.terminal").info("file_seen", path="two\nlines.jpg")
     assert json.loads(piped.getvalue())["path"] == "two\nlines.jpg"
+
+
+def test_the_server_check_report_shows_what_reka_holds_one_line_an_item() -> None:
+    report = CheckReport(images_on_server=1, orphans=1)
+    report.example("orphans", {"image_id": "img-1", "metadata": {"path": "a\u0085b\u202ec.jpg"}})
+    report.note("the server said: line one\nline two")
+    lines = check_render(report, fix=False, dry_run=False)
+    text = "\n".join(lines)
+    assert not any(unsafe(ch) for line in lines for ch in line), lines
+    assert "a\\x85b\\u202ec.jpg" in text and "note: the server said: line one\\nline two" in text
