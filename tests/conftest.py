@@ -10,6 +10,7 @@ set for a local run (`TEST_DATABASES=sqlite make test`); `make test` runs both.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -19,6 +20,7 @@ from typing import Any
 
 import pytest
 import redis
+import structlog
 
 from reka_ingest.core.bundled_redis import BundledRedis, free_port
 from reka_ingest.core.settings import Settings, load_settings
@@ -111,3 +113,17 @@ def ledger(database_url: str) -> Iterator[Ledger]:
     led = open_ledger(database_url)
     yield led
     led.dispose()
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """For a test that configures logging: the root handlers, level and structlog's
+    configuration put back as they were afterwards, bound context cleared."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    config = structlog.get_config()
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    structlog.configure(**config)
+    structlog.contextvars.clear_contextvars()

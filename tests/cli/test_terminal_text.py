@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import structlog
 from hypothesis import given
 from hypothesis import strategies as st
 from rich.console import Console
@@ -27,6 +26,7 @@ from reka_ingest.core.logs import configure_logging, get_logger
 from reka_ingest.core.text import printable, shown
 from reka_ingest.ledger import Ledger, open_ledger
 from reka_ingest.ledger.schema import File
+from tests.support.logging_setup import FakeTerminal
 from worker.serverside import CheckReport
 
 # Characters a terminal acts on rather than shows: none may reach it raw.
@@ -124,22 +124,6 @@ def test_the_live_view_draws_any_name_as_text(hostile_ledger: tuple[str, Ledger]
     assert "rich a[/]b [red]c[/red].jpg" in text  # shown, not read as markup
     assert "two\\nlines.jpg" in text and "clear\\x1b[2J\\x1b[Hscreen.jpg" in text
     assert "\x1b" not in text and "\u202e" not in text
-
-
-class FakeTerminal(io.StringIO):
-    def isatty(self) -> bool:
-        return True
-
-
-@pytest.fixture
-def restore_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    config = structlog.get_config()
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    structlog.configure(**config)
 
 
 def test_a_console_log_line_stays_one_line_and_json_keeps_the_name(
