@@ -117,13 +117,22 @@ def _quota(state: StandinState, quota: Quota) -> RollingQuota:
     return state.search_quota if quota is Quota.SEARCH else state.upload_quota
 
 
+async def hold(seconds: float) -> None:
+    """Wait at least `seconds` by the monotonic clock. uvloop's timers count whole
+    milliseconds from a truncated start, so when something else wakes the loop near
+    the end, `asyncio.sleep` alone returns up to a millisecond short."""
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        await asyncio.sleep(left)
+
+
 async def _faults_and_quota(
     state: StandinState, endpoint: Endpoint, key: str, info: RateInfo, request_id: str
 ) -> tuple[bool, bool, RateInfo]:
     """Apply the fault plan and the route's quota; (drop now, drop after, rate info)."""
     plan = state.faults.plan(upload=endpoint.quota is Quota.UPLOAD)
     if plan.delay > 0:
-        await asyncio.sleep(plan.delay)
+        await hold(plan.delay)
     if plan.outcome is not Outcome.NONE:
         log.info(
             "standin_fault", request_id=request_id, route=endpoint.name, fault=plan.outcome.value
