@@ -75,7 +75,7 @@ def command(
 ) -> None:
     """Compare the ledger with what Reka holds: orphans, missing images, drift, duplicates."""
     settings = load_settings()
-    rt = Runtime(settings, open_ledger(settings.ingest.ledger_url))
+    rt = Runtime(settings, open_ledger(settings.ingest.ledger_url, create=False))
     try:
         report = check_server(rt, fix=fix, dry_run=dry_run)
     finally:

@@ -95,7 +95,7 @@ def command(  # noqa: PLR0917 - typer maps each option to one parameter
             "give at least one of --path, --image-id, --state, --since, --until"
         )
     settings = load_settings()
-    rt = Runtime(settings, open_ledger(settings.ingest.ledger_url))
+    rt = Runtime(settings, open_ledger(settings.ingest.ledger_url, create=False))
     try:
         report = _run(rt, selection, yes=yes, dry_run=dry_run, as_json=as_json)
     finally:

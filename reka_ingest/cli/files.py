@@ -79,7 +79,7 @@ def command(
     if not (as_json or as_csv):
         for line in deployment.announce(reading, settings.ingest.broker_url, check_redis=False):
             typer.echo(line, err=True)
-    ledger = open_ledger(settings.ingest.ledger_url)
+    ledger = open_ledger(settings.ingest.ledger_url, create=False)
     if as_json or as_csv:
         keep_freed_memory()  # this process ends with the export
     try:

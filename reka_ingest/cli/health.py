@@ -18,6 +18,7 @@ import typer
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
+from reka_ingest.core.errors import LedgerMissing
 from reka_ingest.core.settings import Settings, load_settings, mask_url
 from reka_ingest.ledger import open_ledger
 
@@ -35,7 +36,10 @@ def _backends(settings: Settings, timeout: float) -> str | None:
         return f"redis at {mask_url(ingest.broker_url)}: {type(err).__name__}"
     finally:
         client.close()
-    ledger = open_ledger(ingest.ledger_url, migrate=False)
+    try:
+        ledger = open_ledger(ingest.ledger_url, migrate=False, create=False)
+    except LedgerMissing:
+        return f"ledger at {mask_url(ingest.ledger_url)}: not there (nothing has run with it)"
     try:
         with ledger.read() as s:
             s.execute(text("SELECT 1"))

@@ -68,7 +68,7 @@ def command(
 def _ledger(url: str, console: Console) -> Ledger | None:
     """The ledger when it can be read; without it, duplicates are counted within PATH only."""
     try:
-        return open_ledger(url)
+        return open_ledger(url, create=False)
     except IngestError as err:
         console.print(
             Text(

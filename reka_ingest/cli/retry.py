@@ -42,7 +42,7 @@ def command(
     settings = load_settings()
     for line in deployment.announce(deployment.reading_of(ctx), settings.ingest.broker_url):
         typer.echo(line, err=True)
-    ledger = open_ledger(settings.ingest.ledger_url)
+    ledger = open_ledger(settings.ingest.ledger_url, create=False)
     try:
         done = retry_failed(
             settings, ledger, reason=reason.value if reason else None, path_glob=path

@@ -67,7 +67,7 @@ def status(
 
         watch_status.watch(settings, header=lines, once=once)
         return
-    ledger = open_ledger(settings.ingest.ledger_url)
+    ledger = open_ledger(settings.ingest.ledger_url, create=False)
     now = time.time()
     data = status_json(summary(ledger, now=now), now)
     ledger.dispose()

@@ -220,7 +220,7 @@ def watch(
     previous = {
         sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
     }
-    ledger = open_ledger(settings.ingest.ledger_url, migrate=False)
+    ledger = open_ledger(settings.ingest.ledger_url, migrate=False, create=False)
     client = redis_client(settings.ingest.broker_url)
     lines = tuple(header or ())
     try:

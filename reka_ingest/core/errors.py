@@ -70,6 +70,11 @@ class SettingsError(PermanentError):
     """A setting is missing or has a wrong value; the message names the variable."""
 
 
+class LedgerMissing(SettingsError):
+    """A command that reads a deployment was pointed at a SQLite ledger that does not
+    exist: nothing has run there (the wrong folder, or INGEST_DATA_DIR unset)."""
+
+
 class FileRejected(PermanentError):
     """A file that will never upload as it is (empty, not an image, too large, ...).
 

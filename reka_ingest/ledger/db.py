@@ -25,7 +25,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError, ProgrammingError
 from sqlalchemy.orm import Session, sessionmaker
 
 from reka_ingest.core.constants import MIGRATION_LOCK_KEY, SQLITE_BUSY_TIMEOUT_MS
-from reka_ingest.core.errors import SettingsError
+from reka_ingest.core.errors import LedgerMissing, SettingsError
 from reka_ingest.core.logs import get_logger
 
 if TYPE_CHECKING:
@@ -213,8 +213,14 @@ class Ledger:
         self.engine.dispose()
 
 
-def open_ledger(url: str, *, migrate: bool = True) -> Ledger:
-    """Open the ledger at `url`, applying migrations unless told not to."""
+def open_ledger(url: str, *, migrate: bool = True, create: bool = True) -> Ledger:
+    """Open the ledger at `url`, applying migrations unless told not to.
+
+    `create=False` is for commands that read a deployment (`files`, `status`, ...):
+    a SQLite ledger that does not exist raises `LedgerMissing` instead of being made,
+    so such a command run from the wrong folder says so, and leaves nothing behind."""
+    if not create:
+        _require_sqlite_file(url)
     try:
         ledger = Ledger(url)
     except Exception as err:
@@ -222,6 +228,25 @@ def open_ledger(url: str, *, migrate: bool = True) -> Ledger:
     if migrate:
         ledger.migrate()
     return ledger
+
+
+def _require_sqlite_file(url: str) -> None:
+    """Raise `LedgerMissing` when `url` names a SQLite file that is not there (a server's
+    database is not checked here: connecting to it says whether it exists)."""
+    try:
+        parsed = make_url(url)
+    except Exception:  # noqa: BLE001 - a wrong URL is open_ledger's to report
+        return
+    database = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not database or database == ":memory:":
+        return
+    if not os.path.exists(database):
+        raise LedgerMissing(
+            f"no ledger at {database}: nothing has run with this INGEST_DATA_DIR yet. "
+            "`reka-ingest run` makes it; to read another deployment, set INGEST_DATA_DIR "
+            "(or INGEST_DATABASE_URL) to its folder, or run the command from the folder "
+            "`reka-ingest run` was started in"
+        )
 
 
 def open_ledger_waiting(url: str, *, sleep: Callable[[float], None] = time.sleep) -> Ledger:
