@@ -30,7 +30,7 @@ def command(
     if once:
         from prometheus_client import generate_latest  # noqa: PLC0415 - only for --once
 
-        collector = open_collector(settings, clock=time.time)
+        collector = open_collector(settings, clock=time.time, create=False)
         try:
             typer.echo(generate_latest(build_registry(collector)).decode(), nl=False)
         finally:

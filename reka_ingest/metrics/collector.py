@@ -348,8 +348,12 @@ class MetricsServer:
         self.collector.redis.close()
 
 
-def open_collector(settings: Settings, *, clock: Callable[[], float]) -> IngestCollector:
-    ledger = open_ledger(settings.ingest.ledger_url, migrate=False)
+def open_collector(
+    settings: Settings, *, clock: Callable[[], float], create: bool = True
+) -> IngestCollector:
+    """A collector on the deployment's ledger and Redis; `create=False` (one page, read
+    by a person) raises `LedgerMissing` where nothing has run (see `open_ledger`)."""
+    ledger = open_ledger(settings.ingest.ledger_url, migrate=False, create=create)
     return IngestCollector(ledger, redis_client(settings.ingest.broker_url), clock=clock)
 
 

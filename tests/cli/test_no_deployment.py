@@ -23,6 +23,7 @@ READERS = [
     ["retry"],
     ["check"],
     ["delete", "--path", "*", "--yes"],
+    ["metrics", "--once"],
 ]
 
 
