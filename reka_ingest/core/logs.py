@@ -58,22 +58,27 @@ def _drop_secrets(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
     return event
 
 
-def _show_names(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
-    """File names are bytes: a value carrying bytes that are not UTF-8 is shown by
-    the `%XX` rule (reka_ingest.core.text), so no log line fails to encode or lies."""
-    for key, value in event.items():
-        if isinstance(value, str):
-            event[key] = shown(value)
-    return event
+Processor = Callable[[Any, str, dict[str, Any]], dict[str, Any]]
 
 
-def _one_line_values(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
-    """On a terminal, each text value is one line that cannot steer it: a name's
-    newline or escape sequence is shown escaped (`printable`). JSON escapes them itself."""
-    for key, value in event.items():
-        if isinstance(value, str):
-            event[key] = printable(value)
-    return event
+def _texts_through(show: Callable[[str], str]) -> Processor:
+    """A processor passing each text value of an event through `show`."""
+
+    def processor(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+        for key, value in event.items():
+            if isinstance(value, str):
+                event[key] = show(value)
+        return event
+
+    return processor
+
+
+# File names are bytes: a value carrying bytes that are not UTF-8 is shown by the
+# `%XX` rule (reka_ingest.core.text), so no log line fails to encode or lies.
+_show_names = _texts_through(shown)
+# On a terminal, each text value is also one line that cannot steer it: a name's
+# newline or escape sequence is shown escaped (`printable`). JSON escapes them itself.
+_one_line_values = _texts_through(printable)
 
 
 class _Formatter(logging.Formatter):
