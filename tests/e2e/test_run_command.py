@@ -21,6 +21,21 @@ from tests.support.service import ledger_counts, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
+README = Path(__file__).resolve().parents[2] / "README.md"
+BANNER_FIRST = "reka-ingest is running. Ctrl-C stops everything."
+
+
+def _banner_labels(text: str) -> list[str]:
+    """The left column of the banner in `text`: the lines after its first line."""
+    lines = text.splitlines()
+    start = lines.index(BANNER_FIRST) + 1
+    labels = []
+    for line in lines[start:]:
+        if not line.startswith("  "):
+            break
+        labels.append(line.strip().split("  ")[0])
+    return labels
+
 
 def _alive(pid: int) -> bool:
     try:
@@ -64,6 +79,8 @@ def test_run_starts_everything_and_a_dropped_file_ends_indexed(tmp_path: Path) -
         )
         banner = (tmp_path / "run.out").read_text()
         assert str(tmp_path / "inbox") in banner and "stand-in server" in banner
+        # The README shows the banner a user will see: the same lines, in order.
+        assert _banner_labels(banner) == _banner_labels(README.read_text())
 
         (tmp_path / "inbox" / "hello.jpg").write_bytes(image_bytes(42))
 
