@@ -11,7 +11,13 @@ import sys
 import pytest
 
 from reka_ingest.core.errors import SettingsError
-from reka_ingest.core.settings import load_settings, mask_url
+from reka_ingest.core.settings import (
+    _SECRET_FIELDS,
+    IngestSettings,
+    RekaSettings,
+    load_settings,
+    mask_url,
+)
 
 KEY = "sk-settings-test-93jd0a"
 PASSWORD = "redis-pw-x7q"  # noqa: S105 - a test value the output must never show
@@ -63,6 +69,42 @@ def test_a_secret_in_a_wrong_value_is_not_echoed(monkeypatch: pytest.MonkeyPatch
     assert PASSWORD not in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("INGEST_WEB_BASIC_AUTH", f"admin{PASSWORD}"),  # no colon: refused
+        ("INGEST_NOTIFY_URL", f"ftp://hooks.example.com/{PASSWORD}"),  # not http(s): refused
+    ],
+)
+def test_a_refused_secret_is_named_but_never_echoed(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    assert variable in str(info.value)
+    assert PASSWORD not in str(info.value)
+
+
+# URLs that are public by nature: the API's address holds no credential.
+PUBLIC_URLS = {"api_base_url"}
+
+
+def test_every_setting_that_may_hold_a_secret_is_typed_as_one() -> None:
+    """A secret is masked by its type (`SecretStr`): in `config`, in a refused value's
+    message, in a repr. A key, a password, basic auth, a token, and a URL (a password
+    or a token may be in it: a database's, a broker's, a webhook's) must have that
+    type, and a description that says it may hold one too."""
+    for group in (RekaSettings, IngestSettings):
+        for name, info in group.model_fields.items():
+            said = (info.description or "").lower()
+            named = any(w in name for w in ("key", "password", "token", "secret", "auth"))
+            url = name.endswith("_url") and name not in PUBLIC_URLS
+            described = any(w in said for w in ("password", "token", "secret"))
+            if named or url or described:
+                assert name in _SECRET_FIELDS, f"{group.__name__}.{name}: {said}"
+
+
 def test_config_masks_secrets() -> None:
     result = _cli(
         "config",
@@ -70,11 +112,16 @@ def test_config_masks_secrets() -> None:
         REKA_API_KEY=KEY,
         INGEST_REDIS_URL=f"redis://:{PASSWORD}@127.0.0.1:6399/0",
         INGEST_FLOWER_BASIC_AUTH=f"admin:{PASSWORD}",
+        INGEST_DATABASE_URL=f"postgresql+psycopg://ingest:{PASSWORD}@db.internal:5432/ledger",
     )
     assert result.returncode == 0, result.stderr
     shown = json.loads(result.stdout)
     assert shown["REKA"]["REKA_API_KEY"] == "***"
     assert shown["INGEST"]["INGEST_REDIS_URL"] == "redis://:***@127.0.0.1:6399/0"
+    assert (
+        shown["INGEST"]["INGEST_DATABASE_URL"]
+        == "postgresql+psycopg://ingest:***@db.internal:5432/ledger"
+    )
     assert KEY not in result.stdout + result.stderr
     assert PASSWORD not in result.stdout + result.stderr
 

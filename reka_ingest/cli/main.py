@@ -131,3 +131,25 @@ def main() -> None:
     except IngestError as err:
         typer.echo(f"reka-ingest: {err}", err=True)
         raise SystemExit(2) from None
+    except Exception as err:
+        failure = _ledger_failure(err)
+        if failure is None:
+            raise
+        typer.echo(f"reka-ingest: {failure}", err=True)
+        raise SystemExit(2) from None
+
+
+def _ledger_failure(err: Exception) -> IngestError | None:
+    """`err` as the ledger's failure (its database down, unreachable, locked, its disk
+    full, its file damaged), or None when it is something else: a command that met
+    one says so in a line, not a traceback. SQLAlchemy is imported only if it is
+    loaded (it raised)."""
+    if "sqlalchemy" not in sys.modules:
+        return None
+    from reka_ingest.ledger.db import ledger_failure  # noqa: PLC0415 - see the docstring
+
+    try:  # the settings as the command read them (a deployment's record may set the URL)
+        url = load_settings().ingest.ledger_url
+    except IngestError:
+        url = "INGEST_DATABASE_URL"
+    return ledger_failure(url, err)

@@ -98,7 +98,7 @@ def command() -> None:
     pid_file = PidFile(data_dir)
     for mark in pid_file.claim():  # frees the ports an earlier, killed run still held
         typer.echo(f"ended {mark.name} (pid {mark.pid}), left running by an earlier run")
-    open_ledger(ingest.ledger_url).dispose()  # migrate once, before any child starts
+    _migrate_first(ingest.ledger_url, pid_file)
 
     env = dict(os.environ)
     env["INGEST_DATA_DIR"] = str(data_dir)
@@ -163,6 +163,16 @@ def command() -> None:
             signal.signal(sig, handler)
         supervisor.stop_all()
         typer.echo("stopped.")
+
+
+def _migrate_first(ledger_url: str, pid_file: PidFile) -> None:
+    """Migrate the ledger once, before any child starts; a ledger that fails (down,
+    damaged) ends the run there, with no record of a run left behind."""
+    try:
+        open_ledger(ledger_url).dispose()
+    except BaseException:
+        pid_file.remove()
+        raise
 
 
 def _start_redis(

@@ -75,6 +75,11 @@ class LedgerMissing(SettingsError):
     exist: nothing has run there (the wrong folder, or INGEST_DATA_DIR unset)."""
 
 
+class LedgerUnreadable(PermanentError):
+    """The ledger's database answers but cannot be used as one (a damaged file,
+    something that is not a database): no retry mends it; a person must."""
+
+
 class FileRejected(PermanentError):
     """A file that will never upload as it is (empty, not an image, too large, ...).
 

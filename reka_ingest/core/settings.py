@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, get_args
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
@@ -156,9 +156,12 @@ class IngestSettings(BaseSettings):
         default=None,
         description="Where failed files and their NAME.error.json go. Unset: DATA_DIR/failed.",
     )
-    database_url: str | None = Field(
+    database_url: SecretStr | None = Field(
         default=None,
-        description="SQLAlchemy URL of the ledger. Unset: SQLite at DATA_DIR/ledger.db.",
+        description=(
+            "SQLAlchemy URL of the ledger (a password may be in it). Unset: SQLite at"
+            " DATA_DIR/ledger.db."
+        ),
     )
     redis_url: SecretStr | None = Field(
         default=None,
@@ -580,8 +583,8 @@ class IngestSettings(BaseSettings):
 
     @property
     def ledger_url(self) -> str:
-        if self.database_url:
-            return self.database_url
+        if self.database_url is not None and self.database_url.get_secret_value():
+            return self.database_url.get_secret_value()
         return f"sqlite:///{(self.data_dir / 'ledger.db').resolve()}"
 
 
@@ -592,7 +595,20 @@ class Settings:
 
 
 _PREFIXES: dict[type[BaseSettings], str] = {RekaSettings: "REKA_", IngestSettings: "INGEST_"}
-_SECRET_FIELDS = {"api_key", "redis_url", "flower_basic_auth", "web_basic_auth", "notify_url"}
+
+
+def _secret_fields(*groups: type[BaseSettings]) -> frozenset[str]:
+    """The fields typed `SecretStr` (or `SecretStr | None`): never echoed in an error."""
+    return frozenset(
+        name
+        for group in groups
+        for name, info in group.model_fields.items()
+        if info.annotation is not None
+        and SecretStr in (info.annotation, *get_args(info.annotation))
+    )
+
+
+_SECRET_FIELDS = _secret_fields(RekaSettings, IngestSettings)
 # Secrets that are URLs whose path and query may hold a token (webhooks).
 _WEBHOOK_FIELDS = {"notify_url"}
 

@@ -21,12 +21,26 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import InterfaceError, OperationalError, ProgrammingError
+from sqlalchemy.exc import (
+    DatabaseError,
+    DataError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    ProgrammingError,
+)
 from sqlalchemy.orm import Session, sessionmaker
 
 from reka_ingest.core.constants import MIGRATION_LOCK_KEY, SQLITE_BUSY_TIMEOUT_MS
-from reka_ingest.core.errors import LedgerMissing, SettingsError
+from reka_ingest.core.errors import (
+    IngestError,
+    LedgerMissing,
+    LedgerUnavailable,
+    LedgerUnreadable,
+    SettingsError,
+)
 from reka_ingest.core.logs import get_logger
+from reka_ingest.core.settings import mask_url
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -131,7 +145,7 @@ class Ledger:
     def is_outage(err: BaseException) -> bool:
         """Whether `err` says the database cannot work now (connection lost, locked
         past the busy timeout, disk full), not that one row's data is refused."""
-        return isinstance(err, OperationalError | InterfaceError)
+        return isinstance(err, OperationalError | InterfaceError | LedgerUnavailable)
 
     def reachable(self) -> bool:
         """Whether the database answers at all (tells an outage from one bad row)."""
@@ -226,8 +240,44 @@ def open_ledger(url: str, *, migrate: bool = True, create: bool = True) -> Ledge
     except Exception as err:
         raise SettingsError(f"INGEST_DATABASE_URL: cannot open the ledger: {err}") from err
     if migrate:
-        ledger.migrate()
+        try:
+            ledger.migrate()
+        except Exception as err:
+            ledger.dispose()
+            failure = ledger_failure(url, err)
+            if failure is None:
+                raise
+            raise failure from err
     return ledger
+
+
+def unavailable(url: str, err: BaseException) -> LedgerUnavailable:
+    """The ledger's outage as a person reads it: which ledger (its URL, any password
+    masked) and the database driver's own words, on one line."""
+    if isinstance(err, LedgerUnavailable):
+        return err
+    return LedgerUnavailable(f"the ledger at {mask_url(url)} does not answer: {_words(err)}")
+
+
+def ledger_failure(url: str, err: BaseException) -> IngestError | None:
+    """`err` as a person should read it when the ledger itself failed: an outage
+    (`unavailable`), or a database that answers but is no usable ledger (a damaged
+    file: `LedgerUnreadable`); None for anything else, a fault in the program (a
+    refused statement, a constraint) among them."""
+    if Ledger.is_outage(err):
+        return unavailable(url, err)
+    if isinstance(err, DatabaseError) and not isinstance(
+        err, IntegrityError | ProgrammingError | DataError
+    ):
+        return LedgerUnreadable(f"the ledger at {mask_url(url)} cannot be used: {_words(err)}")
+    return None
+
+
+def _words(err: BaseException) -> str:
+    """The driver's message (not SQLAlchemy's wrapping of it), on one line."""
+    cause = getattr(err, "orig", None) or err
+    words = " ".join(line.strip() for line in str(cause).splitlines() if line.strip())
+    return words or type(cause).__name__
 
 
 def _require_sqlite_file(url: str) -> None:
