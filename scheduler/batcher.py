@@ -5,7 +5,8 @@ take it past `max_bytes`, or `max_wait` seconds after its first file arrived,
 whichever comes first; a single file larger than `max_bytes` goes alone.
 Closing a batch creates it in the ledger, then enqueues its id. A failed
 enqueue (the broker is down) is logged and survived: the batch is already
-`queued` in the ledger, and the beat sweep sends it again later.
+`queued` in the ledger, marked unsent (`unsent`: the ledger's `mark_unsent`),
+and the beat sweep sends it at its next tick.
 
 A failed create loses nothing: the batches it was creating stay sealed, their
 files held, and the next `poll` (or `add`, `add_many`, `flush`) creates them,
@@ -32,12 +33,14 @@ from reka_ingest.core.logs import get_logger
 from reka_ingest.core.settings import IngestSettings
 from reka_ingest.ledger import Ledger
 from reka_ingest.ledger.intake import create_batch, create_batches
+from reka_ingest.ledger.reconcile import mark_unsent
 
 log = get_logger(__name__)
 
 CreateBatch = Callable[[Sequence[int]], int]
 CreateBatches = Callable[[Sequence[Sequence[int]]], list[int]]
 Enqueue = Callable[[int], None]
+Unsent = Callable[[Sequence[int]], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +108,7 @@ def ledger_batchers(
             create_many=ledger_batch_groups(ledger, clock),
             enqueue=enqueue,
             clock=clock,
+            unsent=lambda ids: mark_unsent(ledger, ids),
         )
 
     return batcher(BatchLimits.from_settings(settings)), batcher(BatchLimits.for_urls(settings))
@@ -134,12 +138,14 @@ class Batcher:
         enqueue: Enqueue,
         clock: Callable[[], float] = time.time,
         create_many: CreateBatches | None = None,
+        unsent: Unsent | None = None,
     ) -> None:
         self.limits = limits
         self._create_many: CreateBatches = create_many or (
             lambda groups: [create(g) for g in groups]
         )
         self._enqueue = enqueue
+        self._unsent = unsent
         self._clock = clock
         self._ids: list[int] = []
         self._held: set[int] = set()  # open and sealed
@@ -224,6 +230,7 @@ class Batcher:
             )
             raise
         self._sealed = []
+        unsent: list[int] = []
         for group, batch_id in zip(sealed, batch_ids, strict=True):
             self._held.difference_update(group.ids)
             self.batches_created += 1
@@ -231,6 +238,7 @@ class Batcher:
                 self._enqueue(batch_id)
             except Exception as err:  # noqa: BLE001 - any broker error: the ledger keeps the batch
                 self.enqueue_failures += 1
+                unsent.append(batch_id)
                 log.warning(
                     "batcher.enqueue_failed",
                     batch_id=batch_id,
@@ -245,4 +253,9 @@ class Batcher:
                     bytes=group.size,
                     closed_by=group.why,
                 )
+        if unsent and self._unsent is not None:
+            try:
+                self._unsent(unsent)  # the sweep's next tick sends them
+            except Exception as err:  # noqa: BLE001 - then they wait as a lost message does
+                log.warning("batcher.unsent_not_marked", batches=unsent, error=repr(err))
         return batch_ids

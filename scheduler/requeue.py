@@ -30,6 +30,7 @@ from reka_ingest.core.states import Origin, Reason
 from reka_ingest.files.hashing import digest_file
 from reka_ingest.files.outbox import ERROR_SUFFIX, in_work_area
 from reka_ingest.ledger import Ledger
+from reka_ingest.ledger.reconcile import send_each
 from reka_ingest.ledger.retry import FailedFile, Requeue, failed_files, requeue_failed
 from scheduler.batcher import ledger_batchers
 from scheduler.enqueue import producer_app
@@ -165,20 +166,16 @@ def requeue(
     return batches, len(reset), skipped
 
 
-def send_batches(settings: Settings, batches: list[int]) -> str | None:
-    """Enqueue `batches`; None when sent, else why not (the ledger holds them and
-    beat's sweep sends them later)."""
+def send_batches(settings: Settings, ledger: Ledger, batches: list[int]) -> str | None:
+    """Enqueue `batches`; None when sent, else why not (the ledger holds them, marked
+    unsent, and beat's sweep sends them at its next tick)."""
     if not batches:
         return None
     app = producer_app(settings)
     try:
-        for batch_id in batches:
-            send_upload(app, batch_id)
-    except Exception as err:  # noqa: BLE001 - the ledger holds the batches; beat resends them
-        return type(err).__name__
+        return send_each(ledger, batches, lambda batch_id: send_upload(app, batch_id))
     finally:
         app.close()
-    return None
 
 
 def retry_failed(
@@ -186,4 +183,4 @@ def retry_failed(
 ) -> Retried:
     """Requeue the matching failed files and enqueue their batches."""
     batches, files, skipped = requeue(settings.ingest, ledger, reason=reason, path_glob=path_glob)
-    return Retried(batches, files, skipped, send_batches(settings, batches))
+    return Retried(batches, files, skipped, send_batches(settings, ledger, batches))

@@ -25,7 +25,7 @@ from reka_ingest.core.queues import (
     send_notify,
     send_upload,
 )
-from reka_ingest.ledger.reconcile import batch_stranded, batches_to_send
+from reka_ingest.ledger.reconcile import batch_stranded, batches_to_send, send_each
 from reka_ingest.metrics.counters import redis_client
 from reka_ingest.metrics.server_check import (
     COUNTS,
@@ -52,9 +52,9 @@ def register(app: Celery, runtime: Callable[[], Runtime]) -> None:
     @app.task(name=TASK_UPLOAD_BATCH, ignore_result=True, shared=False)
     def upload_batch_task(batch_id: int) -> None:
         started = time.monotonic()
-        report = upload_batch(runtime(), int(batch_id))
-        for child in report.enqueue:
-            send_upload(app, child)
+        rt = runtime()
+        report = upload_batch(rt, int(batch_id))
+        unsent = send_each(rt.ledger, report.enqueue, lambda child: send_upload(app, child))
         log.info(
             "batch",
             batch_id=report.batch_id,
@@ -67,6 +67,7 @@ def register(app: Celery, runtime: Callable[[], Runtime]) -> None:
             error=report.error,
             retry_at=report.retry_at,
             split_into=report.enqueue or None,
+            not_sent=unsent,  # the split's batches: the sweep sends them at its next tick
             duration=round(time.monotonic() - started, 3),
         )
 
@@ -161,8 +162,9 @@ def sweep_batches(rt: Runtime, send: Callable[[int], object]) -> list[int]:
         limit=SWEEP_LIMIT,
     )
     ids = [child for a in recorded for child in a.enqueue] + stranded + due
-    for batch_id in ids:
-        send(batch_id)
+    unsent = send_each(rt.ledger, ids, send)
+    if unsent is not None:
+        log.warning("sweep_not_sent", batches=len(ids), error=unsent, action="sent next tick")
     if rt.counters is not None:
         rt.counters.resent(rt.ledger, due)
     if ids:

@@ -1,38 +1,45 @@
 """What the beat sweep takes back: batches whose wait is over, batches whose
-message or worker was lost, and queued rows whose batch was never made. The
-ledger is the truth; sending a batch's id again is always safe, because the
-claim admits one run at a time."""
+message or worker was lost, batches whose message could not be sent, and queued
+rows whose batch was never made. The ledger is the truth; sending a batch's id
+again is always safe, because the claim admits one run at a time."""
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Sequence
 
 from sqlalchemy import TextClause, or_, select, text, union_all, update
 
+from reka_ingest.core.logs import get_logger
 from reka_ingest.core.states import BatchState, Origin
-from reka_ingest.ledger.db import Ledger
+from reka_ingest.ledger.db import IN_CHUNK, Ledger
 from reka_ingest.ledger.intake import create_batches, pack
 from reka_ingest.ledger.schema import UNBATCHED_ONLY, Batch
+
+log = get_logger(__name__)
 
 
 def batches_to_send(ledger: Ledger, *, now: float, requeue_after: float, limit: int) -> list[int]:
     """Ids of batches to enqueue now; each is marked as (re)queued at `now`.
 
     - deferred batches whose `next_attempt_at` has come;
+    - queued batches whose message could not be sent (`mark_unsent`: no `queued_at`);
     - queued batches not taken for `requeue_after` seconds (a lost message);
     - uploading batches whose lease ran out (a dead worker).
     """
     deferred = (Batch.state == BatchState.DEFERRED) & (Batch.next_attempt_at <= now)
+    unsent = (Batch.state == BatchState.QUEUED) & Batch.queued_at.is_(None)
     lost = (Batch.state == BatchState.QUEUED) & (Batch.queued_at < now - requeue_after)
     expired = (Batch.state == BatchState.UPLOADING) & (Batch.lease_until < now)
+    kinds = (deferred, unsent, lost, expired)
     # Each kind found by its own index (SQLite walks every batch for the OR alone: a
     # sweep's cost grew with the ledger); the OR is checked again on the row locked.
-    candidates = union_all(*(select(Batch.id).where(kind) for kind in (deferred, lost, expired)))
+    candidates = union_all(*(select(Batch.id).where(kind) for kind in kinds))
     with ledger.write() as s:
         ids = list(
             s.scalars(
                 select(Batch.id)
-                .where(Batch.id.in_(candidates.scalar_subquery()), or_(deferred, lost, expired))
+                .where(Batch.id.in_(candidates.scalar_subquery()), or_(*kinds))
                 .order_by(Batch.id)
                 .limit(limit)
                 .with_for_update(skip_locked=True)
@@ -46,6 +53,41 @@ def batches_to_send(ledger: Ledger, *, now: float, requeue_after: float, limit: 
             )
             s.execute(update(Batch).where(Batch.id.in_(ids)).values(queued_at=now))
         return ids
+
+
+def mark_unsent(ledger: Ledger, batch_ids: Sequence[int]) -> None:
+    """Batches whose message could not be sent (the broker down, unreachable): the
+    beat sweep sends them at its next tick, not INGEST_REQUEUE_AFTER later. A
+    message that went out after all is harmless (the claim admits one run)."""
+    ids = list(batch_ids)
+    with ledger.write() as s:
+        for i in range(0, len(ids), IN_CHUNK):
+            s.execute(
+                update(Batch)
+                .where(Batch.id.in_(ids[i : i + IN_CHUNK]), Batch.state == BatchState.QUEUED)
+                .values(queued_at=None)
+            )
+
+
+def send_each(
+    ledger: Ledger, batch_ids: Sequence[int], send: Callable[[int], object]
+) -> str | None:
+    """Send each batch (`send(batch_id)`); None when all went, else why not. At the
+    first send that fails, that batch and the rest are marked unsent (`mark_unsent`),
+    so the sweep sends them as soon as it can; if even that write fails, they wait
+    INGEST_REQUEUE_AFTER as any lost message does."""
+    ids = list(batch_ids)
+    for n, batch_id in enumerate(ids):
+        try:
+            send(batch_id)
+        except Exception as err:  # noqa: BLE001 - any broker error: the ledger keeps the batches
+            why = type(err).__name__  # its text may name the broker's URL
+            try:
+                mark_unsent(ledger, ids[n:])
+            except Exception:  # noqa: BLE001 - the ledger out as well: the lost-message rule applies
+                log.warning("batches_unsent_not_marked", batches=ids[n:], error=why)
+            return why
+    return None
 
 
 def batch_stranded(
