@@ -14,7 +14,7 @@ from reka_ingest.core.queues import send_upload
 from reka_ingest.core.settings import load_settings
 from reka_ingest.core.states import BatchState, Origin
 from reka_ingest.ledger import Ledger
-from reka_ingest.ledger.intake import NewFile, create_batches, record_files
+from reka_ingest.ledger.intake import NewFile, Recorded, create_batches, record_files
 from reka_ingest.ledger.reconcile import batches_to_send, mark_unsent, send_each
 from reka_ingest.ledger.schema import Batch
 from reka_ingest.ledger.uploads import claim_batch
@@ -24,7 +24,7 @@ from tests.support.clock import Clock
 REQUEUE_AFTER = 600.0  # the default: a lost message waits this long
 
 
-def _batches(ledger: Ledger, n: int, now: float) -> list[int]:
+def _recorded(ledger: Ledger, n: int, now: float) -> list[Recorded]:
     new = [
         NewFile(
             path=f"{i}.jpg",
@@ -38,7 +38,12 @@ def _batches(ledger: Ledger, n: int, now: float) -> list[int]:
         )
         for i in range(n)
     ]
-    rows = record_files(ledger, new, now=now)
+    return record_files(ledger, new, now=now)
+
+
+def _batches(ledger: Ledger, n: int, now: float) -> list[int]:
+    """`n` recorded files, a batch each (sent as they were made, at `now`)."""
+    rows = _recorded(ledger, n, now)
     return create_batches(ledger, [[r.file_id] for r in rows], now=now)
 
 
@@ -113,20 +118,7 @@ def test_a_real_broker_that_refuses_leaves_the_batches_due_at_the_next_tick(
 
 def test_the_batcher_marks_what_it_could_not_send(ledger: Ledger) -> None:
     clock = Clock(1000.0)
-    new = [
-        NewFile(
-            path=f"{i}.jpg",
-            source_root="/in",
-            work_path=f"/w/{i}.jpg",
-            origin=Origin.EVENT,
-            size=10,
-            mtime=1.0,
-            sha256=f"{i:064x}",
-            seen_at=clock(),
-        )
-        for i in range(5)
-    ]
-    rows = record_files(ledger, new, now=clock())
+    rows = _recorded(ledger, 5, clock())
     sent: list[int] = []
 
     def flaky(batch_id: int) -> None:
