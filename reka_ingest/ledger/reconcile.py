@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 
 from sqlalchemy import TextClause, or_, select, text, union_all, update
 
+from reka_ingest.core import holder
 from reka_ingest.core.logs import get_logger
 from reka_ingest.core.states import BatchState, Origin
 from reka_ingest.ledger.db import IN_CHUNK, Ledger
@@ -25,13 +26,24 @@ def batches_to_send(ledger: Ledger, *, now: float, requeue_after: float, limit: 
     - deferred batches whose `next_attempt_at` has come;
     - queued batches whose message could not be sent (`mark_unsent`: no `queued_at`);
     - queued batches not taken for `requeue_after` seconds (a lost message);
-    - uploading batches whose lease ran out (a dead worker).
+    - uploading batches whose lease ran out (a dead worker), or whose holder was a
+      process of this machine that no longer runs (`reka_ingest.core.holder`: at
+      once, not a lease later).
     """
     deferred = (Batch.state == BatchState.DEFERRED) & (Batch.next_attempt_at <= now)
     unsent = (Batch.state == BatchState.QUEUED) & Batch.queued_at.is_(None)
     lost = (Batch.state == BatchState.QUEUED) & (Batch.queued_at < now - requeue_after)
     expired = (Batch.state == BatchState.UPLOADING) & (Batch.lease_until < now)
-    kinds = (deferred, unsent, lost, expired)
+    with ledger.read() as s:  # the batches in flight: a few per worker process
+        held = s.execute(
+            select(Batch.id, Batch.claimed_by).where(
+                Batch.state == BatchState.UPLOADING, Batch.lease_until >= now
+            )
+        ).all()
+    orphaned = [r.id for r in held if holder.gone(r.claimed_by)][:limit]
+    kinds = (deferred, unsent, lost, expired) + (
+        ((Batch.state == BatchState.UPLOADING) & Batch.id.in_(orphaned),) if orphaned else ()
+    )
     # Each kind found by its own index (SQLite walks every batch for the OR alone: a
     # sweep's cost grew with the ledger); the OR is checked again on the row locked.
     candidates = union_all(*(select(Batch.id).where(kind) for kind in kinds))

@@ -58,6 +58,8 @@ class Batch(Base):
     # The number of the claim that holds (or last held) the batch: each claim takes
     # the next, and a run's writes name it (a run whose lease ran out stops).
     claim_seq: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # The process that made the last claim (reka_ingest.core.holder); None: not known.
+    claimed_by: Mapped[str | None] = mapped_column(BoundedString(160), default=None)
     parent_id: Mapped[int | None] = mapped_column(ForeignKey("batches.id"), default=None)
     created_at: Mapped[float] = mapped_column(Float)
     queued_at: Mapped[float | None] = mapped_column(Float, default=None)

@@ -24,6 +24,7 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, Row, Table, select, update
 from sqlalchemy.orm import Session
 
+from reka_ingest.core import holder
 from reka_ingest.core.errors import LeaseLost
 from reka_ingest.core.states import (
     BATCH_TERMINAL,
@@ -163,7 +164,9 @@ def claim_batch(
     """Take a batch for upload, or None when it is finished or another worker holds it.
 
     A batch whose lease ran out (its worker died, or its outcome could not be
-    recorded) is taken again with its files flagged `possible_duplicate`, at most
+    recorded), or whose holder was a process of this machine that no longer runs
+    (`reka_ingest.core.holder`: taken at once, not a lease later), is taken again
+    with its files flagged `possible_duplicate`, at most
     until it has used `max_attempts` (None: no bound): then this claim fails its
     files (`upload_failed`, the flag kept, the message naming the attempts) and
     finishes the batch instead of handing it out to be sent once more.
@@ -174,12 +177,17 @@ def claim_batch(
         ).scalar_one_or_none()
         if batch is None or batch.state in BATCH_TERMINAL:
             return None
-        if batch.state == BatchState.UPLOADING and (batch.lease_until or 0.0) > now:
+        if (
+            batch.state == BatchState.UPLOADING
+            and (batch.lease_until or 0.0) > now
+            and not holder.gone(batch.claimed_by)  # a dead holder of this machine: take it
+        ):
             return None
         if batch.state == BatchState.DEFERRED and (batch.next_attempt_at or 0.0) > now:
             return None
         outcome_unknown = batch.state == BatchState.UPLOADING
         batch.claim_seq += 1  # from here, the previous holder's writes are refused
+        batch.claimed_by = holder.this_process()
         if outcome_unknown:
             s.execute(
                 update(File)

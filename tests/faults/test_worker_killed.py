@@ -7,10 +7,11 @@ the latency, stores the images and answers into a socket nobody reads; then
 every one of those processes is killed (SIGKILL) by pid. This is the worst
 moment to die: the images are on the server, and the ledger cannot know. A
 new worker starts. Nothing tells the
-service what happened: the beat sweep must find the batch whose lease ran out
-(INGEST_BATCH_LEASE=5) and the batches whose messages died with the worker
-(INGEST_REQUEUE_AFTER=5), and send them again; the files whose request may
-have gone out are flagged `possible_duplicate`.
+service what happened: the beat sweep must find the batch whose holder is gone
+(a process of this machine that no longer runs: at once, though its lease,
+INGEST_BATCH_LEASE, is the default ten minutes) and the batches whose messages
+died with the worker (INGEST_REQUEUE_AFTER=5), and send them again; the files
+whose request may have gone out are flagged `possible_duplicate`.
 """
 
 from __future__ import annotations
@@ -48,7 +49,9 @@ LATENCY = 4.0  # seconds each /v1 request waits at the stand-in before its work
 
 @pytest.fixture
 def service(tmp_path: Path, redis_url: str, database_url: str) -> Iterator[Service]:
-    env = {**FAULT_ENV, "INGEST_DATABASE_URL": database_url}
+    # The default lease: the killed worker's batch is taken back because its holder
+    # is gone, not because a short lease ran out.
+    env = {**FAULT_ENV, "INGEST_DATABASE_URL": database_url, "INGEST_BATCH_LEASE": "600"}
     svc = Service(tmp_path, redis_url, env=env, standin_env=STANDIN_ENV)
     try:
         yield svc
