@@ -37,7 +37,10 @@ def batches_to_send(ledger: Ledger, *, now: float, requeue_after: float, limit: 
     with ledger.read() as s:  # the batches in flight: a few per worker process
         held = s.execute(
             select(Batch.id, Batch.claimed_by).where(
-                Batch.state == BatchState.UPLOADING, Batch.lease_until >= now
+                Batch.state == BatchState.UPLOADING,
+                Batch.lease_until >= now,
+                # Not sent since its claim: an orphan gets one message, not one a tick.
+                or_(Batch.queued_at.is_(None), Batch.queued_at <= Batch.started_at),
             )
         ).all()
     orphaned = [r.id for r in held if holder.gone(r.claimed_by)][:limit]

@@ -90,6 +90,7 @@ def test_a_dead_holders_batch_is_taken_at_once_with_its_files_flagged(
     proc = _claim_in_another_process(database_url, batch, stay=False)
     proc.wait(30)  # the holder is gone (a worker killed in the middle of its request)
     assert _due(ledger) == [batch]  # the sweep sends it now, not a lease later
+    assert _due(ledger) == []  # once: not again at every tick until a worker takes it
     claimed = claim_batch(ledger, batch, now=NOW + 1, lease=LEASE)
     assert claimed is not None and claimed.outcome_unknown and claimed.attempt == 2
     assert len(claimed.files) == 3
