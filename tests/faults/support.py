@@ -88,10 +88,22 @@ def file_names(n: int, prefix: str) -> list[str]:
 
 
 def freeze_tree(pid: int) -> list[int]:
-    """SIGSTOP a process we started and every process under it (sockets stay open)."""
+    """SIGSTOP a process we started and every process under it (sockets stay open),
+    and wait until each is stopped: the signal lands asynchronously, and a process
+    still running on the other core for a moment could commit after the caller
+    looked at the ledger (a snapshot of "frozen" state that is not)."""
     procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
     for p in procs:
         p.send_signal(signal.SIGSTOP)
+    deadline = time.monotonic() + 10
+    for p in procs:
+        while time.monotonic() < deadline:
+            try:
+                if p.status() in (psutil.STATUS_STOPPED, psutil.STATUS_ZOMBIE):
+                    break
+            except psutil.NoSuchProcess:
+                break
+            time.sleep(0.0005)
     return [p.pid for p in procs]
 
 
