@@ -15,13 +15,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from reka_ingest.core import holder
-from reka_ingest.core.states import FileState, Origin
+from reka_ingest.core.states import FileState
 from reka_ingest.ledger import Ledger
-from reka_ingest.ledger.intake import NewFile, create_batch, record_files
+from reka_ingest.ledger.intake import create_batch, record_files
 from reka_ingest.ledger.queries import list_files
 from reka_ingest.ledger.reconcile import batches_to_send
 from reka_ingest.ledger.schema import Batch
 from reka_ingest.ledger.uploads import claim_batch, mark_uploading
+from tests.support.new_files import new_files
 
 REPO = Path(__file__).resolve().parents[2]
 NOW = 1000.0
@@ -41,20 +42,7 @@ if sys.argv[5] == "stay":
 
 
 def _batch(ledger: Ledger) -> int:
-    new = [
-        NewFile(
-            path=f"{i}.jpg",
-            source_root="/in",
-            work_path=f"/w/{i}.jpg",
-            origin=Origin.EVENT,
-            size=10,
-            mtime=1.0,
-            sha256=f"{i:064x}",
-            seen_at=NOW,
-        )
-        for i in range(3)
-    ]
-    rows = record_files(ledger, new, now=NOW)
+    rows = record_files(ledger, new_files(3, seen_at=NOW), now=NOW)
     return create_batch(ledger, [r.file_id for r in rows], now=NOW)
 
 

@@ -12,33 +12,21 @@ from celery import Celery
 from reka_ingest.core.bundled_redis import free_port
 from reka_ingest.core.queues import send_upload
 from reka_ingest.core.settings import load_settings
-from reka_ingest.core.states import BatchState, Origin
+from reka_ingest.core.states import BatchState
 from reka_ingest.ledger import Ledger
-from reka_ingest.ledger.intake import NewFile, Recorded, create_batches, record_files
+from reka_ingest.ledger.intake import Recorded, create_batches, record_files
 from reka_ingest.ledger.reconcile import batches_to_send, mark_unsent, send_each
 from reka_ingest.ledger.schema import Batch
 from reka_ingest.ledger.uploads import claim_batch
 from scheduler.batcher import Batcher, BatchLimits, ledger_batchers
 from tests.support.clock import Clock
+from tests.support.new_files import new_files
 
 REQUEUE_AFTER = 600.0  # the default: a lost message waits this long
 
 
 def _recorded(ledger: Ledger, n: int, now: float) -> list[Recorded]:
-    new = [
-        NewFile(
-            path=f"{i}.jpg",
-            source_root="/in",
-            work_path=f"/w/{i}.jpg",
-            origin=Origin.EVENT,
-            size=10,
-            mtime=1.0,
-            sha256=f"{i:064x}",
-            seen_at=now,
-        )
-        for i in range(n)
-    ]
-    return record_files(ledger, new, now=now)
+    return record_files(ledger, new_files(n, seen_at=now), now=now)
 
 
 def _batches(ledger: Ledger, n: int, now: float) -> list[int]:
