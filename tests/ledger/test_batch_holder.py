@@ -42,7 +42,7 @@ if sys.argv[5] == "stay":
 
 
 def _batch(ledger: Ledger) -> int:
-    rows = record_files(ledger, new_files(3, seen_at=NOW), now=NOW)
+    rows = record_files(ledger, new_files([10] * 3, seen_at=NOW), now=NOW)
     return create_batch(ledger, [r.file_id for r in rows], now=NOW)
 
 

@@ -26,7 +26,7 @@ REQUEUE_AFTER = 600.0  # the default: a lost message waits this long
 
 
 def _recorded(ledger: Ledger, n: int, now: float) -> list[Recorded]:
-    return record_files(ledger, new_files(n, seen_at=now), now=now)
+    return record_files(ledger, new_files([10] * n, seen_at=now), now=now)
 
 
 def _batches(ledger: Ledger, n: int, now: float) -> list[int]:

@@ -6,12 +6,12 @@ from collections.abc import Sequence
 
 import pytest
 
-from reka_ingest.core.states import Origin
 from reka_ingest.ledger import Ledger
-from reka_ingest.ledger.intake import NewFile, Recorded, record_files
+from reka_ingest.ledger.intake import Recorded, record_files
 from reka_ingest.ledger.schema import Batch, File
 from scheduler.batcher import Batcher, BatchLimits, ledger_batch_groups, ledger_batches
 from tests.support.clock import Clock
+from tests.support.new_files import new_files
 
 
 class Recording:
@@ -120,20 +120,7 @@ def test_a_failed_create_keeps_the_batch_open_for_the_next_poll() -> None:
 
 
 def recorded(ledger: Ledger, clock: Clock, sizes: list[int]) -> list[Recorded]:
-    files = [
-        NewFile(
-            path=f"{i}.jpg",
-            source_root="/in",
-            work_path=f"/w/{i}.jpg",
-            origin=Origin.EVENT,
-            size=size,
-            mtime=0.0,
-            sha256=f"{i:064x}",
-            seen_at=0.0,
-        )
-        for i, size in enumerate(sizes)
-    ]
-    return record_files(ledger, files, now=clock())
+    return record_files(ledger, new_files(sizes, seen_at=0.0), now=clock())
 
 
 def test_with_the_real_ledger(ledger: Ledger) -> None:

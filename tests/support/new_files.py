@@ -1,14 +1,16 @@
 """Rows as an intake records them, for ledger tests that need files and not their
-bytes: `n` distinct files under one root, each its own content."""
+bytes: distinct files under one root, each its own content."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from reka_ingest.core.states import Origin
 from reka_ingest.ledger.intake import NewFile
 
 
-def new_files(n: int, *, seen_at: float, size: int = 10) -> list[NewFile]:
-    """`0.jpg` … `n-1.jpg`, claimed at `/w/<name>`, each with its own sha256."""
+def new_files(sizes: Sequence[int], *, seen_at: float) -> list[NewFile]:
+    """`0.jpg`, `1.jpg`, … of these sizes, claimed at `/w/<name>`, each with its own sha256."""
     return [
         NewFile(
             path=f"{i}.jpg",
@@ -20,5 +22,5 @@ def new_files(n: int, *, seen_at: float, size: int = 10) -> list[NewFile]:
             sha256=f"{i:064x}",
             seen_at=seen_at,
         )
-        for i in range(n)
+        for i, size in enumerate(sizes)
     ]
