@@ -54,8 +54,30 @@ class Claimed:
     sidecar_path: str | None
 
 
+def _check_apart(settings: IngestSettings) -> None:
+    """Refuse an inbox that holds the service's own folders, or lies inside one: the
+    watcher would claim its own ledger, work area and outbox (an empty INGEST_INBOX
+    is the current folder, where `./var` usually is)."""
+    inbox = Path(os.path.realpath(settings.inbox))
+    own = {
+        "INGEST_DATA_DIR": settings.data_dir,
+        "INGEST_DONE_DIR": settings.done_path,
+        "INGEST_FAILED_DIR": settings.failed_path,
+    }
+    for name, folder in own.items():
+        theirs = Path(os.path.realpath(folder))
+        if inbox == theirs or inbox in theirs.parents or theirs in inbox.parents:
+            raise SettingsError(
+                f"INGEST_INBOX ({settings.inbox}) and {name} ({folder}) overlap: the watcher "
+                "would take the service's own files as dropped ones; give each its own folder"
+                " (e.g. ./inbox and ./var)"
+            )
+
+
 def check_same_filesystem(settings: IngestSettings) -> None:
-    """Create the inbox and work area; fail clearly unless one rename can move between them."""
+    """Create the inbox and work area; fail clearly unless they are apart (`_check_apart`)
+    and one rename can move between them."""
+    _check_apart(settings)
     try:
         settings.inbox.mkdir(parents=True, exist_ok=True)
         settings.work_dir.mkdir(parents=True, exist_ok=True)
