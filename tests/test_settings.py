@@ -74,6 +74,9 @@ def test_a_secret_in_a_wrong_value_is_not_echoed(monkeypatch: pytest.MonkeyPatch
     [
         ("INGEST_WEB_BASIC_AUTH", f"admin{PASSWORD}"),  # no colon: refused
         ("INGEST_NOTIFY_URL", f"ftp://hooks.example.com/{PASSWORD}"),  # not http(s): refused
+        ("INGEST_FLOWER_BASIC_AUTH", f"admin{PASSWORD}"),  # no colon: refused, as the web's
+        ("INGEST_REDIS_URL", f"http://:{PASSWORD}@127.0.0.1:6379/0"),  # not Redis
+        ("INGEST_REDIS_URL", f"redis//:{PASSWORD}@127.0.0.1:6379"),  # no scheme at all
     ],
 )
 def test_a_refused_secret_is_named_but_never_echoed(

@@ -521,7 +521,20 @@ class IngestSettings(BaseSettings):
         globs.append(text[start:])
         return [g.strip() for g in globs if g.strip()]
 
-    @field_validator("web_basic_auth")
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        url = value.get_secret_value().strip()
+        parts = urlsplit(url)
+        if parts.scheme == "unix" and parts.path:
+            return SecretStr(url)
+        if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+            raise ValueError("must be a redis://, rediss:// or unix:// URL with a host or path")
+        return SecretStr(url)
+
+    @field_validator("web_basic_auth", "flower_basic_auth")
     @classmethod
     def _check_web_auth(cls, value: SecretStr | None) -> SecretStr | None:
         if value is None:
