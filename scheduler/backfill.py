@@ -34,6 +34,7 @@ from reka_ingest.files.manifests import is_manifest
 from reka_ingest.ledger import Ledger
 from reka_ingest.ledger.intake import NewFile, failed_file, known_work_paths
 from scheduler.batcher import Enqueue, ledger_batchers
+from scheduler.claim import overlapping, own_folders
 from scheduler.constants import RECORD_GROUP_SIZE
 from scheduler.describe import MetadataRules, describe
 from scheduler.exclusions import Exclusions
@@ -65,16 +66,10 @@ def refusal(settings: IngestSettings, root: Path) -> str | None:
     real = Path(os.path.realpath(root))
     if not real.is_dir():
         return f"{root} is not a folder"
-    own = {
-        "INGEST_INBOX": settings.inbox,
-        "INGEST_DATA_DIR": settings.data_dir,
-        "the done folder": settings.done_path,
-        "the failed folder": settings.failed_path,
-    }
-    for name, folder in own.items():
-        theirs = Path(os.path.realpath(folder))
-        if real == theirs or theirs in real.parents or real in theirs.parents:
-            return f"{root} overlaps {name} ({folder}); backfill a tree the service does not own"
+    hit = overlapping(real, {"INGEST_INBOX": settings.inbox, **own_folders(settings)})
+    if hit is not None:
+        name, folder = hit
+        return f"{root} overlaps {name} ({folder}); backfill a tree the service does not own"
     return None
 
 

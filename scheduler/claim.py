@@ -54,24 +54,38 @@ class Claimed:
     sidecar_path: str | None
 
 
-def _check_apart(settings: IngestSettings) -> None:
-    """Refuse an inbox that holds the service's own folders, or lies inside one: the
-    watcher would claim its own ledger, work area and outbox (an empty INGEST_INBOX
-    is the current folder, where `./var` usually is)."""
-    inbox = Path(os.path.realpath(settings.inbox))
-    own = {
+def own_folders(settings: IngestSettings) -> dict[str, Path]:
+    """The folders the service writes, by the setting that names each."""
+    return {
         "INGEST_DATA_DIR": settings.data_dir,
         "INGEST_DONE_DIR": settings.done_path,
         "INGEST_FAILED_DIR": settings.failed_path,
     }
-    for name, folder in own.items():
+
+
+def overlapping(path: Path, folders: dict[str, Path]) -> tuple[str, Path] | None:
+    """The first of `folders` that is `path`, holds it or lies inside it (links
+    resolved), by name; None when `path` stands apart from all of them."""
+    real = Path(os.path.realpath(path))
+    for name, folder in folders.items():
         theirs = Path(os.path.realpath(folder))
-        if inbox == theirs or inbox in theirs.parents or theirs in inbox.parents:
-            raise SettingsError(
-                f"INGEST_INBOX ({settings.inbox}) and {name} ({folder}) overlap: the watcher "
-                "would take the service's own files as dropped ones; give each its own folder"
-                " (e.g. ./inbox and ./var)"
-            )
+        if real == theirs or real in theirs.parents or theirs in real.parents:
+            return name, folder
+    return None
+
+
+def _check_apart(settings: IngestSettings) -> None:
+    """Refuse an inbox that holds the service's own folders, or lies inside one: the
+    watcher would claim its own ledger, work area and outbox (an empty INGEST_INBOX
+    is the current folder, where `./var` usually is)."""
+    hit = overlapping(settings.inbox, own_folders(settings))
+    if hit is not None:
+        name, folder = hit
+        raise SettingsError(
+            f"INGEST_INBOX ({settings.inbox}) and {name} ({folder}) overlap: the watcher "
+            "would take the service's own files as dropped ones; give each its own folder"
+            " (e.g. ./inbox and ./var)"
+        )
 
 
 def check_same_filesystem(settings: IngestSettings) -> None:
