@@ -219,11 +219,14 @@ def _decided(rt: Runtime, due: DuePoll, image: Image) -> PollOutcome:
 
 def settle_failures(rt: Runtime, *, limit: int = SETTLE_LIMIT) -> int:
     """Move the bytes of files whose indexing failed to failed/ with their reason file,
-    and record that file as their `final_path`; returns how many were settled.
+    and record that file as their `final_path`; write the reason file of any failed
+    file whose bytes are in failed/ without one (a full disk refused it); returns
+    how many were settled.
 
     Each file alone: one that cannot be moved (a name the filesystem refuses, a
     folder in the way) is logged and left failed with its bytes where they were,
-    for a later sweep.
+    for a later sweep; one placed without its reason file is recorded where its
+    bytes went, for a later sweep to write it.
     """
     settings = rt.settings.ingest
     pending = take_unsettled_failures(
@@ -250,9 +253,10 @@ def settle_failures(rt: Runtime, *, limit: int = SETTLE_LIMIT) -> int:
         else:
             settled.append((f.file_id, error_file))
     record_settled(rt.ledger, settled, unsettled, now=rt.clock())
+    done = sum(path.endswith(ERROR_SUFFIX) for _, path in settled)
     if pending:
-        log.info("failed_files_settled", settled=len(settled), left=len(unsettled))
-    return len(settled)
+        log.info("failed_files_settled", settled=done, left=len(pending) - done)
+    return done
 
 
 def _to_failed(settings: IngestSettings, f: UnsettledFailure) -> str | None:

@@ -242,10 +242,15 @@ def file_failed(
     in_place: bool = False,
 ) -> str | None:
     """Move a failed file to failed/, write NAME.error.json beside it; return that
-    path (None when not even a flat reason file could be written)."""
+    path. When no reason file can be written (a full disk), the path the bytes went
+    to, which the poll sweep's settling takes as a failed file whose reason file is
+    still to write (`reka_ingest.ledger.polling.take_unsettled_failures`); None when
+    neither was placed. Bytes already in failed/ (that retry) stay where they are."""
     root = _places(settings).failed
     moved_to: str | None = None
-    if not in_place and os.path.isfile(work_path) and not os.path.islink(work_path):
+    if work_path.startswith(os.path.join(root, "")) and os.path.isfile(work_path):
+        moved_to = work_path
+    elif not in_place and os.path.isfile(work_path) and not os.path.islink(work_path):
         moved_to = _place(settings, root, work_path, rel_path, file_id)
         if moved_to is None and os.path.lexists(work_path):
             return None  # the bytes are still in work/: recovery tries again
@@ -272,12 +277,21 @@ def file_failed(
             continue
         log.info("file_failed", file_id=file_id, path=rel_path, reason=reason, detail=message)
         return error_path
-    return None
+    if moved_to is not None:
+        log.warning("outbox.reason_file_deferred", file_id=file_id, path=moved_to, reason=reason)
+    return moved_to
 
 
 def _write_reason(error_path: str, record: dict[str, Any]) -> None:
+    """Write the reason file whole or not at all: a write that fails midway (a full
+    disk) leaves neither it nor its temporary file behind."""
     os.makedirs(os.path.dirname(error_path), exist_ok=True)
     tmp = error_path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(shown(json.dumps(record, indent=2, ensure_ascii=False)) + "\n")
-    os.replace(tmp, error_path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(shown(json.dumps(record, indent=2, ensure_ascii=False)) + "\n")
+        os.replace(tmp, error_path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise

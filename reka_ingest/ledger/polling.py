@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import exists, func, not_, or_, select, update
+from sqlalchemy import and_, exists, func, not_, or_, select, update
 
 from reka_ingest.core.states import BATCH_TERMINAL, BatchState, FileState, Origin, Reason
 from reka_ingest.ledger.bulk import update_by_id
@@ -133,9 +133,11 @@ _in_unfinished_batch = exists().where(Batch.id == File.batch_id, Batch.state.in_
 def take_unsettled_failures(
     ledger: Ledger, *, settled_suffix: str, now: float, lease: float, limit: int
 ) -> list[UnsettledFailure]:
-    """Rows failed by indexing whose `final_path` is not a reason file (`settled_suffix`),
-    least recently touched first, each taken under a lease (`next_poll_at`, unused
-    once a row is final), so two sweeps never move one file at once.
+    """Failed rows whose reason file is still to write: failed by indexing with no
+    `final_path`, or any whose `final_path` is their bytes, not a reason file
+    (`settled_suffix`). Least recently touched first, each taken under a lease
+    (`next_poll_at`, unused once a row is final), so two sweeps never move one file
+    at once.
 
     A row whose batch is still being finished is left to the uploader, which
     records the batch's final paths when it ends. Image names never end in
@@ -155,10 +157,11 @@ def take_unsettled_failures(
             )
             .where(
                 File.state == FileState.FAILED,
-                File.reason.in_(INDEXING_REASONS),
                 File.origin != Origin.URL,  # a URL row: no bytes, its reason in the ledger only
                 or_(
-                    File.final_path.is_(None),
+                    and_(File.final_path.is_(None), File.reason.in_(INDEXING_REASONS)),
+                    # bytes placed (in done/ before indexing failed, or in failed/
+                    # when the reason file could not be written: a full disk)
                     not_(File.final_path.endswith(settled_suffix, autoescape=True)),
                 ),
                 ~_in_unfinished_batch,
