@@ -148,16 +148,19 @@ def _drain(fd: int, pending: deque[bytes]) -> int:
 
 def _connect(db: str, *, design: bool) -> sqlite3.Connection:
     """`db` with the loop's table (`design`: the ledger's schema), tuned as the ledger is."""
+    pragmas: tuple[str, ...] = ("journal_mode=WAL", "synchronous=NORMAL")
     if design:
-        from reka_ingest.ledger import open_ledger  # noqa: PLC0415 - the --design loop's only
+        # the --design loop's only: the ledger's migrations (before the clock starts)
+        # and its connections' settings
+        from reka_ingest.ledger import open_ledger  # noqa: PLC0415
+        from reka_ingest.ledger.db import SQLITE_PRAGMAS  # noqa: PLC0415
 
-        open_ledger(f"sqlite:///{db}").dispose()  # its migrations, before the clock starts
+        open_ledger(f"sqlite:///{db}").dispose()
+        pragmas = SQLITE_PRAGMAS
     conn = sqlite3.connect(db, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    if design:
-        conn.execute("PRAGMA foreign_keys=ON")  # as the ledger's connections have it
-    else:
+    for pragma in pragmas:
+        conn.execute(f"PRAGMA {pragma}")
+    if not design:
         conn.execute(SCHEMA)
     return conn
 
