@@ -132,3 +132,30 @@ def test_config_masks_secrets() -> None:
 def test_mask_url_keeps_everything_but_the_password() -> None:
     assert mask_url("redis://user:pw@host:6379/2") == "redis://user:***@host:6379/2"
     assert mask_url("redis://host:6379/0") == "redis://host:6379/0"
+
+
+def _float_settings() -> list[str]:
+    return [
+        f"{group.model_config.get('env_prefix', '')}{name}".upper()
+        for group in (RekaSettings, IngestSettings)
+        for name, info in group.model_fields.items()
+        if info.annotation in (float, float | None)
+    ]
+
+
+@pytest.mark.parametrize("variable", _float_settings())
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan", "Infinity"])
+def test_no_number_of_seconds_may_be_infinite_or_nan(
+    variable: str, value: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lease of `inf` never ends, a NaN deadline is never met: every float setting
+    refuses both, naming its variable."""
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError, match=variable):
+        load_settings()
+
+
+def test_the_float_settings_are_found() -> None:
+    assert {"INGEST_BATCH_LEASE", "INGEST_INDEX_DEADLINE", "REKA_READ_TIMEOUT"} <= set(
+        _float_settings()
+    )

@@ -30,7 +30,11 @@ if TYPE_CHECKING:
 class RekaSettings(BaseSettings):
     """How to reach the Reka Vision API. Environment prefix `REKA_`."""
 
-    model_config = SettingsConfigDict(env_prefix="REKA_", extra="ignore", frozen=True)
+    # No setting is ever infinite or NaN: `inf` seconds is not a timeout, and a NaN
+    # compares false with everything (a lease that never ends, a deadline never met).
+    model_config = SettingsConfigDict(
+        env_prefix="REKA_", extra="ignore", frozen=True, allow_inf_nan=False
+    )
 
     api_key: SecretStr | None = Field(
         default=None,
@@ -145,7 +149,9 @@ class LogFormat(StrEnum):
 class IngestSettings(BaseSettings):
     """The service's own settings. Environment prefix `INGEST_`."""
 
-    model_config = SettingsConfigDict(env_prefix="INGEST_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="INGEST_", extra="ignore", frozen=True, allow_inf_nan=False
+    )  # no setting infinite or NaN, as RekaSettings
 
     data_dir: Path = Field(default=Path("./var"), description="Ledger, Redis data, work area.")
     inbox: Path = Field(default=Path("./inbox"), description="The watched folder.")
@@ -394,7 +400,6 @@ class IngestSettings(BaseSettings):
     server_check_interval: float = Field(
         default=0.0,
         ge=0,
-        allow_inf_nan=False,
         description=(
             "Seconds between beat's read-only server checks (`reka-ingest check`: orphans,"
             " missing images, status drift, possible duplicates), whose findings reach the"
@@ -407,7 +412,6 @@ class IngestSettings(BaseSettings):
         default=10.0,
         gt=0,
         le=1000,
-        allow_inf_nan=False,
         description=(
             "Requests per second `reka-ingest check` and `delete` send to the API (List,"
             " Get and Delete Image, image URLs): they have no published quota, so be gentle."
@@ -435,7 +439,6 @@ class IngestSettings(BaseSettings):
     notify_window: float = Field(
         default=600.0,
         gt=0,
-        allow_inf_nan=False,
         description=(
             "Seconds the failures are counted over, and the least time between two"
             " `failures_threshold` events (or a `quota_refilled` and the next"
@@ -445,7 +448,6 @@ class IngestSettings(BaseSettings):
     notify_settle_after: float = Field(
         default=30.0,
         ge=0,
-        allow_inf_nan=False,
         description=(
             "Seconds a folder must be quiet (no file seen or finished) with every file"
             " final before its `drop_settled` event: files trickling in join the drop."
@@ -455,7 +457,6 @@ class IngestSettings(BaseSettings):
         default=10.0,
         gt=0,
         le=120,
-        allow_inf_nan=False,
         description=(
             "Seconds each step of one webhook POST may take (connecting, sending, waiting"
             " for the answer); a POST that runs out is tried again later."
