@@ -25,7 +25,7 @@ import functools
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
-from sqlalchemy import Boolean, Dialect, Float, Integer, Table
+from sqlalchemy import Boolean, ColumnElement, Dialect, Float, Integer, Table, select
 from sqlalchemy.orm import Session
 
 from reka_ingest.core.states import FileState
@@ -49,6 +49,7 @@ def update_by_id(
     meanwhile). `counted`: an integer column each written row adds one to."""
     conn = s.connection()
     dialect = conn.dialect
+    rows = sorted(rows, key=_first)  # chunks in id order: see `lock_in_id_order`
     names = ("id", *columns)
     process = [_processor(dialect, name) for name in names]
     fixed = [_processor(dialect, name)(value) for name, value in same.items()]
@@ -76,7 +77,32 @@ def update_by_id(
         # Placeholders in the statement's order: SET's, then FROM's (PostgreSQL), or
         # the VALUES list first (SQLite).
         params = [*fixed, *array_params(dialect, types, values)] if arrays else [*values, *fixed]
+        if arrays:
+            conn.exec_driver_sql(_LOCK_IDS, ([row[0] for row in chunk],))
         conn.exec_driver_sql(sql, tuple(params))
+
+
+def in_id_order(condition: ColumnElement[bool]) -> ColumnElement[bool]:
+    """The rows of `files` where `condition` holds, locked in id order before a
+    statement writes them (an UPDATE's `where`).
+
+    On PostgreSQL an UPDATE locks its rows in the order its plan meets them: two
+    writers of overlapping rows (the watcher recording where a group's files went,
+    a worker handing an image id to thousands of copies) met them in opposite
+    orders and deadlocked. Every multi-row write of `files` that another may
+    overlap locks in one order, ascending id (`update_by_id` does so too), so two
+    such statements wait for each other at most, never in a cycle. SQLite (one
+    writer at a time) renders no lock.
+    """
+    return File.id.in_(select(File.id).where(condition).order_by(File.id).with_for_update())
+
+
+# `update_by_id`'s lock of a chunk's rows, in id order, before its UPDATE (PostgreSQL).
+_LOCK_IDS = "SELECT id FROM files WHERE id = ANY(%s) ORDER BY id FOR UPDATE"
+
+
+def _first(row: Sequence[Any]) -> Any:
+    return row[0]
 
 
 @functools.lru_cache(maxsize=64)

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Row, Table, select, update
+from sqlalchemy import CursorResult, Row, Table, and_, select, update
 from sqlalchemy.orm import Session
 
 from reka_ingest.core import holder
@@ -35,7 +35,7 @@ from reka_ingest.core.states import (
     Reason,
 )
 from reka_ingest.core.text import clean_text
-from reka_ingest.ledger.bulk import update_by_id
+from reka_ingest.ledger.bulk import in_id_order, update_by_id
 from reka_ingest.ledger.db import Ledger
 from reka_ingest.ledger.intake import lock_content
 from reka_ingest.ledger.schema import MAX_MESSAGE_CHARS, Batch, File
@@ -380,7 +380,7 @@ def record_uploaded(
             r = by_id[original]
             s.execute(
                 update(File)
-                .where(File.duplicate_of == original)
+                .where(in_id_order(File.duplicate_of == original))
                 .values(image_id=r.image_id, image_url=r.image_url, updated_at=now)
             )
     return requeued
@@ -503,7 +503,7 @@ def _fail_rows(s: Session, ids: list[int], reason: Reason, message: str, now: fl
     message = clean_text(message, MAX_MESSAGE_CHARS)  # an error's text is foreign text
     s.execute(
         update(File)
-        .where(File.id.in_(ids))
+        .where(in_id_order(File.id.in_(ids)))
         .values(
             state=FileState.FAILED,
             reason=reason,
@@ -515,7 +515,7 @@ def _fail_rows(s: Session, ids: list[int], reason: Reason, message: str, now: fl
     )
     s.execute(
         update(File)
-        .where(File.duplicate_of.in_(ids), File.state == FileState.DUPLICATE)
+        .where(in_id_order(and_(File.duplicate_of.in_(ids), File.state == FileState.DUPLICATE)))
         .values(
             state=FileState.FAILED,
             reason=reason,
