@@ -78,9 +78,11 @@ def test_final_paths_and_copies_image_ids_written_at_once_never_deadlock(ledger:
     if ledger.engine.dialect.name != "postgresql":
         pytest.skip("SQLite has one writer at a time: nothing to deadlock")
     with ledger.write() as s:
-        original = s.execute(
-            insert(FILES).values(_row(0, state=FileState.UPLOADING, sha256="cd" * 32))
-        ).inserted_primary_key[0]
+        original = s.scalars(
+            insert(FILES)
+            .values(_row(0, state=FileState.UPLOADING, sha256="cd" * 32))
+            .returning(FILES.c.id)
+        ).one()
         s.execute(insert(FILES), [_row(i, duplicate_of=original) for i in range(1, COPIES + 1)])
         copies = list(s.scalars(select(File.id).where(File.duplicate_of == original)))
     for round_ in range(ROUNDS):
