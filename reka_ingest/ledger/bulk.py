@@ -11,9 +11,9 @@
   number of rows).
 
 Not an executemany: each row of one is a statement, and a statement on `files`
-runs its count triggers (migration 0005) and, on SQLite, spills its statement
-journal to a temporary file once the indexes it touches pass 64 KiB: about 120 µs
-a row, against about 50 in one statement. Not SQLAlchemy's `values()` either:
+runs its count triggers (migration 0005) and, on SQLite, keeps a statement
+journal (in memory: `SQLITE_PRAGMAS`); a row a statement costs several times
+its share of one statement. Not SQLAlchemy's `values()` either:
 compiling 100 rows of it cost more than the write. Each value goes through its
 column's bind processing as an ORM write would; on SQLite numbers are cast in the
 SET, as the VALUES columns have no type.
