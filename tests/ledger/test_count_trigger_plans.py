@@ -27,27 +27,13 @@ from reka_ingest.core.states import BatchState, FileState, Origin
 from reka_ingest.ledger import Ledger
 from reka_ingest.ledger.counts import batches_by_state, files_by_state
 from reka_ingest.ledger.schema import Batch, File
+from tests.support.new_files import file_row
 
 FILES = cast(Table, File.__table__)
 BATCHES = cast(Table, Batch.__table__)
 COPIES = 3_000
 NOW = 1_000_000.0
 _JOINS = ("Nested Loop", "Hash Join", "Merge Join")
-
-
-def _file(i: int, **values: Any) -> dict[str, Any]:
-    return {
-        "path": f"f{i}.jpg",
-        "source_root": "/in",
-        "work_path": f"/work/f{i}.jpg",
-        "origin": Origin.URL,
-        "size": 1,
-        "mtime": 1.0,
-        "state": FileState.DUPLICATE,
-        "seen_at": NOW + i,
-        "updated_at": NOW,
-        **values,
-    }
 
 
 @pytest.fixture
@@ -80,10 +66,16 @@ def test_an_update_of_thousands_after_one_row_reads_each_transition_table_once(
 ) -> None:
     conn, seen = plans
     original = conn.execute(
-        insert(FILES).values(_file(0, state=FileState.UPLOADING))
+        insert(FILES).values(file_row(0, origin=Origin.URL, state=FileState.UPLOADING))
     ).inserted_primary_key
     assert original is not None
-    conn.execute(insert(FILES), [_file(i, duplicate_of=original[0]) for i in range(1, COPIES + 1)])
+    conn.execute(
+        insert(FILES),
+        [
+            file_row(i, origin=Origin.URL, seen_at=NOW + i, duplicate_of=original[0])
+            for i in range(1, COPIES + 1)
+        ],
+    )
     conn.commit()
     # The connection's first UPDATE touches one row: the plan it keeps is made for that.
     conn.execute(update(FILES).where(FILES.c.id == original[0]).values(state=FileState.INDEXING))

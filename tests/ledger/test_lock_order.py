@@ -19,30 +19,15 @@ from typing import Any, cast
 import pytest
 from sqlalchemy import Table, insert, select
 
-from reka_ingest.core.states import FileState, Origin
+from reka_ingest.core.states import FileState
 from reka_ingest.ledger import Ledger
 from reka_ingest.ledger.schema import File
 from reka_ingest.ledger.uploads import Uploaded, record_uploaded, set_final_path
+from tests.support.new_files import file_row
 
 FILES = cast(Table, File.__table__)
 COPIES = 2_000
 ROUNDS = 6
-
-
-def _row(i: int, **values: Any) -> dict[str, Any]:
-    return {
-        "path": f"c{i}.jpg",
-        "source_root": "/in",
-        "work_path": f"/work/c{i}.jpg",
-        "origin": Origin.EVENT,
-        "size": 1,
-        "mtime": 1.0,
-        "sha256": "ab" * 32,
-        "state": FileState.DUPLICATE,
-        "seen_at": 1.0,
-        "updated_at": 1.0,
-        **values,
-    }
 
 
 def _both_at_once(
@@ -80,10 +65,13 @@ def test_final_paths_and_copies_image_ids_written_at_once_never_deadlock(ledger:
     with ledger.write() as s:
         original = s.scalars(
             insert(FILES)
-            .values(_row(0, state=FileState.UPLOADING, sha256="cd" * 32))
+            .values(file_row(0, state=FileState.UPLOADING, sha256="cd" * 32))
             .returning(FILES.c.id)
         ).one()
-        s.execute(insert(FILES), [_row(i, duplicate_of=original) for i in range(1, COPIES + 1)])
+        s.execute(
+            insert(FILES),
+            [file_row(i, duplicate_of=original, sha256="ab" * 32) for i in range(1, COPIES + 1)],
+        )
         copies = list(s.scalars(select(File.id).where(File.duplicate_of == original)))
     for round_ in range(ROUNDS):
         errors = _both_at_once(ledger, original, copies, round_)

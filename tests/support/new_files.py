@@ -1,11 +1,13 @@
 """Rows as an intake records them, for ledger tests that need files and not their
-bytes: distinct files under one root, each its own content."""
+bytes: distinct files under one root, each its own content; or raw rows of
+`files`, for tests that write the table directly."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
-from reka_ingest.core.states import Origin
+from reka_ingest.core.states import FileState, Origin
 from reka_ingest.ledger.intake import NewFile
 
 
@@ -24,3 +26,20 @@ def new_files(sizes: Sequence[int], *, seen_at: float) -> list[NewFile]:
         )
         for i, size in enumerate(sizes)
     ]
+
+
+def file_row(i: int, **values: Any) -> dict[str, Any]:
+    """A row of `files` for an INSERT of the table itself: `f<i>.jpg`, a duplicate
+    with the columns no row is without, then `values` over them."""
+    return {
+        "path": f"f{i}.jpg",
+        "source_root": "/in",
+        "work_path": f"/work/f{i}.jpg",
+        "origin": Origin.EVENT,
+        "size": 1,
+        "mtime": 1.0,
+        "state": FileState.DUPLICATE,
+        "seen_at": 1.0,
+        "updated_at": 1.0,
+        **values,
+    }

@@ -52,6 +52,21 @@ def _disk_full() -> None:
     resource.setrlimit(resource.RLIMIT_FSIZE, (0, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
 
 
+def _on_a_full_disk(script: str, *args: str, env: dict[str, str] | None = None) -> str:
+    """Run `script` with `args` in a child on a full disk; the last line it printed."""
+    done = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=_disk_full,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip().splitlines()[-1]
+
+
 def _upload_on_a_full_disk(rt: Runtime, batch_id: int) -> str:
     ingest = rt.settings.ingest
     env = os.environ | {
@@ -63,17 +78,7 @@ def _upload_on_a_full_disk(rt: Runtime, batch_id: int) -> str:
         "REKA_API_KEY": KEY,
         "INGEST_LOG_FORMAT": "console",
     }
-    done = subprocess.run(
-        [sys.executable, "-c", _UPLOAD, str(batch_id)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        preexec_fn=_disk_full,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout.strip().splitlines()[-1]
+    return _on_a_full_disk(_UPLOAD, str(batch_id), env=env)
 
 
 def test_a_file_failed_on_a_full_disk_keeps_its_bytes_and_gets_its_reason_file_later(
@@ -131,15 +136,7 @@ def test_a_reason_file_that_cannot_be_written_leaves_no_temporary_file(tmp_path:
         "print(file_failed(s, work_path=sys.argv[2], rel_path='a.jpg', file_id=7,"
         " reason='not_an_image', message='m'))\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script, str(tmp_path / "var"), str(work / "a.jpg")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        preexec_fn=_disk_full,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
+    printed = _on_a_full_disk(script, str(tmp_path / "var"), str(work / "a.jpg"))
     failed = tmp_path / "var" / "failed"
-    assert done.stdout.strip().splitlines()[-1] == str(failed / "a.jpg")
+    assert printed == str(failed / "a.jpg")
     assert sorted(p.name for p in failed.rglob("*")) == ["a.jpg"]
