@@ -15,7 +15,9 @@ twice is a `duplicate`, across manifests too), metadata the CSV cells over the
 (INGEST_PATH_METADATA), validated like a sidecar (a bad one fails that row alone,
 `bad_sidecar`; folders that do not fit the pattern fail every row with
 `path_mismatch` when the rule says fail). A line that is not a usable URL is
-a `failed` row (`bad_url`) whose message names the manifest and the line.
+a `failed` row (`bad_url`) whose message names the manifest and the line; its
+`path` is the line with any password masked (`user:***@host`,
+reka_ingest.files.manifests.mask_credentials).
 
 The manifest itself has no row while its lines have theirs: every URL line ends
 indexed, duplicate or failed with a reason, and the manifest's fate (done/, or

@@ -23,7 +23,8 @@ The normal form of a URL (`normalise_url`), written down once:
 
     surrounding whitespace removed; no whitespace or control character inside;
     scheme `http` or `https`, lower-case;
-    no `user:password@` (a secret would land in the ledger and the logs);
+    no `user:password@` (a secret would land in the ledger and the logs): see
+    `mask_credentials`;
     host lower-case, a non-ASCII name in its IDNA (`xn--`) form, an IPv6
     address in brackets in its compressed form; a port only when it is not
     the scheme's default (80, 443);
@@ -36,6 +37,20 @@ The normal form of a URL (`normalise_url`), written down once:
     at most `MAX_RAW_CHARS` characters as written and `MAX_URL_CHARS` once
     normalised (so a good line's text is stored whole, and normalising it
     again gives the same URL).
+
+A line's text is kept (`ManifestLine.raw`, the row's `path`, the list's reason
+file) only once its credentials are masked (`mask_credentials`), so nothing
+later can carry a password: `https://user:***@host/a.jpg`. A URL holds
+credentials when its authority (after `scheme://`, up to the first `/`, `?` or
+`#`) holds an `@`, or when it is `NAME:TEXT` where TEXT is no port (not digits)
+and an `@` comes later (a password with an unescaped `/`, `?` or `#`:
+`user:pa/ss@host`). Then everything from the password (after the user name's
+`:`; the whole userinfo when it has none) to the text's last `@` is written
+`***`: a password may hold any of `@/?#`, and the line fails anyway. `NAME:TEXT`
+with no `@` after it (a CSV cell cut short by a comma in a password) has TEXT
+masked too. A password of digits before `/`, `?` or `#` (`user:123/x@host`)
+reads as a port and a path, as RFC 3986 says: escape it (`%2F`). Only a line
+that fails is masked: a line that is a URL has no credentials to mask.
 
 Two lines naming the same resource by these rules have one normal form, and
 `url_identity` (sha256 of `url:` + the normal form) is what a URL row holds in
@@ -109,6 +124,8 @@ _PLAIN_HOST: Final = re.compile(r"[a-z0-9\-._~]+")
 _SHOWN_CHARS: Final = 80
 _ODD_CHAR: Final = re.compile(r"[\s\x00-\x1f\x7f\ud800-\udfff]")
 _PLAIN_PATH: Final = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=:@/]*")
+_AUTHORITY_END: Final = re.compile(r"[/?#]")
+MASK: Final = "***"  # what a URL's password is written as, wherever the URL is kept
 
 
 def is_manifest(name: str) -> bool:
@@ -141,6 +158,50 @@ def _short(text: str) -> str:
     return text if len(text) <= _SHOWN_CHARS else text[: _SHOWN_CHARS - 3] + "..."
 
 
+def _secret(text: str, start: int) -> tuple[int, int, bool] | None:
+    """The secret in the authority that begins at `start` (just after `scheme://`,
+    or 0 for text without one), by the module's rule: where it starts and ends, and
+    whether an `@` ends it (a URL with credentials); None when there is none."""
+    cut = _AUTHORITY_END.search(text, start)
+    end = cut.start() if cut is not None else len(text)
+    at = text.rfind("@", start, end)
+    if at >= 0:
+        colon = text.find(":", start, at)
+    else:
+        if start == 0:
+            return None  # no scheme: only an `@` in the authority is taken for credentials
+        close = text.find("]", start, end) if text.startswith("[", start) else -1
+        colon = text.find(":", max(start, close), end)  # an IPv6 host's port is after `]`
+        if colon < 0:
+            return None
+        after = text[colon + 1 : end]
+        if after.isascii() and after.isdigit():
+            return None  # host:port, and maybe an `@` further on, in the path
+        if text.find("@", end) < 0:
+            return (colon + 1, end, False)  # no port and no `@`: a password cut short?
+    # Credentials: the password may hold `@`, `/`, `?` or `#` unescaped, so the
+    # secret runs to the text's last `@`.
+    return (colon + 1 if colon >= 0 else start, text.rindex("@"), True)
+
+
+def mask_credentials(text: str) -> str:
+    """`text` with the password of each URL in it written `***` (`user:***@host`;
+    `***@host` for userinfo without `:`), by the module's rule. Text without
+    credentials comes back as it is."""
+    if "@" not in text and ":" not in text:
+        return text
+    starts = [m.end() for m in re.finditer("://", text)] or [0]
+    out: list[str] = []
+    pos = 0
+    for start in starts:
+        span = _secret(text, start) if start >= pos else None
+        if span is None or (span[0] == span[1] and not span[2]):  # `host:` and no `@`
+            continue
+        out += [text[pos : span[0]], MASK]
+        pos = span[1]
+    return "".join(out) + text[pos:] if out else text
+
+
 def normalise_url(text: str) -> str:
     """The normal form of an http(s) URL (see the module's rule); `ValueError` saying why not."""
     text = text.strip()
@@ -151,6 +212,9 @@ def normalise_url(text: str) -> str:
     scheme, sep, rest = text.partition("://")
     if not sep:
         raise ValueError("not an http(s) URL (no scheme://)")
+    secret = _secret(text, len(scheme) + len(sep))
+    if secret is not None and secret[2]:
+        raise ValueError("credentials in a URL (user:password@) are not accepted")
     scheme = scheme.lower()
     if scheme not in _DEFAULT_PORTS:
         raise ValueError(f"not an http(s) URL (scheme {_short(scheme)!r})")
@@ -177,8 +241,6 @@ def normalise_url(text: str) -> str:
 
 
 def _host_port(authority: str, scheme: str) -> str:
-    if "@" in authority:
-        raise ValueError("credentials in a URL (user:password@) are not accepted")
     if authority.startswith("["):
         end = authority.find("]")
         if end < 0:
@@ -198,8 +260,10 @@ def _host_port(authority: str, scheme: str) -> str:
         host = _host_name(name)
     if not port_text:
         return host
-    if not port_text.isascii() or not port_text.isdigit() or len(port_text) > 5:
-        raise ValueError(f"port {_short(port_text)!r} is not a number")
+    if not port_text.isascii() or not port_text.isdigit():  # not shown: a password cut short?
+        raise ValueError("the port (after the host's ':') is not a number")
+    if len(port_text) > 5:
+        raise ValueError(f"port {_short(port_text)} is out of range (1-65535)")
     port = int(port_text)
     if not 0 < port < 65536:
         raise ValueError(f"port {port} is out of range (1-65535)")
@@ -368,13 +432,21 @@ def _bounded(text: str) -> str:
     return text if len(text) <= MAX_RAW_CHARS else text[: MAX_RAW_CHARS - 3] + "..."
 
 
-def _url_line(number: int, text: str, metadata: dict[str, object]) -> ManifestLine:
-    raw = _bounded(text)
+def _refused(number: int, text: str, error: str) -> ManifestLine:
+    """A line that fails: its text kept with its credentials masked (before it is
+    cut to length, so a cut cannot split a secret from its `@`)."""
+    return ManifestLine(number, _bounded(mask_credentials(text)), None, {}, error)
+
+
+def _url_line(number: int, text: str, metadata: dict[str, object] | str) -> ManifestLine:
+    """A line naming `text` as its URL, with its metadata (or why its cells are bad)."""
     try:
         url = normalise_url(text)
     except ValueError as err:
-        return ManifestLine(number, raw, None, {}, str(err))
-    return ManifestLine(number, raw, url, metadata, None)
+        return _refused(number, text, str(err))
+    if isinstance(metadata, str):
+        return _refused(number, text, metadata)
+    return ManifestLine(number, _bounded(text), url, metadata, None)
 
 
 def _read_urls(lines: Iterator[_Line]) -> Iterator[ManifestLine]:
@@ -383,7 +455,7 @@ def _read_urls(lines: Iterator[_Line]) -> Iterator[ManifestLine]:
         if ln.error is None and (not text or text.startswith("#")):
             continue
         if ln.error is not None:
-            yield ManifestLine(ln.number, _bounded(ln.text), None, {}, ln.error)
+            yield _refused(ln.number, ln.text, ln.error)
             continue
         yield _url_line(ln.number, text, {})
 
@@ -423,32 +495,36 @@ def _read_csv(lines: Iterator[_Line], name: str) -> Iterator[ManifestLine]:
     url_at, columns = _header(lines, name)
     for ln in lines:
         if ln.error is not None:
-            yield ManifestLine(ln.number, _bounded(ln.text), None, {}, ln.error)
+            yield _refused(ln.number, ln.text, ln.error)
             continue
         if not ln.text.strip():
             continue
         try:
             cells = next(csv.reader([ln.text], strict=True), [])
         except csv.Error as err:
-            yield ManifestLine(ln.number, _bounded(ln.text), None, {}, f"not a CSV row: {err}")
+            yield _refused(ln.number, ln.text, f"not a CSV row: {err}")
             continue
         if not any(c.strip() for c in cells) or cells[0].lstrip().startswith("#"):
             continue
         url_text = cells[url_at] if url_at < len(cells) else ""
         if len(cells) > len(columns):
             error = f"{len(cells)} cells, but the header names {len(columns)} columns"
-            yield ManifestLine(ln.number, _bounded(url_text), None, {}, error)
+            yield _refused(ln.number, url_text, error)
             continue
-        metadata: dict[str, object] = {}
-        try:
-            for key, cell in zip(columns, cells, strict=False):
-                value = cell.strip()
-                if key and key.lower() != URL_COLUMN and value:
-                    metadata[key] = _cell(key, value)
-        except ValueError as err:
-            yield ManifestLine(ln.number, _bounded(url_text), None, {}, str(err))
-            continue
-        yield _url_line(ln.number, url_text, metadata)
+        yield _url_line(ln.number, url_text, _cells(columns, cells))
+
+
+def _cells(columns: list[str], cells: list[str]) -> dict[str, object] | str:
+    """A row's metadata, typed by its columns; or why a cell is bad."""
+    metadata: dict[str, object] = {}
+    try:
+        for key, cell in zip(columns, cells, strict=False):
+            value = cell.strip()
+            if key and key.lower() != URL_COLUMN and value:
+                metadata[key] = _cell(key, value)
+    except ValueError as err:
+        return str(err)
+    return metadata
 
 
 def read_manifest(path: str) -> Iterator[ManifestLine]:

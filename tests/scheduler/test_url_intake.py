@@ -5,22 +5,32 @@ list's `append`."""
 
 from __future__ import annotations
 
+import csv
+import io
+import itertools
 import json
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import func, select
+from typer.testing import CliRunner
 
-from reka_ingest.core.settings import IngestSettings
+from reka_ingest.cli.main import app
+from reka_ingest.core.logs import configure_logging
+from reka_ingest.core.settings import IngestSettings, LogFormat
 from reka_ingest.core.states import FileState, Origin, Reason
 from reka_ingest.files.manifests import normalise_url, url_identity
 from reka_ingest.ledger import Ledger
 from reka_ingest.ledger.intake import NewFile, record_files
 from reka_ingest.ledger.queries import list_files
 from reka_ingest.ledger.schema import Batch, File
+from scheduler.backfill import backfill
 from scheduler.claim import ClaimFolders, claim, inbox_tag
 from scheduler.url_intake import line_work_path
 from scheduler.watcher import Watcher
@@ -341,3 +351,145 @@ def test_url_rows_take_their_lists_folder_values_under_defaults_and_columns(
     third = rows["https://img.example/3.jpg"]
     assert (third.state, third.reason) == (FileState.FAILED, Reason.PATH_MISMATCH)
     assert "INGEST_PATH_METADATA" in (third.message or "")
+
+
+def _everything_stored(ledger: Ledger) -> str:
+    """Every value of every row of the ledger's tables, as text (JSON unescaped)."""
+    out: list[str] = []
+    with ledger.read() as s:
+        for table in File.metadata.sorted_tables:
+            for row in s.execute(select(table)):
+                out += [json.dumps(v, ensure_ascii=False, default=str) for v in row]
+    return "\n".join(out)
+
+
+def _strings(value: object) -> str:
+    """Every string in a parsed JSON value, joined (its escapes undone)."""
+    if isinstance(value, dict):
+        return "\n".join(_strings(k) + "\n" + _strings(v) for k, v in value.items())
+    if isinstance(value, list):
+        return "\n".join(_strings(v) for v in value)
+    return str(value)
+
+
+SECRET = "hunter2-S3cret"  # noqa: S105 - a test password, looked for everywhere
+WITH_SECRET = f"https://user:{SECRET}@img.example/a.jpg"
+MASKED = "https://user:***@img.example/a.jpg"
+
+
+def test_a_url_with_credentials_fails_and_its_password_is_kept_nowhere(  # noqa: PLR0917 - fixtures
+    fast_settings: Callable[..., IngestSettings],
+    ledger: Ledger,
+    running: Any,
+    redis_url: str,
+    restore_logging: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The user trial: a URL with `user:password@` in a list. Its row fails (bad_url,
+    saying why) with the URL masked, and the password is in no row, no reason file,
+    no log line, nor in what `files --json` and `retry` print."""
+    settings = fast_settings()
+    logs = io.StringIO()
+    configure_logging("DEBUG", LogFormat.JSON, stream=logs)
+    watcher = Watcher(settings, ledger, lambda _b: None)
+    manifest = settings.inbox / "creds.urls"
+    with running(watcher):
+        manifest.write_text(f"{WITH_SECRET}\nhttps://img.example/b.jpg\n")
+        wait_for(_gone(manifest))
+        wait_for(lambda: len(_url_rows(ledger)) == 2 and not watcher.manifests)
+    rows = _url_rows(ledger)
+    bad = rows[1]
+    assert (bad.state, bad.reason, bad.path) == (FileState.FAILED, Reason.BAD_URL, MASKED)
+    assert (
+        bad.message == "creds.urls line 1: credentials in a URL (user:password@) are not accepted"
+    )
+    assert rows[2].state == FileState.QUEUED
+    reason_file = settings.failed_path / "creds.urls.error.json"
+    reason = json.loads(reason_file.read_text("utf-8"))
+    assert [(b["url"], b["reason"]) for b in reason["bad_lines"]] == [(MASKED, "bad_url")]
+    for name, value in {
+        "INGEST_DATA_DIR": str(settings.data_dir),
+        "INGEST_DATABASE_URL": settings.ledger_url,
+        "INGEST_INBOX": str(settings.inbox),
+        "INGEST_REDIS_URL": redis_url,
+    }.items():
+        monkeypatch.setenv(name, value)
+    listed = CliRunner().invoke(app, ["files", "--json"])
+    assert listed.exit_code == 0, listed.output
+    assert MASKED in [r["path"] for r in json.loads(listed.stdout)]
+    retried = CliRunner().invoke(app, ["retry", "--reason", "bad_url"])
+    assert MASKED in retried.output, retried.output
+    assert "manifest.read" in logs.getvalue()  # the intake's own lines were captured
+    for where, text in {
+        "ledger": _everything_stored(ledger),
+        "reason file": _strings(reason),
+        "logs": _strings([json.loads(line) for line in logs.getvalue().splitlines()]),
+        "files --json": _strings(json.loads(listed.stdout)),
+        "retry": retried.output,
+    }.items():
+        assert SECRET not in text, where
+
+
+# Userinfo as people write it (the user name without `/?#@:`, which end it); the password
+# anything on one line but a port-like start (`u:123/x@h` is a port and a path, RFC 3986),
+# with MARK in its middle: text that no other part of a row can hold.
+MARK = "\u00a7pw\u00a7"
+_users = st.text(
+    st.characters(codec="utf-8", exclude_categories=["Cs", "Cc"], exclude_characters="/?#@:\u00a7"),
+    min_size=1,
+    max_size=10,
+)
+_half = st.text(
+    st.characters(codec="utf-8", exclude_categories=["Cs"], exclude_characters="\n\r\x00"),
+    max_size=10,
+)
+_passwords = st.builds(lambda a, b: a + MARK + b, _half, _half).filter(
+    lambda p: not re.match(r"[0-9]+[/?#]", p) and p.strip() == p
+)
+_lists = itertools.count()
+
+
+@given(
+    st.lists(st.tuples(_users, _passwords), min_size=1, max_size=4),
+    st.sampled_from(["https://img.example/a.jpg", "http://h:8080/x/y.png?s=1"]),
+    st.booleans(),
+)
+@settings(
+    max_examples=20,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+def test_no_password_of_a_listed_url_reaches_the_ledger_or_a_reason_file(  # noqa: PLR0917 - fixtures and drawn values
+    fast_settings: Callable[..., IngestSettings],
+    ledger: Ledger,
+    tmp_path: Path,
+    creds: list[tuple[str, str]],
+    url: str,
+    as_csv: bool,
+) -> None:
+    """Any URL with userinfo, in either format, read by `scan` (the same intake as
+    the watcher's, without its threads): each row fails, masked, and no part of a
+    password is in the ledger or in the list's reason file."""
+    settings = fast_settings().model_copy(update={"min_file_age": 0.0})
+    n = next(_lists)
+    root = tmp_path / f"tree{n}"
+    root.mkdir()
+    scheme, rest = url.split("://", 1)
+    lines = [f"{scheme}://{user}:{password}@{rest}" for user, password in creds]
+    if as_csv:
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerows([["url", "camera_id"], *([line, "cam"] for line in lines)])
+        name = f"l{n}.urls.csv"
+        (root / name).write_text(out.getvalue(), encoding="utf-8")
+    else:
+        name = f"l{n}.urls"
+        (root / name).write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
+    backfill(settings, ledger, root, lambda _b: None)
+    source = os.path.join(os.path.realpath(root), name)
+    rows = [f for f in list_files(ledger) if f.source_root == source]
+    assert [(f.state, f.reason) for f in rows] == [(FileState.FAILED, Reason.BAD_URL)] * len(lines)
+    assert [f.path for f in rows] == [f"{scheme}://{user}:***@{rest}" for user, _ in creds]
+    reason = json.loads(next(settings.failed_path.rglob(f"{name}.error.json")).read_text("utf-8"))
+    assert MARK not in _everything_stored(ledger)
+    assert MARK not in _strings(reason)
