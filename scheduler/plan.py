@@ -338,7 +338,7 @@ def _plan_manifest(planner: _Planner, path: str, rel_path: str) -> None:
         for line in lines:
             report.url_lines += 1
             if line.error is not None or line.url is None:
-                report.fail(Reason.BAD_URL, f"{rel_path}:{line.line}")
+                report.fail(line.reason, f"{rel_path}:{line.line}")
                 continue
             planner.offer(_Candidate(url_identity(line.url), 0, url=True))
     except FileRejected as rejected:

@@ -12,12 +12,12 @@ claimed manifest's path + `#L<line>` (unique per line, and the same when the
 manifest is read again), `sha256` the URL's identity (`url_identity`: the same URL
 twice is a `duplicate`, across manifests too), metadata the CSV cells over the
 `_defaults.json` layers of the manifest's folder over its folders' values
-(INGEST_PATH_METADATA), validated like a sidecar (a bad one fails that row alone,
-`bad_sidecar`; folders that do not fit the pattern fail every row with
-`path_mismatch` when the rule says fail). A line that is not a usable URL is
-a `failed` row (`bad_url`) whose message names the manifest and the line; its
-`path` is the line with any password masked (`user:***@host`,
-reka_ingest.files.manifests.mask_credentials).
+(INGEST_PATH_METADATA), validated like a sidecar (a bad one, or a cell not of
+its key's type, fails that row alone, `bad_sidecar`; folders that do not fit the
+pattern fail every row with `path_mismatch` when the rule says fail). A line that
+is not a usable URL is a `failed` row (`bad_url`) whose message names the
+manifest and the line; its `path` is the line with any password masked
+(`user:***@host`, reka_ingest.files.manifests.mask_credentials).
 
 The manifest itself has no row while its lines have theirs: every URL line ends
 indexed, duplicate or failed with a reason, and the manifest's fate (done/, or
@@ -85,6 +85,7 @@ class _Reading:
     first_line: int | None = None
     bad: list[dict[str, object]] = field(default_factory=list)  # the first few
     bad_total: int = 0
+    bad_reasons: set[Reason] = field(default_factory=set)
     rejected: FileRejected | None = None
 
 
@@ -188,8 +189,8 @@ class ManifestIntake:
             r.first_line = line.line
         work_path = line_work_path(r.work_path, line.line)
         name = os.path.basename(r.rel_path)
-        if line.url is None:
-            return self._bad(r, line, work_path, Reason.BAD_URL, line.error or "not a URL")
+        if line.url is None:  # bad_url, or bad_sidecar for a bad CSV cell
+            return self._bad(r, line, work_path, line.reason, line.error or "not a URL")
         if r.folders_refused is not None:
             refused = r.folders_refused
             return self._bad(r, line, work_path, Reason(refused.reason), refused.message)
@@ -218,6 +219,7 @@ class ManifestIntake:
         self, r: _Reading, line: ManifestLine, work_path: str, reason: Reason, why: str
     ) -> NewFile:
         r.bad_total += 1
+        r.bad_reasons.add(reason)
         self.counts.bad_lines += 1
         if len(r.bad) < MAX_REPORTED_BAD_LINES:
             r.bad.append({"line": line.line, "reason": reason.value, "url": line.raw, "why": why})
@@ -243,12 +245,14 @@ class ManifestIntake:
         # file, if any, is written (to failed/).
         in_place = not in_work_area(self.settings, r.work_path)
         if r.bad_total:
+            # Its bad lines' reason when they share one (bad_sidecar: a bad cell), else bad_url.
+            (reason,) = r.bad_reasons if len(r.bad_reasons) == 1 else (Reason.BAD_URL,)
             final = file_failed(
                 settings,
                 work_path=r.work_path,
                 rel_path=r.rel_path,
                 file_id=file_id,
-                reason=Reason.BAD_URL,
+                reason=reason,
                 message=_summary(r),
                 extra={
                     "origin": "url list",

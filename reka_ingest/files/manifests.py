@@ -15,8 +15,9 @@ Two formats, told apart by the name (`is_manifest`, any case):
 Both are UTF-8 (a BOM is skipped), any line ending. `read_manifest` yields one
 `ManifestLine` per line that is not blank or a comment, in order, reading line
 by line (nothing is kept per line: a million lines take the memory of one). A
-line that cannot be used carries `error` (why, for a person) and fails alone;
-the whole manifest is refused (`FileRejected`) only when it is not a text file,
+line that cannot be used carries `error` (why, for a person) and `reason`
+(`bad_url`; `bad_sidecar` for a URL whose CSV cell is bad) and fails alone; the
+whole manifest is refused (`FileRejected`) only when it is not a text file,
 cannot be read, or a `.urls.csv` has no `url` column.
 
 The normal form of a URL (`normalise_url`), written down once:
@@ -148,7 +149,8 @@ class ManifestLine:
     raw: str  # the URL text as written (bounded)
     url: str | None  # normalised, None when `error`
     metadata: dict[str, object]  # CSV columns (typed), {} for *.urls
-    error: str | None  # why this line fails (bad_url), None when fine
+    error: str | None  # why this line fails, None when fine
+    reason: Reason = Reason.BAD_URL  # what `error` fails the line with: a bad cell is bad_sidecar
 
 
 # --- one URL ------------------------------------------------------------------------
@@ -432,10 +434,10 @@ def _bounded(text: str) -> str:
     return text if len(text) <= MAX_RAW_CHARS else text[: MAX_RAW_CHARS - 3] + "..."
 
 
-def _refused(number: int, text: str, error: str) -> ManifestLine:
+def _refused(number: int, text: str, error: str, reason: Reason = Reason.BAD_URL) -> ManifestLine:
     """A line that fails: its text kept with its credentials masked (before it is
     cut to length, so a cut cannot split a secret from its `@`)."""
-    return ManifestLine(number, _bounded(mask_credentials(text)), None, {}, error)
+    return ManifestLine(number, _bounded(mask_credentials(text)), None, {}, error, reason)
 
 
 def _url_line(number: int, text: str, metadata: dict[str, object] | str) -> ManifestLine:
@@ -445,7 +447,7 @@ def _url_line(number: int, text: str, metadata: dict[str, object] | str) -> Mani
     except ValueError as err:
         return _refused(number, text, str(err))
     if isinstance(metadata, str):
-        return _refused(number, text, metadata)
+        return _refused(number, text, metadata, Reason.BAD_SIDECAR)
     return ManifestLine(number, _bounded(text), url, metadata, None)
 
 
@@ -515,7 +517,7 @@ def _read_csv(lines: Iterator[_Line], name: str) -> Iterator[ManifestLine]:
 
 
 def _cells(columns: list[str], cells: list[str]) -> dict[str, object] | str:
-    """A row's metadata, typed by its columns; or why a cell is bad."""
+    """A row's metadata, typed by its columns; or why a cell is bad (bad_sidecar)."""
     metadata: dict[str, object] = {}
     try:
         for key, cell in zip(columns, cells, strict=False):

@@ -265,7 +265,7 @@ def test_a_url_with_credentials_fails_and_only_its_masked_form_is_kept(
     tmp_path: Path, line: str, kept: str
 ) -> None:
     (got,) = _read(tmp_path, "a.urls", line + "\n")
-    assert (got.url, got.raw) == (None, kept)
+    assert (got.url, got.raw, got.reason) == (None, kept, Reason.BAD_URL)
     assert got.error is not None
     if "://" in line and not line.startswith("ftp"):
         assert "credentials in a URL (user:password@) are not accepted" in got.error
@@ -400,6 +400,8 @@ def test_csv_bad_row_fails_alone(tmp_path: Path, row: str, why: str) -> None:
     assert [ln.line for ln in lines] == [2, 3]
     assert lines[0].url is None
     assert why in (lines[0].error or "")
+    bad_cell = why in ("not a whole number", "not true or false")
+    assert lines[0].reason == (Reason.BAD_SIDECAR if bad_cell else Reason.BAD_URL)
     assert lines[1].error is None
     assert lines[1].metadata == {"recorded_timestamp_utc": 5}
 

@@ -130,6 +130,17 @@ def test_plan_of_one_url_list_without_a_ledger(
     )
 
 
+def test_plan_of_a_url_csv_names_a_bad_cell_bad_sidecar(
+    fast_settings: Callable[..., IngestSettings], tmp_path: Path
+) -> None:
+    """The plan fails a row the way the intake would: a bad cell is bad metadata."""
+    listing = tmp_path / "cams.urls.csv"
+    listing.write_text("url,index\nhttps://img.test/1.jpg,maybe\nnot a url,true\n")
+    report = plan(fast_settings(), None, listing)
+    assert report.examples[Reason.BAD_SIDECAR] == ["cams.urls.csv:2"]
+    assert report.examples[Reason.BAD_URL] == ["cams.urls.csv:3"]
+
+
 def test_the_command_prints_text_and_json(
     fast_settings: Callable[..., IngestSettings],
     tmp_path: Path,

@@ -152,7 +152,7 @@ def test_csv_metadata_over_defaults_and_a_bad_cell(
     assert rows[2].index_flag is False
     assert rows[3].sidecar == {"site_id": "lot-7", "camera_id": "default"}
     assert rows[3].index_flag is True
-    assert (rows[4].state, rows[4].reason) == (FileState.FAILED, Reason.BAD_URL)
+    assert (rows[4].state, rows[4].reason) == (FileState.FAILED, Reason.BAD_SIDECAR)
     assert "not a whole number" in (rows[4].message or "")
     assert rows[5].sidecar == {"site_id": "lot-7", "camera_id": "cam-4", "notes": "x"}
     assert (settings.failed_path / "site" / "cams.urls.csv.error.json").exists()
@@ -428,6 +428,35 @@ def test_a_url_with_credentials_fails_and_its_password_is_kept_nowhere(  # noqa:
         "retry": retried.output,
     }.items():
         assert SECRET not in text, where
+
+
+def test_a_bad_cell_fails_its_row_with_bad_sidecar_and_the_list_says_so(
+    fast_settings: Callable[..., IngestSettings], ledger: Ledger, running: Any
+) -> None:
+    """A cell not of its key's type is bad metadata (bad_sidecar), as a sidecar would
+    be; the list's reason file names the line and gives that reason."""
+    settings = fast_settings()
+    watcher = Watcher(settings, ledger, lambda _b: None)
+    manifest = settings.inbox / "cells.urls.csv"
+    with running(watcher):
+        manifest.write_text("url,is_license_plate\nhttp://h/1.jpg,true\nhttp://h/2.jpg,perhaps\n")
+        wait_for(_gone(manifest))
+        wait_for(lambda: len(_url_rows(ledger)) == 2 and not watcher.manifests)
+    rows = _url_rows(ledger)
+    assert rows[2].state == FileState.QUEUED
+    bad = rows[3]
+    assert (bad.state, bad.reason, bad.path) == (
+        FileState.FAILED,
+        Reason.BAD_SIDECAR,
+        "http://h/2.jpg",
+    )
+    assert (
+        bad.message
+        == "cells.urls.csv line 3: column 'is_license_plate': 'perhaps' is not true or false"
+    )
+    reason = json.loads((settings.failed_path / "cells.urls.csv.error.json").read_text("utf-8"))
+    assert reason["reason"] == "bad_sidecar"
+    assert [(b["line"], b["reason"]) for b in reason["bad_lines"]] == [(3, "bad_sidecar")]
 
 
 # Userinfo as people write it (the user name without `/?#@:`, which end it); the password
