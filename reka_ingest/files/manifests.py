@@ -16,9 +16,10 @@ Both are UTF-8 (a BOM is skipped), any line ending. `read_manifest` yields one
 `ManifestLine` per line that is not blank or a comment, in order, reading line
 by line (nothing is kept per line: a million lines take the memory of one). A
 line that cannot be used carries `error` (why, for a person) and `reason`
-(`bad_url`; `bad_sidecar` for a URL whose CSV cell is bad) and fails alone; the
-whole manifest is refused (`FileRejected`) only when it is not a text file,
-cannot be read, or a `.urls.csv` has no `url` column.
+(`bad_url`; `bad_sidecar` for a URL whose CSV cell is bad) and fails alone; a
+line not UTF-8 is kept with each bad byte as `%XX` (`caf%E9.jpg`); the whole
+manifest is refused (`FileRejected`) only when it is not a text file, cannot be
+read, or a `.urls.csv` has no `url` column.
 
 The normal form of a URL (`normalise_url`), written down once:
 
@@ -75,6 +76,7 @@ from typing import Final
 
 from reka_ingest.core.errors import FileRejected
 from reka_ingest.core.states import Reason
+from reka_ingest.core.text import shown
 
 URLS_SUFFIX: Final = ".urls"
 CSV_SUFFIX: Final = ".urls.csv"
@@ -416,8 +418,8 @@ def _lines(path: str) -> Iterator[_Line]:
             try:
                 yield _Line(number, raw.decode("utf-8"), None)
             except UnicodeDecodeError as err:
-                shown = raw.decode("utf-8", "backslashreplace")
-                yield _Line(number, shown, f"not UTF-8 text (byte {err.start + 1} of the line)")
+                text = shown(raw.decode("utf-8", "surrogateescape"))  # b"\xe9" -> "%E9"
+                yield _Line(number, text, f"not UTF-8 text (byte {err.start + 1} of the line)")
     finally:
         fh.close()
 

@@ -165,7 +165,7 @@ def test_non_utf8_line_fails_alone(tmp_path: Path) -> None:
     assert [ln.line for ln in lines] == [1, 2, 3]
     assert lines[1].url is None
     assert "not UTF-8" in (lines[1].error or "")
-    assert "\\xe9" in lines[1].raw
+    assert lines[1].raw == "http://h/caf%E9.jpg"  # each byte not UTF-8 as %XX, like a name
     assert lines[2].url == "http://h/b"
 
 

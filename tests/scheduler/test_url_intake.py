@@ -459,6 +459,22 @@ def test_a_bad_cell_fails_its_row_with_bad_sidecar_and_the_list_says_so(
     assert [(b["line"], b["reason"]) for b in reason["bad_lines"]] == [(3, "bad_sidecar")]
 
 
+def test_a_line_not_utf8_is_kept_with_its_bytes_as_percent_escapes(
+    fast_settings: Callable[..., IngestSettings], ledger: Ledger, running: Any
+) -> None:
+    settings = fast_settings()
+    watcher = Watcher(settings, ledger, lambda _b: None)
+    manifest = settings.inbox / "latin1.urls"
+    with running(watcher):
+        manifest.write_bytes(b"http://h/caf\xe9.jpg\n")
+        wait_for(_gone(manifest))
+        wait_for(lambda: len(_url_rows(ledger)) == 1 and not watcher.manifests)
+    bad = _url_rows(ledger)[1]
+    assert (bad.reason, bad.path) == (Reason.BAD_URL, "http://h/caf%E9.jpg")
+    reason = json.loads((settings.failed_path / "latin1.urls.error.json").read_text("utf-8"))
+    assert reason["bad_lines"][0]["url"] == "http://h/caf%E9.jpg"
+
+
 # Userinfo as people write it (the user name without `/?#@:`, which end it); the password
 # anything on one line but a port-like start (`u:123/x@h` is a port and a path, RFC 3986),
 # with MARK in its middle: text that no other part of a row can hold.
