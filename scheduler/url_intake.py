@@ -255,6 +255,7 @@ class ManifestIntake:
                 reason=reason,
                 message=_summary(r),
                 extra={
+                    "file_id": None,  # no row of its own: its lines have theirs
                     "origin": "url list",
                     "urls": r.urls,
                     "bad_lines_total": r.bad_total,
@@ -283,7 +284,8 @@ class ManifestIntake:
 
     def _first_id(self, r: _Reading) -> int:
         """A number for the manifest's name in done/ or failed/ when taken: its first
-        row's id (unique in the ledger)."""
+        row's id (unique in the ledger). Only a name: the manifest has no row, and its
+        reason file says so (`file_id` null)."""
         if r.first_line is None:
             return 0
         path = line_work_path(r.work_path, r.first_line)

@@ -107,6 +107,7 @@ def test_url_list_rows_bad_line_duplicate_and_reason_file(
         (settings.failed_path / "lists" / "day1.urls.error.json").read_text("utf-8")
     )
     assert reason["reason"] == "bad_url"
+    assert reason["file_id"] is None  # the list has no row of its own (its lines have)
     assert reason["bad_lines_total"] == 1
     assert reason["bad_lines"] == [
         {"line": 3, "reason": "bad_url", "url": "not a url", "why": bad.message.split(": ", 1)[1]}
