@@ -55,7 +55,7 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 # The newest migration's revision (tests hold it to the migrations folder's head):
 # a ledger already there is opened without importing alembic at all, which every
 # command, watcher and worker would otherwise pay for at start.
-HEAD_REVISION = "0012_counts_without_join"
+HEAD_REVISION = "0013_mask_url_credentials"
 # Values in one `IN (...)` list: well under every backend's parameter limit.
 IN_CHUNK = 500
 _IMMEDIATE = "reka_ingest_immediate"
