@@ -13,6 +13,7 @@ INGEST_EXCLUDE, see scheduler.exclusions).
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Callable, Iterator
 
@@ -49,7 +50,23 @@ def walk(
                     elif sidecars is not None and is_sidecar(name):
                         sidecars.append(entry.path)
         except OSError as err:
+            why = _too_long(folder) if err.errno == errno.ENAMETOOLONG else None
+            why = why or err.strerror or str(err)
             if unreadable is not None:
-                unreadable.append((folder, err.strerror or str(err)))
+                unreadable.append((folder, why))
             else:
-                log.warning("walk.unreadable_folder", folder=folder, error=err.strerror)
+                log.warning("walk.unreadable_folder", folder=folder, error=why)
+
+
+def _too_long(folder: str) -> str:
+    """Why a folder whose path the system refuses as too long cannot be listed, and
+    what to do: its files come in only from a shorter path."""
+    size = len(os.fsencode(folder))
+    try:
+        limit = f"at most {os.pathconf(os.sep, 'PC_PATH_MAX') - 1:,} here"
+    except (OSError, ValueError):
+        limit = "longer than this system takes"
+    return (
+        f"its path is {size:,} bytes, {limit} (File name too long): move or rename"
+        " the folders above it so the path is shorter"
+    )

@@ -377,3 +377,43 @@ def test_a_ledger_that_does_not_answer_keeps_the_group_and_splits_nothing(
     assert (counts.recorded, counts.queued, counts.failed, counts.isolated) == (6, 6, 0, 0)
     assert all(r.state == FileState.QUEUED for r in list_files(ledger))
     ledger.dispose()
+
+
+def _deeper_than_path_max(root: Path) -> bytes:
+    """Folders under `root` whose path passes PATH_MAX (made through directory
+    descriptors, as no path names them), an image at the bottom; the bottom path."""
+    fd = os.open(root, os.O_RDONLY)
+    parts = [os.fsencode(root)]
+    try:
+        while len(b"/".join(parts)) <= os.pathconf(root, "PC_PATH_MAX"):
+            name = f"{len(parts):02d}".encode() + b"d" * 200
+            os.mkdir(name, dir_fd=fd)
+            below = os.open(name, os.O_RDONLY, dir_fd=fd)
+            os.close(fd)
+            fd = below
+            parts.append(name)
+        image = os.open("deep.jpg", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
+        os.write(image, image_bytes(9))
+        os.close(image)
+    finally:
+        os.close(fd)
+    return b"/".join(parts)
+
+
+@pytest.mark.timeout(60)
+def test_a_folder_deeper_than_path_max_fails_alone_saying_to_shorten_its_path(
+    fast_settings: Callable[..., IngestSettings], ledger: Ledger, running: Any
+) -> None:
+    settings = fast_settings()
+    _deeper_than_path_max(settings.inbox)
+    write_image(settings.inbox / "good.jpg", seed=3)
+    watcher = Watcher(settings, ledger, no_enqueue)
+    with running(watcher):
+        wait_for(lambda: len(list_files(ledger)) >= 2)
+        assert watcher._thread is not None and watcher._thread.is_alive()
+    rows = files_by_path(ledger)
+    assert rows["good.jpg"].state == FileState.QUEUED
+    [deep] = [r for path, r in rows.items() if path != "good.jpg"]
+    assert (deep.state, deep.reason) == (FileState.FAILED, Reason.UNREADABLE)
+    assert "move or rename the folders above it" in (deep.message or "")
+    assert "bytes, at most" in (deep.message or "")
