@@ -12,9 +12,10 @@ import fnmatch
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
+from sqlalchemy import and_, select, update
 
 from reka_ingest.core.states import RETRIABLE_BY_REASON, FileState, Reason
+from reka_ingest.ledger.bulk import in_id_order
 from reka_ingest.ledger.db import Ledger
 from reka_ingest.ledger.schema import File
 
@@ -88,7 +89,7 @@ def requeue_failed(ledger: Ledger, files: Sequence[Requeue], *, now: float) -> l
     """
     done: list[int] = []
     with ledger.write() as s:
-        for f in files:
+        for f in sorted(files, key=_file_id):  # id order, as every writer locks rows
             changed = s.execute(
                 update(File)
                 .where(File.id == f.file_id, File.state == f.state)
@@ -124,7 +125,11 @@ def requeue_failed(ledger: Ledger, files: Sequence[Requeue], *, now: float) -> l
             for file_id in done:
                 s.execute(
                     update(File)
-                    .where(File.duplicate_of == file_id, File.state == FileState.FAILED)
+                    .where(
+                        in_id_order(
+                            and_(File.duplicate_of == file_id, File.state == FileState.FAILED)
+                        )
+                    )
                     .values(
                         state=FileState.DUPLICATE,
                         reason=Reason.DUPLICATE_CONTENT,
@@ -135,3 +140,7 @@ def requeue_failed(ledger: Ledger, files: Sequence[Requeue], *, now: float) -> l
                     )
                 )
     return done
+
+
+def _file_id(f: Requeue) -> int:
+    return f.file_id

@@ -119,7 +119,7 @@ def mark_gone(
     if not rows:
         return done
     with ledger.write() as s:
-        for g in rows:
+        for g in sorted(rows, key=lambda g: g.file_id):  # id order, as every writer locks rows
             changed = s.execute(
                 update(File)
                 .where(File.id == g.file_id, File.state == g.expected_state)
@@ -152,7 +152,7 @@ def clear_possible_duplicates(ledger: Ledger, rows: Sequence[Settled], *, now: f
     if not rows:
         return done
     with ledger.write() as s:
-        for r in rows:
+        for r in sorted(rows, key=lambda r: r.file_id):  # id order, as every writer locks rows
             current = s.execute(
                 select(File.message).where(File.id == r.file_id, File.possible_duplicate.is_(True))
             ).first()
