@@ -44,7 +44,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Final, TypeVar
 
 from reka_ingest.core import constants as c
-from reka_ingest.core.errors import ApiError, ApiNotFound, ApiRateLimited
+from reka_ingest.core.errors import ApiError, ApiNotFound, ApiRateLimited, ApiTransportError
 from reka_ingest.core.logs import get_logger
 from reka_ingest.core.states import ON_SERVER, FileState, Reason
 from reka_ingest.ledger.serverside import (
@@ -556,6 +556,10 @@ class DeleteReport:
     deleted: int = 0  # images Delete Image removed
     already_gone: int = 0  # images the server no longer had (404): recorded deleted too
     failed: dict[str, str] = field(default_factory=dict)  # image id -> error
+    # image id -> error, for a request that may have reached the server (a read timeout,
+    # a connection dropped mid-way): deleted or not, nobody knows; its rows are left as
+    # they were, for `reka-ingest check` to settle against what the server holds.
+    unknown: dict[str, str] = field(default_factory=dict)
     rows_marked: int = 0  # rows recorded `deleted` (matching rows, and rows sharing their image)
     examples: list[dict[str, object]] = field(default_factory=list)
     requests: int = 0
@@ -596,6 +600,25 @@ def select_for_delete(rt: Runtime, selection: Selection) -> list[Deletable]:
     )
 
 
+class _DeleteAttempt:
+    """One image's Delete Image call, tried as often as `_call` retries it; remembers
+    whether any try may have reached the server (`ApiTransportError.maybe_sent`: a
+    read timeout, a connection dropped mid-way), after which a later error does not
+    mean the image is still there."""
+
+    def __init__(self, rt: Runtime, image_id: str) -> None:
+        self.rt = rt
+        self.image_id = image_id
+        self.maybe_done = False
+
+    def __call__(self) -> object:
+        try:
+            return self.rt.client.delete(self.image_id)
+        except ApiTransportError as err:
+            self.maybe_done = self.maybe_done or err.maybe_sent
+            raise
+
+
 def delete_images(
     rt: Runtime,
     rows: list[Deletable],
@@ -605,7 +628,9 @@ def delete_images(
 ) -> DeleteReport:
     """Delete each row's image from Reka and record every row holding it `deleted`
     (reason `deleted`, a time and a message); the files' bytes stay where they are.
-    An image the server no longer has (404) is recorded deleted as well."""
+    An image the server no longer has (404) is recorded deleted as well. An image
+    whose request may have reached the server without an answer (`DeleteReport.unknown`)
+    is recorded neither way: its rows stay as they were."""
     started = time.monotonic()
     pacer = Pacer(rt.settings.ingest.check_requests_per_second, sleep=sleep)
     report = DeleteReport(matched=len(rows), dry_run=dry_run)
@@ -620,15 +645,20 @@ def delete_images(
         return report
     gone: dict[str, str] = {}
     for image_id in image_ids:
+        attempt = _DeleteAttempt(rt, image_id)
         try:
-            _call(pacer, lambda: rt.client.delete(image_id))  # noqa: B023 - called at once
+            _call(pacer, attempt)
         except ApiNotFound:
             report.already_gone += 1
             gone[image_id] = "already gone from Reka (404)"
             continue
         except ApiError as err:
-            report.failed[image_id] = str(err)
-            log.warning("serverside.delete_failed", image_id=image_id, error=str(err))
+            if attempt.maybe_done:
+                report.unknown[image_id] = str(err)
+                log.warning("serverside.delete_unknown", image_id=image_id, error=str(err))
+            else:
+                report.failed[image_id] = str(err)
+                log.warning("serverside.delete_failed", image_id=image_id, error=str(err))
             continue
         report.deleted += 1
         gone[image_id] = "deleted from Reka"
@@ -654,6 +684,7 @@ def delete_images(
         deleted=report.deleted,
         already_gone=report.already_gone,
         failed=len(report.failed),
+        unknown=len(report.unknown),
         rows_marked=report.rows_marked,
         requests=report.requests,
     )

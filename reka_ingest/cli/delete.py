@@ -8,8 +8,13 @@ image (the file, and the copies recorded as its duplicates) is recorded
 stay where they are. On a terminal it asks first (`--yes` does not); elsewhere
 it needs `--yes`. `--dry-run` lists what would be deleted.
 
+A deletion whose answer never came (a read timeout, a connection dropped
+mid-way) may have happened: it is reported as of unknown outcome, its rows are
+left as they were, and `reka-ingest check` settles it against the server.
+
 Exit status: 0 when every matching image is deleted (or was gone already); 1
-when nothing matched, or some deletions failed; 2 for a usage error.
+when nothing matched, or some deletions failed or have an unknown outcome; 2
+for a usage error.
 """
 
 from __future__ import annotations
@@ -61,6 +66,14 @@ def _summary(report: DeleteReport) -> list[str]:
     ]
     for image_id, error in list(report.failed.items())[:SHOWN]:
         lines.append(f"  not deleted {image_id}: {error}")
+    if report.unknown:
+        lines.append(
+            f"outcome unknown for {len(report.unknown)} image(s): the request may have reached"
+            " Reka, which may have deleted the image; their rows are left as they were."
+            " `reka-ingest check` settles it"
+        )
+    for image_id, error in list(report.unknown.items())[:SHOWN]:
+        lines.append(f"  outcome unknown {image_id}: {error}")
     return lines
 
 
@@ -110,7 +123,7 @@ def command(  # noqa: PLR0917 - typer maps each option to one parameter
     else:
         for line in _summary(report):
             typer.echo(line)
-    if report.failed:
+    if report.failed or report.unknown:
         raise typer.Exit(code=1)
 
 

@@ -7,8 +7,14 @@ real Redis, real files, the real command line."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 from typer.testing import CliRunner
 
@@ -26,6 +32,8 @@ from tests.worker.conftest import KEY, rows_by_path, stage
 from worker.poller import poll_due
 from worker.runtime import Runtime
 from worker.uploader import upload_batch
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def indexed(rt: Runtime, clock: Clock, blobs: dict[str, bytes]) -> dict[str, File]:
@@ -156,3 +164,63 @@ def test_an_image_already_gone_is_recorded_deleted(
     assert "1 already gone" in output
     after = rows_by_path(rt)["gone.jpg"]
     assert after.state == FileState.DELETED and "already gone" in (after.message or "")
+
+
+def test_a_delete_whose_answer_never_came_is_of_unknown_outcome_and_left_for_check(
+    rt: Runtime, clock: Clock, standin: RunningStandin
+) -> None:
+    """A read timeout: the stand-in answers Delete Image only after the client stopped
+    waiting, and deletes the image all the same. The real command, in a process of its
+    own, says the outcome is unknown and records nothing; `check` then finds it missing."""
+    row = indexed(rt, clock, {"slow.jpg": image_bytes(41)})["slow.jpg"]
+    assert row.state == FileState.INDEXED and row.image_id
+    ingest = rt.settings.ingest
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("INGEST_", "REKA_"))} | {
+        "PYTHONPATH": str(REPO),
+        "INGEST_DATA_DIR": str(ingest.data_dir),
+        "INGEST_DATABASE_URL": ingest.ledger_url,
+        "INGEST_INBOX": str(ingest.inbox),
+        "INGEST_REDIS_URL": ingest.broker_url,
+        "INGEST_CHECK_REQUESTS_PER_SECOND": str(FAST),
+        "INGEST_LOG_FORMAT": "console",
+        "REKA_API_BASE_URL": rt.settings.reka.api_base_url,
+        "REKA_API_KEY": KEY,
+        "REKA_READ_TIMEOUT": "0.3",
+    }
+    faults = httpx.post(
+        f"{standin.base_url}/_standin/faults", json={"latency": 0.6}, headers=standin.headers
+    )
+    faults.raise_for_status()
+    done = subprocess.run(
+        [sys.executable, "-m", "reka_ingest.cli", "delete", "--image-id", row.image_id, "--yes"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert f"outcome unknown {row.image_id}" in done.stdout, done.stdout
+    assert "check` settles it" in done.stdout
+    assert "not deleted" not in done.stdout
+    assert "0 row(s) recorded deleted" in done.stdout
+    after = rows_by_path(rt)["slow.jpg"]
+    assert (after.state, after.reason, after.message) == (row.state, row.reason, row.message)
+    deadline = time.monotonic() + 5
+    while held(standin, row.image_id) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not held(standin, row.image_id)  # the server did delete it: "not deleted" was wrong
+
+    httpx.post(
+        f"{standin.base_url}/_standin/faults", json={"latency": 0}, headers=standin.headers
+    ).raise_for_status()
+    checked = subprocess.run(
+        [sys.executable, "-m", "reka_ingest.cli", "check", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert checked.returncode == 0, (checked.stdout, checked.stderr)
+    assert json.loads(checked.stdout)["missing"] == 1
