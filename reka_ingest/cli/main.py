@@ -23,6 +23,7 @@ import typer
 from reka_ingest.cli import deployment
 from reka_ingest.core.errors import IngestError
 from reka_ingest.core.logs import configure_logging
+from reka_ingest.core.places import unwritable
 from reka_ingest.core.settings import effective, load_settings
 
 # Every command after `config`, in the order `--help` lists them: name -> the
@@ -132,11 +133,19 @@ def main() -> None:
         typer.echo(f"reka-ingest: {err}", err=True)
         raise SystemExit(2) from None
     except Exception as err:
-        failure = _ledger_failure(err)
+        failure = _known_failure(err)
         if failure is None:
             raise
         typer.echo(f"reka-ingest: {failure}", err=True)
         raise SystemExit(2) from None
+
+
+def _known_failure(err: Exception) -> IngestError | None:
+    """`err` translated into one of ours when it is a failure of the service's
+    surroundings, not of the program: the ledger's (`_ledger_failure`), or a place the
+    service must write refusing (an OSError naming it: read-only, no permission, no
+    room; reka_ingest.core.places). None for anything else, which stays a traceback."""
+    return _ledger_failure(err) or unwritable(err)
 
 
 def _ledger_failure(err: Exception) -> IngestError | None:

@@ -38,6 +38,8 @@ WORKER_APP = "worker.celery_app"  # runs the tasks
 BEAT_APP = "scheduler.app"  # sends them by name on a schedule; Flower watches through it
 STOP_TIMEOUT = 20.0
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+BEAT_SCHEDULE = "celerybeat-schedule"  # beat's own state, in the data folder
+FLOWER_DB = "flower.db"  # Flower's, in the data folder
 
 
 def celery_argv(app: str, *args: str) -> list[str]:
@@ -74,7 +76,7 @@ def beat_argv(settings: IngestSettings) -> list[str]:
         "--loglevel",
         settings.log_level,
         "--schedule",
-        str(settings.data_dir / "celerybeat-schedule"),
+        str(settings.data_dir / BEAT_SCHEDULE),
     )
 
 
@@ -86,7 +88,7 @@ def flower_argv(settings: IngestSettings) -> list[str]:
         f"--address={settings.flower_host}",
         f"--port={settings.flower_port}",
         "--persistent=True",
-        f"--db={settings.data_dir / 'flower.db'}",
+        f"--db={settings.data_dir / FLOWER_DB}",
         "--url_prefix=",
     )
 

@@ -54,6 +54,7 @@ from reka_ingest.core.bundled_redis import BundledRedis
 from reka_ingest.core.constants import REDIS_TIMEOUT, STANDIN_DEV_API_KEY
 from reka_ingest.core.errors import SettingsError
 from reka_ingest.core.logs import configure_logging, get_logger
+from reka_ingest.core.places import require_free_port
 from reka_ingest.core.settings import IngestSettings, Settings, load_settings, mask_url
 from reka_ingest.ledger import open_ledger
 from reka_ingest.ledger.queries import summary
@@ -98,6 +99,7 @@ def command() -> None:
     pid_file = PidFile(data_dir)
     for mark in pid_file.claim():  # frees the ports an earlier, killed run still held
         typer.echo(f"ended {mark.name} (pid {mark.pid}), left running by an earlier run")
+    _ports_free(ingest, pid_file)
     _migrate_first(ingest.ledger_url, pid_file)
 
     env = dict(os.environ)
@@ -163,6 +165,18 @@ def command() -> None:
             signal.signal(sig, handler)
         supervisor.stop_all()
         typer.echo("stopped.")
+
+
+def _ports_free(ingest: IngestSettings, pid_file: PidFile) -> None:
+    """Flower's and the web page's ports can be bound, or the run ends here (with no
+    record of a run), naming the port: a child that met it would only end, its reason
+    in its log."""
+    try:
+        require_free_port(ingest.flower_host, ingest.flower_port, "INGEST_FLOWER_PORT")
+        require_free_port(ingest.web_host, ingest.web_port, "INGEST_WEB_PORT")
+    except BaseException:
+        pid_file.remove()
+        raise
 
 
 def _migrate_first(ledger_url: str, pid_file: PidFile) -> None:

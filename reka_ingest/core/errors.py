@@ -17,7 +17,13 @@
         |   +-- ApiNotFound             404
         +-- ApiProtocolError            an answer we cannot read (bad JSON, wrong shape)
         +-- ApiUsageError               the client was called wrongly (bad URL, bad argument)
+        +-- PlaceUnwritable             a place the service must write refuses (read-only, full)
+        +-- PortUnavailable             an address it must listen on cannot be bound (port taken)
     +-- LeaseLost                       a run no longer holds its batch: it stops, writing nothing
+
+The operating system's errors about those two (an OSError) are translated in
+`reka_ingest.core.places`, where the service writes or listens, and at the
+command line's top (`reka_ingest.cli.main`), so a command says one line.
 
 Every Api* error carries the response's `X-Request-ID` (None when there was no
 response). Foreign exceptions (httpx, json) are translated once, where they
@@ -78,6 +84,18 @@ class LedgerMissing(SettingsError):
 class LedgerUnreadable(PermanentError):
     """The ledger's database answers but cannot be used as one (a damaged file,
     something that is not a database): no retry mends it; a person must."""
+
+
+class PlaceUnwritable(PermanentError):
+    """A file or folder the service must write (the data folder, the ledger's migration
+    lock, beat's schedule, a log) refuses: read-only, no permission, no room. A person
+    must mend it; the message names the place and the system's reason."""
+
+
+class PortUnavailable(PermanentError):
+    """An address a server of the service must listen on cannot be bound: its port is
+    taken (by an earlier run, another program) or the address is not this machine's.
+    The message names the address and the setting or option that chose it."""
 
 
 class FileRejected(PermanentError):

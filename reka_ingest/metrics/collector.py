@@ -34,6 +34,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from reka_ingest.core.constants import BUDGET_KEY
 from reka_ingest.core.logs import get_logger
+from reka_ingest.core.places import port_taken
 from reka_ingest.core.queues import QUEUES
 from reka_ingest.core.settings import Settings
 from reka_ingest.core.states import ACTIVE, BatchState, FileState, Origin
@@ -358,9 +359,15 @@ def open_collector(
 
 
 def serve(settings: Settings, *, host: str, port: int, clock: Callable[[], float]) -> MetricsServer:
-    """Serve /metrics on host:port in a background thread (port 0: any free port)."""
+    """Serve /metrics on host:port in a background thread (port 0: any free port); a
+    port that cannot be bound is `PortUnavailable`, naming it."""
     collector = open_collector(settings, clock=clock)
-    server, thread = start_http_server(port, addr=host, registry=build_registry(collector))
+    try:
+        server, thread = start_http_server(port, addr=host, registry=build_registry(collector))
+    except OSError as err:
+        collector.ledger.dispose()
+        collector.redis.close()
+        raise port_taken(host, port, err, "--port") from None
     return MetricsServer(server, thread, collector)
 
 

@@ -31,6 +31,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from reka_ingest.core.logs import get_logger
+from reka_ingest.core.places import listen
 from reka_ingest.core.settings import Settings
 from reka_ingest.core.states import Reason
 from reka_ingest.ledger import Ledger, open_ledger
@@ -215,17 +216,23 @@ def url_of(settings: Settings) -> str:
 
 
 def serve(settings: Settings) -> None:
-    """Run the page with uvicorn until SIGINT or SIGTERM; refuses an open page off loopback."""
+    """Run the page with uvicorn until SIGINT or SIGTERM; refuses an open page off loopback.
+    The socket is bound here, before uvicorn starts, so a port that cannot be bound is
+    `PortUnavailable` (one line at the command line), not uvicorn's log line and exit."""
     check_bind(settings.ingest)
-    app = create_app(settings)
-    log.info(
-        "web_started", url=url_of(settings), basic_auth=settings.ingest.web_basic_auth is not None
-    )
-    uvicorn.run(
-        app,
-        host=settings.ingest.web_host,
-        port=settings.ingest.web_port,
-        log_config=None,  # the service's own logging (configured once, at the entry point)
-        server_header=False,
-        access_log=False,
-    )
+    ingest = settings.ingest
+    sock = listen(ingest.web_host, ingest.web_port, "INGEST_WEB_PORT (web --port)")
+    try:
+        app = create_app(settings)
+        log.info("web_started", url=url_of(settings), basic_auth=ingest.web_basic_auth is not None)
+        config = uvicorn.Config(
+            app,
+            host=ingest.web_host,
+            port=ingest.web_port,
+            log_config=None,  # the service's own logging (configured once, at the entry point)
+            server_header=False,
+            access_log=False,
+        )
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        sock.close()
