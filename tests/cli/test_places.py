@@ -14,38 +14,20 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from reka_ingest.core.bundled_redis import free_port
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.cli.test_ledger_failure import run_in
 
 
 def reka(folder: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    """`reka-ingest ARGS` in `folder`, a real process; Redis and the stand-in nowhere."""
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("INGEST_", "REKA_"))}
-    return subprocess.run(
-        [sys.executable, "-m", "reka_ingest.cli", *args],
-        cwd=folder,
-        env=base
-        | {
-            "PYTHONPATH": str(REPO),
-            "INGEST_REDIS_URL": "redis://127.0.0.1:1/0",
-            "INGEST_BUNDLED_REDIS_PORT": str(free_port()),
-            "INGEST_STANDIN_PORT": str(free_port()),
-            "INGEST_FLOWER_PORT": str(free_port()),
-            "INGEST_WEB_PORT": str(free_port()),
-        }
-        | env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    """`reka-ingest ARGS` in `folder`, a real process (`run_in`), Flower and the web
+    page on free ports unless `env` names theirs."""
+    ports = {"INGEST_FLOWER_PORT": str(free_port()), "INGEST_WEB_PORT": str(free_port())}
+    return run_in(folder, *args, **(ports | env))
 
 
 def one_line(done: subprocess.CompletedProcess[str]) -> str:
