@@ -2,6 +2,8 @@
 
 Scenarios (each bounded; every process started is ended by its pid):
   1. limit     plain httpx -> stand-in, same files, batch size and concurrency
+     cpu floor what the design's rules cost an image beyond the upload, in plain
+               Python (bench/cpu_floor.py): cpu_floor_ratio, the least cpu_ratio possible
   2. pipeline  the real service on default settings, N files dropped at once,
                then a trickle of one file a second into the same service; once
                per ledger database (BENCH_DATABASES), the same files each time
@@ -56,6 +58,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import latency, report, scale
+from bench.cpu_floor import floor_ratio, run_cpu_floor
 from bench.intake import intake_ratio, run_intake_loop
 from bench.plan import run_plans
 from bench.scenarios import run_burst, run_limit, run_pipeline, run_worker_memory
@@ -109,6 +112,12 @@ def _targets(r: dict[str, Any], cfg: dict[str, Any]) -> dict[str, dict[str, Any]
             "value": cpu["value"],
             "target": f"<= {CPU_RATIO_TARGET} (aim {CPU_RATIO_AIM})",
             "ok": cpu["value"] <= CPU_RATIO_TARGET,
+        }
+    if r.get("cpu_floor_ratio") is not None:
+        t["cpu_floor_ratio"] = {
+            "value": r["cpu_floor_ratio"],
+            "target": "informational: the least cpu_ratio the design allows (bench.cpu_floor)",
+            "ok": None,
         }
     for db, key in PIPELINE_KEYS.items():
         if pipe := r.get(key):
@@ -280,8 +289,16 @@ def _run_pipelines(
         r["postgresql_vs_sqlite"] = round(pg["images_per_s"] / sqlite["images_per_s"], 3)
     if sqlite:
         r["cpu_ratio"] = cpu_ratio(sqlite, limit)
+        if r.get("cpu_floor_ratio"):  # how far above the design's floor the code is
+            r["cpu_ratio_of_floor"] = round(r["cpu_ratio"]["value"] / r["cpu_floor_ratio"], 2)
     if pg:
         r["cpu_ratio_postgresql"] = cpu_ratio(pg, limit)
+
+
+def _limit_cpu(limit: dict[str, Any]) -> float:
+    """The raw client's CPU seconds per 1,000 images: the median of its measured passes."""
+    passes = sorted(limit["passes_cpu_s_per_1000_images_in_run"])
+    return float(passes[len(passes) // 2])
 
 
 def cpu_ratio(pipe: dict[str, Any], limit: dict[str, Any]) -> dict[str, Any]:
@@ -294,8 +311,7 @@ def cpu_ratio(pipe: dict[str, Any], limit: dict[str, Any]) -> dict[str, Any]:
         for k, v in pipe["cpu_s_per_1000_images_by_process"].items()
         if k.split("/", 1)[0] not in CPU_NOT_OURS
     }
-    passes = sorted(limit["passes_cpu_s_per_1000_images_in_run"])
-    theirs = passes[len(passes) // 2]
+    theirs = _limit_cpu(limit)
     total = sum(ours.values())
     return {
         "value": round(total / theirs, 2),
@@ -365,6 +381,11 @@ def main() -> int:
         r["limit"]["passes_cpu_s_per_1000_images_in_run"] = [
             p["cpu_s_per_1000_images_in_run"] for p in passes[1:]
         ]
+        print(f"cpu floor: {n} images, the design's fixed steps in plain Python")
+        r["cpu_floor"] = run_cpu_floor(
+            main_files, batch=defaults.batch_max_files, work=runs, timeout=timeout
+        )
+        r["cpu_floor_ratio"] = floor_ratio(r["cpu_floor"], _limit_cpu(r["limit"]))
         _run_pipelines(
             r,
             standin,

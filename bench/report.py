@@ -148,6 +148,13 @@ def _table(r: dict[str, Any]) -> list[str]:
     for key, title in (("cpu_ratio", "pipeline"), ("cpu_ratio_postgresql", "pipeline PG")):
         if cpu := r.get(key):
             out.append(_cpu_ratio(key, title, cpu))
+    if floor := r.get("cpu_floor"):
+        steps = ", ".join(f"{k} {v:.3f}" for k, v in floor["by_step_per_1000_images"].items())
+        out.append(
+            f"cpu_floor_ratio (the least cpu_ratio the design allows): {r['cpu_floor_ratio']:.2f}"
+            f" = limit + {floor['cpu_s_per_1000_images']:.3f} CPU s per 1000 images ({steps});"
+            f" cpu_ratio is {r.get('cpu_ratio_of_floor')} of it"
+        )
     if pipe and pg:
         out += _side_by_side(r, pipe, pg)
     return out
