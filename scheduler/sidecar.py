@@ -35,6 +35,7 @@ import os
 import stat
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Final
 
 from pydantic import ValidationError
 
@@ -102,10 +103,18 @@ def read_object(path: str, *, shown_as: str | None = None) -> dict[str, object]:
     return parse_object(raw, name)
 
 
+_UTF16_BOMS: Final = (b"\xff\xfe", b"\xfe\xff")
+
+
 def parse_object(raw: bytes, name: str) -> dict[str, object]:
-    """One JSON object from `raw`, or `FileRejected(bad_sidecar)` saying what is wrong."""
+    """One JSON object from `raw`, or `FileRejected(bad_sidecar)` saying what is wrong.
+
+    A leading UTF-8 byte order mark is skipped (Windows editors write one; RFC 8259
+    lets a parser ignore it), as in an image URL list."""
+    if raw.startswith(_UTF16_BOMS):
+        raise _bad(name, "UTF-16 text; save it as UTF-8")
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise _bad(name, "not UTF-8 text") from None
     depth = nesting_depth(text)

@@ -7,11 +7,20 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from reka_ingest.core.errors import FileRejected
 from reka_ingest.core.states import Reason
 from scheduler.constants import MAX_SIDECAR_BYTES
-from scheduler.sidecar import DefaultsReader, find_sidecar, load, merge, read_object
+from scheduler.sidecar import (
+    DefaultsReader,
+    find_sidecar,
+    load,
+    merge,
+    parse_object,
+    read_object,
+)
 
 GOOD = {
     "camera_id": "cam-7",
@@ -126,7 +135,10 @@ def test_name_json_is_the_fallback_sidecar(tmp_path: Path) -> None:
         (b"{not json", "invalid JSON"),
         (b"[1, 2]", "must be a JSON object"),
         (b'{"caption": NaN}', "invalid JSON"),
-        (b"\xff\xfe", "not UTF-8"),
+        (b"\xff\xfe", "UTF-16 text; save it as UTF-8"),
+        ('{"caption": "x"}'.encode("utf-16"), "UTF-16 text; save it as UTF-8"),
+        (b"\xef\xbb\xbf\xef\xbb\xbf{}", "invalid JSON"),  # one BOM is skipped, not two
+        (b"{} \xe9", "not UTF-8"),
     ],
 )
 def test_unreadable_sidecars(tmp_path: Path, content: bytes, expected: str) -> None:
@@ -149,3 +161,21 @@ def test_an_oversized_sidecar_is_not_read(tmp_path: Path) -> None:
     path = tmp_path / "p.jpg.json"
     path.write_text(json.dumps({"caption": "x" * (MAX_SIDECAR_BYTES + 1)}))
     assert "over the limit" in rejected(lambda: read_object(str(path)))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    obj=st.dictionaries(
+        st.text(max_size=8),
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+            lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=4), kids),
+            max_leaves=8,
+        ),
+        max_size=4,
+    )
+)
+def test_a_utf8_byte_order_mark_is_skipped(obj: dict[str, object]) -> None:
+    """A sidecar saved "UTF-8 with BOM" (Notepad, Excel) reads as the same object."""
+    raw = json.dumps(obj, ensure_ascii=False).encode("utf-8")
+    assert parse_object(b"\xef\xbb\xbf" + raw, "p.jpg.json") == parse_object(raw, "p.jpg.json")
