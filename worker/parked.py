@@ -151,7 +151,7 @@ _clients: dict[tuple[int, str], redis.Redis[bytes]] = {}
 _clients_lock = threading.Lock()
 
 
-def _redis(rt: Runtime) -> redis.Redis[bytes]:
+def broker(rt: Runtime) -> redis.Redis[bytes]:
     """This process's connection to the broker's Redis (a forked child makes its own)."""
     key = (os.getpid(), rt.settings.ingest.broker_url)
     with _clients_lock:
@@ -163,13 +163,13 @@ def _redis(rt: Runtime) -> redis.Redis[bytes]:
 
 def parked_ids(rt: Runtime) -> list[int]:
     """The batch ids with a parked outcome."""
-    return sorted(int(k) for k in _redis(rt).hkeys(PARKED_KEY))
+    return sorted(int(k) for k in broker(rt).hkeys(PARKED_KEY))
 
 
 def get_parked(rt: Runtime, batch_id: int) -> Outcome | None:
     """The batch's parked outcome; an entry that cannot be read is logged and dropped
     (the batch's lease is then the fallback: taken again, its files flagged)."""
-    raw = _redis(rt).hget(PARKED_KEY, str(batch_id))
+    raw = broker(rt).hget(PARKED_KEY, str(batch_id))
     if raw is None:
         return None
     try:
@@ -181,18 +181,18 @@ def get_parked(rt: Runtime, batch_id: int) -> Outcome | None:
 
 
 def _put(rt: Runtime, outcome: Outcome) -> None:
-    _redis(rt).hset(PARKED_KEY, str(outcome.batch_id), outcome.to_json())
+    broker(rt).hset(PARKED_KEY, str(outcome.batch_id), outcome.to_json())
 
 
 def _drop(rt: Runtime, batch_id: int) -> None:
-    _redis(rt).hdel(PARKED_KEY, str(batch_id))
+    broker(rt).hdel(PARKED_KEY, str(batch_id))
 
 
 @contextlib.contextmanager
 def _locked(rt: Runtime, batch_id: int) -> Iterator[bool]:
     """Whether this run holds the batch's parked outcome (one applier at a time)."""
     ttl = rt.settings.ingest.ledger_retry_seconds + 120
-    lock = _redis(rt).lock(LOCK_KEY.format(batch_id=batch_id), timeout=ttl, blocking=False)
+    lock = broker(rt).lock(LOCK_KEY.format(batch_id=batch_id), timeout=ttl, blocking=False)
     got = bool(lock.acquire())
     try:
         yield got
@@ -387,7 +387,7 @@ class Applied:
 def take_over(rt: Runtime, batch_id: int) -> Applied | None:
     """Before a batch is claimed: apply its parked outcome, if it has one (None: it
     has not, send it as usual). Raises `redis.RedisError` when that cannot be known."""
-    if not _redis(rt).hexists(PARKED_KEY, str(batch_id)):
+    if not broker(rt).hexists(PARKED_KEY, str(batch_id)):
         return None
     return _apply_one(rt, batch_id, retry_for=rt.settings.ingest.ledger_retry_seconds, due=False)
 

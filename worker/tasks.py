@@ -25,7 +25,12 @@ from reka_ingest.core.queues import (
     send_notify,
     send_upload,
 )
-from reka_ingest.ledger.reconcile import batch_stranded, batches_to_send, send_each
+from reka_ingest.ledger.reconcile import (
+    batch_stranded,
+    batches_to_send,
+    mark_all_unsent,
+    send_each,
+)
 from reka_ingest.metrics.counters import redis_client
 from reka_ingest.metrics.server_check import (
     COUNTS,
@@ -33,7 +38,7 @@ from reka_ingest.metrics.server_check import (
     record_check,
     record_failure,
 )
-from worker import parked
+from worker import broker_loss, parked
 from worker.notify import NotifyRejected, NotifyUnavailable, deliver, notify_sweep
 from worker.poller import poll_due
 from worker.runtime import Runtime
@@ -141,6 +146,7 @@ def sweep_batches(rt: Runtime, send: Callable[[int], object]) -> list[int]:
             still_parked=len(applied) - len(recorded),
             failed=sum(1 for a in applied if a.gave_up),
         )
+    _resend_if_broker_lost(rt)
     ingest = rt.settings.ingest
     stranded = batch_stranded(
         rt.ledger,
@@ -170,6 +176,25 @@ def sweep_batches(rt: Runtime, send: Callable[[int], object]) -> list[int]:
     if ids:
         log.info("sweep_batches", sent=len(ids), first=ids[0], last=ids[-1])
     return ids
+
+
+def _resend_if_broker_lost(rt: Runtime) -> None:
+    """When the broker's data is new (`worker.broker_loss`), the messages of every
+    batch queued before now are gone: mark them unsent, so this sweep sends them."""
+    now = rt.clock()
+    try:
+        lost = broker_loss.lost_since_last_look(parked.broker(rt), now=now)
+    except redis.RedisError as err:  # the send below meets the same and marks them unsent
+        log.warning("sweep_broker_unreadable", error=type(err).__name__)
+        return
+    if lost:
+        resent = mark_all_unsent(rt.ledger, sent_before=now)
+        if resent:
+            log.warning(
+                "broker_data_lost",
+                batches=resent,
+                action="their messages are sent again now",
+            )
 
 
 # Release the check's lock only if it is still ours (it may have run out and been taken).

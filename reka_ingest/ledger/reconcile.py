@@ -84,6 +84,28 @@ def mark_unsent(ledger: Ledger, batch_ids: Sequence[int]) -> None:
             )
 
 
+def mark_all_unsent(ledger: Ledger, *, sent_before: float) -> int:
+    """Every queued batch whose message went out before `sent_before` is marked
+    unsent (`mark_unsent`), so the sweep sends it again at once: the broker lost
+    what it held (`worker.broker_loss`), so those messages are gone. How many.
+
+    The rows are locked in id order (SKIP LOCKED: a batch being claimed now has its
+    message), so two sweeps doing this at once never wait for each other in a cycle.
+    """
+    queued = (Batch.state == BatchState.QUEUED) & (Batch.queued_at < sent_before)
+    with ledger.write() as s:
+        ids = list(
+            s.scalars(
+                select(Batch.id).where(queued).order_by(Batch.id).with_for_update(skip_locked=True)
+            )
+        )
+        for i in range(0, len(ids), IN_CHUNK):
+            s.execute(
+                update(Batch).where(Batch.id.in_(ids[i : i + IN_CHUNK])).values(queued_at=None)
+            )
+    return len(ids)
+
+
 def send_each(
     ledger: Ledger, batch_ids: Sequence[int], send: Callable[[int], object]
 ) -> str | None:

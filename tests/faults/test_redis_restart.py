@@ -5,10 +5,11 @@ message, every unacknowledged delivery and the budget's keys are gone).
 Files are dropped before the stop, while Redis is down (the watcher records
 them; it cannot enqueue), and after the start. The ledger is the truth: the
 beat sweep sends every batch whose enqueue failed at its next tick (marked
-unsent), again every batch nobody took for INGEST_REQUEUE_AFTER (a message
-Redis lost) and every batch whose lease ran out, so each file ends terminal
-either way. With its data kept, nothing waits for INGEST_REQUEUE_AFTER: the case
-runs with its default (10 minutes), far past the test's time.
+unsent), every queued batch again once it sees that Redis lost its data (its
+marker key gone with the rest: `worker.broker_loss`), and every batch whose
+lease ran out, so each file ends terminal either way. Nothing waits for
+INGEST_REQUEUE_AFTER: both cases run with its default (10 minutes), far past the
+test's time.
 """
 
 from __future__ import annotations
@@ -71,9 +72,9 @@ def test_redis_restarted_mid_run_loses_nothing(
     port = free_port()
     first = BundledRedis(tmp_path / "redis", port, persist=keep_data).start()
     own_redis.append(first)
-    env = {**FAULT_ENV, "INGEST_DATABASE_URL": database_url}
-    if keep_data:  # no message is lost: the batches not sent wait for no timeout
-        env["INGEST_REQUEUE_AFTER"] = "600"
+    # No batch may wait for the lost-message rule: with its data kept no message is
+    # lost; without it, the sweep sees the loss and sends every queued batch again.
+    env = {**FAULT_ENV, "INGEST_DATABASE_URL": database_url, "INGEST_REQUEUE_AFTER": "600"}
     svc = Service(tmp_path / "svc", first.url, env=env, standin_env=STANDIN_ENV)
     try:
         svc.start()
