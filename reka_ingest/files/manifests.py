@@ -464,25 +464,34 @@ def _read_urls(lines: Iterator[_Line]) -> Iterator[ManifestLine]:
         yield _url_line(ln.number, text, {})
 
 
-def _header(lines: Iterator[_Line], name: str) -> tuple[int, list[str]]:
-    """The `url` column's index and the column names (stripped; '' ignored)."""
+# A CSV list's column separators, in the order the header is tried with them.
+DELIMITERS: Final = (",", ";", "\t")
+_SEPARATORS: Final = "',', ';' or a tab"
+
+
+def _header(lines: Iterator[_Line], name: str) -> tuple[int, list[str], str]:
+    """The `url` column's index, the column names (stripped; '' ignored) and the
+    separator: the first of DELIMITERS that makes a `url` column."""
     for ln in lines:
         if ln.error is not None:
             raise FileRejected(Reason.UNSUPPORTED_FORMAT, f"{name}: header line: {ln.error}")
         if not ln.text.strip() or ln.text.lstrip().startswith("#"):
             continue
-        try:
-            cells = next(csv.reader([ln.text], strict=True), [])
-        except csv.Error as err:
-            raise FileRejected(Reason.UNSUPPORTED_FORMAT, f"{name}: header: {err}") from None
-        columns = [c.strip() for c in cells]
-        lower = [c.lower() for c in columns]
+        by_delimiter = {d: _header_cells(ln.text, d, name) for d in DELIMITERS}
+        # The first separator that makes a `url` column is the list's (a spreadsheet
+        # saves CSV with `;` where `,` is the decimal mark, and TSV with tabs).
+        delimiter = next(
+            (d for d, cells in by_delimiter.items() if URL_COLUMN in _lower(cells)), ","
+        )
+        columns = by_delimiter[delimiter]
+        lower = _lower(columns)
         if lower.count(URL_COLUMN) != 1:
             found = ", ".join(repr(_short(c)) for c in columns[:10]) or "none"
             what = "more than one" if URL_COLUMN in lower else "no"
             raise FileRejected(
                 Reason.UNSUPPORTED_FORMAT,
-                f"{name}: {what} 'url' column in the header (line {ln.number}; columns: {found})",
+                f"{name}: {what} 'url' column in the header (line {ln.number}; columns,"
+                f" separated by {_SEPARATORS}: {found})",
             )
         named = [c for c in columns if c]
         twice = sorted({c for c in named if named.count(c) > 1})
@@ -491,12 +500,24 @@ def _header(lines: Iterator[_Line], name: str) -> tuple[int, list[str]]:
                 Reason.UNSUPPORTED_FORMAT,
                 f"{name}: column {_short(twice[0])!r} appears twice in the header",
             )
-        return lower.index(URL_COLUMN), columns
+        return lower.index(URL_COLUMN), columns, delimiter
     raise FileRejected(Reason.UNSUPPORTED_FORMAT, f"{name}: no header line with a 'url' column")
 
 
+def _header_cells(text: str, delimiter: str, name: str) -> list[str]:
+    try:
+        cells = next(csv.reader([text], delimiter=delimiter, strict=True), [])
+    except csv.Error as err:
+        raise FileRejected(Reason.UNSUPPORTED_FORMAT, f"{name}: header: {err}") from None
+    return [c.strip() for c in cells]
+
+
+def _lower(columns: list[str]) -> list[str]:
+    return [c.lower() for c in columns]
+
+
 def _read_csv(lines: Iterator[_Line], name: str) -> Iterator[ManifestLine]:
-    url_at, columns = _header(lines, name)
+    url_at, columns, delimiter = _header(lines, name)
     for ln in lines:
         if ln.error is not None:
             yield _refused(ln.number, ln.text, ln.error)
@@ -504,7 +525,7 @@ def _read_csv(lines: Iterator[_Line], name: str) -> Iterator[ManifestLine]:
         if not ln.text.strip():
             continue
         try:
-            cells = next(csv.reader([ln.text], strict=True), [])
+            cells = next(csv.reader([ln.text], delimiter=delimiter, strict=True), [])
         except csv.Error as err:
             yield _refused(ln.number, ln.text, f"not a CSV row: {err}")
             continue

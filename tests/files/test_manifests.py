@@ -421,6 +421,43 @@ def test_csv_bad_header_is_refused_whole(tmp_path: Path, header: str, why: str) 
     assert why in err.value.message
 
 
+def test_csv_bad_header_names_the_separators_tried(tmp_path: Path) -> None:
+    with pytest.raises(FileRejected) as err:
+        _read(tmp_path, "m.urls.csv", "link|camera_id\nhttp://h/a|c\n")
+    assert "separated by ',', ';' or a tab" in err.value.message
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    delimiter=st.sampled_from([",", ";", "\t"]),
+    bom=st.booleans(),
+    cameras=st.lists(
+        st.text(st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=12).filter(
+            lambda t: t.strip() == t and not t.startswith("#")
+        ),
+        min_size=1,
+        max_size=5,
+    ),
+)
+def test_csv_columns_may_be_separated_by_comma_semicolon_or_tab(
+    tmp_path: Path, delimiter: str, bom: bool, cameras: list[str]
+) -> None:
+    """A list saved by a spreadsheet where `,` is the decimal mark (`;`), or as TSV,
+    reads as the same URLs and cells; a `;` or `,` inside a URL stays in the URL."""
+    out = io.StringIO()
+    writer = csv.writer(out, delimiter=delimiter, lineterminator="\r\n")
+    writer.writerow(["camera_id", "url"])
+    urls = [f"http://h/{i};v=1,2.jpg" for i in range(len(cameras))]
+    writer.writerows(zip(cameras, urls, strict=True))
+    data = ("\ufeff" if bom else "") + out.getvalue()
+    lines = _read(tmp_path, "m.urls.csv", data.encode("utf-8"))
+    assert [ln.error for ln in lines] == [None] * len(cameras)
+    assert [ln.url for ln in lines] == urls
+    assert [ln.metadata for ln in lines] == [{"camera_id": c} for c in cameras]
+
+
 @pytest.mark.parametrize("data", ["", "# only a comment\n\n  \n"])
 def test_csv_without_header_is_refused_whole(tmp_path: Path, data: str) -> None:
     with pytest.raises(FileRejected) as err:
