@@ -24,6 +24,9 @@ COMMANDS = [args for args in READERS if args[0] != "metrics"] + [["migrate"], ["
 
 
 def run_in(folder: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """`reka-ingest ARGS` in `folder`, a real process: the shell's INGEST_/REKA_ settings
+    left out, every port it may bind a free one (unless `env` names it), so nothing
+    else on the machine (a `run` on the default ports) changes what it says."""
     base = {k: v for k, v in os.environ.items() if not k.startswith(("INGEST_", "REKA_"))}
     return subprocess.run(
         [sys.executable, "-m", "reka_ingest.cli", *args],
@@ -34,6 +37,8 @@ def run_in(folder: Path, *args: str, **env: str) -> subprocess.CompletedProcess[
             "INGEST_REDIS_URL": "redis://127.0.0.1:1/0",
             "INGEST_BUNDLED_REDIS_PORT": str(free_port()),
             "INGEST_STANDIN_PORT": str(free_port()),
+            "INGEST_FLOWER_PORT": str(free_port()),
+            "INGEST_WEB_PORT": str(free_port()),
         }
         | env,
         capture_output=True,

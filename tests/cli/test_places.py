@@ -19,15 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from reka_ingest.core.bundled_redis import free_port
 from tests.cli.test_ledger_failure import run_in
-
-
-def reka(folder: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    """`reka-ingest ARGS` in `folder`, a real process (`run_in`), Flower and the web
-    page on free ports unless `env` names theirs."""
-    ports = {"INGEST_FLOWER_PORT": str(free_port()), "INGEST_WEB_PORT": str(free_port())}
-    return run_in(folder, *args, **(ports | env))
 
 
 def one_line(done: subprocess.CompletedProcess[str]) -> str:
@@ -87,7 +79,7 @@ def taken_port() -> Iterator[int]:
 def test_a_read_only_data_folder_is_one_line_naming_it(
     tmp_path: Path, read_only: Path, args: list[str], place: str
 ) -> None:
-    done = reka(tmp_path, *args, INGEST_DATA_DIR=str(read_only))
+    done = run_in(tmp_path, *args, INGEST_DATA_DIR=str(read_only))
     line = one_line(done)
     assert f"cannot write {read_only / place}".rstrip("/") in line, line
     assert ("Read-only file system" in line) or ("Permission denied" in line), line
@@ -109,7 +101,7 @@ def test_a_taken_port_is_one_line_naming_it(
     tmp_path: Path, taken_port: int, args: list[str], env: dict[str, str], named: str
 ) -> None:
     argv = [a.format(port=taken_port) for a in args]
-    done = reka(
+    done = run_in(
         tmp_path,
         *argv,
         INGEST_DATA_DIR=str(tmp_path / "var"),
