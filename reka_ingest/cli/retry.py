@@ -19,19 +19,33 @@ import typer
 
 from reka_ingest.cli import deployment
 from reka_ingest.core.settings import load_settings
-from reka_ingest.core.states import Reason
+from reka_ingest.core.states import RETRY_REASONS, Reason
 from reka_ingest.core.text import printable
 from reka_ingest.ledger import open_ledger
 from scheduler.requeue import retry_failed
 
 
+def _retry_reason(value: str | None) -> str | None:
+    """`--reason`: one a retry can match (a duplicate's or an excluded file's never does)."""
+    if value is not None and value not in RETRY_REASONS:
+        raise typer.BadParameter(
+            f"{printable(value)!r} is not a reason a retry can match;"
+            f" one of: {', '.join(sorted(RETRY_REASONS))}"
+        )
+    return value
+
+
 def command(
     ctx: typer.Context,
-    reason: Reason | None = typer.Option(
+    reason_text: str | None = typer.Option(
         None,
         "--reason",
         help="Only files that failed for this reason (e.g. auth_failed); `expired` or"
-        " `deleted`: the files in that state (their images are gone from Reka).",
+        " `deleted`: the files in that state (their images are gone from Reka). One of: "
+        + ", ".join(sorted(RETRY_REASONS)),
+        metavar="REASON",
+        callback=_retry_reason,
+        autocompletion=lambda: sorted(RETRY_REASONS),
     ),
     path: str | None = typer.Option(
         None, "--path", help="Only files whose dropped path matches this glob (e.g. 'cam1/*')."
@@ -39,6 +53,7 @@ def command(
 ) -> None:
     """Queue failed files again once the cause is fixed (wrong key, quota, a replaced file),
     or expired ones (`--reason expired`)."""
+    reason = Reason(reason_text) if reason_text is not None else None
     settings = load_settings()
     for line in deployment.announce(deployment.reading_of(ctx), settings.ingest.broker_url):
         typer.echo(line, err=True)

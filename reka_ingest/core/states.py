@@ -8,6 +8,7 @@ are final.
 from __future__ import annotations
 
 from enum import StrEnum
+from types import MappingProxyType
 from typing import Final
 
 
@@ -113,6 +114,24 @@ class Reason(StrEnum):
     CONVERSION_FAILED = "conversion_failed"
     # Left out by INGEST_INCLUDE / INGEST_EXCLUDE (state `excluded`; the rule is in the message).
     EXCLUDED = "excluded"
+
+
+# The reasons a row carries in a state of its own, never `failed`: a duplicate's, a
+# file left out by the include/exclude rules, and a final row whose image Reka no
+# longer holds (expired) or was asked to delete.
+STATE_REASONS: Final = MappingProxyType(
+    {
+        FileState.DUPLICATE: Reason.DUPLICATE_CONTENT,
+        FileState.EXCLUDED: Reason.EXCLUDED,
+        FileState.EXPIRED: Reason.EXPIRED,
+        FileState.DELETED: Reason.DELETED,
+    }
+)
+# What `reka-ingest retry --reason` (and the web page's retry button) can match: any
+# reason a failed row can carry, and the final states retried by their name.
+RETRY_REASONS: Final = frozenset(r for r in Reason if r not in STATE_REASONS.values()) | {
+    STATE_REASONS[s] for s in RETRIABLE_BY_REASON
+}
 
 
 class Origin(StrEnum):

@@ -33,7 +33,7 @@ from starlette.staticfiles import StaticFiles
 from reka_ingest.core.logs import get_logger
 from reka_ingest.core.places import listen
 from reka_ingest.core.settings import Settings
-from reka_ingest.core.states import Reason
+from reka_ingest.core.states import RETRY_REASONS
 from reka_ingest.ledger import Ledger, open_ledger
 from reka_ingest.ledger.schema import File
 from reka_ingest.metrics.budget import duration
@@ -48,7 +48,6 @@ log = get_logger(__name__)
 HERE = Path(__file__).resolve().parent
 REFRESH_SECONDS = 5
 THUMB_MAX_AGE = 300  # seconds a browser may keep a thumbnail without asking again
-RETRY_REASONS = frozenset(r.value for r in Reason)
 MAX_ROW_ID = 2**31 - 1  # `files.id` is a 32-bit integer on PostgreSQL
 PLACEHOLDER = (HERE / "static" / "placeholder.svg").read_bytes()
 
