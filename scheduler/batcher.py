@@ -90,7 +90,7 @@ def ledger_batch_groups(ledger: Ledger, clock: Callable[[], float] = time.time) 
 def _unavailable(err: Exception, batches: int) -> LedgerUnavailable:
     """The ledger's outage `err`, said as what waits for it."""
     return LedgerUnavailable(
-        f"the ledger does not answer; {batches} batches wait to be created: "
+        f"{Ledger.why_waiting(err)}; {batches} batches wait to be created: "
         f"{type(err).__name__}: {err}"
     )
 

@@ -114,6 +114,7 @@ class Recorder:
         self._moves: list[tuple[int, str]] = []
         self._queued: list[tuple[int, int]] = []
         self._url_queued: list[tuple[int, int]] = []
+        self._waiting_on = "the ledger does not answer"  # what the last wait met (`_report_wait`)
 
     def __len__(self) -> int:
         return len(self._group)
@@ -153,7 +154,7 @@ class Recorder:
         if not group:
             outage = self._follow_up()  # what an earlier outage left waiting
             if outage is not None:
-                raise LedgerUnavailable(f"the ledger does not answer; {outage}")
+                raise LedgerUnavailable(f"{self._waiting_on}; {outage}")
             return counts
         results, pending, group = self._record_isolated(group, counts)
         counts.resumed = sum(rec.again for rec in results)
@@ -199,11 +200,9 @@ class Recorder:
         )
         if pending:
             self._group = pending + self._group
-            raise LedgerUnavailable(
-                f"the ledger does not answer; {len(pending)} files wait to be recorded"
-            )
+            raise LedgerUnavailable(f"{self._waiting_on}; {len(pending)} files wait to be recorded")
         if outage is not None:
-            raise LedgerUnavailable(f"the ledger does not answer; {outage}")
+            raise LedgerUnavailable(f"{self._waiting_on}; {outage}")
         return counts
 
     def _follow_up(self) -> str | None:
@@ -228,7 +227,7 @@ class Recorder:
             except Exception as err:  # no file's fault: the work waits
                 error = f"{type(err).__name__}: {err}"
                 if isinstance(err, LedgerUnavailable) or self.ledger.is_outage(err):
-                    log.error("recorder.ledger_unavailable", step=step, waiting=files, error=error)
+                    self._waiting_on = self._report_wait(err, step=step, waiting=files)
                     return f"{step}: {files} files wait"
                 log.error(
                     "recorder.step_failed",
@@ -239,6 +238,15 @@ class Recorder:
                     exc_info=err,
                 )
         return None
+
+    def _report_wait(self, err: BaseException, **fields: object) -> str:
+        """Log what a write that must wait met (an outage, or a concurrent write on
+        PostgreSQL: `Ledger.is_conflict`), and say it in words."""
+        if self.ledger.is_conflict(err):
+            log.warning("recorder.ledger_conflict", **fields, error=str(err), action="tried again")
+        else:
+            log.error("recorder.ledger_unavailable", **fields, error=str(err))
+        return self.ledger.why_waiting(err)
 
     def _take_queued(self) -> list[tuple[int, int]]:
         files, self._queued = self._queued, []
@@ -265,8 +273,8 @@ class Recorder:
                 if self.ledger.is_outage(err) or not self.ledger.reachable():
                     self._moves = [*part, *(m for rest in reversed(stack) for m in rest)]
                     raise LedgerUnavailable(
-                        f"{len(self._moves)} final paths wait to be written: "
-                        f"{type(err).__name__}: {err}"
+                        f"{self.ledger.why_waiting(err)}; {len(self._moves)} final paths"
+                        f" wait to be written: {type(err).__name__}: {err}"
                     ) from err
                 if len(part) > 1:
                     half = len(part) // 2
@@ -299,7 +307,7 @@ class Recorder:
                 error = err
             if self.ledger.is_outage(error):
                 pending = [*part, *(f for rest in reversed(stack) for f in rest)]
-                log.error("recorder.ledger_unavailable", waiting=len(pending), error=str(error))
+                self._waiting_on = self._report_wait(error, waiting=len(pending))
                 return results, pending, group
             if len(part) > 1:
                 half = len(part) // 2

@@ -39,6 +39,12 @@ def through_outage(ledger: Ledger, deadline: float, step: Callable[[], T]) -> T:
             if not ledger.is_outage(err) or left <= 0:
                 raise
             pause = min(wait, left)
-            log.warning("ledger_retry", attempt=tries, wait=round(pause, 3), error=str(err))
+            log.warning(
+                "ledger_retry",
+                attempt=tries,
+                wait=round(pause, 3),
+                met=ledger.why_waiting(err),
+                error=str(err),
+            )
             time.sleep(pause)
             wait = min(wait * 2, MAX_WAIT)

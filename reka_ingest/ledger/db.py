@@ -58,6 +58,9 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 HEAD_REVISION = "0013_mask_url_credentials"
 # Values in one `IN (...)` list: well under every backend's parameter limit.
 IN_CHUNK = 500
+# PostgreSQL's SQLSTATEs of a write that met a concurrent one: deadlock_detected,
+# serialization_failure, lock_not_available (`Ledger.is_conflict`).
+CONFLICT_SQLSTATES: Final = frozenset({"40P01", "40001", "55P03"})
 _IMMEDIATE = "reka_ingest_immediate"
 
 
@@ -157,6 +160,25 @@ class Ledger:
         """Whether `err` says the database cannot work now (connection lost, locked
         past the busy timeout, disk full), not that one row's data is refused."""
         return isinstance(err, OperationalError | InterfaceError | LedgerUnavailable)
+
+    @staticmethod
+    def is_conflict(err: BaseException) -> bool:
+        """Whether `err` is a write that met a concurrent one (PostgreSQL: a deadlock, a
+        serialization failure, a lock not granted in time): an `is_outage` too, tried
+        again the same way, but the ledger answers."""
+        seen: BaseException | None = err
+        while seen is not None:  # the driver's error, or what a LedgerUnavailable was raised from
+            if getattr(getattr(seen, "orig", None), "sqlstate", None) in CONFLICT_SQLSTATES:
+                return True
+            seen = seen.__cause__
+        return False
+
+    @staticmethod
+    def why_waiting(err: BaseException) -> str:
+        """What a write that must wait (`is_outage`) met, as a person reads it."""
+        if Ledger.is_conflict(err):
+            return "a write met a concurrent one in the ledger (tried again)"
+        return "the ledger does not answer"
 
     def reachable(self) -> bool:
         """Whether the database answers at all (tells an outage from one bad row)."""
