@@ -58,6 +58,7 @@ from reka_ingest.ledger.serverside import (
     iter_check_rows,
     mark_gone,
     rows_holding,
+    upload_spans,
 )
 from reka_ingest.reka.models import ContentDigest, Image
 from worker.runtime import Runtime
@@ -156,13 +157,16 @@ class CheckReport:
     images_on_server: int = 0
     rows_checked: int = 0
     orphans: int = 0
+    # Images owned by no row yet uploaded while a batch was in flight (its answer not
+    # recorded when its rows were read): not orphans; the next check judges them.
+    in_flight: int = 0
     missing: int = 0
     drift: int = 0
     duplicates_settled: int = 0
     duplicates_unsettled: int = 0
     examples: dict[str, list[dict[str, object]]] = field(
         default_factory=lambda: {
-            k: [] for k in ("orphans", "missing", "drift", "settled", "unsettled")
+            k: [] for k in ("orphans", "in_flight", "missing", "drift", "settled", "unsettled")
         }
     )
     requests: int = 0
@@ -372,14 +376,30 @@ def _serves_original(rt: Runtime, pacer: Pacer, probe: CheckRow | None) -> bool:
     return digest is not None and digest.sha256 == probe.sha256
 
 
-def _settle(rt: Runtime, pacer: Pacer, scan: _Scan, report: CheckReport, *, change: bool) -> None:
+def _in_flight(rt: Runtime, since: float, now: float) -> _Windows:
+    """When uploads were made whose answers the ledger may not have shown this check
+    (`upload_spans`), give or take WINDOW_SLACK."""
+    spans = upload_spans(rt.ledger, finished_since=since)
+    return _Windows(
+        [
+            (start - WINDOW_SLACK, (now if end is None else end) + WINDOW_SLACK)
+            for start, end in spans
+        ]
+    )
+
+
+def _settle(
+    rt: Runtime, pacer: Pacer, scan: _Scan, report: CheckReport, *, change: bool, since: float
+) -> None:
     now = rt.clock()
     windows = {id(f): f.window(now) for f in scan.flagged}
     within = _Windows(list(windows.values()))
+    in_flight = _in_flight(rt, since, now)
     candidates: dict[str, _Fetched] = {}
     for image_id, uploaded in _orphans(scan):
-        report.orphans += 1
-        report.example("orphans", {"image_id": image_id, "upload_timestamp": uploaded})
+        kind = "in_flight" if uploaded in in_flight else "orphans"
+        setattr(report, kind, getattr(report, kind) + 1)
+        report.example(kind, {"image_id": image_id, "upload_timestamp": uploaded})
         if scan.flagged and uploaded in within:
             candidates[image_id] = _Fetched(uploaded)
     for image_id, fetched in candidates.items():
@@ -509,7 +529,7 @@ def check_server(
 ) -> CheckReport:
     """Compare the ledger with what Reka holds; with `fix`, put right what can be
     (see the module's docstring); with `dry_run`, say what `fix` would do."""
-    started = time.monotonic()
+    started, since = time.monotonic(), rt.clock()
     pacer = Pacer(rt.settings.ingest.check_requests_per_second, sleep=sleep)
     report = CheckReport()
     change = fix and not dry_run
@@ -519,7 +539,7 @@ def check_server(
     missing = _scan_ledger(rt, pacer, scan, report, change=change, chunk_rows=chunk_rows)
     if not change:
         report.fixed["expired"] = missing if dry_run else 0
-    _settle(rt, pacer, scan, report, change=change)
+    _settle(rt, pacer, scan, report, change=change, since=since)
     if not fix and not dry_run:
         report.fixed = dict.fromkeys(report.fixed, 0)
     if dry_run:
@@ -533,6 +553,7 @@ def check_server(
         images_on_server=report.images_on_server,
         rows_checked=report.rows_checked,
         orphans=report.orphans,
+        in_flight=report.in_flight,
         missing=report.missing,
         drift=report.drift,
         duplicates_settled=report.duplicates_settled,

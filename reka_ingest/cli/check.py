@@ -23,6 +23,7 @@ from worker.serverside import CheckReport, check_server
 
 _KINDS = (
     ("orphans", "orphans (on Reka, owned by no row)"),
+    ("in_flight", "uploaded while a batch was in flight (judged at the next check)"),
     ("missing", "missing (recorded on Reka, gone from it)"),
     ("drift", "status drift (indexing_status differs)"),
     ("settled", "possible duplicates settled"),
@@ -34,6 +35,7 @@ def render(report: CheckReport, *, fix: bool, dry_run: bool) -> list[str]:
     """The report as lines a person reads."""
     counts = {
         "orphans": report.orphans,
+        "in_flight": report.in_flight,
         "missing": report.missing,
         "drift": report.drift,
         "settled": report.duplicates_settled,

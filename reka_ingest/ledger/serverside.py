@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import or_, select, update
 
-from reka_ingest.core.states import FileState, Origin, Reason
+from reka_ingest.core.states import BatchState, FileState, Origin, Reason
 from reka_ingest.core.text import clean_text
 from reka_ingest.ledger.db import IN_CHUNK, Ledger
 from reka_ingest.ledger.schema import MAX_MESSAGE_CHARS, Batch, File
@@ -107,6 +107,20 @@ class Gone:
     file_id: int
     expected_state: str  # the state the caller read; a row in another state is left alone
     message: str
+
+
+def upload_spans(ledger: Ledger, *, finished_since: float) -> list[tuple[float, float | None]]:
+    """(started, finished) of every batch whose upload the ledger may not show yet to a
+    check that began at `finished_since`: those uploading now (finished None) and those
+    finished since (their rows may have been read before their answer was written)."""
+    with ledger.read() as s:
+        rows = s.execute(
+            select(Batch.started_at, Batch.finished_at).where(
+                Batch.started_at.is_not(None),
+                or_(Batch.state == BatchState.UPLOADING, Batch.finished_at >= finished_since),
+            )
+        ).all()
+    return [(r.started_at, None if r.finished_at is None else r.finished_at) for r in rows]
 
 
 def mark_gone(

@@ -37,6 +37,7 @@ COUNTS: Final = (
     "images_on_server",
     "rows_checked",
     "orphans",
+    "in_flight",
     "missing",
     "drift",
     "duplicates_settled",

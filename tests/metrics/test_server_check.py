@@ -53,6 +53,7 @@ COUNTS = {
     "images_on_server": 40,
     "rows_checked": 38,
     "orphans": 3,
+    "in_flight": 0,
     "missing": 0,
     "drift": 1,
     "duplicates_settled": 2,

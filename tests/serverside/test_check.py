@@ -26,7 +26,7 @@ from reka_ingest.files.heif import ensure_registered
 from reka_ingest.ledger.queries import list_files
 from reka_ingest.ledger.schema import File
 from reka_ingest.ledger.serverside import iter_check_rows
-from reka_ingest.ledger.uploads import flag_possible_duplicates
+from reka_ingest.ledger.uploads import claim_batch, flag_possible_duplicates
 from reka_ingest.reka.models import ContentDigest, Image
 from reka_ingest.standin.runner import RunningStandin
 from tests.budget.test_retry_and_status import use_env
@@ -84,6 +84,32 @@ def test_orphans_uploaded_behind_the_ledgers_back_are_found_and_never_deleted(
     assert body["orphans"] == 2 and body["images_on_server"] == 4
     code, output = cli(monkeypatch, rt, "check")
     assert code == 0 and "orphans (on Reka, owned by no row): 2" in output, output
+
+
+def test_images_of_a_batch_still_uploading_are_in_flight_not_orphans(
+    rt: Runtime, clock: Clock, standin: RunningStandin, tmp_path: Path
+) -> None:
+    """The server holds a batch's images before its answer is in the ledger: a check
+    meanwhile counts them in flight (the next check judges them), not as orphans;
+    an image uploaded behind the ledger's back long before stays an orphan."""
+    indexed(rt, clock, {"a.jpg": image_bytes(1)})
+    (old,) = upload_behind(rt, [image_bytes(2)], tmp_path)
+    clock.advance(3600)  # far outside any window of the old upload
+    blobs = {"c.jpg": image_bytes(3), "d.jpg": image_bytes(4)}
+    batch = stage(rt, blobs)
+    assert claim_batch(rt.ledger, batch, now=clock(), lease=600) is not None
+    clock.advance(1)
+    sent = upload_behind(rt, list(blobs.values()), tmp_path)  # the request, answer not yet in
+
+    report = check_server(rt)
+    assert (report.orphans, report.in_flight) == (1, 2), report
+    assert [e["image_id"] for e in report.examples["orphans"]] == [old]
+    assert {e["image_id"] for e in report.examples["in_flight"]} == set(sent)
+
+    # Its lease long over, the batch is still uploading in the ledger (until a sweep sends
+    # it again): its window stays open, its images in flight.
+    clock.advance(3600)
+    assert check_server(rt).in_flight == 2
 
 
 def test_missing_images_become_expired_and_retry_sends_them_again(
