@@ -24,6 +24,7 @@ def build(settings: Settings | None = None) -> Celery:
     app = producer_app(settings)
     app.conf.beat_schedule = beat_schedule(settings.ingest)
     app.conf.beat_schedule_filename = str(settings.ingest.data_dir / "celerybeat-schedule")
+    app.conf.beat_scheduler = "scheduler.beat_lock:LockedScheduler"  # one beat per data folder
     level, fmt = settings.ingest.log_level, settings.ingest.log_format
 
     def _setup_logging(**_: Any) -> None:
