@@ -115,6 +115,7 @@ class Recorder:
         self._queued: list[tuple[int, int]] = []
         self._url_queued: list[tuple[int, int]] = []
         self._waiting_on = "the ledger does not answer"  # what the last wait met (`_report_wait`)
+        self._wait_error: BaseException | None = None  # and the error it met
 
     def __len__(self) -> int:
         return len(self._group)
@@ -154,7 +155,7 @@ class Recorder:
         if not group:
             outage = self._follow_up()  # what an earlier outage left waiting
             if outage is not None:
-                raise LedgerUnavailable(f"{self._waiting_on}; {outage}")
+                raise LedgerUnavailable(f"{self._waiting_on}; {outage}") from self._wait_error
             return counts
         results, pending, group = self._record_isolated(group, counts)
         counts.resumed = sum(rec.again for rec in results)
@@ -200,9 +201,11 @@ class Recorder:
         )
         if pending:
             self._group = pending + self._group
-            raise LedgerUnavailable(f"{self._waiting_on}; {len(pending)} files wait to be recorded")
+            raise LedgerUnavailable(
+                f"{self._waiting_on}; {len(pending)} files wait to be recorded"
+            ) from self._wait_error
         if outage is not None:
-            raise LedgerUnavailable(f"{self._waiting_on}; {outage}")
+            raise LedgerUnavailable(f"{self._waiting_on}; {outage}") from self._wait_error
         return counts
 
     def _follow_up(self) -> str | None:
@@ -242,6 +245,7 @@ class Recorder:
     def _report_wait(self, err: BaseException, **fields: object) -> str:
         """Log what a write that must wait met (an outage, or a concurrent write on
         PostgreSQL: `Ledger.is_conflict`), and say it in words."""
+        self._wait_error = err
         if self.ledger.is_conflict(err):
             log.warning("recorder.ledger_conflict", **fields, error=str(err), action="tried again")
         else:

@@ -273,7 +273,10 @@ class Watcher:
                 self._failures = 0
             except LedgerUnavailable as err:  # an outage: wait for it, do not spin
                 self._failures += 1
-                log.error("watcher.ledger_unavailable", error=str(err), failures=self._failures)
+                if Ledger.is_conflict(err):  # it answers; a concurrent write was in the way
+                    log.warning("watcher.ledger_conflict", error=str(err), failures=self._failures)
+                else:
+                    log.error("watcher.ledger_unavailable", error=str(err), failures=self._failures)
                 self._halt.wait(self._pause())
             except Exception:  # log, pause, carry on: scans and recovery catch up
                 self._failures += 1

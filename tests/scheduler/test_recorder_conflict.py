@@ -122,6 +122,8 @@ def test_a_group_that_meets_a_held_lock_waits_and_says_so(
         with capture_logs() as logs, pytest.raises(LedgerUnavailable) as info:
             recorder.flush()
         assert str(info.value).startswith(CONCURRENT), info.value
+        assert Ledger.is_conflict(info.value)  # raised from the driver's error: the watcher logs
+        # `watcher.ledger_conflict`, not `watcher.ledger_unavailable`
         events = [e["event"] for e in logs]
         assert "recorder.ledger_conflict" in events, logs
         assert "recorder.ledger_unavailable" not in events, logs
