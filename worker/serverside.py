@@ -396,8 +396,11 @@ def _settle(
     within = _Windows(list(windows.values()))
     in_flight = _in_flight(rt, since, now)
     candidates: dict[str, _Fetched] = {}
+    flying: set[str] = set()  # in flight: maybe a new row's own image, never an extra copy
     for image_id, uploaded in _orphans(scan):
         kind = "in_flight" if uploaded in in_flight else "orphans"
+        if kind == "in_flight":
+            flying.add(image_id)
         setattr(report, kind, getattr(report, kind) + 1)
         report.example(kind, {"image_id": image_id, "upload_timestamp": uploaded})
         if scan.flagged and uploaded in within:
@@ -428,6 +431,17 @@ def _settle(
         copies = [
             i for i, x in near.items() if x.digest is not None and x.digest.sha256 == f.row.sha256
         ]
+        if flying.intersection(copies):  # its bytes dropped again, that upload not recorded yet
+            why = (
+                "an image with its bytes was uploaded while a batch was in flight:"
+                " check again once that upload is recorded"
+            )
+            report.duplicates_unsettled += 1
+            report.example(
+                "unsettled",
+                {"file_id": f.row.id, "path": f.row.path, "state": f.row.state, "why": why},
+            )
+            continue
         # A row with no image of its own (it failed: its upload's answers were lost
         # until its attempts ran out) has no copy on Reka as far as the ledger
         # knows: the orphans with its bytes are extra copies too, deleted with

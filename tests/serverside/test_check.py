@@ -112,6 +112,40 @@ def test_images_of_a_batch_still_uploading_are_in_flight_not_orphans(
     assert check_server(rt).in_flight == 2
 
 
+def test_a_flagged_file_is_not_settled_while_an_upload_of_its_bytes_is_in_flight(
+    rt: Runtime, clock: Clock, standin: RunningStandin, tmp_path: Path
+) -> None:
+    """A failed, flagged file's bytes dropped again under another name: the new copy's
+    upload reached Reka, its answer not recorded yet. That image is the new row's,
+    not an extra copy of the failed one: `--fix` leaves it, and the failed file
+    stays flagged until the upload is recorded."""
+    batch = stage(rt, {"first.jpg": image_bytes(110)})
+    with rt.ledger.write() as s:
+        s.execute(
+            update(File)
+            .where(File.batch_id == batch)
+            .values(
+                state=FileState.FAILED,
+                reason=Reason.UPLOAD_FAILED,
+                message="gave up",
+                possible_duplicate=True,
+                finished_at=clock(),
+            )
+        )
+    again = stage(rt, {"again.jpg": image_bytes(110)})
+    assert claim_batch(rt.ledger, again, now=clock(), lease=600) is not None
+    [flying] = upload_behind(rt, [image_bytes(110)], tmp_path)
+
+    report = check_server(rt, fix=True)
+    assert report.fixed["extra_copies_deleted"] == 0
+    assert standin.state.store.get(flying) is not None
+    assert (report.duplicates_settled, report.duplicates_unsettled) == (0, 1)
+    [why] = report.examples["unsettled"]
+    assert "in flight" in str(why["why"])
+    assert (report.orphans, report.in_flight) == (0, 1)
+    assert rows_by_path(rt)["first.jpg"].possible_duplicate
+
+
 def test_missing_images_become_expired_and_retry_sends_them_again(
     rt: Runtime, clock: Clock, standin: RunningStandin, monkeypatch: pytest.MonkeyPatch
 ) -> None:
