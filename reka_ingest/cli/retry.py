@@ -18,6 +18,7 @@ from __future__ import annotations
 import typer
 
 from reka_ingest.cli import deployment
+from reka_ingest.core.errors import SettingsError
 from reka_ingest.core.settings import load_settings
 from reka_ingest.core.states import RETRY_REASONS, Reason
 from reka_ingest.core.text import printable
@@ -28,8 +29,9 @@ from scheduler.requeue import retry_failed
 def _retry_reason(value: str | None) -> str | None:
     """`--reason`: one a retry can match (a duplicate's or an excluded file's never does)."""
     if value is not None and value not in RETRY_REASONS:
-        raise typer.BadParameter(
-            f"{printable(value)!r} is not a reason a retry can match;"
+        # One `reka-ingest:` line (main), as every other refusal, not Click's box.
+        raise SettingsError(
+            f"retry --reason {printable(value)!r} is not a reason a retry can match;"
             f" one of: {', '.join(sorted(RETRY_REASONS))}"
         )
     return value
