@@ -51,6 +51,22 @@ def indexed(rt: Runtime, clock: Clock, blobs: dict[str, bytes]) -> dict[str, Fil
     return rows
 
 
+def failed_flagged(rt: Runtime, clock: Clock, batch: int) -> None:
+    """The batch's files given up as failed, flagged: their uploads' answers were lost."""
+    with rt.ledger.write() as s:
+        s.execute(
+            update(File)
+            .where(File.batch_id == batch)
+            .values(
+                state=FileState.FAILED,
+                reason=Reason.UPLOAD_FAILED,
+                message="gave up",
+                possible_duplicate=True,
+                finished_at=clock(),
+            )
+        )
+
+
 def cli(monkeypatch: pytest.MonkeyPatch, rt: Runtime, *args: str) -> tuple[int, str]:
     use_env(monkeypatch, rt, REKA_API_KEY=KEY, INGEST_CHECK_REQUESTS_PER_SECOND=str(FAST))
     result = CliRunner().invoke(app, list(args))
@@ -120,18 +136,7 @@ def test_a_flagged_file_is_not_settled_while_an_upload_of_its_bytes_is_in_flight
     not an extra copy of the failed one: `--fix` leaves it, and the failed file
     stays flagged until the upload is recorded."""
     batch = stage(rt, {"first.jpg": image_bytes(110)})
-    with rt.ledger.write() as s:
-        s.execute(
-            update(File)
-            .where(File.batch_id == batch)
-            .values(
-                state=FileState.FAILED,
-                reason=Reason.UPLOAD_FAILED,
-                message="gave up",
-                possible_duplicate=True,
-                finished_at=clock(),
-            )
-        )
+    failed_flagged(rt, clock, batch)
     again = stage(rt, {"again.jpg": image_bytes(110)})
     assert claim_batch(rt.ledger, again, now=clock(), lease=600) is not None
     [flying] = upload_behind(rt, [image_bytes(110)], tmp_path)
@@ -261,18 +266,7 @@ def test_a_failed_flagged_file_is_settled_with_no_copy_left_on_reka(
     batch = stage(rt, {"gone.jpg": image_bytes(50), "held.jpg": image_bytes(51)})
     rows = rows_by_path(rt)
     upload_behind(rt, [image_bytes(51)], tmp_path)
-    with rt.ledger.write() as s:
-        s.execute(
-            update(File)
-            .where(File.batch_id == batch)
-            .values(
-                state=FileState.FAILED,
-                reason=Reason.UPLOAD_FAILED,
-                message="gave up",
-                possible_duplicate=True,
-                finished_at=clock(),
-            )
-        )
+    failed_flagged(rt, clock, batch)
     assert len(standin.state.store) == 1
     report = check_server(rt, fix=True)
     assert (report.duplicates_settled, report.duplicates_unsettled) == (2, 0)
