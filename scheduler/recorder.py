@@ -114,8 +114,7 @@ class Recorder:
         self._moves: list[tuple[int, str]] = []
         self._queued: list[tuple[int, int]] = []
         self._url_queued: list[tuple[int, int]] = []
-        self._waiting_on = "the ledger does not answer"  # what the last wait met (`_report_wait`)
-        self._wait_error: BaseException | None = None  # and the error it met
+        self._wait_error: BaseException | None = None  # what the last wait met (`_report_wait`)
 
     def __len__(self) -> int:
         return len(self._group)
@@ -155,7 +154,7 @@ class Recorder:
         if not group:
             outage = self._follow_up()  # what an earlier outage left waiting
             if outage is not None:
-                raise LedgerUnavailable(f"{self._waiting_on}; {outage}") from self._wait_error
+                raise self._unavailable(outage) from self._wait_error
             return counts
         results, pending, group = self._record_isolated(group, counts)
         counts.resumed = sum(rec.again for rec in results)
@@ -201,11 +200,11 @@ class Recorder:
         )
         if pending:
             self._group = pending + self._group
-            raise LedgerUnavailable(
-                f"{self._waiting_on}; {len(pending)} files wait to be recorded"
+            raise self._unavailable(
+                f"{len(pending)} files wait to be recorded"
             ) from self._wait_error
         if outage is not None:
-            raise LedgerUnavailable(f"{self._waiting_on}; {outage}") from self._wait_error
+            raise self._unavailable(outage) from self._wait_error
         return counts
 
     def _follow_up(self) -> str | None:
@@ -230,7 +229,7 @@ class Recorder:
             except Exception as err:  # no file's fault: the work waits
                 error = f"{type(err).__name__}: {err}"
                 if isinstance(err, LedgerUnavailable) or self.ledger.is_outage(err):
-                    self._waiting_on = self._report_wait(err, step=step, waiting=files)
+                    self._report_wait(err, step=step, waiting=files)
                     return f"{step}: {files} files wait"
                 log.error(
                     "recorder.step_failed",
@@ -242,15 +241,20 @@ class Recorder:
                 )
         return None
 
-    def _report_wait(self, err: BaseException, **fields: object) -> str:
-        """Log what a write that must wait met (an outage, or a concurrent write on
-        PostgreSQL: `Ledger.is_conflict`), and say it in words."""
+    def _report_wait(self, err: BaseException, **fields: object) -> None:
+        """Keep and log what a write that must wait met (an outage, or a concurrent
+        write on PostgreSQL: `Ledger.is_conflict`)."""
         self._wait_error = err
         if self.ledger.is_conflict(err):
             log.warning("recorder.ledger_conflict", **fields, error=str(err), action="tried again")
         else:
             log.error("recorder.ledger_unavailable", **fields, error=str(err))
-        return self.ledger.why_waiting(err)
+
+    def _unavailable(self, waiting: str) -> LedgerUnavailable:
+        """What waits, after the words for what the last wait met."""
+        err = self._wait_error
+        words = "the ledger does not answer" if err is None else self.ledger.why_waiting(err)
+        return LedgerUnavailable(f"{words}; {waiting}")
 
     def _take_queued(self) -> list[tuple[int, int]]:
         files, self._queued = self._queued, []
@@ -311,7 +315,7 @@ class Recorder:
                 error = err
             if self.ledger.is_outage(error):
                 pending = [*part, *(f for rest in reversed(stack) for f in rest)]
-                self._waiting_on = self._report_wait(error, waiting=len(pending))
+                self._report_wait(error, waiting=len(pending))
                 return results, pending, group
             if len(part) > 1:
                 half = len(part) // 2

@@ -115,12 +115,15 @@ def upload_spans(ledger: Ledger, *, finished_since: float) -> list[tuple[float, 
     finished since (their rows may have been read before their answer was written)."""
     with ledger.read() as s:
         rows = s.execute(
-            select(Batch.started_at, Batch.finished_at).where(
+            select(Batch.state, Batch.started_at, Batch.finished_at).where(
                 Batch.started_at.is_not(None),
                 or_(Batch.state == BatchState.UPLOADING, Batch.finished_at >= finished_since),
             )
         ).all()
-    return [(r.started_at, None if r.finished_at is None else r.finished_at) for r in rows]
+    # An uploading batch's `finished_at` is an earlier attempt's, if any: its end is open.
+    return [
+        (r.started_at, None if r.state == BatchState.UPLOADING else r.finished_at) for r in rows
+    ]
 
 
 def mark_gone(
